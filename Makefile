@@ -1,0 +1,60 @@
+# micropay: `make demo` runs the main job, `make test` runs the whole suite. Both set up
+# everything they need on a fresh machine (Python 3.11+, Node 20+, make): a .venv from
+# PyPI, node tools from package-lock.json, and the pinned Solidity compiler.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP_PY := $(VENV)/.installed
+STAMP_NODE := node_modules/.installed
+
+# py-solc-x (ape-solidity, tools/build_artifacts.py) finds the compiler here; ape-foundry
+# finds anvil and ape-hardhat finds hardhat through node_modules/.bin.
+export SOLCX_BINARY_PATH := $(CURDIR)/.solcx
+export PATH := $(CURDIR)/node_modules/.bin:$(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: help setup solc test demo artifacts lint clean
+
+help:
+	@echo "make demo       compile, deploy to the in-process chain, print the addresses"
+	@echo "make test       the whole suite on the in-process chain, anvil and hardhat"
+	@echo "make lint       ruff, and mypy --strict on micropay/"
+	@echo "make artifacts  recompile contracts/ into micropay/artifacts/"
+
+$(STAMP_PY): pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "micropay needs Python 3.11+, found " + sys.version.split()[0])'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $@
+
+$(STAMP_NODE): package.json package-lock.json
+	@node -e 'if (+process.versions.node.split(".")[0] < 20) { console.error("micropay needs Node 20+, found " + process.version); process.exit(1) }'
+	npm ci --ignore-scripts --no-audit --no-fund
+	touch $@
+
+# Always re-checked (cheap): recreates .solcx/ if it was removed or went stale.
+solc: $(STAMP_PY) $(STAMP_NODE)
+	$(BIN)/python tools/compiler.py
+
+setup: solc
+
+test: setup
+	$(BIN)/python tools/run_tests.py
+
+demo: setup
+	$(BIN)/ape run deploy --network ethereum:local:test
+
+artifacts: setup
+	$(BIN)/python tools/build_artifacts.py
+
+lint: $(STAMP_PY)
+	$(BIN)/ruff check micropay tools tests scripts
+	$(BIN)/mypy
+
+clean:
+	rm -rf .solcx .build .reports .cache

@@ -1,0 +1,106 @@
+"""Run the test suite once per network and print one summary for all of them.
+
+``make test`` calls this. Each pass is a separate ``ape test --network …`` (ape starts and
+stops anvil and hardhat itself); tests marked ``offchain`` need no chain and run only in
+the first pass. A pass that runs no test at all counts as a failure, so a broken collection
+can never look green.
+
+Usage: ``python tools/run_tests.py [--networks in-process,anvil,hardhat] [pytest args…]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+REPORTS = ROOT / ".reports"
+NETWORKS = {
+    "in-process": "ethereum:local:test",
+    "anvil": "ethereum:local:foundry",
+    "hardhat": "ethereum:local:hardhat",
+}
+
+
+@dataclass(frozen=True)
+class PassResult:
+    network: str
+    exit_code: int
+    passed: int
+    failed: int
+    skipped: int
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and self.failed == 0 and self.passed > 0
+
+
+def _counts(junit: Path) -> tuple[int, int, int]:
+    if not junit.is_file():
+        return 0, 0, 0
+    tests = failed = skipped = 0
+    for suite in ET.parse(junit).getroot().iter("testsuite"):
+        tests += int(suite.get("tests", 0))
+        failed += int(suite.get("failures", 0)) + int(suite.get("errors", 0))
+        skipped += int(suite.get("skipped", 0))
+    return tests - failed - skipped, failed, skipped
+
+
+def run_pass(name: str, first: bool, pytest_args: list[str]) -> PassResult:
+    REPORTS.mkdir(exist_ok=True)
+    junit = REPORTS / f"junit-{name}.xml"
+    junit.unlink(missing_ok=True)
+    command = [
+        str(Path(sys.executable).with_name("ape")),
+        "test",
+        "--network",
+        NETWORKS[name],
+        f"--junitxml={junit}",
+        "-p",
+        "no:cacheprovider",
+    ]
+    if not first:
+        command += ["-m", "not offchain"]
+    command += pytest_args
+    print(f"\n===== {name} ({NETWORKS[name]}) =====", flush=True)
+    started = time.monotonic()
+    env = {**os.environ, "MICROPAY_TEST_NETWORK": name}
+    exit_code = subprocess.call(command, cwd=ROOT, env=env)
+    passed, failed, skipped = _counts(junit)
+    return PassResult(name, exit_code, passed, failed, skipped, time.monotonic() - started)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--networks", default=",".join(NETWORKS), help="comma-separated passes")
+    args, pytest_args = parser.parse_known_args()
+    names = [n.strip() for n in args.networks.split(",") if n.strip()]
+    unknown = [n for n in names if n not in NETWORKS]
+    if unknown or not names:
+        parser.error(f"unknown network(s) {unknown}; choose from {', '.join(NETWORKS)}")
+
+    results = [run_pass(name, i == 0, pytest_args) for i, name in enumerate(names)]
+
+    print("\n===== micropay test summary =====")
+    print(f"{'network':<12}{'passed':>8}{'failed':>8}{'skipped':>9}{'seconds':>9}  result")
+    for r in results:
+        verdict = "ok" if r.ok else ("NO TESTS RAN" if r.passed + r.failed == 0 else "FAILED")
+        print(
+            f"{r.network:<12}{r.passed:>8}{r.failed:>8}{r.skipped:>9}{r.seconds:>9.1f}  {verdict}"
+        )
+    passed = sum(r.passed for r in results)
+    failed = sum(r.failed for r in results) + sum(1 for r in results if not r.ok and r.failed == 0)
+    skipped = sum(r.skipped for r in results)
+    print(f"{passed} passed, {failed} failed, {skipped} skipped")
+    return 0 if all(r.ok for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
