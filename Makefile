@@ -34,7 +34,9 @@ $(STAMP_PY): pyproject.toml constraints.txt
 
 $(STAMP_NODE): package.json package-lock.json
 	@node -e 'if (+process.versions.node.split(".")[0] < 20) { console.error("micropay needs Node 20+, found " + process.version); process.exit(1) }'
-	npm ci --ignore-scripts --no-audit --no-fund
+	# Not `npm ci`: npm 11 drops other platforms' optional anvil binaries from the lock and
+	# then calls it out of sync. `install --no-save` still installs exactly the locked tree.
+	npm install --no-save --ignore-scripts --no-audit --no-fund
 	touch $@
 
 # Always re-checked (cheap): recreates .solcx/ if it was removed or went stale.
