@@ -3,12 +3,29 @@
 Catch :class:`MicropayError` to catch anything the toolkit raises on purpose::
 
     MicropayError
-    └── ArtifactError (LookupError)      a shipped contract artifact is missing or unreadable
+    ├── ArtifactError (LookupError)        a shipped contract artifact is missing or unreadable
+    ├── VoucherError (ValueError)          a voucher or channel configuration is malformed
+    │   └── InvalidSignatureError          not the authorizer's, high-s, bad v or length
+    ├── VoucherRejectedError (ValueError)  the payee refuses a well-formed voucher (.reason)
+    │   ├── UnknownChannelError            no such channel on chain, or not ours to accept
+    │   ├── StaleVoucherError              its cumulative amount does not grow
+    │   ├── InsufficientDepositError       it promises more than the channel holds
+    │   └── ChannelClosingError            finished, or the payer's withdraw ends too soon
+    ├── PaymentRefusedError (ValueError)   the payer will not sign: over its deposit or caps
+    ├── ContractRevertError (RuntimeError) a contract call reverted; named by the contract's
+    │                                      custom error (``.error_name``, ``.arguments``)
+    └── TransactionFailedError (RuntimeError)  mined, but with status 0 (out of gas, ...)
 
-Later modules add their branches here, so a reader finds the whole tree in one place.
+A revert is raised as the most specific class registered for its custom error name with
+:func:`register_revert`, so callers can catch the one failure they expect; every revert,
+registered or not, is a :class:`ContractRevertError` with the decoded arguments.
+Modules that add branches document them here, so the whole tree reads in one place.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
 
 
 class MicropayError(Exception):
@@ -17,3 +34,94 @@ class MicropayError(Exception):
 
 class ArtifactError(MicropayError, LookupError):
     """A compiled contract artifact shipped with the package is missing or malformed."""
+
+
+class VoucherError(MicropayError, ValueError):
+    """A voucher, domain or channel configuration is malformed."""
+
+
+class InvalidSignatureError(VoucherError):
+    """The signature is not the authorizer's, or is in a form the contract refuses."""
+
+
+class VoucherRejectedError(MicropayError, ValueError):
+    """The payee refuses a well-formed voucher; ``reason`` is a short machine-readable code."""
+
+    reason = "rejected"
+
+
+class UnknownChannelError(VoucherRejectedError):
+    """The channel does not exist on chain, or pays someone else, in another token or contract."""
+
+    reason = "unknown_channel"
+
+
+class StaleVoucherError(VoucherRejectedError):
+    """The voucher's cumulative amount is not above the best one already accepted."""
+
+    reason = "stale_voucher"
+
+
+class InsufficientDepositError(VoucherRejectedError):
+    """The voucher promises more than the channel's deposit."""
+
+    reason = "insufficient_deposit"
+
+
+class ChannelClosingError(VoucherRejectedError):
+    """The channel is finished, or the payer's withdraw completes within the safety margin."""
+
+    reason = "channel_closing"
+
+
+class PaymentRefusedError(MicropayError, ValueError):
+    """The payer refuses to sign: the payment would exceed its deposit or a spending cap."""
+
+
+class TransactionFailedError(MicropayError, RuntimeError):
+    """A transaction was mined with status 0 without a decodable reason."""
+
+
+class ContractRevertError(MicropayError, RuntimeError):
+    """A contract call reverted with a custom error (or a reason we could not decode).
+
+    ``error_name`` is the Solidity error's name (``PaymentChannels_ChannelFinished``) and
+    ``arguments`` its decoded parameters by name.
+    """
+
+    def __init__(self, error_name: str, arguments: Mapping[str, Any], message: str) -> None:
+        super().__init__(message)
+        self.error_name = error_name
+        self.arguments = dict(arguments)
+
+
+# error name -> (exception class, message template over the error's arguments)
+_REVERTS: dict[str, tuple[type[ContractRevertError], str]] = {}
+
+
+def register_revert(
+    error_name: str, message: str
+) -> Callable[[type[ContractRevertError]], type[ContractRevertError]]:
+    """Class decorator: raise this class, with this message, for that custom error.
+
+    ``message`` is a ``str.format`` template over the error's argument names, written for
+    the person reading the exception (what happened and what to do), not the contract.
+    """
+
+    def decorate(cls: type[ContractRevertError]) -> type[ContractRevertError]:
+        _REVERTS[error_name] = (cls, message)
+        return cls
+
+    return decorate
+
+
+def revert_error(error_name: str, arguments: Mapping[str, Any]) -> ContractRevertError:
+    """Build the exception for a decoded custom error."""
+    cls, template = _REVERTS.get(error_name, (ContractRevertError, ""))
+    try:
+        detail = template.format(**arguments) if template else ""
+    except (KeyError, IndexError, ValueError):
+        detail = ""
+    shown = ", ".join(f"{k}={v}" for k, v in arguments.items())
+    message = f"{error_name}({shown})" + (f": {detail}" if detail else "")
+    return cls(error_name, arguments, message)

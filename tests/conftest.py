@@ -51,3 +51,49 @@ def deployer(accounts):  # type: ignore[no-untyped-def]
 def token(project, deployer):  # type: ignore[no-untyped-def]
     """A fresh 18-decimal ERC-20 with EIP-2612 permit."""
     return project.MockERC20Permit.deploy("Mock Token", "MOCK", 18, sender=deployer)
+
+
+# -- SDK fixtures: the web3 the SDK uses, on whichever network ape is connected to ------------
+
+
+@pytest.fixture(scope="session")
+def w3(networks):  # type: ignore[no-untyped-def]
+    """The provider's Web3: the SDK talks to the same node ape started."""
+    return networks.provider.web3
+
+
+@pytest.fixture(scope="session")
+def keys(accounts):  # type: ignore[no-untyped-def]
+    """eth-account keys of ape's funded test accounts: the SDK signs locally on every network."""
+    from eth_account import Account
+
+    return [Account.from_key(accounts[i].private_key) for i in range(len(accounts))]
+
+
+@pytest.fixture(scope="session")
+def actors(keys):  # type: ignore[no-untyped-def]
+    """Named roles: deployer, payer, payee, relayer, stranger."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(
+        deployer=keys[0], payer=keys[1], payee=keys[2], relayer=keys[3], stranger=keys[4]
+    )
+
+
+@pytest.fixture(scope="session")
+def channels(w3, actors):  # type: ignore[no-untyped-def]
+    """One PaymentChannels deployment for the session (ape isolates state per test)."""
+    from micropay.channels import ChannelClient
+
+    return ChannelClient.deploy(w3, actors.deployer)
+
+
+@pytest.fixture(scope="session")
+def usd(w3, actors, channels):  # type: ignore[no-untyped-def]
+    """A 6-decimal ERC-20 the payer holds plenty of and has approved to the channels."""
+    from micropay.tokens import TokenClient
+
+    token = TokenClient.deploy(w3, actors.deployer, "Test USD", "tUSD", 6)
+    token.mint(actors.payer.address, 10**15, actors.deployer)
+    token.approve(channels.address, 2**256 - 1, actors.payer)
+    return token

@@ -25,6 +25,9 @@ from compiler import ROOT, CompilerPins, ensure_solc, read_pins
 
 CONTRACTS = ROOT / "contracts"
 ARTIFACTS = ROOT / "micropay" / "artifacts"
+# Artifacts ship for what can be deployed: the singletons in contracts/ and the mocks in
+# contracts/test/. Interfaces and libraries are compiled into what uses them.
+_DEPLOYABLE_FOLDERS = {"contracts", "contracts/test"}
 _OUTPUTS = ["abi", "evm.bytecode.object", "evm.deployedBytecode.object"]
 
 
@@ -74,7 +77,11 @@ def build(pins: CompilerPins | None = None) -> dict[str, str]:
     }
     files: dict[str, str] = {}
     for source_id, contracts in sorted(output["contracts"].items()):
+        if source_id.rpartition("/")[0] not in _DEPLOYABLE_FOLDERS:
+            continue
         for name, compiled in sorted(contracts.items()):
+            if not compiled["evm"]["bytecode"]["object"]:
+                continue  # abstract
             if f"{name}.json" in files:
                 raise SystemExit(f"two contracts are named {name}; artifact names must be unique")
             artifact = {

@@ -1,0 +1,184 @@
+"""What every contract client shares: deploy or attach, send transactions, decode reverts.
+
+Clients take a plain :class:`web3.Web3` and a *sender* per transaction: either an
+eth-account ``LocalAccount`` (the transaction is signed here, so any node works, including
+public testnets) or an address the node itself can sign for (anvil, hardhat, the
+in-process chain). Reverts come back as :class:`~micropay.errors.ContractRevertError`
+subclasses named after the contract's custom error, with decoded arguments, whether they
+happen while estimating gas, in an ``eth_call`` or in a mined transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, TypeAlias, TypeVar, cast
+
+from eth_abi.abi import decode as abi_decode
+from eth_account.signers.local import LocalAccount
+from eth_typing import ABIError, ChecksumAddress
+from eth_utils.abi import function_abi_to_4byte_selector
+from eth_utils.address import to_checksum_address
+from hexbytes import HexBytes
+from web3 import Web3
+from web3.contract import Contract
+from web3.contract.contract import ContractFunction
+from web3.exceptions import ContractCustomError, ContractLogicError, ContractPanicError
+from web3.types import TxParams, TxReceipt
+
+from micropay._artifacts import load_artifact
+from micropay.errors import ContractRevertError, TransactionFailedError, revert_error
+
+Sender: TypeAlias = LocalAccount | str
+"""Who sends a transaction: a local key (signed here) or an address the node unlocks."""
+
+_Client = TypeVar("_Client", bound="ContractClient")
+
+
+def _revert_exceptions() -> tuple[type[Exception], ...]:
+    kinds: list[type[Exception]] = [ContractCustomError, ContractLogicError, ContractPanicError]
+    try:  # the in-process chain (eth-tester) raises its own type through web3
+        from eth_tester.exceptions import TransactionFailed
+
+        kinds.append(TransactionFailed)
+    except ImportError:
+        pass
+    return tuple(kinds)
+
+
+_REVERTS = _revert_exceptions()
+
+
+def sender_address(sender: Sender) -> ChecksumAddress:
+    """The address a sender transacts from."""
+    return to_checksum_address(sender if isinstance(sender, str) else sender.address)
+
+
+def _error_table(abi: Sequence[Mapping[str, Any]]) -> dict[bytes, tuple[str, list[str], list[str]]]:
+    table: dict[bytes, tuple[str, list[str], list[str]]] = {}
+    for entry in abi:
+        if entry.get("type") == "error":
+            selector = function_abi_to_4byte_selector(cast(ABIError, dict(entry)))
+            names = [i["name"] for i in entry["inputs"]]
+            types = [i["type"] for i in entry["inputs"]]
+            table[selector] = (entry["name"], names, types)
+    return table
+
+
+class ContractClient:
+    """Base for micropay's contract clients; subclasses name their artifact."""
+
+    ARTIFACT: ClassVar[str]
+
+    def __init__(self, w3: Web3, address: str) -> None:
+        self.w3 = w3
+        self.address: ChecksumAddress = to_checksum_address(address)
+        abi = load_artifact(self.ARTIFACT).abi
+        self.contract: Contract = w3.eth.contract(address=self.address, abi=list(abi))
+        self._errors = _error_table(abi)
+
+    @classmethod
+    def attach(cls: type[_Client], w3: Web3, address: str) -> _Client:
+        """Use a deployment that already exists, checking there is code at the address."""
+        if not w3.eth.get_code(to_checksum_address(address)):
+            raise ContractRevertError(
+                "NoCode", {"address": address}, f"no contract deployed at {address}"
+            )
+        return cls(w3, address)
+
+    @classmethod
+    def deploy(cls: type[_Client], w3: Web3, sender: Sender, *args: Any) -> _Client:
+        """Deploy the shipped bytecode and return a client attached to it."""
+        artifact = load_artifact(cls.ARTIFACT)
+        factory = w3.eth.contract(abi=list(artifact.abi), bytecode=artifact.bytecode)
+        receipt = send_transaction(w3, factory.constructor(*args), sender)
+        address = receipt["contractAddress"]
+        if address is None:
+            raise TransactionFailedError(f"deploying {cls.ARTIFACT} returned no address")
+        return cls(w3, address)
+
+    # -- calls -----------------------------------------------------------------------------
+
+    def _transact(self, call: ContractFunction, sender: Sender, value: int = 0) -> TxReceipt:
+        try:
+            return send_transaction(self.w3, call, sender, value)
+        except _REVERTS as err:
+            raise self.decode_revert(err) from err
+
+    def _read(self, call: ContractFunction) -> Any:
+        try:
+            return call.call()
+        except _REVERTS as err:
+            raise self.decode_revert(err) from err
+
+    def decode_revert(self, err: Exception) -> ContractRevertError:
+        """Turn web3's revert exception into a named micropay exception."""
+        data = _revert_data(err)
+        raw = _revert_bytes(data)
+        if raw is not None and len(raw) >= 4 and raw[:4] in self._errors:
+            name, names, types = self._errors[raw[:4]]
+            try:
+                values = abi_decode(types, raw[4:])
+            except Exception:  # malformed revert data: report it raw below
+                values = None
+            if values is not None:
+                arguments = {n: _plain(v) for n, v in zip(names, values, strict=True)}
+                return revert_error(name, arguments)
+        return ContractRevertError("Unknown", {"data": str(data)}, f"call reverted: {err}")
+
+
+def _revert_data(err: Exception) -> object:
+    """The revert payload: web3 puts it in ``.data``; eth-tester wraps bytes in its args."""
+    seen: BaseException | None = err
+    while seen is not None:  # web3's eth-tester bridge re-raises with the bytes in __context__
+        data = getattr(seen, "data", None)
+        if isinstance(data, dict):  # hardhat: {"message": ..., "data": "0x..."}
+            data = data.get("data")
+        if data is not None:
+            return data
+        for arg in seen.args:
+            if isinstance(arg, bytes):
+                return arg
+            inner = getattr(arg, "args", ())
+            if inner and isinstance(inner[0], bytes):
+                return inner[0]
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _revert_bytes(data: object) -> bytes | None:
+    if isinstance(data, bytes):
+        return data
+    if isinstance(data, str) and data.startswith("0x"):
+        try:
+            return bytes(HexBytes(data))
+        except ValueError:
+            return None
+    return None
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return "0x" + value.hex()
+    return value
+
+
+def send_transaction(
+    w3: Web3, call: ContractFunction | Any, sender: Sender, value: int = 0
+) -> TxReceipt:
+    """Build, sign (for a local key) or hand to the node, send, and wait for the receipt.
+
+    Gas is estimated by the node, so a call that would revert raises before anything is
+    sent; a transaction that is mined but fails raises :class:`TransactionFailedError`.
+    """
+    params: TxParams = {"from": sender_address(sender), "value": Web3.to_wei(value, "wei")}
+    tx = call.build_transaction(params)
+    if isinstance(sender, str):
+        tx_hash = w3.eth.send_transaction(tx)
+    else:
+        tx["nonce"] = w3.eth.get_transaction_count(sender.address, "pending")
+        signed = sender.sign_transaction(dict(tx))  # type: ignore[arg-type]
+        tx_hash = w3.eth.send_raw_transaction(signed.raw_transaction)
+    receipt = w3.eth.wait_for_transaction_receipt(tx_hash)
+    if receipt["status"] != 1:
+        raise TransactionFailedError(f"transaction {tx_hash.hex()} failed (status 0)")
+    return receipt

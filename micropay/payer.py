@@ -1,0 +1,169 @@
+"""The payer's side of a channel: open it, sign the next voucher, never promise too much.
+
+A :class:`Payer` keeps one channel's running total. ``pay(amount)`` signs a voucher for
+``previous cumulative + amount`` and refuses (before signing) anything that would promise
+more than the deposit. By default the vouchers are signed by a fresh *session key* named
+as the channel's authorizer, so the payer's main key signs only on-chain transactions and
+a leaked session key can spend at most the deposit.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from eth_account.signers.local import LocalAccount
+from web3.types import TxReceipt
+
+from micropay.channels import ChannelClient, ChannelState
+from micropay.errors import PaymentRefusedError, VoucherError
+from micropay.tokens import TokenClient
+from micropay.vouchers import ZERO_ADDRESS, ChannelConfig, Voucher, new_session_key, sign_voucher
+
+
+def default_salt() -> bytes:
+    """A salt that differs per channel yet costs little calldata: microseconds since 1970.
+
+    Each zero byte of calldata costs 4 gas and each non-zero byte 16, and the salt is sent
+    with every claim, so 7 significant bytes instead of 32 random ones save about 300 gas
+    per claim. Uniqueness only matters between the same payer, payee and token.
+    """
+    return (time.time_ns() // 1_000 + int.from_bytes(os.urandom(1), "big")).to_bytes(32, "big")
+
+
+class Payer:
+    """One channel from the payer's side."""
+
+    def __init__(
+        self,
+        client: ChannelClient,
+        account: LocalAccount,
+        config: ChannelConfig,
+        authorizer_key: LocalAccount,
+        *,
+        cumulative: int = 0,
+        deposited: int = 0,
+    ) -> None:
+        if authorizer_key.address != config.authorizer:
+            raise VoucherError("authorizer_key is not the channel's authorizer")
+        if account.address != config.payer:
+            raise VoucherError("account is not the channel's payer")
+        self.client = client
+        self.account = account
+        self.config = config
+        self._authorizer_key = authorizer_key
+        self._signing_secret = bytes(authorizer_key.key)
+        self.cumulative = cumulative
+        self.deposited = deposited
+        self.last_voucher: Voucher | None = None
+
+    # -- opening -------------------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        client: ChannelClient,
+        account: LocalAccount,
+        payee: str,
+        deposit: int,
+        *,
+        token: str = ZERO_ADDRESS,
+        withdraw_delay: int = 24 * 3600,
+        session_key: LocalAccount | None = None,
+        use_session_key: bool = True,
+        salt: bytes | None = None,
+    ) -> Payer:
+        """Open a channel with a first deposit (approving an ERC-20 first if needed)."""
+        authorizer = session_key or (new_session_key() if use_session_key else account)
+        config = ChannelConfig(
+            payer=account.address,
+            payee=payee,
+            token=token,
+            authorizer=authorizer.address,
+            withdraw_delay=withdraw_delay,
+            salt=salt or default_salt(),
+        )
+        payer = cls(client, account, config, authorizer)
+        payer.top_up(deposit)
+        return payer
+
+    @classmethod
+    def recover(
+        cls,
+        client: ChannelClient,
+        account: LocalAccount,
+        config: ChannelConfig,
+        authorizer_key: LocalAccount,
+        last_voucher: Voucher | None,
+    ) -> Payer:
+        """Rebuild a payer from the chain and the last voucher it issued.
+
+        The running total is the larger of the last voucher and what the payee already
+        claimed on chain, so a recovered payer never signs a voucher below one it gave.
+        """
+        state = client.state(config)
+        if last_voucher is not None and last_voucher.channel_id != config.channel_id:
+            raise VoucherError("last_voucher belongs to another channel")
+        issued = last_voucher.cumulative_amount if last_voucher else 0
+        payer = cls(
+            client,
+            account,
+            config,
+            authorizer_key,
+            cumulative=max(issued, state.claimed),
+            deposited=state.deposited,
+        )
+        payer.last_voucher = last_voucher
+        return payer
+
+    def top_up(self, amount: int) -> TxReceipt:
+        """Add to the deposit; for an ERC-20 the allowance is raised first if it is short."""
+        if self.config.token != ZERO_ADDRESS:
+            token = TokenClient(self.client.w3, self.config.token)
+            if token.allowance(self.account.address, self.client.address) < amount:
+                token.approve(self.client.address, amount, self.account)
+        receipt = self.client.deposit(self.config, amount, self.account)
+        self.deposited = self.client.state(self.config).deposited
+        return receipt
+
+    # -- paying --------------------------------------------------------------------------------
+
+    @property
+    def remaining(self) -> int:
+        """What can still be promised without a top-up."""
+        return self.deposited - self.cumulative
+
+    def pay(self, amount: int) -> Voucher:
+        """Sign the voucher that adds ``amount`` to the running total."""
+        if type(amount) is not int or amount <= 0:
+            raise PaymentRefusedError(f"a payment must be a positive integer, not {amount!r}")
+        return self.voucher_for(self.cumulative + amount)
+
+    def voucher_for(self, cumulative_amount: int) -> Voucher:
+        """Sign a voucher for an exact cumulative total (at least the current one)."""
+        if cumulative_amount < self.cumulative:
+            raise PaymentRefusedError(
+                f"cumulative {cumulative_amount} is below the {self.cumulative} already promised"
+            )
+        if cumulative_amount > self.deposited:
+            raise PaymentRefusedError(
+                f"cumulative {cumulative_amount} would exceed the deposit of {self.deposited}; "
+                "top up first"
+            )
+        voucher = sign_voucher(
+            self.client.domain, self.config.channel_id, cumulative_amount, self._signing_secret
+        )
+        self.cumulative = cumulative_amount
+        self.last_voucher = voucher
+        return voucher
+
+    # -- leaving -------------------------------------------------------------------------------
+
+    def state(self) -> ChannelState:
+        return self.client.state(self.config)
+
+    def request_withdraw(self) -> TxReceipt:
+        return self.client.request_withdraw(self.config, self.account)
+
+    def finish_withdraw(self) -> TxReceipt:
+        return self.client.finish_withdraw(self.config, self.account)

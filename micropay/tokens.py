@@ -1,0 +1,71 @@
+"""ERC-20 helpers: balances, approvals and EIP-2612 permits, plus the test token's mint.
+
+The ABI is the mock token's (``contracts/test/MockERC20Permit.sol``), a superset of ERC-20
+with EIP-2612, so the same client talks to any standard token; only :meth:`TokenClient.mint`
+is specific to the mock, which tests, benchmarks and the demo deploy.
+"""
+
+from __future__ import annotations
+
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from web3.types import TxReceipt
+
+from micropay._contracts import ContractClient, Sender
+
+
+class TokenClient(ContractClient):
+    """An ERC-20 (with EIP-2612 where the token has it)."""
+
+    ARTIFACT = "MockERC20Permit"
+
+    def balance_of(self, owner: str) -> int:
+        return int(self._read(self.contract.functions.balanceOf(owner)))
+
+    def allowance(self, owner: str, spender: str) -> int:
+        return int(self._read(self.contract.functions.allowance(owner, spender)))
+
+    def decimals(self) -> int:
+        return int(self._read(self.contract.functions.decimals()))
+
+    def approve(self, spender: str, amount: int, sender: Sender) -> TxReceipt:
+        return self._transact(self.contract.functions.approve(spender, amount), sender)
+
+    def transfer(self, to: str, amount: int, sender: Sender) -> TxReceipt:
+        return self._transact(self.contract.functions.transfer(to, amount), sender)
+
+    def mint(self, to: str, amount: int, sender: Sender) -> TxReceipt:
+        """Mint on the mock token (anyone may); real tokens have no such function."""
+        return self._transact(self.contract.functions.mint(to, amount), sender)
+
+    def sign_permit(
+        self, owner: LocalAccount, spender: str, value: int, deadline: int
+    ) -> tuple[int, bytes, bytes]:
+        """An EIP-2612 permit ``(v, r, s)`` letting ``spender`` pull ``value`` from ``owner``."""
+        functions = self.contract.functions
+        signed = Account.sign_typed_data(
+            owner.key,
+            {
+                "name": self._read(functions.name()),
+                "version": "1",
+                "chainId": self.w3.eth.chain_id,
+                "verifyingContract": self.address,
+            },
+            {
+                "Permit": [
+                    {"name": "owner", "type": "address"},
+                    {"name": "spender", "type": "address"},
+                    {"name": "value", "type": "uint256"},
+                    {"name": "nonce", "type": "uint256"},
+                    {"name": "deadline", "type": "uint256"},
+                ]
+            },
+            {
+                "owner": owner.address,
+                "spender": spender,
+                "value": value,
+                "nonce": self._read(functions.nonces(owner.address)),
+                "deadline": deadline,
+            },
+        )
+        return signed.v, signed.r.to_bytes(32, "big"), signed.s.to_bytes(32, "big")
