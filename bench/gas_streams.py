@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from web3 import Web3
 
-from bench._anvil import anvil
+from micropay.devnode import anvil
 from micropay.streams import ETH, FixedStreamConfig, OpenStreamConfig, StreamsClient
 from micropay.tokens import TokenClient
 
