@@ -17,11 +17,12 @@ STAMP_NODE := node_modules/.installed
 export SOLCX_BINARY_PATH := $(CURDIR)/.solcx
 export PATH := $(CURDIR)/node_modules/.bin:$(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help setup solc test demo artifacts lint clean
+.PHONY: help setup solc test demo bench artifacts lint clean
 
 help:
 	@echo "make demo       compile, deploy to the in-process chain, print the addresses"
 	@echo "make test       the whole suite on the in-process chain, anvil and hardhat"
+	@echo "make bench      benchmarks: vouchers/s, gas per operation (prints figures)"
 	@echo "make lint       ruff, and mypy --strict on micropay/"
 	@echo "make artifacts  recompile contracts/ into micropay/artifacts/"
 
@@ -51,11 +52,14 @@ test: setup
 demo: setup
 	$(BIN)/ape run deploy --network ethereum:local:test
 
+bench: setup
+	$(BIN)/python -m bench
+
 artifacts: setup
 	$(BIN)/python tools/build_artifacts.py
 
 lint: $(STAMP_PY)
-	$(BIN)/ruff check micropay tools tests scripts
+	$(BIN)/ruff check micropay tools tests scripts bench
 	$(BIN)/mypy
 
 clean:

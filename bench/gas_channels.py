@@ -8,13 +8,15 @@ added so the columns compare like with like.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from eth_account import Account
 from web3 import Web3
 
-from bench._anvil import anvil
+from micropay._contracts import Sender, sender_address
 from micropay.channels import ChannelClient
+from micropay.devnode import anvil
 from micropay.tokens import TokenClient
 from micropay.vouchers import ZERO_ADDRESS, ChannelConfig, sign_voucher
 
@@ -47,20 +49,34 @@ GOALS: dict[str, tuple[int, str]] = {
 }
 
 
-def measure(w3: Web3) -> list[GasRow]:
-    """Run each operation once in a realistic state and return its receipt gas."""
-    deployer, payer, payee = w3.eth.accounts[:3]
+def measure(
+    w3: Web3,
+    deployer: Sender,
+    payer: Sender,
+    payee: Sender,
+    advance: Callable[[int], None],
+) -> list[GasRow]:
+    """Run each operation once in a realistic state and return its receipt gas.
+
+    ``advance(seconds)`` moves the node's clock (each network has its own way). The tests
+    call this too, to guard the figures against regressions on every network.
+    """
     session = Account.from_key(os.urandom(32))
     channels = ChannelClient.deploy(w3, deployer)
     token = TokenClient.deploy(w3, deployer, "Bench USD", "bUSD", 6)
-    token.mint(payer, 10**15, deployer)
+    token.mint(sender_address(payer), 10**15, deployer)
     token.approve(channels.address, 2**256 - 1, payer)
     # The contract already holds the token (another channel), as the goal's wording asks.
     salts = iter(range(1, 10_000))
 
     def config(token_address: str = ZERO_ADDRESS) -> ChannelConfig:
         return ChannelConfig(
-            payer, payee, token_address, session.address, DELAY, next(salts).to_bytes(32, "big")
+            sender_address(payer),
+            sender_address(payee),
+            token_address,
+            session.address,
+            DELAY,
+            next(salts).to_bytes(32, "big"),
         )
 
     def gas(receipt: dict[str, int] | object) -> int:
@@ -101,8 +117,7 @@ def measure(w3: Web3) -> list[GasRow]:
     leaving = config()
     channels.deposit(leaving, 10**18, payer)
     channels.request_withdraw(leaving, payer)
-    w3.provider.make_request("evm_increaseTime", [DELAY])  # type: ignore[arg-type]
-    w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+    advance(DELAY)
     measured["finish withdraw"] = gas(channels.finish_withdraw(leaving, payer))
 
     return [GasRow(op, measured[op], *GOALS[op]) for op in GOALS]
@@ -121,9 +136,18 @@ def render(rows: list[GasRow]) -> str:
     return "\n".join(lines)
 
 
+def _anvil_advance(w3: Web3) -> Callable[[int], None]:
+    def advance(seconds: int) -> None:
+        w3.provider.make_request("evm_increaseTime", [seconds])  # type: ignore[arg-type]
+        w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+
+    return advance
+
+
 def main() -> None:
     with anvil() as w3:
-        rows = measure(w3)
+        deployer, payer, payee = w3.eth.accounts[:3]
+        rows = measure(w3, deployer, payer, payee, _anvil_advance(w3))
     print("PaymentChannels gas on anvil (cancun):\n")
     print(render(rows))
 

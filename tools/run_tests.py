@@ -1,9 +1,9 @@
 """Run the test suite once per network and print one summary for all of them.
 
 ``make test`` calls this. Each pass is a separate ``ape test --network …`` (ape starts and
-stops anvil and hardhat itself); tests marked ``offchain`` need no chain and run only in
-the first pass. A pass that runs no test at all counts as a failure, so a broken collection
-can never look green.
+stops anvil and hardhat itself); tests marked ``offchain`` (no chain) or ``standalone``
+(they start their own node or service) run only in the first pass. A pass that runs no
+test at all counts as a failure, so a broken collection can never look green.
 
 Usage: ``python tools/run_tests.py [--networks in-process,anvil,hardhat] [pytest args…]``
 """
@@ -67,7 +67,7 @@ def run_pass(name: str, first: bool, pytest_args: list[str]) -> PassResult:
         "no:cacheprovider",
     ]
     if not first:
-        command += ["-m", "not offchain"]
+        command += ["-m", "not offchain and not standalone"]
     command += pytest_args
     print(f"\n===== {name} ({NETWORKS[name]}) =====", flush=True)
     started = time.monotonic()
