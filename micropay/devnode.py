@@ -1,12 +1,14 @@
-"""A throw-away anvil node for benchmark scripts: gas is measured from real receipts.
+"""Throw-away local nodes (anvil) for benchmarks, standalone tests and ``micropay node``.
 
-Benchmarks are plain scripts (``make bench``), not tests, so they start their own node
-from ``node_modules/.bin/anvil`` on a free loopback port, with the same hardfork the
-contracts are compiled for, and stop it on exit.
+The node binary comes from the project's ``node_modules/.bin`` (npm ``@foundry-rs/anvil``)
+or, failing that, from PATH. It listens on a free loopback port, runs the hardfork the
+contracts are compiled for, and is stopped when the context exits.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
 import subprocess
 import time
@@ -16,11 +18,24 @@ from pathlib import Path
 
 from web3 import HTTPProvider, Web3
 
-ROOT = Path(__file__).resolve().parent.parent
-ANVIL = ROOT / "node_modules" / ".bin" / "anvil"
+_LOCAL_BIN = Path(__file__).resolve().parent.parent / "node_modules" / ".bin"
 
 
-def _free_port() -> int:
+def find_binary(name: str) -> str:
+    """The project's own copy of a node tool if there is one, else the one on PATH."""
+    local = _LOCAL_BIN / name
+    if local.is_file() and os.access(local, os.X_OK):
+        return str(local)
+    found = shutil.which(name)
+    if found is None:
+        raise FileNotFoundError(
+            f"{name} not found in {_LOCAL_BIN} or on PATH; run `make setup` (npm installs it)"
+        )
+    return found
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
@@ -28,12 +43,12 @@ def _free_port() -> int:
 
 
 @contextmanager
-def anvil(hardfork: str = "cancun") -> Iterator[Web3]:
+def anvil(hardfork: str = "cancun", *extra_args: str) -> Iterator[Web3]:
     """Yield a Web3 connected to a fresh anvil; its 10 accounts are funded and unlocked."""
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [
-            str(ANVIL),
+            find_binary("anvil"),
             "--port",
             str(port),
             "--host",
@@ -41,10 +56,7 @@ def anvil(hardfork: str = "cancun") -> Iterator[Web3]:
             "--hardfork",
             hardfork,
             "--silent",
-            "--base-fee",
-            "0",
-            "--gas-price",
-            "0",
+            *extra_args,
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
