@@ -237,7 +237,9 @@ contract Streams is IStreams, ReentrancyLock {
     ) external payable nonReentrant returns (bytes32[] memory streamIds) {
         uint256 count = streams.length;
         if (count == 0) revert Streams_EmptyBatch();
-        // Mismatched lengths fail the bounds check on the arrays below (a panic).
+        if (ratesPerSecond.length != count || amounts.length != count) {
+            revert Streams_BatchLengthMismatch(count, ratesPerSecond.length, amounts.length);
+        }
         address token = streams[0].token;
         streamIds = new bytes32[](count);
         uint256 total;

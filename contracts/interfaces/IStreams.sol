@@ -185,6 +185,8 @@ interface IStreams {
     error Streams_AmountNotReceived(address token, uint256 expected, uint256 received);
     /// @notice A batch with no streams in it.
     error Streams_EmptyBatch();
+    /// @notice `createOpenStreams` needs one rate and one amount per stream.
+    error Streams_BatchLengthMismatch(uint256 streams, uint256 rates, uint256 amounts);
     /// @notice Every stream of a batch must use the batch's first token.
     error Streams_BatchTokenMismatch(uint256 index, address expected, address token);
     /// @notice Only the stream's sender may do this.
