@@ -1,0 +1,253 @@
+"""The ledger: the payee's best vouchers, checked on the way in and on the way out.
+
+Storage is a :class:`~micropay.ledger._store.Store` chosen by URL; this class adds what makes
+the data trustworthy: the ledger is bound to one voucher domain (chain and contract) on first
+use, every voucher is verified before it is stored, and every row is verified again when it
+is read, so a damaged, altered or foreign row raises a named error instead of turning into
+a claim that reverts (or a voucher quietly missing from the books).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from types import TracebackType
+from urllib.parse import unquote, urlsplit
+
+from micropay._pending_errors import (
+    ForeignLedgerError,
+    LedgerCorruptError,
+    LedgerURLError,
+)
+from micropay.errors import StaleVoucherError, VoucherError
+from micropay.ledger._journal import ChainJournal
+from micropay.ledger._records import Position
+from micropay.ledger._store import Store, VoucherRow
+from micropay.vouchers import ChannelConfig, Voucher, VoucherDomain, VoucherVerifier
+
+
+def open_store(url: str) -> Store:
+    """The back end a URL names: ``sqlite:///abs/path.db``, ``sqlite:relative.db`` or
+    ``postgresql://user@host:port/db`` (libpq's URI form, ``postgres://`` too)."""
+    if not isinstance(url, str):
+        raise LedgerURLError(f"a ledger URL must be a string, not {type(url).__name__}")
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme == "sqlite":
+        if parts.netloc:
+            raise LedgerURLError(
+                f"{url!r}: a sqlite URL names a file, not a host: use sqlite:///absolute/path.db "
+                "or sqlite:relative/path.db"
+            )
+        if parts.query or parts.fragment:
+            raise LedgerURLError(f"{url!r}: sqlite ledger URLs take no query or fragment")
+        path = unquote(parts.path)
+        if not path or path.endswith("/") or path == ":memory:":
+            raise LedgerURLError(f"{url!r} names no file (a ledger must be durable)")
+        from micropay.ledger._sqlite import SqliteStore
+
+        return SqliteStore(Path(path))
+    if scheme in ("postgresql", "postgres"):
+        from micropay.ledger._postgres import PostgresStore
+
+        return PostgresStore(url)
+    raise LedgerURLError(
+        f"unsupported ledger URL {url!r}: use sqlite:///path/to/ledger.db or postgresql://..."
+    )
+
+
+class Ledger:
+    """A durable :class:`~micropay.payee.VoucherBook` bound to one voucher domain.
+
+    ``Payee(client, account, book=Ledger.open(url, client.domain))`` makes a payee whose
+    accepted vouchers survive crashes and are shared by every process opening the same URL.
+    Open one ``Ledger`` per process; it is safe to use from many threads.
+    """
+
+    def __init__(self, store: Store, domain: VoucherDomain) -> None:
+        """Use :meth:`open`; this binds an already constructed store."""
+        self._store = store
+        self.domain = domain
+        self._verifier = VoucherVerifier(domain)
+        self._verified: dict[bytes, tuple[int, bytes]] = {}
+        self.chain = ChainJournal(store)
+        """The chain view the watchtower keeps here (cursor, block hashes, channel events)."""
+        try:
+            store.check_integrity()
+            chain_id, contract = store.bind(domain.chain_id, domain.verifying_contract)
+        except BaseException:
+            store.close()
+            raise
+        if (chain_id, contract) != (domain.chain_id, domain.verifying_contract):
+            store.close()
+            raise ForeignLedgerError(
+                f"{store.location} holds vouchers for chain {chain_id}, contract {contract}; "
+                f"it was opened for chain {domain.chain_id}, contract "
+                f"{domain.verifying_contract}"
+            )
+
+    @classmethod
+    def open(cls, url: str, domain: VoucherDomain) -> Ledger:
+        """Open (creating if needed) the ledger at ``url`` for vouchers of ``domain``.
+
+        SQLite files are integrity-checked on open. A ledger created for another chain or
+        contract raises :class:`ForeignLedgerError`; a damaged one :class:`LedgerCorruptError`.
+        """
+        if not isinstance(domain, VoucherDomain):
+            raise VoucherError("a ledger needs the VoucherDomain its vouchers are signed for")
+        return cls(open_store(url), domain)
+
+    @property
+    def location(self) -> str:
+        """Where the ledger lives (a path, or the URL without its password)."""
+        return self._store.location
+
+    def close(self) -> None:
+        self._store.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- the VoucherBook protocol ----------------------------------------------------------
+
+    def accept_if_higher(self, config: ChannelConfig, voucher: Voucher) -> int:
+        """Store ``voucher`` if it beats the stored one, durably, in one atomic step.
+
+        Returns the increment (new cumulative amount minus the one it replaced); raises
+        :class:`StaleVoucherError` if it does not beat the stored voucher, and
+        :class:`InvalidSignatureError` if the channel's authorizer did not sign it here.
+        """
+        if voucher.channel_id != config.channel_id:
+            raise VoucherError("the voucher is for another channel than the configuration")
+        self._verifier.verify(voucher, bytes.fromhex(config.authorizer[2:]))
+        now = time.time()
+        replaced = self._store.accept(
+            VoucherRow(
+                channel_id=config.channel_id,
+                chain_id=self.domain.chain_id,
+                verifying_contract=self.domain.verifying_contract,
+                payer=config.payer,
+                payee=config.payee,
+                token=config.token,
+                authorizer=config.authorizer,
+                withdraw_delay=config.withdraw_delay,
+                salt=config.salt,
+                cumulative_amount=voucher.cumulative_amount,
+                signature=voucher.signature,
+                accepted_at=now,
+                owed_since=now,
+            )
+        )
+        if replaced is None:
+            stored = self._store.voucher_row(config.channel_id)
+            held = stored.cumulative_amount if stored is not None else 0
+            raise StaleVoucherError(
+                f"voucher for {voucher.cumulative_amount} does not beat the accepted {held}"
+            )
+        self._verified[config.channel_id] = (voucher.cumulative_amount, voucher.signature)
+        return voucher.cumulative_amount - replaced
+
+    def best(self, channel_id: bytes) -> Voucher | None:
+        """The best voucher accepted for the channel, verified, or None."""
+        row = self._store.voucher_row(channel_id)
+        return None if row is None else self._checked(row)[1]
+
+    def config(self, channel_id: bytes) -> ChannelConfig | None:
+        row = self._store.voucher_row(channel_id)
+        return None if row is None else self._checked(row)[0]
+
+    def channel_ids(self) -> list[bytes]:
+        return self._store.channel_ids()
+
+    # -- settlement view -------------------------------------------------------------------
+
+    def position(self, channel_id: bytes) -> Position | None:
+        """The channel's configuration, best voucher and chain view, or None if unknown."""
+        row = self._store.voucher_row(channel_id)
+        if row is None:
+            return None
+        config, voucher = self._checked(row)
+        view = self._store.view(channel_id)
+        return Position(config, voucher, view, row.accepted_at, row.owed_since)
+
+    def positions(self) -> list[Position]:
+        """Every channel's position, each row verified (a damaged one raises, none is skipped)."""
+        views = self._store.views()
+        positions = []
+        for row in self._store.voucher_rows():
+            config, voucher = self._checked(row)
+            view = views.get(row.channel_id)
+            positions.append(Position(config, voucher, view, row.accepted_at, row.owed_since))
+        return positions
+
+    def unsettled(self, channel_id: bytes) -> int:
+        """Accepted but not claimed on chain, as far as the chain view has read (0 if unknown)."""
+        position = self.position(channel_id)
+        return 0 if position is None else position.unsettled
+
+    def set_owed_since(self, changes: Iterable[tuple[bytes, float | None]]) -> None:
+        """Record when channels began owing (None: settled); the settlement policy's age clock."""
+        self._store.set_owed_since(changes)
+
+    def check(self) -> int:
+        """Verify every row now (not only when read); return how many were checked.
+
+        Raises on the first problem, naming the channel and what is wrong with it.
+        """
+        self._verified.clear()
+        rows = self._store.voucher_rows()
+        for row in rows:
+            self._checked(row)
+        return len(rows)
+
+    # -- checking rows ---------------------------------------------------------------------
+
+    def _checked(self, row: VoucherRow) -> tuple[ChannelConfig, Voucher]:
+        where = f"{self.location}: channel 0x{row.channel_id.hex()}"
+        if (row.chain_id, row.verifying_contract) != (
+            self.domain.chain_id,
+            self.domain.verifying_contract,
+        ):
+            raise ForeignLedgerError(
+                f"{where} was written for chain {row.chain_id}, contract "
+                f"{row.verifying_contract}, not this ledger's chain {self.domain.chain_id}, "
+                f"contract {self.domain.verifying_contract}"
+            )
+        try:
+            config = ChannelConfig(
+                payer=row.payer,
+                payee=row.payee,
+                token=row.token,
+                authorizer=row.authorizer,
+                withdraw_delay=row.withdraw_delay,
+                salt=row.salt,
+            )
+            voucher = Voucher(row.channel_id, row.cumulative_amount, row.signature)
+        except VoucherError as err:
+            raise LedgerCorruptError(f"{where} has a malformed configuration: {err}") from None
+        if config.channel_id != row.channel_id:
+            raise LedgerCorruptError(
+                f"{where}: its configuration hashes to 0x{config.channel_id.hex()}, not to its "
+                "channel id (the row was altered)"
+            )
+        held = (row.cumulative_amount, row.signature)
+        if self._verified.get(row.channel_id) != held:
+            try:
+                self._verifier.verify(voucher, bytes.fromhex(config.authorizer[2:]))
+            except VoucherError as err:
+                raise LedgerCorruptError(
+                    f"{where}: the voucher for {row.cumulative_amount} does not verify under "
+                    f"this ledger's domain ({err}); the row was altered or copied from a "
+                    "ledger for another contract"
+                ) from None
+            self._verified[row.channel_id] = held
+        return config, voucher

@@ -1,0 +1,143 @@
+"""The server back end: PostgreSQL through psycopg 3, for sites that run several servers.
+
+Every server process opens the same database; the conditional upsert runs under
+PostgreSQL's row lock, whose ``ON CONFLICT DO UPDATE ... WHERE`` sees the newest committed
+row even under READ COMMITTED, so concurrent accepts neither lose the higher voucher nor
+count an increment twice. Commits are durable as the server is configured
+(``synchronous_commit`` is on by default).
+
+Amounts are ``NUMERIC(78, 0)``: exact for any uint256 and ordered as numbers. psycopg is an
+optional dependency (``pip install 'micropay[postgres]'``), imported only when a
+``postgresql://`` ledger is opened.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from decimal import Decimal
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+from micropay._pending_errors import LedgerError
+from micropay.ledger._store import Execute, Store
+
+_T = TypeVar("_T")
+
+# Serialises schema creation between processes opening a fresh database at once
+# (concurrent CREATE TABLE IF NOT EXISTS can otherwise collide in the catalog).
+_SCHEMA_LOCK = 0x6D6963726F706179  # "micropay"
+
+_SCHEMA = [
+    f"SELECT pg_advisory_xact_lock({_SCHEMA_LOCK})",
+    "CREATE TABLE IF NOT EXISTS ledger_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS best_vouchers (
+        channel_id BYTEA PRIMARY KEY,
+        chain_id TEXT NOT NULL,
+        verifying_contract TEXT NOT NULL,
+        payer TEXT NOT NULL,
+        payee TEXT NOT NULL,
+        token TEXT NOT NULL,
+        authorizer TEXT NOT NULL,
+        withdraw_delay BIGINT NOT NULL,
+        salt BYTEA NOT NULL,
+        cumulative_amount NUMERIC(78, 0) NOT NULL,
+        signature BYTEA NOT NULL,
+        replaced_amount NUMERIC(78, 0) NOT NULL,
+        accepted_at DOUBLE PRECISION NOT NULL,
+        owed_since DOUBLE PRECISION
+    )""",
+    "CREATE TABLE IF NOT EXISTS chain_blocks (number BIGINT PRIMARY KEY, hash BYTEA NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS chain_events (
+        block_number BIGINT NOT NULL,
+        log_index INTEGER NOT NULL,
+        channel_id BYTEA NOT NULL,
+        kind TEXT NOT NULL,
+        total_deposited NUMERIC(78, 0),
+        total_claimed NUMERIC(78, 0),
+        closes_at BIGINT,
+        finished SMALLINT NOT NULL,
+        PRIMARY KEY (block_number, log_index, channel_id)
+    )""",
+    "CREATE INDEX IF NOT EXISTS chain_events_by_channel ON chain_events (channel_id)",
+]
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    netloc = f"{parts.username or ''}:***@{host}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+class PostgresStore(Store):
+    """A ledger in a PostgreSQL database (the tables live in the connection's search path)."""
+
+    scheme = "postgresql"
+
+    def __init__(self, url: str) -> None:
+        super().__init__(redact(url))
+        try:
+            import psycopg
+        except ImportError:
+            raise LedgerError(
+                "a postgresql:// ledger needs psycopg 3: pip install 'micropay[postgres]'"
+            ) from None
+        self._psycopg = psycopg
+        self._url = url
+        self._statements: dict[str, str] = {}
+
+    def _sql(self, sql: str) -> str:
+        converted = self._statements.get(sql)
+        if converted is None:
+            if "%" in sql:
+                raise AssertionError("shared ledger SQL must not contain '%'")
+            converted = sql.replace("?", "%s")
+            self._statements[sql] = converted
+        return converted
+
+    def _connect(self) -> Any:
+        try:
+            return self._psycopg.connect(self._url, autocommit=True, connect_timeout=10)
+        except self._psycopg.Error as err:
+            raise LedgerError(f"cannot connect to the ledger at {self.location}: {err}") from err
+
+    def _close_connection(self, connection: Any) -> None:
+        connection.close()
+
+    def _read(self, connection: Any, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        try:
+            rows: list[tuple[Any, ...]] = connection.execute(self._sql(sql), params).fetchall()
+        except self._psycopg.Error as err:
+            raise LedgerError(f"{self.location}: {err}") from err
+        return rows
+
+    def _transact(self, connection: Any, work: Callable[[Execute], _T]) -> _T:
+        def execute(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+            cursor = connection.execute(self._sql(sql), params)
+            rows: list[tuple[Any, ...]] = cursor.fetchall() if cursor.description else []
+            return rows
+
+        try:
+            with connection.transaction():
+                return work(execute)
+        except self._psycopg.Error as err:
+            raise LedgerError(f"{self.location}: {err}") from err
+
+    def _schema(self) -> list[str]:
+        return _SCHEMA
+
+    def check_integrity(self) -> None:
+        """The server guards its own pages; rows are checked as they are read."""
+
+    def encode_amount(self, amount: int) -> Decimal:
+        return Decimal(amount)
+
+    def decode_amount(self, value: Any) -> int:
+        if not isinstance(value, Decimal) or value != value.to_integral_value():
+            raise ValueError("not an integer")
+        return int(value)

@@ -1,0 +1,109 @@
+"""The values the ledger hands out: positions (what a channel owes the payee) and chain facts.
+
+All are frozen: they are snapshots of rows, and a caller mutating one would only fool itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from micropay.vouchers import ChannelConfig, Voucher
+
+
+@dataclass(frozen=True)
+class BlockRef:
+    """A block the chain follower has read, by number and hash (the hash detects reorgs)."""
+
+    number: int
+    hash: bytes
+
+
+class EventKind(StrEnum):
+    """What a chain-view row records. ``SEED`` is not an event: it is a channel's state read
+    at one block when the follower first meets the channel, so no history scan is needed."""
+
+    SEED = "seed"
+    DEPOSITED = "deposited"
+    CLAIMED = "claimed"
+    WITHDRAW_REQUESTED = "withdraw_requested"
+    CLOSED = "closed"
+    WITHDRAWN = "withdrawn"
+
+
+@dataclass(frozen=True)
+class ChainEvent:
+    """One fact about a channel at one block. Totals, not deltas: the channel's state is the
+    maximum of each total over its rows, so dropping the rows of reorged blocks rolls it back.
+    A field the event does not carry is None."""
+
+    block_number: int
+    log_index: int
+    channel_id: bytes
+    kind: EventKind
+    total_deposited: int | None = None
+    total_claimed: int | None = None
+    closes_at: int | None = None
+    finished: bool = False
+
+
+@dataclass(frozen=True)
+class ChainView:
+    """A channel's on-chain balances as far as the follower has read (confirmed blocks only)."""
+
+    deposited: int
+    claimed: int
+    closes_at: int
+    """0 while open; when the payer may finish withdrawing, once it asked."""
+    finished: bool
+    as_of_block: int
+    """The newest block that contributed to this view."""
+
+    @property
+    def withdraw_requested(self) -> bool:
+        return self.closes_at != 0
+
+
+@dataclass(frozen=True)
+class Position:
+    """One channel as the payee holds it: its configuration, best voucher and chain view.
+
+    ``chain`` is None until a chain follower (the watchtower) has read the channel; until then
+    nothing is known to be claimed, so the whole best voucher counts as unsettled.
+    """
+
+    config: ChannelConfig
+    voucher: Voucher
+    chain: ChainView | None
+    accepted_at: float
+    """Unix time the best voucher was stored."""
+    owed_since: float | None
+    """Unix time the channel last went from settled to owing (None: nothing owed)."""
+
+    @property
+    def channel_id(self) -> bytes:
+        return self.config.channel_id
+
+    @property
+    def claimed(self) -> int:
+        return self.chain.claimed if self.chain is not None else 0
+
+    @property
+    def unsettled(self) -> int:
+        """Accepted but not yet claimed on chain: what a claim with the best voucher would pay."""
+        return max(self.voucher.cumulative_amount - self.claimed, 0)
+
+    @property
+    def underfunded(self) -> bool:
+        """The best voucher promises more than the channel holds (a deposit was reorged away,
+        or a voucher was accepted against a deposit that never confirmed): a claim would revert."""
+        return self.chain is not None and self.voucher.cumulative_amount > self.chain.deposited
+
+    @property
+    def claimable(self) -> bool:
+        """A claim with the best voucher would succeed on the chain as the view shows it."""
+        return (
+            self.unsettled > 0
+            and not self.underfunded
+            and not (self.chain is not None and self.chain.finished)
+        )

@@ -1,0 +1,157 @@
+"""The embedded back end: one SQLite file, in WAL mode, fsynced at every commit.
+
+``synchronous=FULL`` makes each commit sync the write-ahead log before returning, so a voucher
+the ledger has acknowledged survives a crash of the process or the machine. WAL lets readers
+go on while one writer commits, and lets several processes share the file.
+
+Every write transaction starts with ``BEGIN IMMEDIATE``: it takes the write lock before
+reading, so the compare-and-swap of a voucher never reads a snapshot another writer has just
+made stale (which SQLite would report as ``SQLITE_BUSY_SNAPSHOT`` instead of waiting).
+
+Amounts are 78-digit zero-padded decimal text: SQLite integers stop at 2**63, and text of one
+length sorts as the numbers do, so ``>`` and ``MAX`` in SQL stay exact for any uint256.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from micropay._pending_errors import LedgerCorruptError, LedgerError
+from micropay.ledger._store import Execute, Store
+
+_T = TypeVar("_T")
+_DIGITS = 78  # len(str(2**256 - 1))
+_BUSY_TIMEOUT_MS = 60_000
+_HEADER = b"SQLite format 3\x00"
+
+_SCHEMA = [
+    "CREATE TABLE IF NOT EXISTS ledger_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS best_vouchers (
+        channel_id BLOB PRIMARY KEY,
+        chain_id TEXT NOT NULL,
+        verifying_contract TEXT NOT NULL,
+        payer TEXT NOT NULL,
+        payee TEXT NOT NULL,
+        token TEXT NOT NULL,
+        authorizer TEXT NOT NULL,
+        withdraw_delay INTEGER NOT NULL,
+        salt BLOB NOT NULL,
+        cumulative_amount TEXT NOT NULL,
+        signature BLOB NOT NULL,
+        replaced_amount TEXT NOT NULL,
+        accepted_at REAL NOT NULL,
+        owed_since REAL
+    )""",
+    "CREATE TABLE IF NOT EXISTS chain_blocks (number INTEGER PRIMARY KEY, hash BLOB NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS chain_events (
+        block_number INTEGER NOT NULL,
+        log_index INTEGER NOT NULL,
+        channel_id BLOB NOT NULL,
+        kind TEXT NOT NULL,
+        total_deposited TEXT,
+        total_claimed TEXT,
+        closes_at INTEGER,
+        finished INTEGER NOT NULL,
+        PRIMARY KEY (block_number, log_index, channel_id)
+    )""",
+    "CREATE INDEX IF NOT EXISTS chain_events_by_channel ON chain_events (channel_id)",
+]
+
+
+class SqliteStore(Store):
+    """A ledger in one SQLite file."""
+
+    scheme = "sqlite"
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(str(path))
+        self.path = path
+        if not path.parent.is_dir():
+            raise LedgerError(f"cannot create the ledger {path}: {path.parent} is not a directory")
+        if path.is_dir():
+            raise LedgerError(f"the ledger path {path} is a directory")
+        self._check_header()
+
+    def _check_header(self) -> None:
+        """Name the commonest damage before SQLite's terser 'file is not a database'."""
+        if not self.path.exists():
+            return
+        with self.path.open("rb") as file:
+            header = file.read(len(_HEADER))
+        if header and header != _HEADER[: len(header)]:
+            raise LedgerCorruptError(f"{self.path} is not a SQLite database (wrong file header)")
+        if 0 < len(header) < len(_HEADER):
+            raise LedgerCorruptError(f"{self.path} is truncated: shorter than a SQLite header")
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            connection = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=60.0
+            )
+            connection.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+            mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise LedgerError(f"{self.path}: SQLite refused WAL mode (got {mode!r})")
+            connection.execute("PRAGMA synchronous = FULL")
+        except sqlite3.DatabaseError as err:
+            raise self._translate(err) from err
+        return connection
+
+    def _close_connection(self, connection: Any) -> None:
+        connection.close()
+
+    def _translate(self, err: sqlite3.Error) -> LedgerError:
+        name = str(getattr(err, "sqlite_errorname", ""))
+        if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")):
+            detail = "not a SQLite database" if name == "SQLITE_NOTADB" else str(err)
+            return LedgerCorruptError(f"{self.path} is damaged: {detail}")
+        return LedgerError(f"{self.path}: {err}")
+
+    def _read(self, connection: Any, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        try:
+            rows: list[tuple[Any, ...]] = connection.execute(sql, params).fetchall()
+        except sqlite3.Error as err:
+            raise self._translate(err) from err
+        return rows
+
+    def _transact(self, connection: Any, work: Callable[[Execute], _T]) -> _T:
+        def execute(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+            rows: list[tuple[Any, ...]] = connection.execute(sql, params).fetchall()
+            return rows
+
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                result = work(execute)
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+            connection.execute("COMMIT")
+        except sqlite3.Error as err:
+            raise self._translate(err) from err
+        return result
+
+    def _schema(self) -> list[str]:
+        return _SCHEMA
+
+    def check_integrity(self) -> None:
+        """``PRAGMA quick_check`` reads every page: a truncated or torn file shows up here, at
+        open, rather than as a missing voucher later."""
+        rows = self.read("PRAGMA quick_check")
+        problems = [str(row[0]) for row in rows if row[0] != "ok"]
+        if problems:
+            shown = "; ".join(problems[:3])
+            raise LedgerCorruptError(f"{self.path} failed SQLite's integrity check: {shown}")
+
+    def encode_amount(self, amount: int) -> str:
+        return f"{amount:0{_DIGITS}d}"
+
+    def decode_amount(self, value: Any) -> int:
+        if not isinstance(value, str) or len(value) != _DIGITS:
+            raise ValueError("not a 78-digit decimal")
+        if not (value.isascii() and value.isdigit()):
+            raise ValueError("not a 78-digit decimal")
+        return int(value)

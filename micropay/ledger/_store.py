@@ -1,0 +1,422 @@
+"""The storage half of the ledger: one set of SQL statements over two database back ends.
+
+A :class:`Store` knows tables and transactions, not vouchers: it moves typed rows in and out
+and leaves checking them (signatures, domains) to :class:`~micropay.ledger.Ledger`. The data
+statements are written once here, in the SQL that SQLite and PostgreSQL share (``?``
+placeholders; a back end may rewrite them); each back end adds its own table definitions,
+connections, transactions and the encoding of 256-bit amounts.
+
+Tables:
+
+- ``ledger_meta``: schema version and the voucher domain the ledger is bound to;
+- ``best_vouchers``: per channel, its configuration and the best voucher. Accepting is one
+  ``INSERT ... ON CONFLICT DO UPDATE ... WHERE new > stored RETURNING replaced_amount``: the
+  database compares and swaps under its own row lock, and ``replaced_amount`` (the amount the
+  new voucher replaced) yields the increment without a second read that could race;
+- ``chain_blocks`` / ``chain_events``: what the chain follower has read (block hashes for
+  reorg detection, and per-channel totals by block, so a rollback is a ``DELETE``).
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
+
+from micropay._pending_errors import LedgerCorruptError, LedgerError
+from micropay.ledger._records import BlockRef, ChainEvent, ChainView, EventKind
+
+SCHEMA_VERSION = 1
+_T = TypeVar("_T")
+
+Execute = Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]
+"""Runs one statement inside the current transaction and returns its rows."""
+
+_VOUCHER_COLUMNS = (
+    "channel_id, chain_id, verifying_contract, payer, payee, token, authorizer, "
+    "withdraw_delay, salt, cumulative_amount, signature, accepted_at, owed_since"
+)
+
+_ACCEPT = f"""
+INSERT INTO best_vouchers AS v ({_VOUCHER_COLUMNS}, replaced_amount)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (channel_id) DO UPDATE SET
+    cumulative_amount = excluded.cumulative_amount,
+    signature = excluded.signature,
+    replaced_amount = v.cumulative_amount,
+    accepted_at = excluded.accepted_at,
+    owed_since = COALESCE(v.owed_since, excluded.owed_since)
+WHERE excluded.cumulative_amount > v.cumulative_amount
+RETURNING replaced_amount
+"""
+
+_VIEWS = """
+SELECT channel_id, MAX(total_deposited), MAX(total_claimed), MAX(closes_at), MAX(finished),
+       MAX(block_number)
+FROM chain_events GROUP BY channel_id
+"""
+
+
+@dataclass(frozen=True)
+class VoucherRow:
+    """One ``best_vouchers`` row, decoded to Python types but not yet checked."""
+
+    channel_id: bytes
+    chain_id: int
+    verifying_contract: str
+    payer: str
+    payee: str
+    token: str
+    authorizer: str
+    withdraw_delay: int
+    salt: bytes
+    cumulative_amount: int
+    signature: bytes
+    accepted_at: float
+    owed_since: float | None
+
+
+class Store(ABC):
+    """A ledger database: SQL shared by the back ends, connections one per thread."""
+
+    scheme: ClassVar[str]
+    """The URL scheme this back end serves."""
+
+    def __init__(self, location: str) -> None:
+        self.location = location
+        """Where the data lives, for messages (a path, or a URL without its password)."""
+        self._local = threading.local()
+        self._connections: list[Any] = []
+        self._connections_lock = threading.Lock()
+        self._closed = False
+
+    # -- what a back end provides ----------------------------------------------------------
+
+    @abstractmethod
+    def _connect(self) -> Any:
+        """A new connection, configured, in autocommit mode."""
+
+    @abstractmethod
+    def _close_connection(self, connection: Any) -> None: ...
+
+    @abstractmethod
+    def _read(self, connection: Any, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """Run one read-only statement outside any explicit transaction."""
+
+    @abstractmethod
+    def _transact(self, connection: Any, work: Callable[[Execute], _T]) -> _T:
+        """Run ``work`` in one write transaction: all its statements commit, or none do."""
+
+    @abstractmethod
+    def _schema(self) -> list[str]:
+        """``CREATE ... IF NOT EXISTS`` statements for every table and index."""
+
+    @abstractmethod
+    def encode_amount(self, amount: int) -> Any:
+        """A uint256 as the column stores it, ordered the way the integers are."""
+
+    @abstractmethod
+    def decode_amount(self, value: Any) -> int: ...
+
+    @abstractmethod
+    def check_integrity(self) -> None:
+        """Raise :class:`LedgerCorruptError` if the storage itself is damaged (if it can tell)."""
+
+    # -- connections ---------------------------------------------------------------------------
+
+    def connection(self) -> Any:
+        """This thread's connection. Threads never share one: a transaction is per connection."""
+        if self._closed:
+            raise LedgerError(f"the ledger at {self.location} is closed")
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = self._connect()
+            self._local.connection = connection
+            with self._connections_lock:
+                self._connections.append(connection)
+        return connection
+
+    def close(self) -> None:
+        self._closed = True
+        with self._connections_lock:
+            connections, self._connections = self._connections, []
+        for connection in connections:
+            self._close_connection(connection)
+
+    def read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return self._read(self.connection(), sql, params)
+
+    def transact(self, work: Callable[[Execute], _T]) -> _T:
+        return self._transact(self.connection(), work)
+
+    # -- schema and binding --------------------------------------------------------------------
+
+    def bind(self, chain_id: int, verifying_contract: str) -> tuple[int, str]:
+        """Create the tables if needed and record the domain on first use; return the domain
+        the ledger is bound to (the caller compares it with the one it was opened for)."""
+
+        def work(execute: Execute) -> tuple[int, str]:
+            for statement in self._schema():
+                execute(statement, ())
+            meta: dict[str, str] = dict(execute("SELECT key, value FROM ledger_meta", ()))
+            if not meta:
+                for key, value in (
+                    ("schema_version", str(SCHEMA_VERSION)),
+                    ("chain_id", str(chain_id)),
+                    ("verifying_contract", verifying_contract),
+                ):
+                    execute("INSERT INTO ledger_meta (key, value) VALUES (?, ?)", (key, value))
+                return chain_id, verifying_contract
+            return self._bound_domain(meta)
+
+        return self.transact(work)
+
+    def _bound_domain(self, meta: dict[str, str]) -> tuple[int, str]:
+        try:
+            version = int(meta["schema_version"])
+            chain_id = int(meta["chain_id"])
+            contract = meta["verifying_contract"]
+        except (KeyError, ValueError) as err:
+            raise LedgerCorruptError(
+                f"{self.location}: the ledger_meta table is incomplete or malformed ({err!r})"
+            ) from None
+        if version > SCHEMA_VERSION:
+            raise LedgerError(
+                f"{self.location} has ledger schema version {version}; this micropay reads up "
+                f"to {SCHEMA_VERSION}: upgrade micropay"
+            )
+        return chain_id, contract
+
+    # -- vouchers ------------------------------------------------------------------------------
+
+    def accept(self, row: VoucherRow) -> int | None:
+        """Store ``row`` if its amount beats the stored one; return the amount it replaced
+        (0 for a new channel), or None if it did not beat it."""
+        params = (
+            row.channel_id,
+            str(row.chain_id),
+            row.verifying_contract,
+            row.payer,
+            row.payee,
+            row.token,
+            row.authorizer,
+            row.withdraw_delay,
+            row.salt,
+            self.encode_amount(row.cumulative_amount),
+            row.signature,
+            row.accepted_at,
+            row.owed_since,
+            self.encode_amount(0),
+        )
+        rows = self.transact(lambda execute: execute(_ACCEPT, params))
+        if not rows:
+            return None
+        return self._amount(rows[0][0], row.channel_id, "replaced_amount")
+
+    def voucher_row(self, channel_id: bytes) -> VoucherRow | None:
+        rows = self.read(
+            f"SELECT {_VOUCHER_COLUMNS} FROM best_vouchers WHERE channel_id = ?", (channel_id,)
+        )
+        return self._voucher_row(rows[0]) if rows else None
+
+    def voucher_rows(self) -> list[VoucherRow]:
+        rows = self.read(f"SELECT {_VOUCHER_COLUMNS} FROM best_vouchers ORDER BY channel_id")
+        return [self._voucher_row(row) for row in rows]
+
+    def channel_ids(self) -> list[bytes]:
+        rows = self.read("SELECT channel_id FROM best_vouchers ORDER BY channel_id")
+        return [self._channel_id(row[0]) for row in rows]
+
+    def set_owed_since(self, changes: Iterable[tuple[bytes, float | None]]) -> None:
+        """Record when channels started owing (or that they no longer owe: None)."""
+        updates = list(changes)
+        if not updates:
+            return
+
+        def work(execute: Execute) -> None:
+            for channel_id, since in updates:
+                execute(
+                    "UPDATE best_vouchers SET owed_since = ? WHERE channel_id = ?",
+                    (since, channel_id),
+                )
+
+        self.transact(work)
+
+    # -- chain view ----------------------------------------------------------------------------
+
+    def blocks(self) -> list[BlockRef]:
+        """The followed blocks whose hashes are kept, newest first."""
+        rows = self.read("SELECT number, hash FROM chain_blocks ORDER BY number DESC")
+        return [BlockRef(int(number), bytes(block_hash)) for number, block_hash in rows]
+
+    def cursor(self) -> BlockRef | None:
+        rows = self.read("SELECT number, hash FROM chain_blocks ORDER BY number DESC LIMIT 1")
+        return BlockRef(int(rows[0][0]), bytes(rows[0][1])) if rows else None
+
+    def record(self, blocks: Sequence[BlockRef], events: Sequence[ChainEvent], keep: int) -> None:
+        """Store read blocks and their events in one transaction (so the cursor never runs
+        ahead of the events), then forget block hashes more than ``keep`` blocks old."""
+        newest = max((block.number for block in blocks), default=None)
+
+        def work(execute: Execute) -> None:
+            for block in blocks:
+                execute(
+                    "INSERT INTO chain_blocks (number, hash) VALUES (?, ?) "
+                    "ON CONFLICT (number) DO UPDATE SET hash = excluded.hash",
+                    (block.number, block.hash),
+                )
+            for event in events:
+                execute(
+                    "INSERT INTO chain_events (block_number, log_index, channel_id, kind, "
+                    "total_deposited, total_claimed, closes_at, finished) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        event.block_number,
+                        event.log_index,
+                        event.channel_id,
+                        event.kind.value,
+                        None
+                        if event.total_deposited is None
+                        else self.encode_amount(event.total_deposited),
+                        None
+                        if event.total_claimed is None
+                        else self.encode_amount(event.total_claimed),
+                        event.closes_at,
+                        1 if event.finished else 0,
+                    ),
+                )
+            if newest is not None:
+                execute("DELETE FROM chain_blocks WHERE number < ?", (newest - keep,))
+
+        self.transact(work)
+
+    def rollback(self, number: int) -> None:
+        """Forget everything read from blocks after ``number``."""
+
+        def work(execute: Execute) -> None:
+            execute("DELETE FROM chain_events WHERE block_number > ?", (number,))
+            execute("DELETE FROM chain_blocks WHERE number > ?", (number,))
+
+        self.transact(work)
+
+    def reset_chain_view(self) -> None:
+        def work(execute: Execute) -> None:
+            execute("DELETE FROM chain_events", ())
+            execute("DELETE FROM chain_blocks", ())
+
+        self.transact(work)
+
+    def unseeded(self) -> list[bytes]:
+        """Ledger channels the follower has not read yet."""
+        rows = self.read(
+            "SELECT channel_id FROM best_vouchers v WHERE NOT EXISTS "
+            "(SELECT 1 FROM chain_events e WHERE e.channel_id = v.channel_id) ORDER BY channel_id"
+        )
+        return [self._channel_id(row[0]) for row in rows]
+
+    def views(self) -> dict[bytes, ChainView]:
+        return {self._channel_id(row[0]): self._view(row) for row in self.read(_VIEWS)}
+
+    def view(self, channel_id: bytes) -> ChainView | None:
+        rows = self.read(
+            "SELECT channel_id, MAX(total_deposited), MAX(total_claimed), MAX(closes_at), "
+            "MAX(finished), MAX(block_number) FROM chain_events WHERE channel_id = ? "
+            "GROUP BY channel_id",
+            (channel_id,),
+        )
+        return self._view(rows[0]) if rows else None
+
+    def events(self, channel_id: bytes) -> list[ChainEvent]:
+        rows = self.read(
+            "SELECT block_number, log_index, channel_id, kind, total_deposited, total_claimed, "
+            "closes_at, finished FROM chain_events WHERE channel_id = ? "
+            "ORDER BY block_number, log_index",
+            (channel_id,),
+        )
+        return [self._event(row) for row in rows]
+
+    # -- decoding ------------------------------------------------------------------------------
+
+    def _corrupt(self, channel_id: bytes | None, what: str) -> LedgerCorruptError:
+        where = f"channel 0x{channel_id.hex()}" if channel_id is not None else "a row"
+        return LedgerCorruptError(f"{self.location}: {where}: {what}")
+
+    def _channel_id(self, value: Any) -> bytes:
+        if not isinstance(value, bytes | bytearray | memoryview) or len(bytes(value)) != 32:
+            raise self._corrupt(None, f"channel_id is not 32 bytes: {value!r}")
+        return bytes(value)
+
+    def _amount(self, value: Any, channel_id: bytes, column: str) -> int:
+        try:
+            amount = self.decode_amount(value)
+        except (TypeError, ValueError, ArithmeticError):
+            amount = -1
+        if not 0 <= amount < 2**256:
+            raise self._corrupt(channel_id, f"{column} is not a uint256: {value!r}")
+        return amount
+
+    def _voucher_row(self, row: tuple[Any, ...]) -> VoucherRow:
+        channel_id = self._channel_id(row[0])
+        (chain_id, contract, payer, payee, token, authorizer, delay, salt) = row[1:9]
+        signature, accepted_at, owed_since = row[10:13]
+        try:
+            return VoucherRow(
+                channel_id=channel_id,
+                chain_id=int(chain_id),
+                verifying_contract=_text(contract),
+                payer=_text(payer),
+                payee=_text(payee),
+                token=_text(token),
+                authorizer=_text(authorizer),
+                withdraw_delay=int(delay),
+                salt=_blob(salt),
+                cumulative_amount=self._amount(row[9], channel_id, "cumulative_amount"),
+                signature=_blob(signature),
+                accepted_at=float(accepted_at),
+                owed_since=None if owed_since is None else float(owed_since),
+            )
+        except (TypeError, ValueError) as err:
+            raise self._corrupt(channel_id, f"malformed row: {err}") from None
+
+    def _view(self, row: tuple[Any, ...]) -> ChainView:
+        channel_id = self._channel_id(row[0])
+        deposited, claimed, closes_at, finished, block = row[1:6]
+        return ChainView(
+            deposited=0 if deposited is None else self._amount(deposited, channel_id, "deposited"),
+            claimed=0 if claimed is None else self._amount(claimed, channel_id, "claimed"),
+            closes_at=int(closes_at or 0),
+            finished=bool(finished),
+            as_of_block=int(block),
+        )
+
+    def _event(self, row: tuple[Any, ...]) -> ChainEvent:
+        channel_id = self._channel_id(row[2])
+        deposited, claimed = row[4], row[5]
+        return ChainEvent(
+            block_number=int(row[0]),
+            log_index=int(row[1]),
+            channel_id=channel_id,
+            kind=EventKind(row[3]),
+            total_deposited=None
+            if deposited is None
+            else self._amount(deposited, channel_id, "total_deposited"),
+            total_claimed=None
+            if claimed is None
+            else self._amount(claimed, channel_id, "total_claimed"),
+            closes_at=None if row[6] is None else int(row[6]),
+            finished=bool(row[7]),
+        )
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"expected text, found {type(value).__name__}")
+    return value
+
+
+def _blob(value: Any) -> bytes:
+    if not isinstance(value, bytes | bytearray | memoryview):
+        raise TypeError(f"expected bytes, found {type(value).__name__}")
+    return bytes(value)
