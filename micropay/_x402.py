@@ -1,0 +1,516 @@
+"""The wire format of micropay's HTTP 402 protocol: one codec for the paywall and the client.
+
+We follow the header transport of x402 version 2 with our own scheme, ``channel``:
+
+``PAYMENT-REQUIRED`` (server, with 402)
+    base64 JSON ``{"x402Version": 2, "error", "resource": {"url"}, "accepts": [offer],
+    "extensions": {"channel": view}}``. An *offer* is x402's PaymentRequirements:
+    ``scheme``, ``network`` (CAIP-2 ``eip155:<chainId>``), ``amount`` (the price per
+    request in base units, a decimal string), ``asset`` (token address, zero for ETH),
+    ``payTo``, ``maxTimeoutSeconds`` and ``extra``: the channels ``contract``, the voucher
+    ``domain``, ``minDeposit`` and ``minWithdrawDelay``. The optional *view* is the server's
+    record of one channel (its best voucher), sent when a voucher does not follow it, so a
+    client that lost its state resynchronises instead of paying twice.
+``PAYMENT-SIGNATURE`` (client, on the retry)
+    base64 JSON ``{"x402Version": 2, "accepted": {scheme, network, amount, asset, payTo},
+    "payload": {"channel": config, "cumulativeAmount", "signature"}}``.
+``PAYMENT-RESPONSE`` (server, with the paid content)
+    base64 JSON receipt ``{"success": true, "scheme", "network", "payer", "channelId",
+    "amount", "cumulativeAmount", "remaining"}``: what this request cost, the channel's new
+    total and what is left of the deposit. Settlement is deferred, so there is no
+    transaction hash.
+
+Decoding is strict because the paywall decodes what strangers send: a size cap before
+anything else, canonical base64, UTF-8 JSON without duplicate keys or NaN, every field of
+the expected type, amounts as canonical decimal strings within uint256, hex of the exact
+length. Anything else raises :class:`~micropay._http_errors.PaymentHeaderError` with a
+reason code, never another exception.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Final
+
+from eth_utils.address import to_checksum_address
+
+from micropay._http_errors import PaymentHeaderError
+from micropay.errors import VoucherError
+from micropay.vouchers import DOMAIN_NAME, DOMAIN_VERSION, ChannelConfig, Voucher, VoucherDomain
+
+X402_VERSION: Final = 2
+SCHEME: Final = "channel"
+
+PAYMENT_REQUIRED: Final = "PAYMENT-REQUIRED"
+PAYMENT_SIGNATURE: Final = "PAYMENT-SIGNATURE"
+PAYMENT_RESPONSE: Final = "PAYMENT-RESPONSE"
+
+# A PAYMENT-SIGNATURE is about 700 bytes; 4 KiB leaves room without inviting abuse.
+MAX_PAYMENT_HEADER: Final = 4096
+# What a client accepts from a server: a 402 may list several offers.
+MAX_SERVER_HEADER: Final = 32768
+
+_UINT256_MAX: Final = 2**256 - 1
+_UINT_RE: Final = re.compile(r"(?:0|[1-9][0-9]{0,77})")
+_ADDRESS_RE: Final = re.compile(r"0x[0-9a-fA-F]{40}")
+_BYTES32_RE: Final = re.compile(r"0x[0-9a-fA-F]{64}")
+_SIGNATURE_RE: Final = re.compile(r"0x[0-9a-fA-F]{130}")
+_NETWORK_RE: Final = re.compile(r"eip155:([1-9][0-9]{0,77})")
+
+
+class Reason:
+    """Reason codes in error bodies; the client branches on them, people read ``message``."""
+
+    PAYMENT_REQUIRED = "payment_required"
+    # 400/431: the header is not a payment at all
+    HEADER_TOO_LARGE = "header_too_large"
+    DUPLICATE_HEADER = "duplicate_header"
+    INVALID_BASE64 = "invalid_base64"
+    INVALID_JSON = "invalid_json"
+    INVALID_PAYLOAD = "invalid_payload"
+    UNSUPPORTED_VERSION = "unsupported_version"
+    UNSUPPORTED_SCHEME = "unsupported_scheme"
+    # 402: a well-formed payment this paywall does not take
+    WRONG_NETWORK = "wrong_network"
+    WRONG_ASSET = "wrong_asset"
+    WRONG_PAYEE = "wrong_payee"
+    PRICE_MISMATCH = "price_mismatch"
+    WITHDRAW_DELAY_TOO_SHORT = "withdraw_delay_too_short"
+    DEPOSIT_TOO_SMALL = "deposit_too_small"
+    INVALID_SIGNATURE = "invalid_signature"
+    UNKNOWN_CHANNEL = "unknown_channel"
+    STALE_VOUCHER = "stale_voucher"
+    CUMULATIVE_MISMATCH = "cumulative_mismatch"
+    INSUFFICIENT_DEPOSIT = "insufficient_deposit"
+    CHANNEL_CLOSING = "channel_closing"
+    # 409: another request on the same channel is being served
+    CHANNEL_BUSY = "channel_busy"
+
+
+# -- JSON and field helpers ----------------------------------------------------------------
+
+
+def _encode(obj: dict[str, Any]) -> str:
+    return base64.b64encode(json.dumps(obj, separators=(",", ":")).encode()).decode("ascii")
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise PaymentHeaderError(Reason.INVALID_JSON, "duplicate key in a JSON object")
+    return obj
+
+
+def _reject_constant(name: str) -> Any:
+    raise PaymentHeaderError(Reason.INVALID_JSON, f"{name} is not a JSON number")
+
+
+def _decode(value: str | bytes, limit: int, what: str) -> dict[str, Any]:
+    """Base64 JSON object from a header value, or :class:`PaymentHeaderError`."""
+    if len(value) > limit:
+        raise PaymentHeaderError(
+            Reason.HEADER_TOO_LARGE, f"{what} is {len(value)} bytes; the limit is {limit}", 431
+        )
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise PaymentHeaderError(Reason.INVALID_BASE64, f"{what} is not canonical base64") from None
+    try:
+        obj = json.loads(
+            raw.decode("utf-8"),
+            object_pairs_hook=_no_duplicates,
+            parse_constant=_reject_constant,
+        )
+    except PaymentHeaderError:
+        raise
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise PaymentHeaderError(Reason.INVALID_JSON, f"{what} is not UTF-8 JSON") from None
+    if not isinstance(obj, dict):
+        raise PaymentHeaderError(Reason.INVALID_PAYLOAD, f"{what} is not a JSON object")
+    return obj
+
+
+def _field(obj: dict[str, Any], name: str, kind: type, where: str) -> Any:
+    if name not in obj:
+        raise PaymentHeaderError(Reason.INVALID_PAYLOAD, f"{where} lacks {name!r}")
+    value = obj[name]
+    # bool is an int subclass; a JSON true is never a number here.
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise PaymentHeaderError(
+            Reason.INVALID_PAYLOAD, f"{where}.{name} must be a JSON {kind.__name__}"
+        )
+    return value
+
+
+def _uint(obj: dict[str, Any], name: str, where: str) -> int:
+    text = _field(obj, name, str, where)
+    if not _UINT_RE.fullmatch(text):
+        raise PaymentHeaderError(
+            Reason.INVALID_PAYLOAD, f"{where}.{name} must be a canonical decimal string"
+        )
+    value = int(text)
+    if value > _UINT256_MAX:
+        raise PaymentHeaderError(Reason.INVALID_PAYLOAD, f"{where}.{name} exceeds uint256")
+    return value
+
+
+def _address(obj: dict[str, Any], name: str, where: str) -> str:
+    text = _field(obj, name, str, where)
+    if not _ADDRESS_RE.fullmatch(text):
+        raise PaymentHeaderError(Reason.INVALID_PAYLOAD, f"{where}.{name} is not an address")
+    try:
+        return str(to_checksum_address(text))
+    except ValueError:
+        raise PaymentHeaderError(
+            Reason.INVALID_PAYLOAD, f"{where}.{name} is not an address"
+        ) from None
+
+
+def _hex(obj: dict[str, Any], name: str, pattern: re.Pattern[str], where: str) -> bytes:
+    text = _field(obj, name, str, where)
+    if not pattern.fullmatch(text):
+        raise PaymentHeaderError(
+            Reason.INVALID_PAYLOAD, f"{where}.{name} is not hex of the right size"
+        )
+    return bytes.fromhex(text[2:])
+
+
+def _version(obj: dict[str, Any], where: str) -> None:
+    version = obj.get("x402Version")
+    if version != X402_VERSION or isinstance(version, bool):
+        raise PaymentHeaderError(
+            Reason.UNSUPPORTED_VERSION, f"{where}: x402Version must be {X402_VERSION}"
+        )
+
+
+def network_of(chain_id: int) -> str:
+    """The CAIP-2 name of an EVM chain."""
+    return f"eip155:{chain_id}"
+
+
+def chain_id_of(network: str) -> int | None:
+    """The chain id in a CAIP-2 ``eip155:<id>`` name, or None for anything else."""
+    match = _NETWORK_RE.fullmatch(network)
+    return int(match.group(1)) if match else None
+
+
+# -- the offer (x402 PaymentRequirements) --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Offer:
+    """One way to pay for a resource: the price on one channels deployment, in one asset."""
+
+    price: int
+    asset: str
+    pay_to: str
+    domain: VoucherDomain
+    min_deposit: int
+    min_withdraw_delay: int
+    max_timeout_seconds: int = 60
+
+    @property
+    def network(self) -> str:
+        return network_of(self.domain.chain_id)
+
+    @property
+    def contract(self) -> str:
+        return self.domain.verifying_contract
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "scheme": SCHEME,
+            "network": self.network,
+            "amount": str(self.price),
+            "asset": self.asset,
+            "payTo": self.pay_to,
+            "maxTimeoutSeconds": self.max_timeout_seconds,
+            "extra": {
+                "contract": self.contract,
+                "domain": self.domain.to_json(),
+                "minDeposit": str(self.min_deposit),
+                "minWithdrawDelay": self.min_withdraw_delay,
+            },
+        }
+
+    @classmethod
+    def from_json(cls, obj: Any) -> Offer | None:
+        """The offer, or None if it is for another scheme (a client skips those)."""
+        where = "accepts[]"
+        if not isinstance(obj, dict):
+            raise PaymentHeaderError(Reason.INVALID_PAYLOAD, f"{where} must hold objects")
+        if _field(obj, "scheme", str, where) != SCHEME:
+            return None
+        extra = _field(obj, "extra", dict, where)
+        domain_json = _field(extra, "domain", dict, f"{where}.extra")
+        chain_id = chain_id_of(_field(obj, "network", str, where))
+        if chain_id is None:
+            raise PaymentHeaderError(Reason.INVALID_PAYLOAD, f"{where}.network is not eip155")
+        if (
+            domain_json.get("name") != DOMAIN_NAME
+            or domain_json.get("version") != DOMAIN_VERSION
+            or type(domain_json.get("chainId")) is not int
+            or domain_json.get("chainId") != chain_id
+        ):
+            raise PaymentHeaderError(
+                Reason.INVALID_PAYLOAD, f"{where}.extra.domain does not match the network"
+            )
+        contract = _address(extra, "contract", f"{where}.extra")
+        if _address(domain_json, "verifyingContract", f"{where}.extra.domain") != contract:
+            raise PaymentHeaderError(
+                Reason.INVALID_PAYLOAD, f"{where}.extra.domain is for another contract"
+            )
+        timeout = _field(obj, "maxTimeoutSeconds", int, where)
+        delay = _field(extra, "minWithdrawDelay", int, f"{where}.extra")
+        if timeout < 0 or not 0 <= delay < 2**32:
+            raise PaymentHeaderError(Reason.INVALID_PAYLOAD, f"{where} has a negative duration")
+        return cls(
+            price=_uint(obj, "amount", where),
+            asset=_address(obj, "asset", where),
+            pay_to=_address(obj, "payTo", where),
+            domain=VoucherDomain(chain_id, contract),
+            min_deposit=_uint(extra, "minDeposit", f"{where}.extra"),
+            min_withdraw_delay=delay,
+            max_timeout_seconds=timeout,
+        )
+
+
+# -- the server's view of a channel --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChannelView:
+    """What the paywall holds for a channel: its best voucher, or the on-chain claimed total.
+
+    ``signature`` is the best voucher's, so the client can check that it signed that total
+    itself; None when the paywall holds no voucher and ``cumulative_amount`` is what was
+    already claimed on chain (the client can read that itself).
+    """
+
+    channel_id: bytes
+    cumulative_amount: int
+    signature: bytes | None
+    deposited: int | None = None
+
+    @property
+    def voucher(self) -> Voucher | None:
+        if self.signature is None:
+            return None
+        return Voucher(self.channel_id, self.cumulative_amount, self.signature)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "channelId": "0x" + self.channel_id.hex(),
+            "cumulativeAmount": str(self.cumulative_amount),
+            "signature": None if self.signature is None else "0x" + self.signature.hex(),
+            "deposited": None if self.deposited is None else str(self.deposited),
+        }
+
+    @classmethod
+    def from_json(cls, obj: Any) -> ChannelView:
+        where = "extensions.channel"
+        if not isinstance(obj, dict):
+            raise PaymentHeaderError(Reason.INVALID_PAYLOAD, f"{where} must be an object")
+        signature = None
+        if obj.get("signature") is not None:
+            signature = _hex(obj, "signature", _SIGNATURE_RE, where)
+        deposited = None
+        if obj.get("deposited") is not None:
+            deposited = _uint(obj, "deposited", where)
+        return cls(
+            channel_id=_hex(obj, "channelId", _BYTES32_RE, where),
+            cumulative_amount=_uint(obj, "cumulativeAmount", where),
+            signature=signature,
+            deposited=deposited,
+        )
+
+
+# -- PAYMENT-REQUIRED ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PaymentRequired:
+    """A 402's ``PAYMENT-REQUIRED``: what the resource costs, why the last try failed."""
+
+    offers: tuple[Offer, ...]
+    error: str = Reason.PAYMENT_REQUIRED
+    message: str = ""
+    resource: str = ""
+    channel: ChannelView | None = None
+
+    def encode(self) -> str:
+        obj: dict[str, Any] = {
+            "x402Version": X402_VERSION,
+            "error": self.error,
+            "resource": {"url": self.resource, "description": self.message},
+            "accepts": [offer.to_json() for offer in self.offers],
+        }
+        if self.channel is not None:
+            obj["extensions"] = {"channel": self.channel.to_json()}
+        return _encode(obj)
+
+    @classmethod
+    def decode(cls, value: str | bytes) -> PaymentRequired:
+        """Parse a server's header; offers in other schemes are skipped, not errors."""
+        obj = _decode(value, MAX_SERVER_HEADER, PAYMENT_REQUIRED)
+        _version(obj, PAYMENT_REQUIRED)
+        accepts = _field(obj, "accepts", list, PAYMENT_REQUIRED)
+        offers = tuple(o for o in (Offer.from_json(item) for item in accepts) if o is not None)
+        extensions = obj.get("extensions")
+        channel = None
+        if isinstance(extensions, dict) and extensions.get("channel") is not None:
+            channel = ChannelView.from_json(extensions["channel"])
+        error = obj.get("error")
+        resource = obj.get("resource")
+        description = resource.get("description") if isinstance(resource, dict) else None
+        url = resource.get("url") if isinstance(resource, dict) else None
+        return cls(
+            offers=offers,
+            error=error if isinstance(error, str) else Reason.PAYMENT_REQUIRED,
+            message=description if isinstance(description, str) else "",
+            resource=url if isinstance(url, str) else "",
+            channel=channel,
+        )
+
+
+# -- PAYMENT-SIGNATURE ---------------------------------------------------------------------
+
+# Parsing a channel configuration checksums four addresses and hashes the id (~80 µs), more
+# than verifying the voucher; a channel sends the same configuration with every request.
+_CONFIG_CACHE_SIZE: Final = 8192
+_config_cache: OrderedDict[tuple[Any, ...], ChannelConfig] = OrderedDict()
+
+
+def _channel_config(obj: Any) -> ChannelConfig:
+    where = "payload.channel"
+    if not isinstance(obj, dict):
+        raise PaymentHeaderError(Reason.INVALID_PAYLOAD, f"{where} must be an object")
+    # Typed key: 3600, 3600.0 and True compare equal in Python but are not equally valid.
+    key = tuple((type(obj.get(name)), obj.get(name)) for name in _CONFIG_FIELDS)
+    try:
+        cached = _config_cache.get(key)
+    except TypeError:  # an unhashable value (a list, an object): certainly malformed
+        cached = None
+    if cached is not None and len(obj) == len(_CONFIG_FIELDS):
+        return cached
+    if set(obj) != set(_CONFIG_FIELDS):
+        raise PaymentHeaderError(
+            Reason.INVALID_PAYLOAD, f"{where} must have exactly {', '.join(_CONFIG_FIELDS)}"
+        )
+    for name in ("payer", "payee", "token", "authorizer"):
+        _address(obj, name, where)
+    _hex(obj, "salt", _BYTES32_RE, where)
+    _field(obj, "withdrawDelay", int, where)
+    try:
+        config = ChannelConfig.from_json(obj)
+    except VoucherError as err:
+        raise PaymentHeaderError(Reason.INVALID_PAYLOAD, f"{where}: {err}") from None
+    _config_cache[key] = config
+    if len(_config_cache) > _CONFIG_CACHE_SIZE:
+        _config_cache.popitem(last=False)
+    return config
+
+
+_CONFIG_FIELDS: Final = ("payer", "payee", "token", "authorizer", "withdrawDelay", "salt")
+
+
+@dataclass(frozen=True)
+class PaymentPayload:
+    """A ``PAYMENT-SIGNATURE``: which offer the client accepted, and the signed voucher."""
+
+    network: str
+    price: int
+    asset: str
+    pay_to: str
+    config: ChannelConfig
+    voucher: Voucher
+
+    def encode(self) -> str:
+        return _encode(
+            {
+                "x402Version": X402_VERSION,
+                "accepted": {
+                    "scheme": SCHEME,
+                    "network": self.network,
+                    "amount": str(self.price),
+                    "asset": self.asset,
+                    "payTo": self.pay_to,
+                },
+                "payload": {
+                    "channel": self.config.to_json(),
+                    "cumulativeAmount": str(self.voucher.cumulative_amount),
+                    "signature": "0x" + self.voucher.signature.hex(),
+                },
+            }
+        )
+
+    @classmethod
+    def decode(cls, value: str | bytes) -> PaymentPayload:
+        obj = _decode(value, MAX_PAYMENT_HEADER, PAYMENT_SIGNATURE)
+        _version(obj, PAYMENT_SIGNATURE)
+        accepted = _field(obj, "accepted", dict, PAYMENT_SIGNATURE)
+        scheme = accepted.get("scheme")
+        if scheme != SCHEME:
+            raise PaymentHeaderError(
+                Reason.UNSUPPORTED_SCHEME, f"scheme {scheme!r} is not supported; use {SCHEME!r}"
+            )
+        payload = _field(obj, "payload", dict, PAYMENT_SIGNATURE)
+        config = _channel_config(payload.get("channel"))
+        cumulative = _uint(payload, "cumulativeAmount", "payload")
+        signature = _hex(payload, "signature", _SIGNATURE_RE, "payload")
+        return cls(
+            network=_field(accepted, "network", str, "accepted"),
+            price=_uint(accepted, "amount", "accepted"),
+            asset=_address(accepted, "asset", "accepted"),
+            pay_to=_address(accepted, "payTo", "accepted"),
+            config=config,
+            voucher=Voucher(config.channel_id, cumulative, signature),
+        )
+
+
+# -- PAYMENT-RESPONSE ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """A ``PAYMENT-RESPONSE``: what a served request was charged and what the channel holds."""
+
+    network: str
+    payer: str
+    channel_id: bytes
+    amount: int
+    cumulative_amount: int
+    remaining: int
+
+    def encode(self) -> str:
+        return _encode(
+            {
+                "success": True,
+                "scheme": SCHEME,
+                "network": self.network,
+                "payer": self.payer,
+                "channelId": "0x" + self.channel_id.hex(),
+                "amount": str(self.amount),
+                "cumulativeAmount": str(self.cumulative_amount),
+                "remaining": str(self.remaining),
+            }
+        )
+
+    @classmethod
+    def decode(cls, value: str | bytes) -> Receipt:
+        obj = _decode(value, MAX_SERVER_HEADER, PAYMENT_RESPONSE)
+        if obj.get("success") is not True or obj.get("scheme") != SCHEME:
+            raise PaymentHeaderError(Reason.INVALID_PAYLOAD, "not a successful channel receipt")
+        return cls(
+            network=_field(obj, "network", str, PAYMENT_RESPONSE),
+            payer=_address(obj, "payer", PAYMENT_RESPONSE),
+            channel_id=_hex(obj, "channelId", _BYTES32_RE, PAYMENT_RESPONSE),
+            amount=_uint(obj, "amount", PAYMENT_RESPONSE),
+            cumulative_amount=_uint(obj, "cumulativeAmount", PAYMENT_RESPONSE),
+            remaining=_uint(obj, "remaining", PAYMENT_RESPONSE),
+        )

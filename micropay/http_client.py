@@ -1,0 +1,774 @@
+"""HTTP clients that pay a 402 by themselves: an httpx transport (sync and async).
+
+::
+
+    payer = HttpPayer(w3, account, PaymentPolicy(max_price=10_000, max_spend_per_site=10**6),
+                      store="~/.micropay/http.json")
+    with httpx.Client(transport=PaymentTransport(payer)) as client:
+        client.get("https://news.example/articles/42")       # pays, retries, checks the receipt
+
+On a 402 whose ``PAYMENT-REQUIRED`` offers the ``channel`` scheme, the client picks the
+first offer its :class:`PaymentPolicy` allows, opens a channel to that site's payee on
+first contact (deposit sized by :class:`DepositPolicy`), signs a voucher for the channel's
+acknowledged total plus the price, retries the request with ``PAYMENT-SIGNATURE`` and
+checks the ``PAYMENT-RESPONSE`` receipt. Requests on one channel go one at a time.
+
+Consumer protection: the price per request, the spend per site and per period, the
+networks, assets and contracts, the deposit and the withdraw delay are all capped by the
+policy, and every cap is checked before anything is signed or deposited
+(:class:`~micropay._http_errors.PaymentPolicyError`). Unless the policy names trusted
+contracts, a contract is used only if its code is the PaymentChannels micropay ships.
+
+Losing state does not mean paying twice. Channel keys are derived from the payer's key
+(:func:`derive_session_key`), so a client whose store is gone finds its channels on chain
+again; a site that holds a different total answers with its view of the channel, which
+the client accepts only if it is backed by the client's own signature (or equals what was
+claimed on chain), then pays exactly one price on top. See ``micropay.requests_adapter``
+for the requests library.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import threading
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from functools import cache
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+import anyio
+import anyio.to_thread
+import httpx
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from eth_utils.address import to_checksum_address
+from web3 import Web3
+
+from micropay._artifacts import load_artifact
+from micropay._client_store import ChannelRecord, ClientStore
+from micropay._http_errors import (
+    DepositLimitError,
+    OfferNotAllowedError,
+    PaymentHeaderError,
+    PaymentProtocolError,
+    PriceLimitError,
+    SpendingLimitError,
+)
+from micropay._x402 import (
+    PAYMENT_REQUIRED,
+    PAYMENT_RESPONSE,
+    PAYMENT_SIGNATURE,
+    ChannelView,
+    Offer,
+    PaymentPayload,
+    PaymentRequired,
+    Reason,
+    Receipt,
+)
+from micropay.channels import ChannelClient
+from micropay.errors import InvalidSignatureError
+from micropay.payer import Payer
+from micropay.vouchers import (
+    SECP256K1_N,
+    ChannelConfig,
+    Voucher,
+    VoucherVerifier,
+    sign_voucher,
+)
+
+__all__ = [
+    "AsyncPaymentTransport",
+    "DepositPolicy",
+    "HttpPayer",
+    "PaymentPolicy",
+    "PaymentTransport",
+    "derive_session_key",
+]
+
+_R = TypeVar("_R")
+_DERIVATION_TAG = b"micropay/http-channel/v1"
+_SCAN_LIMIT = 256  # channels per (payee, token) a lost store is searched for
+_BUSY_PAUSE = 0.05
+
+
+# -- policy ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DepositPolicy:
+    """How much to lock in a channel when it is opened, or topped up once it runs dry.
+
+    Enough for ``requests`` requests at the offered price, at least ``minimum`` and the
+    site's own minimum deposit, at most ``maximum`` (None: no cap).
+    """
+
+    requests: int = 100
+    minimum: int = 0
+    maximum: int | None = None
+
+    def amount(self, offer: Offer) -> int:
+        wanted = max(offer.price * self.requests, self.minimum, offer.min_deposit, offer.price)
+        if self.maximum is None:
+            return wanted
+        needed = max(offer.min_deposit, offer.price)
+        if needed > self.maximum:
+            raise DepositLimitError(
+                f"the site needs a deposit of {needed}, above the cap of {self.maximum}"
+            )
+        return min(wanted, self.maximum)
+
+
+@dataclass(frozen=True)
+class PaymentPolicy:
+    """The limits a paying client never crosses; amounts in the asset's base units.
+
+    ``networks``/``assets``/``trusted_contracts``: None allows any (contracts are then
+    checked to be micropay's PaymentChannels by their code). ``period`` is the length in
+    seconds of the rolling window ``max_spend_per_period`` applies to, over all sites.
+    ``withdraw_delay`` is what the client asks for (raised to a site's minimum, up to
+    ``max_withdraw_delay``): how long its unspent deposit can stay locked after it asks
+    for it back.
+    """
+
+    max_price: int
+    max_spend_per_site: int | None = None
+    max_spend_per_period: int | None = None
+    period: float = 86_400.0
+    networks: frozenset[str] | None = None
+    assets: frozenset[str] | None = None
+    trusted_contracts: frozenset[str] | None = None
+    withdraw_delay: int = 86_400
+    max_withdraw_delay: int = 7 * 86_400
+    deposit: DepositPolicy = field(default_factory=DepositPolicy)
+
+    def __post_init__(self) -> None:
+        for name in ("assets", "trusted_contracts"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, frozenset(to_checksum_address(a) for a in value))
+        if self.networks is not None:
+            object.__setattr__(self, "networks", frozenset(self.networks))
+
+    def allows(self, offer: Offer) -> str | None:
+        """Why the offer is not allowed (None if it is); prices are checked separately."""
+        if self.networks is not None and offer.network not in self.networks:
+            return f"network {offer.network} is not allowed"
+        if self.assets is not None and offer.asset not in self.assets:
+            return f"asset {offer.asset} is not allowed"
+        if self.trusted_contracts is not None and offer.contract not in self.trusted_contracts:
+            return f"contract {offer.contract} is not trusted"
+        if offer.min_withdraw_delay > self.max_withdraw_delay:
+            return (
+                f"a withdraw delay of {offer.min_withdraw_delay} s is above the "
+                f"{self.max_withdraw_delay} s allowed"
+            )
+        return None
+
+
+# -- keys ------------------------------------------------------------------------------------
+
+
+def derive_session_key(
+    account: LocalAccount, chain_id: int, contract: str, payee: str, token: str, index: int
+) -> LocalAccount:
+    """The session key of the client's ``index``-th channel to ``payee`` in ``token``.
+
+    An HMAC of the payer's key over the channel's coordinates: reproducible from the
+    payer's key alone (a lost store loses nothing), useless for recovering the payer's key
+    if it leaks (it can spend at most that channel's deposit).
+    """
+    message = b"".join(
+        [
+            _DERIVATION_TAG,
+            chain_id.to_bytes(32, "big"),
+            bytes.fromhex(to_checksum_address(contract)[2:]),
+            bytes.fromhex(to_checksum_address(payee)[2:]),
+            bytes.fromhex(to_checksum_address(token)[2:]),
+            index.to_bytes(32, "big"),
+        ]
+    )
+    secret = hmac.new(bytes(account.key), message, hashlib.sha256).digest()
+    while not 0 < int.from_bytes(secret, "big") < SECP256K1_N:  # odds 2**-128
+        secret = hashlib.sha256(secret).digest()
+    key: LocalAccount = Account.from_key(secret)
+    return key
+
+
+def _channel_salt(index: int) -> bytes:
+    """Small salts: the session key already makes each channel id unique, and a salt of
+    mostly zero bytes is cheaper calldata on every claim."""
+    return (index + 1).to_bytes(32, "big")
+
+
+# -- the paying agent ------------------------------------------------------------------------
+
+
+class Verdict(Enum):
+    """What a response to a paid retry means for the driver loop."""
+
+    PAID = "paid"  # 2xx with a valid receipt
+    NOT_CHARGED = "not_charged"  # the handler did not succeed; nothing was charged
+    RETRY = "retry"  # the site corrected us (resync, top-up, new channel): sign again
+    BUSY = "busy"  # another request on the channel is being served: wait, send again
+    REFUSED = "refused"  # a 402 the client cannot fix: hand it to the caller
+
+
+@dataclass
+class _Channel:
+    """An open channel in memory: its record and the lock that serialises its requests."""
+
+    record: ChannelRecord
+    authorizer: LocalAccount
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    retired: bool = False
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A voucher sent and not yet answered."""
+
+    site: str
+    offer: Offer
+    channel: _Channel
+    voucher: Voucher
+    header: str
+
+
+class HttpPayer:
+    """Pays 402s for HTTP clients: policy, channels, vouchers, receipts. Thread-safe.
+
+    One instance can serve any number of transports, sync or async (not both at once for
+    the same site). ``w3`` is the chain it pays on; offers on other chains are refused.
+    """
+
+    def __init__(
+        self,
+        w3: Web3,
+        account: LocalAccount,
+        policy: PaymentPolicy,
+        *,
+        store: ClientStore | Path | str | None = None,
+        max_rounds: int = 4,
+    ) -> None:
+        self.w3 = w3
+        self.account = account
+        self.policy = policy
+        self.store = store if isinstance(store, ClientStore) else ClientStore(store)
+        self.max_rounds = max_rounds
+        self._chain_id = w3.eth.chain_id
+        self._lock = threading.Lock()
+        self._opening: dict[str, threading.Lock] = {}
+        self._channels: dict[str, _Channel] = {}
+        self._clients: dict[str, ChannelClient] = {}
+        self._trusted: dict[str, bool] = {}
+        self._reserved: dict[str, int] = {}  # site -> amount signed but not yet answered
+
+    # -- choosing and opening (may block on the chain) -----------------------------------------
+
+    def choose(self, required: PaymentRequired) -> Offer:
+        """The first offer the policy allows, or the reason none is."""
+        reasons = []
+        for offer in required.offers:
+            why = self._refusal(offer)
+            if why is None:
+                return offer
+            reasons.append(why)
+        if not reasons:
+            raise PaymentProtocolError("the 402 offers no 'channel' payment")
+        prices = [o.price for o in required.offers if o.price > self.policy.max_price]
+        if len(prices) == len(reasons):
+            raise PriceLimitError(
+                f"the price {min(prices)} is above the maximum of {self.policy.max_price} per "
+                "request"
+            )
+        raise OfferNotAllowedError("; ".join(reasons))
+
+    def _refusal(self, offer: Offer) -> str | None:
+        if offer.price > self.policy.max_price:
+            return f"price {offer.price} above {self.policy.max_price}"
+        if offer.domain.chain_id != self._chain_id:
+            return f"no node for {offer.network} (this client pays on eip155:{self._chain_id})"
+        why = self.policy.allows(offer)
+        if why is not None:
+            return why
+        if self.policy.trusted_contracts is None and not self._is_payment_channels(offer.contract):
+            return f"{offer.contract} is not micropay's PaymentChannels contract"
+        return None
+
+    def _is_payment_channels(self, address: str) -> bool:
+        with self._lock:
+            known = self._trusted.get(address)
+        if known is None:
+            known = _code_matches(bytes(self.w3.eth.get_code(to_checksum_address(address))))
+            with self._lock:
+                self._trusted[address] = known
+        return known
+
+    def channel_for(self, offer: Offer) -> _Channel:
+        """This client's channel for the offer: in memory, in the store, on chain, or new."""
+        key = _offer_key(offer)
+        channel = self._channels.get(key)
+        if channel is not None and not channel.retired:
+            return channel
+        with self._lock:
+            opening = self._opening.setdefault(key, threading.Lock())
+        with opening:  # one thread opens; the others wait and use its channel
+            channel = self._channels.get(key)
+            if channel is not None and not channel.retired:
+                return channel
+            record = self.store.channel(key)
+            if record is None:
+                record = self._find_or_open(key, offer)
+            authorizer = self._session_key(offer, record.index)
+            if authorizer.address != record.config.authorizer:
+                raise PaymentProtocolError(
+                    f"the stored channel for {key} was not opened by this payer key"
+                )
+            channel = _Channel(record, authorizer)
+            self._channels[key] = channel
+            return channel
+
+    def _client(self, offer: Offer) -> ChannelClient:
+        client = self._clients.get(offer.contract)
+        if client is None:
+            client = ChannelClient(self.w3, offer.contract)
+            self._clients[offer.contract] = client
+        return client
+
+    def _session_key(self, offer: Offer, index: int) -> LocalAccount:
+        return derive_session_key(
+            self.account, self._chain_id, offer.contract, offer.pay_to, offer.asset, index
+        )
+
+    def _config(self, offer: Offer, index: int) -> ChannelConfig:
+        return ChannelConfig(
+            payer=self.account.address,
+            payee=offer.pay_to,
+            token=offer.asset,
+            authorizer=self._session_key(offer, index).address,
+            withdraw_delay=self._withdraw_delay(offer),
+            salt=_channel_salt(index),
+        )
+
+    def _withdraw_delay(self, offer: Offer) -> int:
+        return max(self.policy.withdraw_delay, offer.min_withdraw_delay)
+
+    def _find_or_open(self, key: str, offer: Offer) -> ChannelRecord:
+        """With no record: the channel left on chain by an earlier run, else a new one."""
+        client = self._client(offer)
+        first_free = None
+        for index in range(_SCAN_LIMIT):
+            config = self._config(offer, index)
+            state = client.state(config)
+            if not state.exists and not state.finished:
+                first_free = index
+                break
+            if not state.finished and not state.withdraw_requested:
+                # Found again: the site will correct the total from its own records.
+                record = ChannelRecord(key, index, config, state.claimed, None, state.deposited)
+                self.store.put_channel(record)
+                return record
+        if first_free is None:
+            raise PaymentProtocolError(f"no free channel slot among {_SCAN_LIMIT} for {key}")
+        deposit = self.policy.deposit.amount(offer)
+        payer = Payer.open(
+            client,
+            self.account,
+            offer.pay_to,
+            deposit,
+            token=offer.asset,
+            withdraw_delay=self._withdraw_delay(offer),
+            session_key=self._session_key(offer, first_free),
+            salt=_channel_salt(first_free),
+        )
+        record = ChannelRecord(key, first_free, payer.config, 0, None, payer.deposited)
+        self.store.put_channel(record)
+        return record
+
+    def ensure_funded(self, channel: _Channel, offer: Offer) -> None:
+        """Top the channel up if the next payment would exceed its deposit (call under the
+        channel's lock)."""
+        record = channel.record
+        if record.cumulative + offer.price <= record.deposited:
+            return
+        amount = self.policy.deposit.amount(offer)
+        payer = Payer(
+            self._client(offer),
+            self.account,
+            record.config,
+            channel.authorizer,
+            cumulative=record.cumulative,
+            deposited=record.deposited,
+        )
+        payer.top_up(max(amount, record.cumulative + offer.price - record.deposited))
+        channel.record = ChannelRecord(
+            record.key,
+            record.index,
+            record.config,
+            record.cumulative,
+            record.signature,
+            payer.deposited,
+        )
+        self.store.put_channel(channel.record)
+
+    # -- signing (fast; under the channel's lock) ------------------------------------------------
+
+    def sign(self, site: str, offer: Offer, channel: _Channel) -> Pending:
+        """Check the spending caps, then sign the voucher for one more request."""
+        price = offer.price
+        now = time.time()
+        with self._lock:
+            in_flight = sum(self._reserved.values())
+            site_total = self.store.site_spend(site) + self._reserved.get(site, 0) + price
+            cap = self.policy.max_spend_per_site
+            if cap is not None and site_total > cap:
+                raise SpendingLimitError(
+                    f"paying {price} would take {site} to {site_total}, above its cap of {cap}"
+                )
+            cap = self.policy.max_spend_per_period
+            if cap is not None:
+                period_total = self.store.spend_since(now - self.policy.period) + in_flight + price
+                if period_total > cap:
+                    raise SpendingLimitError(
+                        f"paying {price} would spend {period_total} within "
+                        f"{self.policy.period:g} s, above the cap of {cap}"
+                    )
+            self._reserved[site] = self._reserved.get(site, 0) + price
+        record = channel.record
+        voucher = sign_voucher(
+            offer.domain,
+            record.config.channel_id,
+            record.cumulative + price,
+            bytes(channel.authorizer.key),
+        )
+        payload = PaymentPayload(
+            offer.network, price, offer.asset, offer.pay_to, record.config, voucher
+        )
+        return Pending(site, offer, channel, voucher, payload.encode())
+
+    # -- concluding ------------------------------------------------------------------------------
+
+    def conclude(self, pending: Pending, status: int, headers: Mapping[str, str]) -> Verdict:
+        """Read the site's answer to a voucher and update the channel (under its lock)."""
+        try:
+            return self._conclude(pending, status, headers)
+        finally:
+            with self._lock:
+                self._reserved[pending.site] -= pending.offer.price
+
+    def _conclude(self, pending: Pending, status: int, headers: Mapping[str, str]) -> Verdict:
+        channel = pending.channel
+        if 200 <= status < 300:
+            self._advance(
+                pending,
+                pending.voucher.cumulative_amount,
+                pending.voucher.signature,
+                spent=pending.offer.price,
+            )
+            self._check_receipt(pending, headers.get(PAYMENT_RESPONSE))
+            return Verdict.PAID
+        if status == 409:
+            return Verdict.BUSY
+        if status not in (400, 402) or PAYMENT_REQUIRED not in headers:
+            return Verdict.NOT_CHARGED
+        try:
+            required = PaymentRequired.decode(headers[PAYMENT_REQUIRED])
+        except PaymentHeaderError as err:
+            raise PaymentProtocolError(f"the site's 402 is malformed: {err}") from None
+        reason = required.error
+        if reason in (Reason.STALE_VOUCHER, Reason.CUMULATIVE_MISMATCH) and required.channel:
+            self._resync(pending, required.channel)
+            return Verdict.RETRY
+        if reason == Reason.INSUFFICIENT_DEPOSIT:
+            state = self._client(pending.offer).state(channel.record.config)
+            if state.deposited >= pending.voucher.cumulative_amount:
+                return Verdict.REFUSED  # the chain covers it: the site is wrong, not us
+            self._set(channel, channel.record, deposited=state.deposited)  # next round tops up
+            return Verdict.RETRY
+        if reason in (Reason.CHANNEL_CLOSING, Reason.UNKNOWN_CHANNEL):
+            channel.retired = True
+            self.store.retire_channel(channel.record.key, reason)
+            return Verdict.RETRY
+        if reason == Reason.PRICE_MISMATCH:
+            return Verdict.RETRY  # the price changed; the next round reads the new offer
+        return Verdict.REFUSED
+
+    def _advance(
+        self, pending: Pending, cumulative: int, signature: bytes | None, spent: int
+    ) -> None:
+        channel = pending.channel
+        channel.record = channel.record.advanced(cumulative, signature)
+        now = time.time()
+        self.store.record(channel.record, pending.site, spent, now, now - self.policy.period)
+
+    def _set(self, channel: _Channel, record: ChannelRecord, *, deposited: int) -> None:
+        channel.record = ChannelRecord(
+            record.key,
+            record.index,
+            record.config,
+            record.cumulative,
+            record.signature,
+            deposited,
+        )
+        self.store.put_channel(channel.record)
+
+    def _check_receipt(self, pending: Pending, value: str | None) -> None:
+        if value is None:
+            raise PaymentProtocolError("the site served a paid request without a receipt")
+        try:
+            receipt = Receipt.decode(value)
+        except PaymentHeaderError as err:
+            raise PaymentProtocolError(f"the site's receipt is malformed: {err}") from None
+        expected = (
+            pending.channel.record.config.channel_id,
+            pending.voucher.cumulative_amount,
+            pending.offer.price,
+        )
+        if (receipt.channel_id, receipt.cumulative_amount, receipt.amount) != expected:
+            raise PaymentProtocolError(
+                f"the receipt (charged {receipt.amount}, total {receipt.cumulative_amount}) "
+                f"does not match the voucher (price {pending.offer.price}, total "
+                f"{pending.voucher.cumulative_amount})"
+            )
+
+    def _resync(self, pending: Pending, view: ChannelView) -> None:
+        """Adopt the site's total for the channel, if the client can prove it is real."""
+        channel = pending.channel
+        record = channel.record
+        if view.channel_id != record.config.channel_id:
+            raise PaymentProtocolError("the site's view is of another channel")
+        voucher = view.voucher
+        if voucher is not None:
+            try:
+                VoucherVerifier(pending.offer.domain).verify(
+                    voucher, bytes.fromhex(record.config.authorizer[2:])
+                )
+            except InvalidSignatureError:
+                raise PaymentProtocolError(
+                    f"the site claims a total of {view.cumulative_amount} this client never signed"
+                ) from None
+        else:
+            claimed = self._client(pending.offer).state(record.config).claimed
+            if view.cumulative_amount != claimed:
+                raise PaymentProtocolError(
+                    f"the site claims a total of {view.cumulative_amount} without a voucher; "
+                    f"the chain says {claimed} was claimed"
+                )
+        # What the site holds above our record was paid before we lost track: count it.
+        spent = max(0, view.cumulative_amount - record.cumulative)
+        self._advance(pending, view.cumulative_amount, view.signature, spent=spent)
+
+    # -- the two drivers -------------------------------------------------------------------------
+
+    def pay(
+        self,
+        site: str,
+        required_header: str,
+        send: Callable[[str], _R],
+        answer: Callable[[_R], tuple[int, Mapping[str, str]]],
+        discard: Callable[[_R], None],
+    ) -> _R | None:
+        """Pay for one request: ``send(header)`` retries it with a voucher. Returns the final
+        response (None if the site offered nothing payable after a refusal)."""
+        for round_ in range(self.max_rounds):
+            offer = self.choose(_decode_required(required_header))
+            channel = self.channel_for(offer)
+            with channel.lock:
+                self.ensure_funded(channel, offer)
+                pending = self.sign(site, offer, channel)
+                try:
+                    response = send(pending.header)
+                except BaseException:
+                    self.conclude(pending, 0, {})  # not answered: nothing was charged
+                    raise
+                status, headers = answer(response)
+                verdict = self.conclude(pending, status, headers)
+            if verdict in (Verdict.PAID, Verdict.NOT_CHARGED, Verdict.REFUSED):
+                return response
+            if round_ == self.max_rounds - 1:
+                return response
+            discard(response)
+            if verdict is Verdict.BUSY:
+                time.sleep(_BUSY_PAUSE * (round_ + 1))
+            else:
+                required_header = headers.get(PAYMENT_REQUIRED, required_header)
+        return None
+
+    async def apay(
+        self,
+        site: str,
+        required_header: str,
+        send: Callable[[str], Awaitable[_R]],
+        answer: Callable[[_R], tuple[int, Mapping[str, str]]],
+        discard: Callable[[_R], Awaitable[None]],
+        locks: dict[bytes, anyio.Lock],
+    ) -> _R | None:
+        """:meth:`pay` for async transports: chain I/O runs in a worker thread and requests
+        on one channel are serialised by ``locks`` (the transport's, bound to its loop)."""
+        for round_ in range(self.max_rounds):
+            # choose() may read a contract's code once; channel_for() may open a channel.
+            offer = await anyio.to_thread.run_sync(self.choose, _decode_required(required_header))
+            channel = await anyio.to_thread.run_sync(self.channel_for, offer)
+            lock = locks.setdefault(channel.record.config.channel_id, anyio.Lock())
+            async with lock:
+                await anyio.to_thread.run_sync(self.ensure_funded, channel, offer)
+                pending = self.sign(site, offer, channel)
+                try:
+                    response = await send(pending.header)
+                except BaseException:
+                    self.conclude(pending, 0, {})
+                    raise
+                status, headers = answer(response)
+                verdict = await anyio.to_thread.run_sync(self.conclude, pending, status, headers)
+            if verdict in (Verdict.PAID, Verdict.NOT_CHARGED, Verdict.REFUSED):
+                return response
+            if round_ == self.max_rounds - 1:
+                return response
+            await discard(response)
+            if verdict is Verdict.BUSY:
+                await anyio.sleep(_BUSY_PAUSE * (round_ + 1))
+            else:
+                required_header = headers.get(PAYMENT_REQUIRED, required_header)
+        return None
+
+
+def _decode_required(value: str) -> PaymentRequired:
+    try:
+        return PaymentRequired.decode(value)
+    except PaymentHeaderError as err:
+        raise PaymentProtocolError(f"the site's PAYMENT-REQUIRED is malformed: {err}") from None
+
+
+def _offer_key(offer: Offer) -> str:
+    return f"{offer.network}|{offer.contract}|{offer.pay_to}|{offer.asset}"
+
+
+def site_of(url: str) -> str:
+    """The origin spending caps are counted by: ``scheme://host:port``."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return f"{parts.scheme}://{(parts.hostname or '').lower()}:{port}"
+
+
+@cache
+def _artifact_code() -> tuple[bytes, tuple[tuple[int, int], ...]]:
+    code = bytes.fromhex(load_artifact("PaymentChannels").deployed_bytecode[2:])
+    # Immutables (the cached chain id and domain separator) are 32-byte zero placeholders
+    # in the artifact, filled in at deployment: only there may the deployed code differ.
+    holes, start = [], None
+    for i, byte in enumerate(code + b"\x01"):
+        if byte == 0 and start is None:
+            start = i
+        elif byte != 0 and start is not None:
+            if i - start >= 32:
+                holes.append((start, i))
+            start = None
+    return code, tuple(holes)
+
+
+def _code_matches(deployed: bytes) -> bool:
+    """Whether ``deployed`` is the shipped PaymentChannels with its immutables filled in."""
+    expected, holes = _artifact_code()
+    if len(deployed) != len(expected):
+        return False
+    position = 0
+    for start, end in holes:
+        if deployed[position:start] != expected[position:start]:
+            return False
+        position = end
+    return deployed[position:] == expected[position:]
+
+
+# -- httpx -----------------------------------------------------------------------------------
+
+
+def _httpx_answer(response: httpx.Response) -> tuple[int, Mapping[str, str]]:
+    return response.status_code, response.headers
+
+
+def _with_payment(request: httpx.Request, header: str) -> httpx.Request:
+    headers = httpx.Headers(request.headers)
+    headers[PAYMENT_SIGNATURE] = header
+    return httpx.Request(
+        request.method,
+        request.url,
+        headers=headers,
+        content=request.content,
+        extensions=request.extensions,
+    )
+
+
+def _payable(request: httpx.Request, response: httpx.Response) -> bool:
+    return (
+        response.status_code == 402
+        and PAYMENT_REQUIRED in response.headers
+        and PAYMENT_SIGNATURE not in request.headers
+    )
+
+
+class PaymentTransport(httpx.BaseTransport):
+    """An httpx transport that pays 402s through ``payer`` and retries."""
+
+    def __init__(self, payer: HttpPayer, transport: httpx.BaseTransport | None = None) -> None:
+        self.payer = payer
+        self._inner = transport if transport is not None else httpx.HTTPTransport()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = self._inner.handle_request(request)
+        if not _payable(request, response):
+            return response
+        required = response.headers[PAYMENT_REQUIRED]
+        response.read()
+        response.close()
+        request.read()
+
+        def send(header: str) -> httpx.Response:
+            return self._inner.handle_request(_with_payment(request, header))
+
+        def discard(answer: httpx.Response) -> None:
+            answer.read()
+            answer.close()
+
+        paid = self.payer.pay(site_of(str(request.url)), required, send, _httpx_answer, discard)
+        return paid if paid is not None else response
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+class AsyncPaymentTransport(httpx.AsyncBaseTransport):
+    """The async twin of :class:`PaymentTransport` (chain I/O runs in worker threads)."""
+
+    def __init__(self, payer: HttpPayer, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.payer = payer
+        self._inner = transport if transport is not None else httpx.AsyncHTTPTransport()
+        self._locks: dict[bytes, anyio.Lock] = {}
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self._inner.handle_async_request(request)
+        if not _payable(request, response):
+            return response
+        required = response.headers[PAYMENT_REQUIRED]
+        await response.aread()
+        await response.aclose()
+        await request.aread()
+
+        async def send(header: str) -> httpx.Response:
+            return await self._inner.handle_async_request(_with_payment(request, header))
+
+        async def discard(answer: httpx.Response) -> None:
+            await answer.aread()
+            await answer.aclose()
+
+        paid = await self.payer.apay(
+            site_of(str(request.url)), required, send, _httpx_answer, discard, self._locks
+        )
+        return paid if paid is not None else response
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()

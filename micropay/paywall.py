@@ -1,0 +1,502 @@
+"""An ASGI paywall: priced routes answer 402 until a request carries a voucher that pays.
+
+Use it with Starlette or FastAPI (or any ASGI app)::
+
+    app.add_middleware(
+        Paywall, payee=Payee(channels, site_key, book=ledger),
+        prices={"GET /articles/{slug}": 1_000, "GET /archive/{path:path}": 5_000},
+    )
+
+Unpriced routes pass through untouched. On a priced route the paywall decodes the
+``PAYMENT-SIGNATURE`` header (:mod:`micropay._x402`), checks that the voucher adds exactly
+the price to what the book holds for the channel, that it is the channel authorizer's and
+that the deposit covers it (through :class:`~micropay.payee.Payee`), and lets the handler
+run with ``request.state.payment`` (:class:`Payment`) set. Anything wrong is a 4xx whose
+JSON body and ``PAYMENT-REQUIRED`` header carry a reason code; never a 5xx, never content.
+
+When is a request charged? Only when the handler answers with a 2xx. The voucher is
+checked *before* the handler runs but written to the book only when the handler's status
+line arrives, before a byte of it is sent: at that moment the book's atomic
+``accept_if_higher`` decides. If it refuses (another process took the same voucher), the
+handler's response is dropped and a 402 goes out instead, so no content leaves unpaid.
+A handler that fails, or answers 3xx/4xx/5xx, has charged nothing, and the client's next
+voucher is the same total again. (The alternative, accepting first and rolling back on
+failure, needs an undo in every book and leaves a window where a failed request counts.)
+A 2xx response whose body breaks off after the status line stays charged: the status is
+the paywall's only signal.
+
+Concurrency: requests on the same channel are served one at a time per process (a second
+one meanwhile gets 409 ``channel_busy``; a client pays one request after another), so the
+check before the handler and the write after it see the same book. Across processes the
+book's ``accept_if_higher`` is the arbiter: of two identical vouchers only one is taken.
+
+Why strict equality (cumulative = held + price) rather than "at least the price": a client
+whose request failed after it signed must be able to send the same total again, and a
+client that lost its state must be told the true total, not be allowed to overpay. A
+mismatch gets 402 with the paywall's view of the channel (its best voucher, or what was
+claimed on chain if it holds none); the view is shown only to a request signed by the
+channel's authorizer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
+from dataclasses import dataclass
+from typing import Any, Final, TypeAlias, TypeVar
+
+import anyio.to_thread
+
+from micropay._http_errors import PaymentHeaderError
+from micropay._x402 import (
+    ChannelView,
+    Offer,
+    PaymentPayload,
+    PaymentRequired,
+    Reason,
+    Receipt,
+    network_of,
+)
+from micropay.channels import ChannelState
+from micropay.errors import (
+    InsufficientDepositError,
+    InvalidSignatureError,
+    StaleVoucherError,
+    VoucherError,
+    VoucherRejectedError,
+)
+from micropay.payee import MemoryVoucherBook, Payee, VoucherBook
+from micropay.vouchers import ZERO_ADDRESS, ChannelConfig, Voucher, VoucherVerifier
+
+Scope: TypeAlias = MutableMapping[str, Any]
+Message: TypeAlias = MutableMapping[str, Any]
+Receive: TypeAlias = Callable[[], Awaitable[Message]]
+Send: TypeAlias = Callable[[Message], Awaitable[None]]
+ASGIApp: TypeAlias = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+_T = TypeVar("_T")
+_log = logging.getLogger("micropay.paywall")
+_HEADER: Final = b"payment-signature"
+
+
+@dataclass(frozen=True)
+class Payment:
+    """``request.state.payment`` on a priced route: who pays and how much for this request.
+
+    The amount is charged if the handler answers 2xx; ``cumulative_amount`` is the channel's
+    total once it is.
+    """
+
+    payer: str
+    amount: int
+    channel_id: bytes
+    cumulative_amount: int
+
+
+# -- prices --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PricedRoute:
+    """``METHOD /path/{param}/{rest:path}`` and its price in base units (``*`` = any method)."""
+
+    method: str
+    pattern: str
+    price: int
+    regex: re.Pattern[str]
+
+    @classmethod
+    def parse(cls, route: str, price: int) -> PricedRoute:
+        method, _, pattern = route.strip().partition(" ")
+        if not pattern:
+            method, pattern = "*", method
+        if not pattern.startswith("/"):
+            raise ValueError(f"a priced route is 'METHOD /path', not {route!r}")
+        if type(price) is not int or price <= 0:
+            raise ValueError(f"the price of {route!r} must be a positive integer of base units")
+        parts = []
+        for piece in re.split(r"(\{[^}]*\})", _normalise(pattern)):
+            if piece.startswith("{"):
+                _, _, kind = piece[1:-1].partition(":")
+                parts.append(".*" if kind == "path" else "[^/]+")
+            else:
+                parts.append(re.escape(piece))
+        return cls(method.upper(), pattern, price, re.compile("".join(parts)))
+
+    def matches(self, method: str, path: str) -> bool:
+        if self.method not in ("*", method) and not (self.method == "GET" and method == "HEAD"):
+            return False
+        return self.regex.fullmatch(path) is not None
+
+
+def _normalise(path: str) -> str:
+    """Collapse repeated slashes and drop a trailing one, so ``//a/b/`` is priced as ``/a/b``.
+
+    Routers differ in how they treat those spellings; pricing every spelling that might
+    reach a priced handler is the safe side.
+    """
+    path = re.sub(r"/{2,}", "/", path)
+    return path[:-1] if len(path) > 1 and path.endswith("/") else path
+
+
+# -- refusals ------------------------------------------------------------------------------
+
+
+class _Refusal(Exception):
+    """Internal: answer with this status and reason instead of serving."""
+
+    def __init__(self, status: int, reason: str, message: str, view: ChannelView | None = None):
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+        self.message = message
+        self.view = view
+
+
+@dataclass
+class _Known:
+    state: ChannelState
+    read_at: float
+
+
+class _PreflightBook:
+    """The real book as :meth:`Payee.accept` sees it, except that accepting stores nothing.
+
+    The paywall asks the Payee for every check (signature, deposit, withdraw margin) before
+    the handler runs, and writes to the real book only once the handler succeeded.
+    """
+
+    def __init__(self, book: VoucherBook) -> None:
+        self._book = book
+
+    def accept_if_higher(self, config: ChannelConfig, voucher: Voucher) -> int:
+        best = self._book.best(voucher.channel_id)
+        previous = best.cumulative_amount if best is not None else 0
+        if voucher.cumulative_amount <= previous:
+            raise StaleVoucherError(
+                f"voucher for {voucher.cumulative_amount} does not beat the accepted {previous}"
+            )
+        return voucher.cumulative_amount - previous
+
+    def best(self, channel_id: bytes) -> Voucher | None:
+        return self._book.best(channel_id)
+
+    def config(self, channel_id: bytes) -> ChannelConfig | None:
+        return self._book.config(channel_id)
+
+    def channel_ids(self) -> list[bytes]:
+        return self._book.channel_ids()
+
+
+# -- the middleware ------------------------------------------------------------------------
+
+
+class Paywall:
+    """ASGI middleware charging per request through payment channels to ``payee``."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        payee: Payee,
+        prices: Mapping[str, int] | Iterable[PricedRoute],
+        asset: str = ZERO_ADDRESS,
+        min_deposit: int | None = None,
+        min_withdraw_delay: int | None = None,
+        book_in_thread: bool | None = None,
+    ) -> None:
+        """``payee`` settles later (``payee.claim_all()``); its book records the vouchers.
+
+        ``asset``: the token channels must be in (the zero address for ETH).
+        ``min_deposit``: the least deposit a channel needs before its first voucher counts
+        (default ten times the highest price: a claim should be worth its gas).
+        ``min_withdraw_delay``: the shortest withdraw delay accepted (default twice the
+        payee's safety margin, so a payer's withdraw request leaves time to claim).
+        ``book_in_thread``: call the book off the event loop (default: unless it is the
+        in-memory book, whose calls take microseconds).
+        """
+        self.app = app
+        self.payee = payee
+        self.book: VoucherBook = payee.book
+        if isinstance(prices, Mapping):
+            routes = [PricedRoute.parse(route, price) for route, price in prices.items()]
+        else:
+            routes = list(prices)
+        if not routes:
+            raise ValueError("a paywall needs at least one priced route")
+        self.routes: tuple[PricedRoute, ...] = tuple(routes)
+        self.asset = payee.client.w3.to_checksum_address(asset)
+        self.min_deposit = (
+            min_deposit if min_deposit is not None else 10 * max(r.price for r in routes)
+        )
+        low, high = payee.client.withdraw_delay_bounds()
+        wanted = min_withdraw_delay if min_withdraw_delay is not None else 2 * payee.safety_margin
+        self.min_withdraw_delay = min(max(wanted, low), high)
+        self.domain = payee.client.domain
+        self.network = network_of(self.domain.chain_id)
+        self._pay_to = payee.account.address
+        self._verifier = VoucherVerifier(self.domain)
+        self._checker = Payee(
+            payee.client,
+            payee.account,
+            book=_PreflightBook(self.book),
+            safety_margin=payee.safety_margin,
+            state_ttl=payee.state_ttl,
+        )
+        # Our copy of the chain state is refreshed before the checker's would expire, so the
+        # checker never reads the chain on the event loop.
+        self._state_ttl = payee.state_ttl * 0.8
+        self._known: dict[bytes, _Known] = {}
+        self._busy: set[bytes] = set()
+        self._offers: dict[int, Offer] = {}
+        self._book_in_thread = (
+            not isinstance(self.book, MemoryVoucherBook)
+            if book_in_thread is None
+            else book_in_thread
+        )
+
+    # -- ASGI --------------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        price = self.price_of(scope["method"], scope["path"])
+        if price is None:
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        raw: bytes | None = None
+        count = 0
+        for name, value in scope["headers"]:
+            if name == _HEADER:
+                raw = value
+                count += 1
+        if raw is None:
+            await self._refuse(send, price, path, _Refusal(402, Reason.PAYMENT_REQUIRED, _ASK))
+            return
+        if count > 1:
+            refusal = _Refusal(400, Reason.DUPLICATE_HEADER, "send one PAYMENT-SIGNATURE header")
+            await self._refuse(send, price, path, refusal)
+            return
+        try:
+            payload = PaymentPayload.decode(raw)
+            self._check_offer(payload, price)
+        except PaymentHeaderError as err:
+            await self._refuse(send, price, path, _Refusal(err.status, err.reason, str(err)))
+            return
+        except _Refusal as offer_refusal:
+            await self._refuse(send, price, path, offer_refusal)
+            return
+        channel_id = payload.config.channel_id
+        if channel_id in self._busy:
+            refusal = _Refusal(
+                409, Reason.CHANNEL_BUSY, "a request on this channel is being served"
+            )
+            await self._refuse(send, price, path, refusal)
+            return
+        self._busy.add(channel_id)
+        try:
+            try:
+                state = await self._preflight(payload, price)
+            except _Refusal as check_refusal:
+                await self._refuse(send, price, path, check_refusal)
+                return
+            await self._serve(scope, receive, send, payload, price, state)
+        finally:
+            self._busy.discard(channel_id)
+
+    def price_of(self, method: str, path: str) -> int | None:
+        """The price of a request, or None if its route is free."""
+        path = _normalise(path)
+        for route in self.routes:
+            if route.matches(method, path):
+                return route.price
+        return None
+
+    def offer(self, price: int) -> Offer:
+        """What a 402 offers for a route of this price."""
+        offer = self._offers.get(price)
+        if offer is None:
+            offer = Offer(
+                price=price,
+                asset=self.asset,
+                pay_to=self._pay_to,
+                domain=self.domain,
+                min_deposit=self.min_deposit,
+                min_withdraw_delay=self.min_withdraw_delay,
+            )
+            self._offers[price] = offer
+        return offer
+
+    # -- checks ------------------------------------------------------------------------------
+
+    def _check_offer(self, payload: PaymentPayload, price: int) -> None:
+        """The payment is for what this paywall offers; cheap checks before any crypto."""
+        config = payload.config
+        if payload.network != self.network:
+            raise _Refusal(402, Reason.WRONG_NETWORK, f"this site is paid on {self.network}")
+        if payload.asset != self.asset or config.token != self.asset:
+            raise _Refusal(402, Reason.WRONG_ASSET, f"this site is paid in {self.asset}")
+        if payload.pay_to != self._pay_to or config.payee != self._pay_to:
+            raise _Refusal(402, Reason.WRONG_PAYEE, f"this site is paid to {self._pay_to}")
+        if payload.price != price:
+            raise _Refusal(402, Reason.PRICE_MISMATCH, f"this resource costs {price}")
+        if config.withdraw_delay < self.min_withdraw_delay:
+            raise _Refusal(
+                402,
+                Reason.WITHDRAW_DELAY_TOO_SHORT,
+                f"channels need a withdraw delay of at least {self.min_withdraw_delay} s",
+            )
+
+    async def _preflight(self, payload: PaymentPayload, price: int) -> ChannelState:
+        """Every check but the write; returns the channel's state for the receipt."""
+        config, voucher = payload.config, payload.voucher
+        channel_id = config.channel_id
+        known = self._known.get(channel_id)
+        if (
+            known is None
+            or time.monotonic() - known.read_at > self._state_ttl
+            or voucher.cumulative_amount > known.state.deposited
+        ):
+            known = await self._refresh(channel_id)
+        state = known.state
+        if not state.exists:
+            raise _Refusal(402, Reason.UNKNOWN_CHANNEL, "the channel has no deposit on chain")
+        best = await self._book_call(self.book.best, channel_id)
+        if best is None:
+            if state.deposited < self.min_deposit:
+                raise _Refusal(
+                    402,
+                    Reason.DEPOSIT_TOO_SMALL,
+                    f"deposit at least {self.min_deposit} before paying here",
+                )
+            previous = state.claimed  # vouchers at or below it are worth nothing any more
+        else:
+            previous = best.cumulative_amount
+        if voucher.cumulative_amount != previous + price:
+            self._verify_or_refuse(config, voucher)  # only the authorizer may see the view
+            view = ChannelView(
+                channel_id, previous, best.signature if best else None, state.deposited
+            )
+            if voucher.cumulative_amount <= previous:
+                raise _Refusal(
+                    402,
+                    Reason.STALE_VOUCHER,
+                    f"the channel already holds {previous}; pay {previous + price}",
+                    view,
+                )
+            raise _Refusal(
+                402,
+                Reason.CUMULATIVE_MISMATCH,
+                f"the channel holds {previous}; the next voucher is for {previous + price}",
+                view,
+            )
+        try:
+            await self._book_call(self._checker.accept, config, voucher)
+        except InvalidSignatureError as err:
+            raise _Refusal(402, Reason.INVALID_SIGNATURE, str(err)) from None
+        except VoucherRejectedError as err:
+            held = None
+            if isinstance(err, StaleVoucherError | InsufficientDepositError):
+                held = ChannelView(
+                    channel_id, previous, best.signature if best else None, state.deposited
+                )
+            raise _Refusal(402, err.reason, str(err), held) from None
+        except VoucherError as err:
+            raise _Refusal(400, Reason.INVALID_PAYLOAD, str(err)) from None
+        return state
+
+    def _verify_or_refuse(self, config: ChannelConfig, voucher: Voucher) -> None:
+        try:
+            self._verifier.verify(voucher, bytes.fromhex(config.authorizer[2:]))
+        except InvalidSignatureError as err:
+            raise _Refusal(402, Reason.INVALID_SIGNATURE, str(err)) from None
+
+    async def _refresh(self, channel_id: bytes) -> _Known:
+        state = await anyio.to_thread.run_sync(self._checker.refresh, channel_id)
+        known = _Known(state, time.monotonic())
+        if state.exists:  # keep no record of channels that do not exist: strangers pick those
+            self._known[channel_id] = known
+        return known
+
+    async def _book_call(self, function: Callable[..., _T], *args: Any) -> _T:
+        if self._book_in_thread:
+            return await anyio.to_thread.run_sync(function, *args)
+        return function(*args)
+
+    # -- serving -----------------------------------------------------------------------------
+
+    async def _serve(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        payload: PaymentPayload,
+        price: int,
+        state: ChannelState,
+    ) -> None:
+        config, voucher = payload.config, payload.voucher
+        scope.setdefault("state", {})["payment"] = Payment(
+            config.payer, price, config.channel_id, voucher.cumulative_amount
+        )
+        replaced = False
+
+        async def send_charging(message: Message) -> None:
+            nonlocal replaced
+            if replaced:
+                return  # the handler's response was replaced by a refusal: drop its body
+            if message["type"] == "http.response.start" and 200 <= message["status"] < 300:
+                try:
+                    await self._book_call(self.book.accept_if_higher, config, voucher)
+                except StaleVoucherError as err:
+                    replaced = True
+                    refusal = _Refusal(402, Reason.STALE_VOUCHER, str(err))
+                    await self._refuse(send, price, scope["path"], refusal)
+                    return
+                receipt = Receipt(
+                    network=self.network,
+                    payer=config.payer,
+                    channel_id=config.channel_id,
+                    amount=price,
+                    cumulative_amount=voucher.cumulative_amount,
+                    remaining=state.deposited - voucher.cumulative_amount,
+                )
+                headers = list(message.get("headers", ()))
+                headers.append((b"payment-response", receipt.encode().encode("ascii")))
+                if not any(name.lower() == b"cache-control" for name, _ in headers):
+                    # paid content must not be served from a shared cache to the next reader
+                    headers.append((b"cache-control", b"private, no-store"))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_charging)
+
+    async def _refuse(self, send: Send, price: int, path: str, refusal: _Refusal) -> None:
+        required = PaymentRequired(
+            offers=(self.offer(price),),
+            error=refusal.reason,
+            message=refusal.message,
+            resource=path,
+            channel=refusal.view,
+        )
+        body = json.dumps({"error": refusal.reason, "message": refusal.message}).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": refusal.status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"cache-control", b"no-store"),
+                    (b"payment-required", required.encode().encode("ascii")),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+_ASK = "this resource is paid per request: retry with a PAYMENT-SIGNATURE header"
