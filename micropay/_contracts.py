@@ -22,11 +22,21 @@ from hexbytes import HexBytes
 from web3 import Web3
 from web3.contract import Contract
 from web3.contract.contract import ContractFunction
-from web3.exceptions import ContractCustomError, ContractLogicError, ContractPanicError
+from web3.exceptions import (
+    ContractCustomError,
+    ContractLogicError,
+    ContractPanicError,
+    Web3RPCError,
+)
 from web3.types import TxParams, TxReceipt
 
 from micropay._artifacts import load_artifact
-from micropay.errors import ContractRevertError, TransactionFailedError, revert_error
+from micropay.errors import (
+    ContractRevertError,
+    InsufficientFundsError,
+    TransactionFailedError,
+    revert_error,
+)
 
 Sender: TypeAlias = LocalAccount | str
 """Who sends a transaction: a local key (signed here) or an address the node unlocks."""
@@ -170,14 +180,28 @@ def send_transaction(
     Gas is estimated by the node, so a call that would revert raises before anything is
     sent; a transaction that is mined but fails raises :class:`TransactionFailedError`.
     """
-    params: TxParams = {"from": sender_address(sender), "value": Web3.to_wei(value, "wei")}
-    tx = call.build_transaction(params)
-    if isinstance(sender, str):
-        tx_hash = w3.eth.send_transaction(tx)
-    else:
-        tx["nonce"] = w3.eth.get_transaction_count(sender.address, "pending")
-        signed = sender.sign_transaction(dict(tx))  # type: ignore[arg-type]
-        tx_hash = w3.eth.send_raw_transaction(signed.raw_transaction)
+    address = sender_address(sender)
+    params: TxParams = {"from": address, "value": Web3.to_wei(value, "wei")}
+    try:
+        tx = call.build_transaction(params)
+        if isinstance(sender, str):
+            tx_hash = w3.eth.send_transaction(tx)
+        else:
+            tx["nonce"] = w3.eth.get_transaction_count(address, "pending")
+            signed = sender.sign_transaction(dict(tx))  # type: ignore[arg-type]
+            tx_hash = w3.eth.send_raw_transaction(signed.raw_transaction)
+    except Web3RPCError as err:
+        message = (
+            str(err.rpc_response.get("error", {}).get("message", err))
+            if isinstance(err.rpc_response, dict)
+            else str(err)
+        )
+        if "insufficient funds" in message.lower():
+            raise InsufficientFundsError(
+                f"{address} cannot pay value {value} plus gas: it holds "
+                f"{w3.eth.get_balance(address)} wei"
+            ) from None
+        raise TransactionFailedError(f"the node refused the transaction: {message}") from None
     receipt = w3.eth.wait_for_transaction_receipt(tx_hash)
     if receipt["status"] != 1:
         raise TransactionFailedError(f"transaction {tx_hash.hex()} failed (status 0)")

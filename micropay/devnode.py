@@ -1,4 +1,4 @@
-"""Throw-away local nodes (anvil) for benchmarks, standalone tests and ``micropay node``.
+"""Throw-away local nodes (anvil, hardhat) for benchmarks, standalone tests and ``micropay node``.
 
 The node binary comes from the project's ``node_modules/.bin`` (npm ``@foundry-rs/anvil``)
 or, failing that, from PATH. It listens on a free loopback port, runs the hardfork the
@@ -11,6 +11,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -46,27 +47,61 @@ def free_port() -> int:
 def anvil(hardfork: str = "cancun", *extra_args: str) -> Iterator[Web3]:
     """Yield a Web3 connected to a fresh anvil; its 10 accounts are funded and unlocked."""
     port = free_port()
-    process = subprocess.Popen(
-        [
-            find_binary("anvil"),
+    command = [
+        find_binary("anvil"),
+        "--port",
+        str(port),
+        "--host",
+        "127.0.0.1",
+        "--hardfork",
+        hardfork,
+        "--silent",
+        *extra_args,
+    ]
+    with _serving(command, port, "anvil") as w3:
+        yield w3
+
+
+_HARDHAT_CONFIG = """// Written by micropay.devnode for a throw-away `hardhat node`.
+module.exports = {{ networks: {{ hardhat: {{ hardfork: "{hardfork}", chainId: 31337 }} }} }};
+"""
+
+
+@contextmanager
+def hardhat(hardfork: str = "cancun") -> Iterator[Web3]:
+    """Yield a Web3 connected to a fresh ``hardhat node`` (20 funded, unlocked accounts)."""
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="micropay-hardhat-") as folder:
+        config = Path(folder) / "hardhat.config.js"
+        config.write_text(_HARDHAT_CONFIG.format(hardfork=hardfork), encoding="utf8")
+        command = [
+            find_binary("hardhat"),
+            "--config",
+            str(config),
+            "node",
+            "--hostname",
+            "127.0.0.1",
             "--port",
             str(port),
-            "--host",
-            "127.0.0.1",
-            "--hardfork",
-            hardfork,
-            "--silent",
-            *extra_args,
-        ],
+        ]
+        with _serving(command, port, "hardhat", cwd=_LOCAL_BIN.parent.parent) as w3:
+            yield w3
+
+
+@contextmanager
+def _serving(command: list[str], port: int, name: str, cwd: Path | None = None) -> Iterator[Web3]:
+    process = subprocess.Popen(
+        command,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        cwd=cwd if cwd is not None and cwd.is_dir() else None,
     )
     try:
         w3 = Web3(HTTPProvider(f"http://127.0.0.1:{port}", request_kwargs={"timeout": 30}))
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         while not w3.is_connected():
             if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"anvil did not start on port {port}")
+                raise RuntimeError(f"{name} did not start on port {port}")
             time.sleep(0.05)
         yield w3
     finally:

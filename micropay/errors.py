@@ -12,9 +12,12 @@ Catch :class:`MicropayError` to catch anything the toolkit raises on purpose::
     │   ├── InsufficientDepositError       it promises more than the channel holds
     │   └── ChannelClosingError            finished, or the payer's withdraw ends too soon
     ├── PaymentRefusedError (ValueError)   the payer will not sign: over its deposit or caps
+    ├── PayerStoreError (OSError)          a stored payer channel is missing or corrupt
+    ├── NetworkError (ConnectionError)     unknown network, no node, no time travel there
     ├── ContractRevertError (RuntimeError) a contract call reverted; named by the contract's
     │                                      custom error (``.error_name``, ``.arguments``)
-    └── TransactionFailedError (RuntimeError)  mined, but with status 0 (out of gas, ...)
+    └── TransactionFailedError (RuntimeError)  refused by the node, or mined with status 0
+        └── InsufficientFundsError             the sender cannot pay value plus gas
 
 A revert is raised as the most specific class registered for its custom error name with
 :func:`register_revert`, so callers can catch the one failure they expect; every revert,
@@ -78,8 +81,20 @@ class PaymentRefusedError(MicropayError, ValueError):
     """The payer refuses to sign: the payment would exceed its deposit or a spending cap."""
 
 
+class PayerStoreError(MicropayError, OSError):
+    """A payer's stored channel file is missing, corrupt or for another deployment."""
+
+
+class NetworkError(MicropayError, ConnectionError):
+    """The network is unknown, unreachable, or cannot do what was asked (e.g. move time)."""
+
+
 class TransactionFailedError(MicropayError, RuntimeError):
-    """A transaction was mined with status 0 without a decodable reason."""
+    """The node refused a transaction, or mined it with status 0 and no decodable reason."""
+
+
+class InsufficientFundsError(TransactionFailedError):
+    """The sender's balance does not cover the transaction's value plus its gas."""
 
 
 class ContractRevertError(MicropayError, RuntimeError):

@@ -51,7 +51,7 @@ class Payer:
         self.client = client
         self.account = account
         self.config = config
-        self._authorizer_key = authorizer_key
+        self.authorizer_key = authorizer_key
         self._signing_secret = bytes(authorizer_key.key)
         self.cumulative = cumulative
         self.deposited = deposited

@@ -239,6 +239,34 @@ class Voucher:
             "signature": "0x" + self.signature.hex(),
         }
 
+    @classmethod
+    def from_json(cls, data: Any) -> Voucher:
+        """Parse :meth:`to_json`'s form; anything malformed raises :class:`VoucherError`."""
+        if not isinstance(data, dict):
+            raise VoucherError("a voucher must be a JSON object")
+        try:
+            channel_id, amount, signature = (
+                data["channelId"],
+                data["cumulativeAmount"],
+                data["signature"],
+            )
+        except KeyError as err:
+            raise VoucherError(f"voucher lacks {err.args[0]!r}") from None
+        if not isinstance(amount, str) or not amount.isdigit() or len(amount) > 78:
+            raise VoucherError("cumulativeAmount must be a decimal string of a uint256")
+        return cls(
+            _hex_bytes(channel_id, "channelId"), int(amount), _hex_bytes(signature, "signature")
+        )
+
+
+def _hex_bytes(value: Any, what: str) -> bytes:
+    if not isinstance(value, str) or not value.startswith("0x") or len(value) > 2 + 2 * 1024:
+        raise VoucherError(f"{what} must be a 0x-prefixed hex string")
+    try:
+        return bytes.fromhex(value[2:])
+    except ValueError:
+        raise VoucherError(f"{what} is not valid hex") from None
+
 
 def sign_voucher(
     domain: VoucherDomain, channel_id: bytes, cumulative_amount: int, key: LocalAccount | bytes

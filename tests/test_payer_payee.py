@@ -75,7 +75,7 @@ def test_payer_recovers_from_the_chain_and_its_last_voucher(channels, actors, pa
         payee.accept(payer.config, payer.pay(10))
     payee.claim(payer.config.channel_id)
     last = payer.pay(10)  # issued but, say, lost in transit
-    session = payer._authorizer_key
+    session = payer.authorizer_key
     restored = Payer.recover(channels, actors.payer, payer.config, session, last)
     assert (restored.cumulative, restored.deposited) == (40, ETH)
     assert payee.accept(restored.config, restored.pay(5)).increment == 15
@@ -114,7 +114,7 @@ def test_accept_refuses_a_replayed_or_lower_voucher(payer, payee):
 
 def test_accept_refuses_a_voucher_above_the_deposit(channels, payer, payee):
     forged_high = sign_voucher(
-        channels.domain, payer.config.channel_id, ETH + 1, payer._authorizer_key
+        channels.domain, payer.config.channel_id, ETH + 1, payer.authorizer_key
     )
     with pytest.raises(InsufficientDepositError):
         payee.accept(payer.config, forged_high)
@@ -204,4 +204,4 @@ def test_payer_object_checks_its_keys(channels, actors, payer):
     with pytest.raises(VoucherError, match="authorizer"):
         Payer(channels, actors.payer, payer.config, actors.payer)
     with pytest.raises(VoucherError, match="payer"):
-        Payer(channels, actors.stranger, payer.config, payer._authorizer_key)
+        Payer(channels, actors.stranger, payer.config, payer.authorizer_key)

@@ -1,0 +1,239 @@
+"""``micropay channel open|pay|status|claim|close|withdraw``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.progress import Progress
+
+from micropay.channels import ChannelClient
+from micropay.cli._context import (
+    CliError,
+    Settings,
+    address,
+    console,
+    emit,
+    parse_amount,
+    session,
+    show_amount,
+    signer,
+    token_address,
+)
+from micropay.payer import Payer
+from micropay.payer_store import PayerStore
+from micropay.tokens import TokenClient
+from micropay.vouchers import ZERO_ADDRESS, ChannelConfig, Voucher
+
+
+def _channel_id(text: str) -> bytes:
+    raw = text[2:] if text.startswith("0x") else text
+    try:
+        value = bytes.fromhex(raw)
+    except ValueError:
+        value = b""
+    if len(value) != 32:
+        raise CliError(f"bad channel id {text!r}: expected 32 bytes of hex")
+    return value
+
+
+def _units(client: ChannelClient, token: str) -> tuple[int, str]:
+    if token == ZERO_ADDRESS:
+        return 18, "ETH"
+    erc20 = TokenClient(client.w3, token)
+    return erc20.decimals(), str(erc20.contract.functions.symbol().call())
+
+
+def _store(settings: Settings) -> PayerStore:
+    return PayerStore(settings.home / "channels")
+
+
+@click.group()
+def channel() -> None:
+    """Payment channels: the payer opens and pays, the payee claims and closes."""
+
+
+@channel.command("open")
+@click.option("--payee", required=True, help="who the vouchers pay")
+@click.option("--deposit", "deposit_text", required=True, help="e.g. 0.1eth or 1000")
+@click.option("--token", default=None, help="ERC-20 address (default: ETH)")
+@click.option("--delay", default=86_400, show_default=True, help="withdraw delay, seconds")
+@click.option("--no-session-key", is_flag=True, help="sign vouchers with the payer's own key")
+@click.pass_obj
+def open_channel(
+    settings: Settings,
+    payee: str,
+    deposit_text: str,
+    token: str | None,
+    delay: int,
+    no_session_key: bool,
+) -> None:
+    """Open a channel with a first deposit; its state is kept under --home."""
+    with session(settings) as (connection, deployment):
+        client = ChannelClient(connection.w3, deployment.channels)
+        token_addr = token_address(token)
+        decimals, symbol = _units(client, token_addr)
+        amount = parse_amount(deposit_text, decimals)
+        payer = Payer.open(
+            client,
+            signer(settings, connection),
+            address(payee, "payee"),
+            amount,
+            token=token_addr,
+            withdraw_delay=delay,
+            use_session_key=not no_session_key,
+        )
+        _store(settings).save(payer)
+        console.print(f"opened channel [bold]0x{payer.config.channel_id.hex()}[/bold]")
+        console.print(
+            f"deposit {show_amount(amount, decimals, symbol)}; vouchers signed by "
+            f"{payer.config.authorizer}"
+        )
+
+
+@channel.command("pay")
+@click.argument("channel_id")
+@click.argument("amount_text", metavar="AMOUNT")
+@click.option("--times", default=1, show_default=True, help="sign this many payments in a row")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="write the payment (config + voucher JSON) here instead of stdout",
+)
+@click.pass_obj
+def pay(settings: Settings, channel_id: str, amount_text: str, times: int, out: str | None) -> None:
+    """Sign the next voucher(s); print the payment JSON a payee accepts."""
+    if times < 1:
+        raise CliError("--times must be at least 1")
+    with session(settings) as (connection, deployment):
+        client = ChannelClient(connection.w3, deployment.channels)
+        store = _store(settings)
+        payer = store.load(client, signer(settings, connection), _channel_id(channel_id))
+        decimals, _symbol = _units(client, payer.config.token)
+        amount = parse_amount(amount_text, decimals)
+        voucher: Voucher | None = None
+        with Progress(console=console, transient=True, disable=times < 100) as progress:
+            task = progress.add_task("signing vouchers", total=times)
+            for _ in range(times):
+                voucher = payer.pay(amount)
+                progress.advance(task)
+        store.save(payer)
+        assert voucher is not None
+        payment = {"config": payer.config.to_json(), "voucher": voucher.to_json()}
+        text = json.dumps(payment, indent=2)
+        if out:
+            Path(out).write_text(text + "\n", encoding="utf8")
+            console.print(f"payment for cumulative {voucher.cumulative_amount} written to {out}")
+        else:
+            click.echo(text)
+
+
+def _payment(source: str) -> tuple[ChannelConfig, Voucher]:
+    text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf8")
+    try:
+        data = json.loads(text)
+        return ChannelConfig.from_json(data["config"]), Voucher.from_json(data["voucher"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise CliError(
+            f"{source} is not a payment JSON from `micropay channel pay`: {err}"
+        ) from None
+
+
+@channel.command("status")
+@click.argument("channel_id")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@click.pass_obj
+def status(settings: Settings, channel_id: str, as_json: bool) -> None:
+    """Show a channel's on-chain balances (and what this payer has promised)."""
+    with session(settings) as (connection, deployment):
+        client = ChannelClient(connection.w3, deployment.channels)
+        cid = _channel_id(channel_id)
+        state = client.state(cid)
+        token: str = ZERO_ADDRESS
+        promised: int | None = None
+        if cid in _store(settings).channel_ids():
+            stored = _store(settings).read(cid)
+            token, promised = stored.config.token, stored.cumulative
+        decimals, symbol = _units(client, token)
+        rows: dict[str, Any] = {
+            "channel": "0x" + cid.hex(),
+            "deposited": state.deposited
+            if as_json
+            else show_amount(state.deposited, decimals, symbol),
+            "claimed": state.claimed if as_json else show_amount(state.claimed, decimals, symbol),
+            "remaining": state.remaining
+            if as_json
+            else show_amount(state.remaining, decimals, symbol),
+            "withdraw closes at": state.closes_at or "-",
+            "finished": state.finished,
+        }
+        if promised is not None:
+            rows["promised by this payer"] = (
+                promised if as_json else show_amount(promised, decimals, symbol)
+            )
+        if not state.exists:
+            rows["note"] = "no deposit on chain: unknown channel"
+        emit(rows, as_json, "channel")
+
+
+@channel.command("claim")
+@click.argument("payment", metavar="PAYMENT_JSON")
+@click.pass_obj
+def claim(settings: Settings, payment: str) -> None:
+    """Claim up to a payment's voucher (payee or any relayer); the channel stays open."""
+    config, voucher = _payment(payment)
+    with session(settings) as (connection, deployment):
+        client = ChannelClient(connection.w3, deployment.channels)
+        before = client.state(config).claimed
+        receipt = client.claim(config, voucher, signer(settings, connection))
+        decimals, symbol = _units(client, config.token)
+        console.print(
+            f"claimed {show_amount(voucher.cumulative_amount - before, decimals, symbol)}"
+            f" for {config.payee} (gas {receipt['gasUsed']:,})"
+        )
+
+
+@channel.command("close")
+@click.argument("payment", metavar="PAYMENT_JSON")
+@click.pass_obj
+def close(settings: Settings, payment: str) -> None:
+    """As the payee: claim the payment's voucher and refund the rest to the payer."""
+    config, voucher = _payment(payment)
+    with session(settings) as (connection, deployment):
+        client = ChannelClient(connection.w3, deployment.channels)
+        state = client.state(config)
+        best = voucher if voucher.cumulative_amount > state.claimed else None
+        receipt = client.close(config, best, signer(settings, connection))
+        final = client.state(config)
+        decimals, symbol = _units(client, config.token)
+        console.print(
+            f"closed: payee has {show_amount(final.claimed, decimals, symbol)}, payer "
+            f"refunded {show_amount(final.remaining, decimals, symbol)} "
+            f"(gas {receipt['gasUsed']:,})"
+        )
+
+
+@channel.command("withdraw")
+@click.argument("channel_id")
+@click.option("--finish", is_flag=True, help="finish after the delay (default: request)")
+@click.pass_obj
+def withdraw(settings: Settings, channel_id: str, finish: bool) -> None:
+    """As the payer: request a withdraw, or finish it once the delay has passed."""
+    with session(settings) as (connection, deployment):
+        client = ChannelClient(connection.w3, deployment.channels)
+        payer = _store(settings).load(client, signer(settings, connection), _channel_id(channel_id))
+        decimals, symbol = _units(client, payer.config.token)
+        if finish:
+            payer.finish_withdraw()
+            state = client.state(payer.config)
+            console.print(f"withdrawn: {show_amount(state.remaining, decimals, symbol)} returned")
+        else:
+            payer.request_withdraw()
+            console.print(
+                f"withdraw requested; finish after {client.state(payer.config).closes_at}"
+                " (the payee may claim until then)"
+            )

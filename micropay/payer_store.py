@@ -1,0 +1,110 @@
+"""A payer's channels on disk: configuration, session key, running total, last voucher.
+
+A payer that forgets its running total would either sign a voucher below one it already
+gave (the payee refuses it) or, worse, lose track of what it promised. Each channel is one
+small JSON file, written atomically (temporary file, fsync, rename) after every voucher,
+readable only by its owner because it holds the session key. A corrupt file raises
+:class:`~micropay.errors.PayerStoreError` naming it; nothing is silently replaced.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+
+from micropay.channels import ChannelClient
+from micropay.errors import PayerStoreError, VoucherError
+from micropay.payer import Payer
+from micropay.vouchers import ChannelConfig, Voucher
+
+
+@dataclass(frozen=True)
+class StoredChannel:
+    """What is kept for one channel."""
+
+    chain_id: int
+    contract: str
+    config: ChannelConfig
+    authorizer_key: LocalAccount
+    cumulative: int
+    deposited: int
+    last_voucher: Voucher | None
+
+
+class PayerStore:
+    """One folder of channel files, named by channel id."""
+
+    def __init__(self, folder: Path | str) -> None:
+        self.folder = Path(folder)
+
+    def _path(self, channel_id: bytes) -> Path:
+        return self.folder / f"{channel_id.hex()}.json"
+
+    def save(self, payer: Payer) -> None:
+        """Persist a payer's state; call after every voucher it signs."""
+        record = {
+            "chainId": payer.client.domain.chain_id,
+            "contract": payer.client.address,
+            "config": payer.config.to_json(),
+            "authorizerKey": "0x" + bytes(payer.authorizer_key.key).hex(),
+            "cumulative": str(payer.cumulative),
+            "deposited": str(payer.deposited),
+            "lastVoucher": payer.last_voucher.to_json() if payer.last_voucher else None,
+        }
+        self.folder.mkdir(parents=True, exist_ok=True)
+        target = self._path(payer.config.channel_id)
+        temporary = target.with_suffix(".tmp")
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w", encoding="utf8") as handle:
+            json.dump(record, handle, indent=1)
+            handle.flush()
+            os.fsync(handle.fileno())
+        temporary.replace(target)
+
+    def read(self, channel_id: bytes) -> StoredChannel:
+        path = self._path(channel_id)
+        if not path.is_file():
+            raise PayerStoreError(f"no stored channel 0x{channel_id.hex()} in {self.folder}")
+        try:
+            data = json.loads(path.read_text(encoding="utf8"))
+            config = ChannelConfig.from_json(data["config"])
+            stored = StoredChannel(
+                chain_id=int(data["chainId"]),
+                contract=str(data["contract"]),
+                config=config,
+                authorizer_key=Account.from_key(data["authorizerKey"]),
+                cumulative=int(data["cumulative"]),
+                deposited=int(data["deposited"]),
+                last_voucher=(
+                    Voucher.from_json(data["lastVoucher"]) if data["lastVoucher"] else None
+                ),
+            )
+        except (ValueError, KeyError, TypeError, VoucherError) as err:
+            raise PayerStoreError(f"{path} is corrupt: {err}") from None
+        if stored.config.channel_id != channel_id:
+            raise PayerStoreError(f"{path} holds another channel than its name says")
+        return stored
+
+    def load(self, client: ChannelClient, account: LocalAccount, channel_id: bytes) -> Payer:
+        """Rebuild the payer, trusting the larger of the stored total and the chain's claims."""
+        stored = self.read(channel_id)
+        if (stored.chain_id, stored.contract) != (client.domain.chain_id, client.address):
+            raise PayerStoreError(
+                f"channel 0x{channel_id.hex()} belongs to contract {stored.contract} on chain "
+                f"{stored.chain_id}, not {client.address} on {client.domain.chain_id}"
+            )
+        payer = Payer.recover(
+            client, account, stored.config, stored.authorizer_key, stored.last_voucher
+        )
+        payer.cumulative = max(payer.cumulative, stored.cumulative)
+        return payer
+
+    def channel_ids(self) -> list[bytes]:
+        if not self.folder.is_dir():
+            return []
+        return sorted(bytes.fromhex(p.stem) for p in self.folder.glob("*.json"))

@@ -1,0 +1,162 @@
+"""The `micropay` console script end to end against a real anvil: every command, every
+user error one clear line with a non-zero exit."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from web3 import Web3
+
+from micropay.devnode import anvil
+from micropay.networks import dev_keys
+
+pytestmark = pytest.mark.standalone
+
+PAYEE = dev_keys(2)[1].address
+MICROPAY = shutil.which("micropay", path=str(Path(sys.executable).parent))
+
+
+@pytest.fixture(scope="module")
+def node():
+    with anvil() as w3:
+        yield w3
+
+
+@pytest.fixture(scope="module")
+def tmp_path(tmp_path_factory):
+    """One folder (and so one deployment registry) for the module: deploy runs once."""
+    return tmp_path_factory.mktemp("cli")
+
+
+@pytest.fixture(scope="module")
+def run(node, tmp_path):
+    env = {
+        **os.environ,
+        "MICROPAY_LOCAL_RPC": node.provider.endpoint_uri,
+        "MICROPAY_HOME": str(tmp_path / "home"),
+        "MICROPAY_NETWORK": "anvil",
+        "NO_COLOR": "1",
+        "COLUMNS": "200",
+    }
+    env.pop("MICROPAY_PRIVATE_KEY", None)
+
+    def invoke(*args: str, ok: bool = True, extra_env: dict[str, str] | None = None):
+        result = subprocess.run(
+            [MICROPAY, *args],
+            capture_output=True,
+            text=True,
+            env={**env, **(extra_env or {})},
+            cwd=tmp_path,
+            timeout=120,
+        )
+        if ok:
+            assert result.returncode == 0, result.stderr
+        return result
+
+    invoke("deploy")
+    return invoke
+
+
+def advance(w3: Web3, seconds: int) -> None:
+    w3.provider.make_request("evm_increaseTime", [seconds])
+    w3.provider.make_request("evm_mine", [])
+
+
+def channel_id_of(output: str) -> str:
+    return re.search(r"0x[0-9a-f]{64}", output).group(0)
+
+
+def test_deploy_records_the_same_addresses_again(run, tmp_path):
+    first = json.loads(run("deploy", "--json").stdout)
+    again = json.loads(run("deploy", "--json").stdout)
+    assert first["PaymentChannels"] == again["PaymentChannels"]
+    assert first["deterministic (CREATE2)"] is True
+    registry = json.loads((tmp_path / "home" / "deployments.json").read_text())
+    assert registry["31337"]["channels"] == first["PaymentChannels"]
+
+
+def test_channel_open_pay_claim_close_adds_up(run, tmp_path, node):
+    opened = run("channel", "open", "--payee", PAYEE, "--deposit", "0.25eth", "--delay", "3600")
+    cid = channel_id_of(opened.stdout)
+    run("channel", "pay", cid, "1000", "--times", "120", "--out", "pay.json")
+    payment = json.loads((tmp_path / "pay.json").read_text())
+    assert payment["voucher"]["cumulativeAmount"] == "120000"
+    status = json.loads(run("channel", "status", cid, "--json").stdout)
+    assert status["deposited"] == 25 * 10**16 and status["promised by this payer"] == 120000
+    before = node.eth.get_balance(PAYEE)
+    claimed = run("--dev-account", "2", "channel", "claim", "pay.json")  # a relayer claims
+    assert "120000 wei" in claimed.stdout
+    assert node.eth.get_balance(PAYEE) - before == 120000
+    run("channel", "pay", cid, "5", "--out", "pay2.json")
+    closed = run("--dev-account", "1", "channel", "close", "pay2.json")
+    assert "120005 wei" in closed.stdout
+    final = json.loads(run("channel", "status", cid, "--json").stdout)
+    assert final["finished"] is True and final["claimed"] == 120005
+
+
+def test_channel_withdraw_request_then_finish(run, node):
+    cid = channel_id_of(
+        run("channel", "open", "--payee", PAYEE, "--deposit", "1000", "--delay", "600").stdout
+    )
+    run("channel", "withdraw", cid)
+    early = run("channel", "withdraw", cid, "--finish", ok=False)
+    assert early.returncode == 1 and "WithdrawNotReady" in early.stderr
+    advance(node, 600)
+    assert "1000 wei" in run("channel", "withdraw", cid, "--finish").stdout
+
+
+def test_stream_create_status_withdraw_cancel(run, node):
+    created = run(
+        "stream", "create", "--recipient", PAYEE, "--amount", "1000000", "--duration", "1000"
+    )
+    sid = channel_id_of(created.stdout)
+    advance(node, 500)
+    status = json.loads(run("stream", "status", sid, "--json").stdout)
+    assert 0 < status["withdrawable"] < 1_000_000
+    withdrew = run("--dev-account", "1", "stream", "withdraw", sid)
+    assert "withdrew" in withdrew.stdout
+    canceled = run("stream", "cancel", sid)
+    assert "returned" in canceled.stdout
+    after = json.loads(run("stream", "status", sid, "--json").stdout)
+    assert after["status"] == "canceled"
+
+
+@pytest.mark.parametrize(
+    "args, env, message",
+    [
+        (("channel", "open", "--payee", "0x123", "--deposit", "1eth"), {}, "bad payee"),
+        (("--network", "mars", "deploy"), {}, "unknown network 'mars'"),
+        (("--network", "http://127.0.0.1:9", "deploy"), {}, "no node answers"),
+        (("channel", "open", "--payee", PAYEE, "--deposit", "1000000eth"), {}, "cannot pay value"),
+        (("channel", "open", "--payee", PAYEE, "--deposit", "1.5"), {}, "bad amount"),
+        (("deploy",), {"MICROPAY_PRIVATE_KEY": "zz"}, "does not hold a valid private key"),
+        (("--account", "nobody-here", "deploy"), {}, "no ape account named"),
+        (("channel", "status", "0x12"), {}, "bad channel id"),
+        (("channel", "pay", "0x" + "00" * 32, "5"), {}, "no stored channel"),
+        (("channel", "claim", "missing.json"), {}, "missing.json"),
+        (("stream", "status", "0x" + "00" * 32), {}, "no fixed stream"),
+    ],
+)
+def test_user_errors_are_one_line_and_non_zero(run, args, env, message):
+    result = run(*args, ok=False, extra_env=env)
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: ") and message in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_missing_key_on_a_url_network_is_one_line(run, node):
+    result = run("--network", node.provider.endpoint_uri, "deploy", ok=False)
+    assert result.returncode == 1
+    assert "missing key" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_unknown_command_is_a_usage_error(run):
+    result = run("bogus", ok=False)
+    assert result.returncode == 2 and "No such command" in result.stderr
