@@ -46,7 +46,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass
-from typing import Any, Final, TypeAlias, TypeVar
+from typing import Any, Final, TypeAlias
 
 import anyio.to_thread
 
@@ -77,7 +77,6 @@ Receive: TypeAlias = Callable[[], Awaitable[Message]]
 Send: TypeAlias = Callable[[Message], Awaitable[None]]
 ASGIApp: TypeAlias = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-_T = TypeVar("_T")
 _log = logging.getLogger("micropay.paywall")
 _HEADER: Final = b"payment-signature"
 
@@ -138,7 +137,8 @@ def _normalise(path: str) -> str:
     Routers differ in how they treat those spellings; pricing every spelling that might
     reach a priced handler is the safe side.
     """
-    path = re.sub(r"/{2,}", "/", path)
+    if "//" in path:
+        path = re.sub(r"/{2,}", "/", path)
     return path[:-1] if len(path) > 1 and path.endswith("/") else path
 
 
@@ -366,7 +366,10 @@ class Paywall:
         state = known.state
         if not state.exists:
             raise _Refusal(402, Reason.UNKNOWN_CHANNEL, "the channel has no deposit on chain")
-        best = await self._book_call(self.book.best, channel_id)
+        if self._book_in_thread:
+            best = await anyio.to_thread.run_sync(self.book.best, channel_id)
+        else:
+            best = self.book.best(channel_id)
         if best is None:
             if state.deposited < self.min_deposit:
                 raise _Refusal(
@@ -396,7 +399,10 @@ class Paywall:
                 view,
             )
         try:
-            await self._book_call(self._checker.accept, config, voucher)
+            if self._book_in_thread:
+                await anyio.to_thread.run_sync(self._checker.accept, config, voucher)
+            else:
+                self._checker.accept(config, voucher)
         except InvalidSignatureError as err:
             raise _Refusal(402, Reason.INVALID_SIGNATURE, str(err)) from None
         except VoucherRejectedError as err:
@@ -423,11 +429,6 @@ class Paywall:
             self._known[channel_id] = known
         return known
 
-    async def _book_call(self, function: Callable[..., _T], *args: Any) -> _T:
-        if self._book_in_thread:
-            return await anyio.to_thread.run_sync(function, *args)
-        return function(*args)
-
     # -- serving -----------------------------------------------------------------------------
 
     async def _serve(
@@ -451,7 +452,10 @@ class Paywall:
                 return  # the handler's response was replaced by a refusal: drop its body
             if message["type"] == "http.response.start" and 200 <= message["status"] < 300:
                 try:
-                    await self._book_call(self.book.accept_if_higher, config, voucher)
+                    if self._book_in_thread:
+                        await anyio.to_thread.run_sync(self.book.accept_if_higher, config, voucher)
+                    else:
+                        self.book.accept_if_higher(config, voucher)
                 except StaleVoucherError as err:
                     replaced = True
                     refusal = _Refusal(402, Reason.STALE_VOUCHER, str(err))
