@@ -10,6 +10,7 @@ happen while estimating gas, in an ``eth_call`` or in a mined transaction.
 
 from __future__ import annotations
 
+import ast
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, TypeAlias, TypeVar, cast
 
@@ -148,11 +149,25 @@ def _revert_data(err: Exception) -> object:
         for arg in seen.args:
             if isinstance(arg, bytes):
                 return arg
+            if isinstance(arg, str) and (literal := _bytes_literal(arg)) is not None:
+                return literal  # eth-tester's eth_call: "execution reverted: b'...'"
             inner = getattr(arg, "args", ())
             if inner and isinstance(inner[0], bytes):
                 return inner[0]
         seen = seen.__cause__ or seen.__context__
     return None
+
+
+def _bytes_literal(text: str) -> bytes | None:
+    """The bytes in a message that ends with a Python bytes literal, else None."""
+    _, _, tail = text.rpartition("execution reverted: ")
+    if not tail.startswith(("b'", 'b"')):
+        return None
+    try:
+        value = ast.literal_eval(tail)
+    except (ValueError, SyntaxError):
+        return None
+    return value if isinstance(value, bytes) else None
 
 
 def _revert_bytes(data: object) -> bytes | None:

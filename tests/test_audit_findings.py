@@ -13,15 +13,9 @@ from channel_helpers import make_config
 from micropay.channels import ChannelNotFoundError
 
 
-def test_a_reverting_read_is_raised_as_its_named_error(request, networks, channels, actors):
-    if networks.provider.name == "test":  # ape's in-process chain (eth-tester)
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="finding A-1: eth-tester reports an eth_call revert as the text "
-                "\"execution reverted: b'...'\", which ContractClient._read leaves undecoded",
-            )
-        )
+def test_a_reverting_read_is_raised_as_its_named_error(channels, actors):
+    # Finding A-1 (fixed): eth-tester reports an eth_call revert as the text
+    # "execution reverted: b'...'"; ContractClient now decodes that too.
     config = make_config(actors.payer, actors.payee)
     call = channels.contract.functions.claim(config.as_tuple(), 1, b"\x00" * 65)
     with pytest.raises(ChannelNotFoundError):
