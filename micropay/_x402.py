@@ -118,6 +118,8 @@ def _decode(value: str | bytes, limit: int, what: str) -> dict[str, Any]:
             Reason.HEADER_TOO_LARGE, f"{what} is {len(value)} bytes; the limit is {limit}", 431
         )
     try:
+        if len(value) % 4:  # b64decode tolerates surplus padding; canonical base64 does not
+            raise binascii.Error("length is not a multiple of 4")
         raw = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
         raise PaymentHeaderError(Reason.INVALID_BASE64, f"{what} is not canonical base64") from None
