@@ -357,11 +357,11 @@ class Paywall:
         config, voucher = payload.config, payload.voucher
         channel_id = config.channel_id
         known = self._known.get(channel_id)
-        if (
-            known is None
-            or time.monotonic() - known.read_at > self._state_ttl
-            or voucher.cumulative_amount > known.state.deposited
-        ):
+        if known is not None and voucher.cumulative_amount > known.state.deposited:
+            # Only the authorizer may make us read the chain again for a top-up.
+            self._verify_or_refuse(config, voucher)
+            known = await self._refresh(channel_id)
+        elif known is None or time.monotonic() - known.read_at > self._state_ttl:
             known = await self._refresh(channel_id)
         state = known.state
         if not state.exists:
