@@ -1,0 +1,363 @@
+"""The paying HTTP clients: consumer protection before signing, persistence, recovery
+after lost state without paying twice, and refusing a site that breaks the protocol."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import Iterator
+from types import SimpleNamespace
+
+import httpx
+import pytest
+import requests
+from paywall_helpers import Server, chain
+
+from examples.content_site import create_site
+from micropay._client_store import ClientStore
+from micropay._http_errors import (
+    DepositLimitError,
+    OfferNotAllowedError,
+    PaymentProtocolError,
+    PriceLimitError,
+    SpendingLimitError,
+)
+from micropay._x402 import ChannelView, Offer, PaymentRequired, Reason, Receipt
+from micropay.http_client import (
+    AsyncPaymentTransport,
+    DepositPolicy,
+    HttpPayer,
+    PaymentPolicy,
+    PaymentTransport,
+    derive_session_key,
+    site_of,
+)
+from micropay.payee import MemoryVoucherBook
+from micropay.requests_adapter import PaymentAdapter
+from micropay.vouchers import ZERO_ADDRESS, VoucherDomain
+
+PRICE = 10**13
+CONTRACT = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
+SITE = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
+OFFER = Offer(PRICE, ZERO_ADDRESS, SITE, VoucherDomain(31337, CONTRACT), 10 * PRICE, 7200)
+
+
+# -- policy, keys and store (no chain) -------------------------------------------------------
+
+
+def offline_payer(policy: PaymentPolicy) -> HttpPayer:
+    w3 = SimpleNamespace(eth=SimpleNamespace(chain_id=31337))
+    account = SimpleNamespace(address=SITE, key=b"\x01" * 32)
+    return HttpPayer(w3, account, policy)  # type: ignore[arg-type]
+
+
+@pytest.mark.offchain
+def test_deposit_policy_sizes_the_deposit_within_its_cap():
+    assert DepositPolicy(requests=100).amount(OFFER) == 100 * PRICE
+    assert DepositPolicy(requests=2).amount(OFFER) == 10 * PRICE  # the site's minimum
+    assert DepositPolicy(requests=100, maximum=50 * PRICE).amount(OFFER) == 50 * PRICE
+    with pytest.raises(DepositLimitError):
+        DepositPolicy(maximum=5 * PRICE).amount(OFFER)
+
+
+@pytest.mark.offchain
+@pytest.mark.parametrize(
+    ("policy", "error"),
+    [
+        (
+            PaymentPolicy(max_price=PRICE - 1, trusted_contracts=frozenset([CONTRACT])),
+            PriceLimitError,
+        ),
+        (
+            PaymentPolicy(
+                max_price=PRICE,
+                networks=frozenset(["eip155:1"]),
+                trusted_contracts=frozenset([CONTRACT]),
+            ),
+            OfferNotAllowedError,
+        ),
+        (
+            PaymentPolicy(
+                max_price=PRICE,
+                assets=frozenset(["0x" + "11" * 20]),
+                trusted_contracts=frozenset([CONTRACT]),
+            ),
+            OfferNotAllowedError,
+        ),
+        (
+            PaymentPolicy(max_price=PRICE, trusted_contracts=frozenset(["0x" + "22" * 20])),
+            OfferNotAllowedError,
+        ),
+        (
+            PaymentPolicy(
+                max_price=PRICE, max_withdraw_delay=3600, trusted_contracts=frozenset([CONTRACT])
+            ),
+            OfferNotAllowedError,
+        ),
+    ],
+)
+def test_offers_outside_the_policy_are_refused_before_anything_happens(policy, error):
+    with pytest.raises(error):
+        offline_payer(policy).choose(PaymentRequired((OFFER,)))
+
+
+@pytest.mark.offchain
+def test_an_offer_on_another_chain_is_refused():
+    other = Offer(PRICE, ZERO_ADDRESS, SITE, VoucherDomain(1, CONTRACT), PRICE, 7200)
+    policy = PaymentPolicy(max_price=PRICE, trusted_contracts=frozenset([CONTRACT]))
+    with pytest.raises(OfferNotAllowedError, match="no node for eip155:1"):
+        offline_payer(policy).choose(PaymentRequired((other,)))
+
+
+@pytest.mark.offchain
+def test_session_keys_are_derived_again_from_the_payer_key_alone():
+    account = SimpleNamespace(key=b"\x07" * 32)
+    first = derive_session_key(account, 1, CONTRACT, SITE, ZERO_ADDRESS, 0)
+    assert first.address == derive_session_key(account, 1, CONTRACT, SITE, ZERO_ADDRESS, 0).address
+    others = {
+        derive_session_key(account, 1, CONTRACT, SITE, ZERO_ADDRESS, 1).address,
+        derive_session_key(account, 2, CONTRACT, SITE, ZERO_ADDRESS, 0).address,
+        derive_session_key(account, 1, CONTRACT, CONTRACT, ZERO_ADDRESS, 0).address,
+    }
+    assert first.address not in others and len(others) == 3
+
+
+@pytest.mark.offchain
+def test_a_corrupt_store_is_an_error_not_a_blank_slate(tmp_path):
+    path = tmp_path / "store.json"
+    path.write_text("{not json")
+    with pytest.raises(PaymentProtocolError, match="unreadable"):
+        ClientStore(path)
+
+
+# -- against a real site on anvil ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def node() -> Iterator:
+    with chain() as c:
+        yield c
+
+
+@pytest.fixture
+def site(node):
+    site = create_site(node.w3, site_key=node.site, contract=node.channels.address, price=PRICE)
+    with Server(site.app) as server:
+        yield SimpleNamespace(site=site, url=server.url, book=site.payee.book)
+
+
+def read(site, payer, count, path="/articles/vouchers-explained"):
+    with httpx.Client(base_url=site.url, transport=PaymentTransport(payer)) as client:
+        for _ in range(count):
+            response = client.get(path)
+            assert response.status_code == 200, response.text
+
+
+def held(site) -> list[int]:
+    return [site.book.best(cid).cumulative_amount for cid in site.book.channel_ids()]
+
+
+@pytest.mark.standalone
+def test_the_site_cap_stops_payment_before_signing(node, site):
+    payer = HttpPayer(
+        node.w3, node.readers[0], PaymentPolicy(max_price=PRICE, max_spend_per_site=3 * PRICE)
+    )
+    read(site, payer, 3)
+    with pytest.raises(SpendingLimitError, match="above its cap"):
+        read(site, payer, 1)
+    assert held(site) == [3 * PRICE]
+
+
+@pytest.mark.standalone
+def test_the_period_cap_counts_every_site(node, site):
+    payer = HttpPayer(
+        node.w3,
+        node.readers[1],
+        PaymentPolicy(max_price=PRICE, max_spend_per_period=2 * PRICE, period=60),
+    )
+    read(site, payer, 2)
+    with pytest.raises(SpendingLimitError, match="within 60 s"):
+        read(site, payer, 1)
+    assert held(site) == [2 * PRICE]
+
+
+@pytest.mark.standalone
+def test_a_price_above_the_cap_opens_no_channel(node, site):
+    reader = node.readers[2]
+    nonce = node.w3.eth.get_transaction_count(reader.address)
+    payer = HttpPayer(node.w3, reader, PaymentPolicy(max_price=PRICE - 1))
+    with pytest.raises(PriceLimitError):
+        read(site, payer, 1)
+    assert node.w3.eth.get_transaction_count(reader.address) == nonce
+    assert held(site) == []
+
+
+@pytest.mark.standalone
+def test_a_lost_store_is_recovered_from_the_chain_and_each_request_paid_once(node, site, tmp_path):
+    reader = node.readers[3]
+    store = tmp_path / "reader.json"
+    read(site, HttpPayer(node.w3, reader, PaymentPolicy(max_price=PRICE), store=store), 5)
+    [channel_id] = site.book.channel_ids()
+    deposited = node.channels.state(channel_id).deposited
+    store.unlink()
+    again = HttpPayer(node.w3, reader, PaymentPolicy(max_price=PRICE), store=store)
+    read(site, again, 5)
+    assert site.book.channel_ids() == [channel_id]  # the same channel, found on chain
+    assert held(site) == [10 * PRICE]
+    assert node.channels.state(channel_id).deposited == deposited  # no second deposit
+
+
+@pytest.mark.standalone
+def test_a_stale_store_is_corrected_by_the_sites_signed_view(node, site, tmp_path):
+    reader = node.readers[4]
+    store, backup = tmp_path / "reader.json", tmp_path / "backup.json"
+    payer = HttpPayer(node.w3, reader, PaymentPolicy(max_price=PRICE), store=store)
+    read(site, payer, 3)
+    shutil.copy(store, backup)
+    read(site, payer, 4)
+    shutil.copy(backup, store)  # the client forgets its last four payments
+    restored = HttpPayer(node.w3, reader, PaymentPolicy(max_price=PRICE), store=store)
+    read(site, restored, 3)
+    assert held(site) == [10 * PRICE]
+    # What the site held beyond the stale record is counted as spent again.
+    assert restored.store.site_spend(site_of(site.url)) == 10 * PRICE
+
+
+@pytest.mark.standalone
+def test_after_the_site_loses_its_book_the_client_pays_on_top_of_the_claimed_total(node, tmp_path):
+    site = create_site(node.w3, site_key=node.site, contract=node.channels.address, price=PRICE)
+    payer = HttpPayer(node.w3, node.readers[5], PaymentPolicy(max_price=PRICE))
+    with Server(site.app) as server:
+        read(SimpleNamespace(url=server.url), payer, 4)
+    [channel_id] = site.payee.book.channel_ids()
+    site.payee.claim(channel_id)
+    amnesiac = create_site(
+        node.w3,
+        site_key=node.site,
+        contract=node.channels.address,
+        price=PRICE,
+        book=MemoryVoucherBook(),
+    )
+    with Server(amnesiac.app) as server:
+        read(SimpleNamespace(url=server.url), payer, 2)  # its view: 4 prices, claimed on chain
+    assert amnesiac.payee.book.best(channel_id).cumulative_amount == 6 * PRICE
+
+
+@pytest.mark.standalone
+def test_the_async_transport_and_the_requests_adapter_share_the_channel(node, site):
+    payer = HttpPayer(node.w3, node.readers[6], PaymentPolicy(max_price=PRICE))
+
+    async def read_async():
+        transport = AsyncPaymentTransport(payer)
+        async with httpx.AsyncClient(base_url=site.url, transport=transport) as client:
+            responses = await asyncio.gather(
+                *(client.get("/articles/fees-eat-micropayments") for _ in range(6))
+            )
+        return [r.status_code for r in responses]
+
+    assert asyncio.run(read_async()) == [200] * 6
+    session = requests.Session()
+    session.mount("http://", PaymentAdapter(payer))
+    for _ in range(3):
+        assert session.get(site.url + "/articles/leaving-a-channel").status_code == 200
+    assert held(site) == [9 * PRICE]
+
+
+# -- a site that breaks the protocol -----------------------------------------------------------
+
+
+def tampering(app, change):
+    """ASGI middleware that rewrites the paywall's answers on their way out."""
+
+    async def middleware(scope, receive, send):
+        async def send_changed(message):
+            await send(change(message) if message["type"] == "http.response.start" else message)
+
+        await app(scope, receive, send_changed)
+
+    return middleware
+
+
+@pytest.mark.standalone
+def test_a_view_the_client_never_signed_is_refused(node):
+    site = create_site(node.w3, site_key=node.site, contract=node.channels.address, price=PRICE)
+
+    def lie(message):
+        if message["status"] != 200:
+            return message
+        offer = site.app.offer(PRICE)
+        view = ChannelView(bytes(32), 50 * PRICE, b"\x11" * 64 + b"\x1b")
+        for name, value in message["headers"]:
+            if name == b"payment-response":
+                view = ChannelView(
+                    Receipt.decode(value).channel_id, 50 * PRICE, b"\x11" * 64 + b"\x1b"
+                )
+        required = PaymentRequired((offer,), Reason.CUMULATIVE_MISMATCH, "", "", view)
+        return {
+            "type": "http.response.start",
+            "status": 402,
+            "headers": [(b"payment-required", required.encode().encode())],
+        }
+
+    payer = HttpPayer(node.w3, node.readers[7], PaymentPolicy(max_price=PRICE))
+    with (
+        Server(tampering(site.app, lie)) as server,
+        pytest.raises(PaymentProtocolError, match="never signed"),
+    ):
+        read(SimpleNamespace(url=server.url), payer, 1)
+
+
+@pytest.mark.standalone
+def test_a_receipt_that_contradicts_the_voucher_is_refused(node):
+    site = create_site(node.w3, site_key=node.site, contract=node.channels.address, price=PRICE)
+
+    def overcharge(message):
+        headers = []
+        for name, value in message["headers"]:
+            if name == b"payment-response":
+                receipt = Receipt.decode(value)
+                value = (
+                    Receipt(
+                        receipt.network,
+                        receipt.payer,
+                        receipt.channel_id,
+                        2 * PRICE,
+                        receipt.cumulative_amount,
+                        0,
+                    )
+                    .encode()
+                    .encode()
+                )
+            headers.append((name, value))
+        return {**message, "headers": headers}
+
+    payer = HttpPayer(node.w3, node.readers[0], PaymentPolicy(max_price=PRICE))
+    with (
+        Server(tampering(site.app, overcharge)) as server,
+        pytest.raises(PaymentProtocolError, match="does not match"),
+    ):
+        read(SimpleNamespace(url=server.url), payer, 1)
+
+
+@pytest.mark.standalone
+def test_a_contract_that_is_not_payment_channels_is_not_trusted(node):
+    site = create_site(node.w3, site_key=node.site, contract=node.channels.address, price=PRICE)
+    fake = Offer(
+        PRICE,
+        ZERO_ADDRESS,
+        node.site.address,
+        VoucherDomain(node.w3.eth.chain_id, node.site.address),
+        PRICE,
+        7200,
+    )
+
+    def swap(message):
+        required = PaymentRequired((fake,))
+        return {**message, "headers": [(b"payment-required", required.encode().encode())]}
+
+    payer = HttpPayer(node.w3, node.readers[1], PaymentPolicy(max_price=PRICE))
+    with (
+        Server(tampering(site.app, swap)) as server,
+        pytest.raises(OfferNotAllowedError, match="not micropay's PaymentChannels"),
+    ):
+        read(SimpleNamespace(url=server.url), payer, 1)
