@@ -1,0 +1,207 @@
+"""Plain helpers for the ledger tests, and the child processes they start.
+
+No pytest here: child processes import this module, so it stays light. Keys are fixed, so
+every process signs alike. Run as a script it is one of those processes::
+
+    python tests/ledger_helpers.py accept-job JOB.json
+
+accepts one worker's share of interleaved vouchers (see :func:`accept_worker`);
+
+    python tests/ledger_helpers.py payee-launcher URL CHANNELS
+
+starts the crash test's payees (see :func:`payee_launcher`): each opens the ledger, prints
+``READY`` and then, forever, accepts the next voucher of each channel in turn (one more than
+the stored best), printing ``ACK <channel> <amount>`` only after the ledger has committed
+it. Whatever it acknowledged must survive a SIGKILL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+
+from micropay.ledger import Ledger
+from micropay.vouchers import ZERO_ADDRESS, ChannelConfig, Voucher, VoucherDomain, sign_voucher
+
+DOMAIN = VoucherDomain(31337, "0x" + "c0ffee" * 6 + "c0ff")
+"""The domain offline ledger tests use: no chain needed to sign and verify."""
+AUTHORIZER: LocalAccount = Account.from_key(b"\x11" * 32)
+PAYEE = "0x" + "22" * 20
+
+
+def channel(
+    index: int, domain_salt: int = 0, authorizer: LocalAccount = AUTHORIZER
+) -> ChannelConfig:
+    """The ``index``-th test channel (same index, same channel, in every process)."""
+    return ChannelConfig(
+        payer=authorizer.address,
+        payee=PAYEE,
+        token=ZERO_ADDRESS,
+        authorizer=authorizer.address,
+        withdraw_delay=3600,
+        salt=(domain_salt * 1_000_003 + index).to_bytes(32, "big"),
+    )
+
+
+def voucher(config: ChannelConfig, amount: int, domain: VoucherDomain = DOMAIN) -> Voucher:
+    return sign_voucher(domain, config.channel_id, amount, AUTHORIZER)
+
+
+def raw_execute(url: str, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    """Run SQL on a ledger's database behind the ledger's back (to damage it on purpose).
+
+    Write it with ``?`` placeholders; it is adapted for PostgreSQL.
+    """
+    if url.startswith("sqlite:"):
+        import sqlite3
+
+        connection = sqlite3.connect(url.removeprefix("sqlite://"), isolation_level=None)
+        try:
+            return connection.execute(sql, params).fetchall()
+        finally:
+            connection.close()
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as connection:
+        cursor = connection.execute(sql.replace("?", "%s"), params)
+        return cursor.fetchall() if cursor.description else []
+
+
+# -- concurrency: many processes accepting interleaved vouchers ---------------------------------
+
+
+@dataclass(frozen=True)
+class AcceptJob:
+    """One worker's share: (channel index, amount) pairs to accept, in order."""
+
+    url: str
+    salt: int
+    items: tuple[tuple[int, int], ...]
+
+
+def interleaved_jobs(
+    url: str, salt: int, workers: int, channels: int, top: int, seed: int
+) -> list[AcceptJob]:
+    """Deal amounts 1..top of every channel round-robin to ``workers``, each list roughly
+    ascending but locally shuffled, so workers race on the same rows with overlapping
+    amounts (some of their vouchers win, some arrive stale)."""
+    rng = random.Random(seed)
+    shares: list[list[tuple[float, int, int]]] = [[] for _ in range(workers)]
+    for amount in range(1, top + 1):
+        for index in range(channels):
+            worker = (amount + index) % workers
+            shares[worker].append((amount + rng.uniform(-3 * workers, 3 * workers), index, amount))
+    return [
+        AcceptJob(url, salt, tuple((index, amount) for _, index, amount in sorted(share)))
+        for share in shares
+    ]
+
+
+def run_accept_job(job: AcceptJob, start: Callable[[], object]) -> dict[int, int]:
+    """Accept a job's vouchers (once ``start`` returns, so all workers collide); return the
+    increments this worker was credited with, summed per channel."""
+    from micropay.errors import StaleVoucherError
+
+    configs = {index: channel(index, job.salt) for index, _ in job.items}
+    signed = [(configs[index], voucher(configs[index], amount)) for index, amount in job.items]
+    credited: dict[int, int] = dict.fromkeys(configs, 0)
+    with Ledger.open(job.url, DOMAIN) as ledger:
+        start()
+        for (index, _), (config, signed_voucher) in zip(job.items, signed, strict=True):
+            with contextlib.suppress(StaleVoucherError):
+                credited[index] += ledger.accept_if_higher(config, signed_voucher)
+    return credited
+
+
+def accept_worker(job_file: str) -> None:
+    """A worker process: read its job, print READY, wait for a line on stdin, then accept and
+    print the credited increments as JSON."""
+    data = json.loads(Path(job_file).read_text())
+    job = AcceptJob(data["url"], data["salt"], tuple(tuple(item) for item in data["items"]))
+
+    def start() -> None:
+        print("READY", flush=True)
+        sys.stdin.readline()
+
+    credited = run_accept_job(job, start)
+    print(json.dumps({str(index): amount for index, amount in credited.items()}), flush=True)
+
+
+def write_job(job: AcceptJob, path: Path) -> Path:
+    path.write_text(json.dumps({"url": job.url, "salt": job.salt, "items": job.items}))
+    return path
+
+
+# -- crash safety: the payee process that gets killed ---------------------------------------------
+
+
+def crash_payee(url: str, channels: int) -> None:
+    """Accept vouchers forever, acknowledging each one only once the ledger committed it."""
+    configs = [channel(index) for index in range(channels)]
+    with Ledger.open(url, DOMAIN) as ledger:
+        amounts = []
+        for config in configs:
+            best = ledger.best(config.channel_id)
+            amounts.append(best.cumulative_amount if best else 0)
+        _say("READY")
+        turn = 0
+        while True:
+            index = turn % channels
+            amounts[index] += 1
+            ledger.accept_if_higher(configs[index], voucher(configs[index], amounts[index]))
+            _say(f"ACK {index} {amounts[index]}")
+            turn += 1
+
+
+def payee_launcher(url: str, channels: int) -> None:
+    """Start a fresh payee process per ``run`` line on stdin, as a pre-forking server does.
+
+    Importing micropay costs a third of a second; forking this already-initialised,
+    single-threaded process costs milliseconds, so the crash test can kill a hundred payees
+    in seconds. Each payee is its own process that opens the ledger anew. Prints
+    ``PID <pid>`` when one starts and ``DEAD <pid> <status>`` once it is gone, after every
+    line the payee printed.
+    """
+    for command in sys.stdin:
+        if command.strip() != "run":
+            continue
+        pid = os.fork()
+        if pid == 0:
+            try:
+                crash_payee(url, channels)
+            finally:
+                os._exit(1)
+        _say(f"PID {pid}")
+        _, status = os.waitpid(pid, 0)
+        _say(f"DEAD {pid} {status}")
+
+
+def _say(line: str) -> None:
+    """One whole line in one write(2) (atomic on a pipe): print() may split off the newline,
+    and a kill between the two writes would leave half a line."""
+    os.write(1, f"{line}\n".encode())
+
+
+def main(argv: Sequence[str]) -> int:
+    if len(argv) == 3 and argv[0] == "payee-launcher":
+        payee_launcher(argv[1], int(argv[2]))
+        return 0
+    if len(argv) == 2 and argv[0] == "accept-job":
+        accept_worker(argv[1])
+        return 0
+    print(__doc__, file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
