@@ -91,6 +91,8 @@ class Reason:
     CHANNEL_CLOSING = "channel_closing"
     # 409: another request on the same channel is being served
     CHANNEL_BUSY = "channel_busy"
+    # 503: the paywall cannot read the chain (its node is down): nothing is served
+    CHAIN_UNAVAILABLE = "chain_unavailable"
 
 
 # -- JSON and field helpers ----------------------------------------------------------------

@@ -423,7 +423,13 @@ class Paywall:
             raise _Refusal(402, Reason.INVALID_SIGNATURE, str(err)) from None
 
     async def _refresh(self, channel_id: bytes) -> _Known:
-        state = await anyio.to_thread.run_sync(self._checker.refresh, channel_id)
+        try:
+            state = await anyio.to_thread.run_sync(self._checker.refresh, channel_id)
+        except Exception as err:  # the node is down or unreachable: say so, serve nothing
+            _log.warning("cannot read channel 0x%s from the chain: %s", channel_id.hex(), err)
+            raise _Refusal(
+                503, Reason.CHAIN_UNAVAILABLE, "the site cannot reach its chain"
+            ) from None
         known = _Known(state, time.monotonic())
         if state.exists:  # keep no record of channels that do not exist: strangers pick those
             self._known[channel_id] = known
