@@ -17,8 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from micropay._http_errors import PaymentProtocolError
-from micropay.errors import VoucherError
+from micropay.errors import PaymentProtocolError, VoucherError
 from micropay.vouchers import ChannelConfig
 
 _FORMAT = 1

@@ -23,7 +23,7 @@ We follow the header transport of x402 version 2 with our own scheme, ``channel`
 Decoding is strict because the paywall decodes what strangers send: a size cap before
 anything else, canonical base64, UTF-8 JSON without duplicate keys or NaN, every field of
 the expected type, amounts as canonical decimal strings within uint256, hex of the exact
-length. Anything else raises :class:`~micropay._http_errors.PaymentHeaderError` with a
+length. Anything else raises :class:`~micropay.errors.PaymentHeaderError` with a
 reason code, never another exception.
 """
 
@@ -37,9 +37,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Final
 
-from micropay._http_errors import PaymentHeaderError
 from micropay._keccak import keccak256
-from micropay.errors import VoucherError
+from micropay.errors import PaymentHeaderError, VoucherError
 from micropay.vouchers import DOMAIN_NAME, DOMAIN_VERSION, ChannelConfig, Voucher, VoucherDomain
 
 X402_VERSION: Final = 2

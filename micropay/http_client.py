@@ -16,7 +16,7 @@ checks the ``PAYMENT-RESPONSE`` receipt. Requests on one channel go one at a tim
 Consumer protection: the price per request, the spend per site and per period, the
 networks, assets and contracts, the deposit and the withdraw delay are all capped by the
 policy, and every cap is checked before anything is signed or deposited
-(:class:`~micropay._http_errors.PaymentPolicyError`). Unless the policy names trusted
+(:class:`~micropay.errors.PaymentPolicyError`). Unless the policy names trusted
 contracts, a contract is used only if its code is the PaymentChannels micropay ships.
 
 Losing state does not mean paying twice. Channel keys are derived from the payer's key
@@ -51,14 +51,6 @@ from web3 import Web3
 
 from micropay._artifacts import load_artifact
 from micropay._client_store import ChannelRecord, ClientStore
-from micropay._http_errors import (
-    DepositLimitError,
-    OfferNotAllowedError,
-    PaymentHeaderError,
-    PaymentProtocolError,
-    PriceLimitError,
-    SpendingLimitError,
-)
 from micropay._x402 import (
     PAYMENT_REQUIRED,
     PAYMENT_RESPONSE,
@@ -71,7 +63,15 @@ from micropay._x402 import (
     Receipt,
 )
 from micropay.channels import ChannelClient
-from micropay.errors import InvalidSignatureError
+from micropay.errors import (
+    DepositLimitError,
+    InvalidSignatureError,
+    OfferNotAllowedError,
+    PaymentHeaderError,
+    PaymentProtocolError,
+    PriceLimitError,
+    SpendingLimitError,
+)
 from micropay.payer import Payer
 from micropay.vouchers import (
     SECP256K1_N,

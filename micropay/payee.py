@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
@@ -39,6 +40,15 @@ class Accepted:
     channel_id: bytes
     increment: int
     cumulative_amount: int
+
+
+@dataclass(frozen=True)
+class Checked:
+    """A voucher that passed every check: what it would add, over which on-chain floor."""
+
+    increment: int
+    claimed_floor: int
+    state: ChannelState
 
 
 class VoucherBook(Protocol):
@@ -109,10 +119,13 @@ class Payee:
         book: VoucherBook | None = None,
         safety_margin: int = 3600,
         state_ttl: float = 30.0,
+        max_cached_channels: int = 100_000,
     ) -> None:
         """``safety_margin``: refuse vouchers once a payer's withdraw ends within this many
         seconds (the payee needs the time to claim). ``state_ttl``: how long a cached
-        channel state is trusted before it is read again."""
+        channel state is trusted before it is read again. ``max_cached_channels`` bounds
+        the cache (least recently read first out); channels that do not exist on chain are
+        never cached, so strangers naming made-up channels cannot grow it."""
         self.client = client
         self.account = account
         self.book: VoucherBook = book if book is not None else MemoryVoucherBook()
@@ -120,30 +133,52 @@ class Payee:
         self.state_ttl = state_ttl
         self._verifier = VoucherVerifier(client.domain)
         self._address_bytes = bytes.fromhex(account.address[2:])
-        self._cache: dict[bytes, _CachedState] = {}
+        self.max_cached_channels = max_cached_channels
+        self._cache: OrderedDict[bytes, _CachedState] = OrderedDict()
         self._cache_lock = threading.Lock()
 
     # -- state cache ---------------------------------------------------------------------------
 
     def refresh(self, channel_id: bytes) -> ChannelState:
-        """Read a channel's state from the chain now and cache it."""
+        """Read a channel's state from the chain now and cache it (if it exists)."""
+        return self._read(channel_id).state
+
+    def _read(self, channel_id: bytes) -> _CachedState:
         state = self.client.state(channel_id)
         chain_time = int(self.client.w3.eth.get_block("latest")["timestamp"])
-        with self._cache_lock:
-            self._cache[channel_id] = _CachedState(state, chain_time, time.monotonic())
-        return state
+        entry = _CachedState(state, chain_time, time.monotonic())
+        if state.exists:
+            with self._cache_lock:
+                self._cache[channel_id] = entry
+                self._cache.move_to_end(channel_id)
+                while len(self._cache) > self.max_cached_channels:
+                    self._cache.popitem(last=False)
+        return entry
+
+    def cached_state(self, channel_id: bytes) -> ChannelState | None:
+        """The channel's state as last read from the chain, without a round trip."""
+        cached = self._cache.get(channel_id)
+        return cached.state if cached is not None else None
 
     def _cached(self, channel_id: bytes) -> _CachedState:
         cached = self._cache.get(channel_id)
         if cached is None or time.monotonic() - cached.read_at > self.state_ttl:
-            self.refresh(channel_id)
-            cached = self._cache[channel_id]
+            cached = self._read(channel_id)
         return cached
 
     # -- accepting -----------------------------------------------------------------------------
 
     def accept(self, config: ChannelConfig, voucher: Voucher) -> Accepted:
         """Check a voucher and keep it if it is the best so far; return what it added."""
+        claimed = self.check(config, voucher).claimed_floor
+        increment = self.book.accept_if_higher(config, voucher)
+        # A book that lost the channel (or never had it) counts from 0; what was already
+        # claimed on chain was paid before, so it is not added again.
+        increment = min(increment, voucher.cumulative_amount - claimed)
+        return Accepted(voucher.channel_id, increment, voucher.cumulative_amount)
+
+    def check(self, config: ChannelConfig, voucher: Voucher) -> Checked:
+        """Every check :meth:`accept` makes, storing nothing (a paywall stores later)."""
         if config.payee != self.account.address:
             raise UnknownChannelError("the channel pays another payee")
         if voucher.channel_id != config.channel_id:
@@ -155,16 +190,20 @@ class Payee:
                 f"{best.cumulative_amount}"
             )
         self._verifier.verify(voucher, bytes.fromhex(config.authorizer[2:]))
-        self._check_funded(voucher)
-        increment = self.book.accept_if_higher(config, voucher)
-        return Accepted(voucher.channel_id, increment, voucher.cumulative_amount)
+        state = self._check_funded(voucher)
+        if voucher.cumulative_amount <= state.claimed:
+            raise StaleVoucherError(
+                f"voucher for {voucher.cumulative_amount} does not beat the {state.claimed} "
+                "already claimed on chain"
+            )
+        previous = max(best.cumulative_amount if best else 0, state.claimed)
+        return Checked(voucher.cumulative_amount - previous, state.claimed, state)
 
-    def _check_funded(self, voucher: Voucher) -> None:
+    def _check_funded(self, voucher: Voucher) -> ChannelState:
         cached = self._cached(voucher.channel_id)
         if voucher.cumulative_amount > cached.state.deposited and cached.state.exists:
             # The payer may have topped up since we last looked.
-            self.refresh(voucher.channel_id)
-            cached = self._cache[voucher.channel_id]
+            cached = self._read(voucher.channel_id)
         state = cached.state
         if not state.exists:
             raise UnknownChannelError("the channel has no deposit on chain")
@@ -179,6 +218,7 @@ class Payee:
             raise InsufficientDepositError(
                 f"voucher for {voucher.cumulative_amount} exceeds the deposit of {state.deposited}"
             )
+        return state
 
     # -- settling ------------------------------------------------------------------------------
 

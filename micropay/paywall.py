@@ -50,7 +50,6 @@ from typing import Any, Final, TypeAlias
 
 import anyio.to_thread
 
-from micropay._http_errors import PaymentHeaderError
 from micropay._x402 import (
     ChannelView,
     Offer,
@@ -64,6 +63,7 @@ from micropay.channels import ChannelState
 from micropay.errors import (
     InsufficientDepositError,
     InvalidSignatureError,
+    PaymentHeaderError,
     StaleVoucherError,
     VoucherError,
     VoucherRejectedError,
@@ -162,35 +162,6 @@ class _Known:
     read_at: float
 
 
-class _PreflightBook:
-    """The real book as :meth:`Payee.accept` sees it, except that accepting stores nothing.
-
-    The paywall asks the Payee for every check (signature, deposit, withdraw margin) before
-    the handler runs, and writes to the real book only once the handler succeeded.
-    """
-
-    def __init__(self, book: VoucherBook) -> None:
-        self._book = book
-
-    def accept_if_higher(self, config: ChannelConfig, voucher: Voucher) -> int:
-        best = self._book.best(voucher.channel_id)
-        previous = best.cumulative_amount if best is not None else 0
-        if voucher.cumulative_amount <= previous:
-            raise StaleVoucherError(
-                f"voucher for {voucher.cumulative_amount} does not beat the accepted {previous}"
-            )
-        return voucher.cumulative_amount - previous
-
-    def best(self, channel_id: bytes) -> Voucher | None:
-        return self._book.best(channel_id)
-
-    def config(self, channel_id: bytes) -> ChannelConfig | None:
-        return self._book.config(channel_id)
-
-    def channel_ids(self) -> list[bytes]:
-        return self._book.channel_ids()
-
-
 # -- the middleware ------------------------------------------------------------------------
 
 
@@ -239,13 +210,6 @@ class Paywall:
         self.network = network_of(self.domain.chain_id)
         self._pay_to = payee.account.address
         self._verifier = VoucherVerifier(self.domain)
-        self._checker = Payee(
-            payee.client,
-            payee.account,
-            book=_PreflightBook(self.book),
-            safety_margin=payee.safety_margin,
-            state_ttl=payee.state_ttl,
-        )
         # Our copy of the chain state is refreshed before the checker's would expire, so the
         # checker never reads the chain on the event loop.
         self._state_ttl = payee.state_ttl * 0.8
@@ -400,9 +364,9 @@ class Paywall:
             )
         try:
             if self._book_in_thread:
-                await anyio.to_thread.run_sync(self._checker.accept, config, voucher)
+                await anyio.to_thread.run_sync(self.payee.check, config, voucher)
             else:
-                self._checker.accept(config, voucher)
+                self.payee.check(config, voucher)
         except InvalidSignatureError as err:
             raise _Refusal(402, Reason.INVALID_SIGNATURE, str(err)) from None
         except VoucherRejectedError as err:
@@ -424,7 +388,7 @@ class Paywall:
 
     async def _refresh(self, channel_id: bytes) -> _Known:
         try:
-            state = await anyio.to_thread.run_sync(self._checker.refresh, channel_id)
+            state = await anyio.to_thread.run_sync(self.payee.refresh, channel_id)
         except Exception as err:  # the node is down or unreachable: say so, serve nothing
             _log.warning("cannot read channel 0x%s from the chain: %s", channel_id.hex(), err)
             raise _Refusal(

@@ -15,14 +15,14 @@ from paywall_helpers import Server, chain
 
 from examples.content_site import create_site
 from micropay._client_store import ClientStore
-from micropay._http_errors import (
+from micropay._x402 import ChannelView, Offer, PaymentRequired, Reason, Receipt
+from micropay.errors import (
     DepositLimitError,
     OfferNotAllowedError,
     PaymentProtocolError,
     PriceLimitError,
     SpendingLimitError,
 )
-from micropay._x402 import ChannelView, Offer, PaymentRequired, Reason, Receipt
 from micropay.http_client import (
     AsyncPaymentTransport,
     DepositPolicy,

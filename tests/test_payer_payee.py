@@ -205,3 +205,51 @@ def test_payer_object_checks_its_keys(channels, actors, payer):
         Payer(channels, actors.payer, payer.config, actors.payer)
     with pytest.raises(VoucherError, match="payer"):
         Payer(channels, actors.stranger, payer.config, payer.authorizer_key)
+
+
+def test_check_runs_every_check_and_stores_nothing(payer, payee, channels, actors):
+    voucher = payer.pay(9)
+    checked = payee.check(payer.config, voucher)
+    assert (checked.increment, checked.claimed_floor) == (9, 0)
+    assert payee.book.best(payer.config.channel_id) is None
+    forged = sign_voucher(channels.domain, payer.config.channel_id, 10, actors.stranger)
+    with pytest.raises(InvalidSignatureError):
+        payee.check(payer.config, forged)
+
+
+def test_a_fresh_book_does_not_count_what_was_claimed_on_chain_again(channels, actors, payer):
+    first = Payee(channels, actors.payee)
+    first.accept(payer.config, payer.pay(100))
+    first.claim(payer.config.channel_id)
+    amnesiac = Payee(channels, actors.payee)  # lost its book, the chain remembers
+    with pytest.raises(StaleVoucherError, match="already claimed on chain"):
+        amnesiac.accept(payer.config, payer.voucher_for(100))
+    assert amnesiac.accept(payer.config, payer.pay(5)).increment == 5
+
+
+def test_made_up_channels_are_not_cached(payee, channels, actors):
+    session = new_session_key()
+    for salt in range(3):
+        from micropay.vouchers import ZERO_ADDRESS, ChannelConfig
+
+        ghost = ChannelConfig(
+            actors.payer.address,
+            actors.payee.address,
+            ZERO_ADDRESS,
+            session.address,
+            DELAY,
+            salt.to_bytes(32, "big"),
+        )
+        with pytest.raises(UnknownChannelError):
+            payee.accept(ghost, sign_voucher(channels.domain, ghost.channel_id, 1, session))
+    assert len(payee._cache) == 0
+
+
+def test_the_state_cache_is_bounded(channels, actors):
+    payee = Payee(channels, actors.payee, max_cached_channels=2)
+    payers = [Payer.open(channels, actors.payer, actors.payee.address, 10) for _ in range(3)]
+    for p in payers:
+        payee.accept(p.config, p.pay(1))
+    assert len(payee._cache) == 2
+    assert payee.cached_state(payers[0].config.channel_id) is None
+    assert payee.cached_state(payers[2].config.channel_id).deposited == 10

@@ -13,7 +13,6 @@ from eth_utils.address import to_checksum_address
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from micropay._http_errors import PaymentHeaderError
 from micropay._x402 import (
     MAX_PAYMENT_HEADER,
     ChannelView,
@@ -24,6 +23,7 @@ from micropay._x402 import (
     Receipt,
     checksum_address,
 )
+from micropay.errors import PaymentHeaderError
 from micropay.vouchers import ZERO_ADDRESS, ChannelConfig, VoucherDomain, sign_voucher
 
 pytestmark = pytest.mark.offchain
