@@ -69,9 +69,19 @@ class ExampleLog:
         record = {
             **asdict(self),
             "profile": PROFILE,
-            "network": os.environ.get("MICROPAY_TEST_NETWORK", "in-process"),
+            "network": _network(),
             "seconds": round(time.monotonic() - self.started, 1),
         }
         record.pop("started")
         with Path(path).open("a", encoding="utf8") as log:
             log.write(json.dumps(record, sort_keys=True) + "\n")
+
+
+def _network() -> str:
+    """The provider the test ran on: ape's in-process chain is "test"."""
+    try:
+        import ape
+
+        return str(ape.chain.provider.name)
+    except Exception:  # not connected: an offchain test
+        return os.environ.get("MICROPAY_TEST_NETWORK", "none")
