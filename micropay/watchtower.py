@@ -1,0 +1,492 @@
+"""The watchtower: keeps the payee's chain view current and claims before money is lost.
+
+A payee that sleeps through a payer's withdraw delay loses every voucher it did not claim.
+The watchtower runs beside the payee (a thread in its process, or its own process on the
+same ledger) and, every ``poll_interval`` seconds:
+
+1. follows the PaymentChannels events of the ledger's channels with
+   :class:`~micropay.chain_follower.ChainFollower` (confirmation depth, reorgs, restarts);
+2. asks the :class:`~micropay.settlement.SettlementPolicy` which channels are due: by
+   default a withdraw request makes its channel due at once, so the claim goes out with the
+   whole delay still ahead;
+3. checks each due channel against the chain's *latest* state, which skips a claim that is
+   already sent but not yet confirmed and re-claims one that a reorg removed, and settles
+   them in one ``claimMany`` (one by one if the batch reverts, so a single bad channel
+   cannot hold up the rest).
+
+It also reports what it cannot fix: channels whose best voucher exceeds the deposit on chain
+(a deposit the payee accepted vouchers against was reorged away) and channels that finished
+with vouchers unclaimed.
+
+As a command::
+
+    python -m micropay.watchtower --rpc http://127.0.0.1:8545 --contract 0x... \\
+        --ledger sqlite:////var/lib/shop/ledger.db --key-env PAYEE_KEY
+
+runs until SIGINT or SIGTERM, finishes the round in progress, closes the ledger and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from types import FrameType
+
+from eth_account import Account
+from web3 import HTTPProvider, Web3
+
+from micropay._contracts import Sender
+from micropay._pending_errors import ForeignLedgerError, LedgerCorruptError, SettlementPolicyError
+from micropay.chain_follower import ChainFollower, SyncReport
+from micropay.channels import ChannelClient
+from micropay.errors import ContractRevertError, MicropayError, TransactionFailedError
+from micropay.ledger import Ledger, Position
+from micropay.settlement import Candidate, PlannedClaim, SettlementPolicy
+from micropay.vouchers import ZERO_ADDRESS, ChannelConfig, Voucher
+
+log = logging.getLogger("micropay.watchtower")
+
+
+@dataclass(frozen=True)
+class ClaimOutcome:
+    """One claim transaction (or one failed attempt) and what it was for."""
+
+    claims: tuple[PlannedClaim, ...]
+    amounts: tuple[int, ...]
+    """What each claim adds to its channel's claimed total."""
+    tx_hash: bytes | None = None
+    block_number: int | None = None
+    gas_used: int = 0
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """What one round of the watchtower saw and did."""
+
+    sync: SyncReport
+    chain_time: int
+    gas_price: int
+    planned: tuple[PlannedClaim, ...] = ()
+    outcomes: tuple[ClaimOutcome, ...] = ()
+    skipped: tuple[bytes, ...] = ()
+    """Due, but the latest state says there is nothing to claim (already claimed, perhaps
+    by a transaction not yet confirmed, or finished, or short of deposit)."""
+    underfunded: tuple[bytes, ...] = ()
+    """Best voucher above the confirmed deposit: a claim would revert."""
+    lost: tuple[bytes, ...] = ()
+    """Finished on chain with accepted vouchers never claimed."""
+    damaged: tuple[str, ...] = ()
+    """Ledger rows that failed their checks (each message names its channel)."""
+    finished_at: float = field(default_factory=time.monotonic)
+
+    @property
+    def claimed(self) -> set[bytes]:
+        """Channels a successful claim transaction of this round settled."""
+        return {c.channel_id for outcome in self.outcomes if outcome.ok for c in outcome.claims}
+
+
+class Watchtower:
+    """Follows the chain for a ledger's channels and claims by a settlement policy."""
+
+    def __init__(
+        self,
+        client: ChannelClient,
+        ledger: Ledger,
+        sender: Sender,
+        policy: SettlementPolicy | None = None,
+        *,
+        confirmations: int = 2,
+        poll_interval: float = 5.0,
+        keep_blocks: int = 256,
+        max_range: int = 2_000,
+        on_report: Callable[[RunReport], None] | None = None,
+    ) -> None:
+        """``sender`` pays the gas of claims (anyone may relay one: the money always goes to
+        the channel's payee). ``confirmations`` is how deep a block must be before the
+        watchtower believes it; claims themselves are checked against the latest state."""
+        if ledger.domain != client.domain:
+            raise ForeignLedgerError(
+                f"the ledger {ledger.location} is for chain {ledger.domain.chain_id}, contract "
+                f"{ledger.domain.verifying_contract}, not this client's "
+                f"{client.domain.chain_id}, {client.address}"
+            )
+        if poll_interval <= 0:
+            raise SettlementPolicyError("poll_interval must be positive seconds")
+        self.client = client
+        self.ledger = ledger
+        self.sender = sender
+        self.policy = policy if policy is not None else SettlementPolicy()
+        self.poll_interval = poll_interval
+        self.follower = ChainFollower(
+            client,
+            ledger,
+            confirmations=confirmations,
+            keep_blocks=keep_blocks,
+            max_range=max_range,
+        )
+        self.on_report = on_report
+        self.last_report: RunReport | None = None
+        self.last_error: BaseException | None = None
+        self.rounds = 0
+        self._reported = threading.Condition()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._warned_lost: set[bytes] = set()
+
+    # -- one round -------------------------------------------------------------------------
+
+    def run_once(self) -> RunReport:
+        """Sync, decide and claim once; return what happened."""
+        sync = self.follower.sync()
+        positions, damaged = self._positions()
+        self._track_owed_since(positions)
+        eth = self.client.w3.eth
+        chain_time = int(eth.get_block("latest")["timestamp"])
+        gas_price = int(eth.gas_price)
+        underfunded = tuple(
+            p.channel_id
+            for p in positions
+            if p.underfunded and p.chain is not None and not p.chain.finished
+        )
+        lost = tuple(
+            p.channel_id
+            for p in positions
+            if p.chain is not None and p.chain.finished and p.unsettled > 0
+        )
+        candidates = [
+            Candidate.from_position(p) for p in positions if p.chain is not None and p.claimable
+        ]
+        planned = self.policy.plan(
+            candidates, chain_time=chain_time, wall_time=time.time(), gas_price=gas_price
+        )
+        outcomes: tuple[ClaimOutcome, ...] = ()
+        skipped: tuple[bytes, ...] = ()
+        if planned:
+            held = {p.channel_id: p for p in positions}
+            outcomes, skipped = self._settle(planned, held)
+        report = RunReport(
+            sync=sync,
+            chain_time=chain_time,
+            gas_price=gas_price,
+            planned=planned,
+            outcomes=outcomes,
+            skipped=skipped,
+            underfunded=underfunded,
+            lost=lost,
+            damaged=damaged,
+        )
+        self._log(report)
+        with self._reported:
+            self.last_report = report
+            self.rounds += 1
+            self._reported.notify_all()
+        if self.on_report is not None:
+            self.on_report(report)
+        return report
+
+    def _positions(self) -> tuple[list[Position], tuple[str, ...]]:
+        """Every checked position; a damaged row is reported (and logged), and the others are
+        still watched: one bad row must not leave every other channel unprotected."""
+        try:
+            return self.ledger.positions(), ()
+        except (LedgerCorruptError, ForeignLedgerError):
+            pass
+        positions: list[Position] = []
+        damaged: list[str] = []
+        for channel_id in self.ledger.channel_ids():
+            try:
+                position = self.ledger.position(channel_id)
+            except (LedgerCorruptError, ForeignLedgerError) as err:
+                damaged.append(str(err))
+                continue
+            if position is not None:
+                positions.append(position)
+        return positions, tuple(damaged)
+
+    def _track_owed_since(self, positions: Sequence[Position]) -> None:
+        """Keep the policy's age clock: cleared when settled, restarted if a claim was undone."""
+        now = time.time()
+        changes: list[tuple[bytes, float | None]] = []
+        for position in positions:
+            if position.chain is None:
+                continue
+            if position.unsettled == 0 and position.owed_since is not None:
+                changes.append((position.channel_id, None))
+            elif position.unsettled > 0 and position.owed_since is None:
+                changes.append((position.channel_id, now))
+        self.ledger.set_owed_since(changes)
+
+    def _settle(
+        self, planned: Sequence[PlannedClaim], held: dict[bytes, Position]
+    ) -> tuple[tuple[ClaimOutcome, ...], tuple[bytes, ...]]:
+        batch: list[tuple[PlannedClaim, ChannelConfig, Voucher, int]] = []
+        skipped: list[bytes] = []
+        for claim in planned:
+            position = held[claim.channel_id]
+            state = self.client.state(claim.channel_id)  # latest, not confirmed: see docstring
+            best = position.voucher.cumulative_amount
+            if state.finished or best <= state.claimed or best > state.deposited:
+                skipped.append(claim.channel_id)
+                continue
+            batch.append((claim, position.config, position.voucher, best - state.claimed))
+        if not batch:
+            return (), tuple(skipped)
+        batch.sort(key=lambda item: item[1].token)  # consecutive same-token claims pay out once
+        outcome = self._send(batch)
+        if outcome.ok or len(batch) == 1:
+            return (outcome,), tuple(skipped)
+        log.warning("batch claim failed (%s); claiming one by one", outcome.error)
+        return (outcome, *(self._send([item]) for item in batch)), tuple(skipped)
+
+    def _send(
+        self, batch: Sequence[tuple[PlannedClaim, ChannelConfig, Voucher, int]]
+    ) -> ClaimOutcome:
+        claims = tuple(item[0] for item in batch)
+        amounts = tuple(item[3] for item in batch)
+        try:
+            if len(batch) == 1:
+                _, config, voucher, _ = batch[0]
+                receipt = self.client.claim(config, voucher, self.sender)
+            else:
+                pairs = [(config, voucher) for _, config, voucher, _ in batch]
+                receipt = self.client.claim_many(pairs, self.sender)
+        except (ContractRevertError, TransactionFailedError) as err:
+            return ClaimOutcome(claims, amounts, error=str(err))
+        return ClaimOutcome(
+            claims,
+            amounts,
+            tx_hash=bytes(receipt["transactionHash"]),
+            block_number=int(receipt["blockNumber"]),
+            gas_used=int(receipt["gasUsed"]),
+        )
+
+    def _log(self, report: RunReport) -> None:
+        sync = report.sync
+        if sync.rolled_back is not None:
+            log.warning("reorg: rolled the chain view back from block %d to %d", *sync.rolled_back)
+        if sync.reset:
+            log.warning("reorg deeper than the kept block hashes: chain view rebuilt")
+        for outcome in report.outcomes:
+            ids = ", ".join(f"0x{c.channel_id.hex()[:12]}({c.reason})" for c in outcome.claims)
+            if outcome.ok:
+                log.info(
+                    "claimed %d in tx 0x%s (block %s, gas %d): %s",
+                    sum(outcome.amounts),
+                    (outcome.tx_hash or b"").hex(),
+                    outcome.block_number,
+                    outcome.gas_used,
+                    ids,
+                )
+            else:
+                log.error("claim failed for %s: %s", ids, outcome.error)
+        for channel_id in report.underfunded:
+            log.warning("channel 0x%s: best voucher exceeds its deposit on chain", channel_id.hex())
+        for channel_id in set(report.lost) - self._warned_lost:
+            log.error("channel 0x%s finished with accepted vouchers unclaimed", channel_id.hex())
+        self._warned_lost.update(report.lost)
+        for problem in report.damaged:
+            log.error("damaged ledger row: %s", problem)
+
+    # -- running -----------------------------------------------------------------------------
+
+    def run_forever(self, stop: threading.Event) -> None:
+        """Run rounds until ``stop`` is set; errors are logged and retried with backoff (a
+        node restart must not end the watch)."""
+        failures = 0
+        while not stop.is_set():
+            try:
+                self.run_once()
+                failures = 0
+                delay = self.poll_interval
+            except Exception as err:  # the watch goes on whatever one round hit
+                failures += 1
+                self.last_error = err
+                log.exception("watchtower round failed (%d in a row)", failures)
+                delay = min(self.poll_interval * 2**failures, 60.0)
+            stop.wait(delay)
+
+    def start(self) -> None:
+        """Run rounds in a background thread until :meth:`stop`."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self.run_forever, args=(self._stop,), name="micropay-watchtower", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """Stop after the round in progress."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def wait_for(self, predicate: Callable[[RunReport], bool], timeout: float) -> RunReport | None:
+        """Block until a round's report satisfies ``predicate``; None on timeout."""
+        with self._reported:
+            self._reported.wait_for(
+                lambda: self.last_report is not None and predicate(self.last_report), timeout
+            )
+            report = self.last_report
+        return report if report is not None and predicate(report) else None
+
+    def __enter__(self) -> Watchtower:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+# -- the command ---------------------------------------------------------------------------------
+
+
+def _token_value(text: str, what: str) -> tuple[str, str]:
+    token, sep, value = text.partition("=")
+    if not sep or not value:
+        raise argparse.ArgumentTypeError(f"{what} must be TOKEN=VALUE, not {text!r}")
+    return (ZERO_ADDRESS if token.lower() in ("eth", "native") else token), value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m micropay.watchtower",
+        description="Follow a PaymentChannels contract for a payee's ledger and claim in time.",
+    )
+    parser.add_argument("--rpc", required=True, help="the node's HTTP JSON-RPC URL")
+    parser.add_argument("--contract", required=True, help="the PaymentChannels address")
+    parser.add_argument("--ledger", required=True, help="sqlite:///path.db or postgresql://...")
+    parser.add_argument(
+        "--key-env",
+        required=True,
+        metavar="VAR",
+        help="environment variable holding the hex private key that pays for claims",
+    )
+    parser.add_argument("--confirmations", type=int, default=2)
+    parser.add_argument("--poll", type=float, default=5.0, help="seconds between rounds")
+    parser.add_argument(
+        "--threshold",
+        action="append",
+        default=[],
+        metavar="TOKEN=AMOUNT",
+        type=lambda text: _token_value(text, "--threshold"),
+        help="claim once a channel owes AMOUNT base units of TOKEN (TOKEN may be 'eth')",
+    )
+    parser.add_argument(
+        "--price",
+        action="append",
+        default=[],
+        metavar="TOKEN=WEI",
+        type=lambda text: _token_value(text, "--price"),
+        help="wei per base unit of TOKEN, for --gas-multiple (a fraction like 1/3 is fine)",
+    )
+    parser.add_argument("--gas-multiple", type=float, help="claim when worth N times its gas")
+    parser.add_argument("--max-age", type=float, help="claim what has been owed this long (s)")
+    parser.add_argument(
+        "--withdraw-lead",
+        type=int,
+        help="claim a withdrawing channel this many seconds before it closes "
+        "(default: as soon as the request is seen)",
+    )
+    parser.add_argument("--max-batch", type=int, default=50)
+    parser.add_argument("--once", action="store_true", help="run one round and exit")
+    parser.add_argument("--log-level", default="INFO")
+    return parser
+
+
+def _policy(args: argparse.Namespace) -> SettlementPolicy:
+    try:
+        thresholds = {token: int(value) for token, value in args.threshold}
+        prices = {token: Fraction(value) for token, value in args.price}
+    except ValueError as err:
+        raise SettlementPolicyError(f"malformed --threshold or --price: {err}") from None
+    return SettlementPolicy(
+        thresholds=thresholds,
+        wei_per_unit=prices,
+        gas_multiple=args.gas_multiple,
+        max_unsettled_age=args.max_age,
+        withdraw_lead=args.withdraw_lead,
+        max_batch=args.max_batch,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The long-running command; returns the process exit status."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
+    )
+    secret = os.environ.get(args.key_env)
+    if not secret:
+        log.error("the environment variable %s holding the claim key is not set", args.key_env)
+        return 2
+    try:
+        sender = Account.from_key(secret.strip())
+    except (ValueError, TypeError):
+        log.error("%s does not hold a valid hex private key", args.key_env)
+        return 2
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        log.info("received %s: stopping after this round", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    try:
+        policy = _policy(args)
+        w3 = Web3(HTTPProvider(args.rpc, request_kwargs={"timeout": 30}))
+        client = ChannelClient.attach(w3, args.contract)
+        ledger = Ledger.open(args.ledger, client.domain)
+    except MicropayError as err:
+        log.error("%s", err)
+        return 2
+    except Exception as err:  # the node is unreachable or answers nonsense
+        log.error("cannot start: %s", err)
+        return 2
+    try:
+        tower = Watchtower(
+            client,
+            ledger,
+            sender,
+            policy,
+            confirmations=args.confirmations,
+            poll_interval=args.poll,
+        )
+        log.info(
+            "watching %s on chain %d for %s (claims paid by %s)",
+            client.address,
+            client.domain.chain_id,
+            ledger.location,
+            sender.address,
+        )
+        if args.once:
+            tower.run_once()
+        else:
+            tower.run_forever(stop)
+    finally:
+        ledger.close()
+    log.info("watchtower stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
