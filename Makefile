@@ -20,7 +20,7 @@ export PATH := $(CURDIR)/node_modules/.bin:$(CURDIR)/$(BIN):$(PATH)
 .PHONY: help setup solc test demo bench artifacts lint clean
 
 help:
-	@echo "make demo       compile, deploy to the in-process chain, print the addresses"
+	@echo "make demo       the whole story: channel over HTTP 402, watchtower, stream, summary"
 	@echo "make test       the whole suite on the in-process chain, anvil and hardhat"
 	@echo "make bench      benchmarks: vouchers/s, gas per operation (prints figures)"
 	@echo "make lint       ruff, and mypy --strict on micropay/"
@@ -49,8 +49,10 @@ setup: solc
 test: setup
 	$(BIN)/python tools/run_tests.py
 
+# The main job: the whole story on the embedded chain (micropay demo --help for more;
+# MICROPAY_DEMO_NETWORK=anvil|hardhat|URL runs it on a real node).
 demo: setup
-	$(BIN)/ape run deploy --network ethereum:local:test
+	$(BIN)/micropay --network $${MICROPAY_DEMO_NETWORK:-embedded} demo
 
 bench: setup
 	$(BIN)/python -m bench
@@ -59,7 +61,7 @@ artifacts: setup
 	$(BIN)/python tools/build_artifacts.py
 
 lint: $(STAMP_PY)
-	$(BIN)/ruff check micropay tools tests scripts bench examples
+	$(BIN)/ruff check micropay tools tests scripts bench
 	$(BIN)/mypy
 
 clean:

@@ -21,6 +21,7 @@ from eth_utils.abi import function_abi_to_4byte_selector
 from eth_utils.address import to_checksum_address
 from hexbytes import HexBytes
 from web3 import Web3
+from web3._utils.transactions import fill_transaction_defaults
 from web3.contract import Contract
 from web3.contract.contract import ContractFunction
 from web3.exceptions import (
@@ -185,6 +186,19 @@ def _plain(value: Any) -> Any:
     if isinstance(value, bytes):
         return "0x" + value.hex()
     return value
+
+
+class RawCall:
+    """Plain calldata (or none: an ETH transfer) shaped like a contract call for
+    :func:`send_transaction`."""
+
+    def __init__(self, w3: Web3, to: str, data: bytes = b"") -> None:
+        self.w3, self.to, self.data = w3, to, data
+
+    def build_transaction(self, params: TxParams) -> TxParams:
+        tx: TxParams = {**params, "to": to_checksum_address(self.to), "data": self.data}
+        filled: TxParams = fill_transaction_defaults(self.w3, tx)
+        return filled
 
 
 def send_transaction(

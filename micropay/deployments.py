@@ -17,11 +17,9 @@ from pathlib import Path
 from eth_typing import ChecksumAddress
 from eth_utils.address import to_checksum_address
 from web3 import Web3
-from web3._utils.transactions import fill_transaction_defaults
-from web3.types import TxParams
 
 from micropay._artifacts import load_artifact
-from micropay._contracts import Sender, send_transaction
+from micropay._contracts import RawCall, Sender, send_transaction
 from micropay._keccak import keccak256
 from micropay.errors import MicropayError
 
@@ -62,22 +60,10 @@ def _deploy_one(w3: Web3, name: str, sender: Sender, deterministic: bool) -> str
         return _Plain.deploy(w3, sender).address
     target = create2_address(init_code)
     if not w3.eth.get_code(target):
-        send_transaction(w3, _RawCall(w3, CREATE2_PROXY, SALT + init_code), sender)
+        send_transaction(w3, RawCall(w3, CREATE2_PROXY, SALT + init_code), sender)
         if not w3.eth.get_code(target):
             raise DeploymentError(f"the CREATE2 proxy did not create {name} at {target}")
     return target
-
-
-class _RawCall:
-    """A contract-call-shaped object for plain calldata, so send_transaction can send it."""
-
-    def __init__(self, w3: Web3, to: str, data: bytes) -> None:
-        self.w3, self.to, self.data = w3, to, data
-
-    def build_transaction(self, params: TxParams) -> TxParams:
-        tx: TxParams = {**params, "to": to_checksum_address(self.to), "data": self.data}
-        filled: TxParams = fill_transaction_defaults(self.w3, tx)
-        return filled
 
 
 def deploy(w3: Web3, sender: Sender) -> Deployment:

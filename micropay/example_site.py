@@ -1,4 +1,7 @@
-"""The example site: Starlette pages, the paywall in front, a payee that settles later.
+"""The example content site: Starlette pages, the paywall in front, a payee that settles later.
+
+A few paid articles and one free page. ``micropay serve`` (or ``python -m
+micropay.example_site``) runs it with uvicorn; ``micropay demo`` drives it over real HTTP.
 
 Why an embedded chain by default: the example then runs with nothing else installed or
 started (``make demo``). Point it at a node with ``--rpc`` (anvil, hardhat, a testnet);
@@ -25,6 +28,7 @@ from starlette.routing import Route
 from web3 import HTTPProvider, Web3
 
 from micropay.channels import ChannelClient
+from micropay.networks import embedded_chain
 from micropay.payee import Payee, VoucherBook
 from micropay.paywall import Paywall
 from micropay.vouchers import ZERO_ADDRESS
@@ -106,16 +110,6 @@ def render_article(article: Article, payer: str, amount: int) -> str:
     )
 
 
-def _embedded_chain() -> Web3:
-    try:
-        from web3 import EthereumTesterProvider
-    except ImportError as err:  # pragma: no cover - eth-tester is a dev dependency
-        raise RuntimeError(
-            "the embedded chain needs eth-tester: pip install 'eth-tester[py-evm]'"
-        ) from err
-    return Web3(EthereumTesterProvider())
-
-
 def _funded_key(w3: Web3) -> LocalAccount:
     """A fresh key funded by the node's first unlocked account (dev chains only)."""
     if not w3.eth.accounts:
@@ -140,7 +134,7 @@ def create_site(
 ) -> ContentSite:
     """Build the site. Defaults: embedded chain, fresh funded key, a new deployment, vouchers
     kept in memory (``ledger_url="sqlite:///path.db"`` keeps them across restarts)."""
-    w3 = w3 if w3 is not None else _embedded_chain()
+    w3 = w3 if w3 is not None else embedded_chain().w3
     site_key = site_key if site_key is not None else _funded_key(w3)
     channels = (
         ChannelClient.attach(w3, contract) if contract else ChannelClient.deploy(w3, site_key)
@@ -206,3 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     uvicorn.run(site.app, host=args.host, port=args.port, log_level="info")
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -66,7 +66,8 @@ def _rpc_advance(w3: Web3) -> Callable[[int], None]:
     return advance
 
 
-def _embedded() -> Connection:
+def embedded_chain() -> Connection:
+    """A fresh in-process chain (eth-tester) with the test mnemonic's accounts funded."""
     try:
         from eth_tester import EthereumTester, PyEVMBackend
         from web3.providers.eth_tester import EthereumTesterProvider
@@ -98,7 +99,7 @@ def _http(url: str, name: str, local: bool) -> Connection:
 def connect(network: str, *, start_node: bool = False) -> Iterator[Connection]:
     """Connect to ``network`` (a name in NETWORK_NAMES or an http(s) URL)."""
     if network == "embedded":
-        yield _embedded()
+        yield embedded_chain()
     elif network in ("anvil", "hardhat"):
         if start_node:
             from micropay import devnode

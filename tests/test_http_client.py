@@ -13,7 +13,7 @@ import pytest
 import requests
 from paywall_helpers import Server, chain
 
-from examples.content_site import create_site
+from micropay.example_site import create_site
 from micropay._client_store import ClientStore
 from micropay._x402 import ChannelView, Offer, PaymentRequired, Reason, Receipt
 from micropay.errors import (

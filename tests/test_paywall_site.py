@@ -12,7 +12,7 @@ import httpx
 import pytest
 from eth_account import Account
 
-from examples.content_site import ARTICLES, create_site
+from micropay.example_site import ARTICLES, create_site
 from micropay.http_client import AsyncPaymentTransport, HttpPayer, PaymentPolicy
 
 PRICE = 10**13

@@ -51,7 +51,8 @@ def cli(
     ctx: click.Context, network: str, key_env: str, account: str | None, dev_account: int, home: str
 ) -> None:
     """micropay: Ethereum micropayments with channels, streams and HTTP 402."""
-    ctx.obj = Settings(network, key_env, account, dev_account, Path(home))
+    given = ctx.get_parameter_source("network") != click.core.ParameterSource.DEFAULT
+    ctx.obj = Settings(network, key_env, account, dev_account, Path(home), network_given=given)
 
 
 def _register() -> None:

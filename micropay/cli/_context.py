@@ -48,6 +48,7 @@ class Settings:
     account: str | None
     dev_account: int
     home: Path
+    network_given: bool = True
 
     @property
     def registry(self) -> DeploymentRegistry:

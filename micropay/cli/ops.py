@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from micropay.cli._context import Settings, console, emit, signer
+from micropay.cli._context import CliError, Settings, console, emit, session, signer
 from micropay.deployments import deploy as deploy_contracts
 from micropay.devnode import find_binary
 from micropay.networks import connect
@@ -73,4 +73,83 @@ def deploy(settings: Settings, as_json: bool) -> None:
         )
 
 
-COMMANDS: list[click.Command] = [node, deploy]
+@click.command()
+@click.option("--articles", default=1_000, show_default=True, help="paid articles to read")
+@click.pass_obj
+def demo(settings: Settings, articles: int) -> None:
+    """The whole story: channel over HTTP 402, settlement, replay, watchtower, salary stream.
+
+    Runs on the embedded chain unless --network names another (anvil and hardhat get a
+    throw-away node of their own).
+    """
+    from micropay import demo as story
+
+    network = settings.network if settings.network_given else "embedded"
+    summary = story.main(network, articles)
+    if not summary.conserved:
+        raise CliError("the demo's balances do not add up")
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8402, show_default=True)
+@click.option("--price", default=10**13, show_default=True, help="wei per article")
+@click.option("--ledger", default=None, help="voucher ledger URL (default: in memory)")
+@click.pass_obj
+def serve(settings: Settings, host: str, port: int, price: int, ledger: str | None) -> None:
+    """Serve the example paywalled content site (needs a deployment on --network)."""
+    import uvicorn
+
+    from micropay.example_site import create_site
+
+    with session(settings) as (connection, deployment):
+        site = create_site(
+            connection.w3,
+            site_key=signer(settings, connection),
+            contract=deployment.channels,
+            price=price,
+            ledger_url=ledger,
+        )
+        console.print(
+            f"micropay news on http://{host}:{port} (payee {site.payee.account.address},"
+            f" {price} wei an article; Ctrl-C stops)"
+        )
+        uvicorn.run(site.app, host=host, port=port, log_level="warning")
+
+
+@click.command()
+@click.option("--ledger", required=True, help="the payee's voucher ledger, e.g. sqlite:///l.db")
+@click.option("--confirmations", default=2, show_default=True)
+@click.option("--poll", default=5.0, show_default=True, help="seconds between rounds")
+@click.pass_obj
+def watch(settings: Settings, ledger: str, confirmations: int, poll: float) -> None:
+    """Run the watchtower for a payee's ledger until Ctrl-C (claims before withdraws end)."""
+    import threading
+
+    from micropay.channels import ChannelClient
+    from micropay.ledger import Ledger
+    from micropay.watchtower import Watchtower
+
+    with session(settings) as (connection, deployment):
+        client = ChannelClient(connection.w3, deployment.channels)
+        with Ledger.open(ledger, client.domain) as book:
+            tower = Watchtower(
+                client,
+                book,
+                signer(settings, connection),
+                confirmations=confirmations,
+                poll_interval=poll,
+            )
+            console.print(
+                f"watching {len(book.channel_ids())} channel(s) of {ledger} "
+                f"on {connection.name}; Ctrl-C stops"
+            )
+            stop = threading.Event()
+            try:
+                tower.run_forever(stop)
+            except KeyboardInterrupt:
+                stop.set()
+                console.print("stopped")
+
+
+COMMANDS: list[click.Command] = [node, deploy, demo, serve, watch]

@@ -1,0 +1,61 @@
+"""The demo (the main job) runs end to end and its balances add up to the wei."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from rich.console import Console
+
+from micropay import demo
+from micropay.networks import connect
+
+pytestmark = pytest.mark.standalone
+
+
+@pytest.fixture(scope="module")
+def story():
+    output = io.StringIO()
+    with connect("embedded") as connection:
+        summary = demo.run(
+            connection, articles=1_000, console=Console(file=output, width=160, highlight=False)
+        )
+    return summary, output.getvalue()
+
+
+def test_every_wei_is_accounted_for(story):
+    summary, text = story
+    assert summary.conserved
+    assert "nothing lost" in text
+
+
+def test_the_reader_paid_exactly_the_articles_and_the_site_settled_them_at_once(story):
+    summary, _ = story
+    assert summary.paid_for_articles == 1_000 * demo.PRICE == summary.settled_in_one_tx
+    # The rest of the reader's deposit waits in its channel, still the reader's.
+    assert summary.net("reader") == -(summary.paid_for_articles + summary.contract_delta)
+    assert summary.channel_gas / summary.articles < 100  # gas per paid article
+
+
+def test_the_replay_is_refused_and_the_watchtower_saves_the_site(story):
+    summary, _ = story
+    assert summary.replay_status == 402 and summary.replay_reason == "stale_voucher"
+    assert summary.watchtower_claimed == 40 * demo.PRICE
+    assert summary.withdraw_refund == 60 * demo.PRICE
+
+
+def test_the_salary_stream_pays_exactly_what_it_promised(story):
+    summary, _ = story
+    assert summary.salary_paid == summary.salary_expected == 3 * 10**18
+
+
+def test_the_summary_compares_with_paying_on_chain(story):
+    summary, text = story
+    assert summary.eth_transfer_gas == 21_000
+    assert summary.erc20_transfer_gas > 21_000
+    for line in (
+        "gas per payment with micropay",
+        "gas per payment as plain ETH transfers",
+        "gas per payment as ERC-20 transfers (measured)",
+    ):
+        assert line in text
