@@ -48,7 +48,7 @@ def serve(rpc: str, contract: str, site_key: str, port: int) -> None:
     from starlette.routing import Route
     from web3 import HTTPProvider, Web3
 
-    from examples.content_site.site import ARTICLES, render_article
+    from micropay.example_site import ARTICLES, render_article
     from micropay.payee import Payee
     from micropay.paywall import Paywall
 

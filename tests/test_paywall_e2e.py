@@ -15,7 +15,7 @@ import httpx
 import pytest
 from paywall_helpers import Server, chain, fund
 
-from examples.content_site import ARTICLES, create_site
+from micropay.example_site import ARTICLES, create_site
 from micropay._x402 import Receipt
 from micropay.http_client import HttpPayer, PaymentPolicy, PaymentTransport
 
