@@ -1,4 +1,4 @@
-"""Exceptions of the payee's durable side: the voucher ledger and the settlement policy.
+"""Exceptions of the payee's durable side: the voucher ledger, settlement and watchtower.
 
 They belong in :mod:`micropay.errors` (one tree, drawn in one place) and live here only
 until that module takes them; afterwards this module just re-exports them. Their branch::
@@ -10,7 +10,9 @@ until that module takes them; afterwards this module just re-exports them. Their
     │   │                                  truncated, a malformed row, a bad signature
     │   └── ForeignLedgerError             the ledger or a row belongs to another chain or
     │                                      contract than the one it is opened for
-    └── SettlementPolicyError (ValueError) a settlement policy parameter makes no sense
+    ├── SettlementPolicyError (ValueError) a settlement policy parameter makes no sense
+    └── WatchtowerConfigError (ValueError) a watchtower or chain-follower parameter makes
+                                           no sense (confirmations, poll interval, ...)
 """
 
 from __future__ import annotations
@@ -39,3 +41,7 @@ class ForeignLedgerError(LedgerError):
 
 class SettlementPolicyError(MicropayError, ValueError):
     """A settlement policy parameter is out of range or inconsistent."""
+
+
+class WatchtowerConfigError(MicropayError, ValueError):
+    """A watchtower or chain-follower parameter is out of range."""

@@ -26,6 +26,7 @@ from typing import Any
 from hexbytes import HexBytes
 from web3.exceptions import BlockNotFound
 
+from micropay._pending_errors import WatchtowerConfigError
 from micropay.channels import ChannelClient
 from micropay.errors import ArtifactError
 from micropay.ledger import BlockRef, ChainEvent, EventKind, Ledger
@@ -85,8 +86,14 @@ class ChainFollower:
         ``keep_blocks``: how far back block hashes are kept, i.e. the deepest reorg undone
         precisely. ``max_range``: most blocks per ``eth_getLogs``. Up to
         ``topic_filter_limit`` channels are filtered by the node; more are filtered here."""
-        if confirmations < 0 or keep_blocks < 1 or max_range < 1:
-            raise ValueError("confirmations >= 0, keep_blocks >= 1 and max_range >= 1")
+        for name, value, least in (
+            ("confirmations", confirmations, 0),
+            ("keep_blocks", keep_blocks, 1),
+            ("max_range", max_range, 1),
+            ("topic_filter_limit", topic_filter_limit, 0),
+        ):
+            if type(value) is not int or value < least:
+                raise WatchtowerConfigError(f"{name} must be an integer >= {least}: {value!r}")
         self.client = client
         self.ledger = ledger
         self.confirmations = confirmations

@@ -44,7 +44,12 @@ from eth_account import Account
 from web3 import HTTPProvider, Web3
 
 from micropay._contracts import Sender
-from micropay._pending_errors import ForeignLedgerError, LedgerCorruptError, SettlementPolicyError
+from micropay._pending_errors import (
+    ForeignLedgerError,
+    LedgerCorruptError,
+    SettlementPolicyError,
+    WatchtowerConfigError,
+)
 from micropay.chain_follower import ChainFollower, SyncReport
 from micropay.channels import ChannelClient
 from micropay.errors import ContractRevertError, MicropayError, TransactionFailedError
@@ -123,8 +128,10 @@ class Watchtower:
                 f"{ledger.domain.verifying_contract}, not this client's "
                 f"{client.domain.chain_id}, {client.address}"
             )
-        if poll_interval <= 0:
-            raise SettlementPolicyError("poll_interval must be positive seconds")
+        if not poll_interval > 0:
+            raise WatchtowerConfigError(
+                f"poll_interval must be positive seconds: {poll_interval!r}"
+            )
         self.client = client
         self.ledger = ledger
         self.sender = sender

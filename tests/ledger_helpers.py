@@ -1,18 +1,8 @@
-"""Plain helpers for the ledger tests, and the child processes they start.
+"""Plain helpers for the ledger tests, and the processes they start.
 
 No pytest here: child processes import this module, so it stays light. Keys are fixed, so
-every process signs alike. Run as a script it is one of those processes::
-
-    python tests/ledger_helpers.py accept-job JOB.json
-
-accepts one worker's share of interleaved vouchers (see :func:`accept_worker`);
-
-    python tests/ledger_helpers.py payee-launcher URL CHANNELS
-
-starts the crash test's payees (see :func:`payee_launcher`): each opens the ledger, prints
-``READY`` and then, forever, accepts the next voucher of each channel in turn (one more than
-the stored best), printing ``ACK <channel> <amount>`` only after the ledger has committed
-it. Whatever it acknowledged must survive a SIGKILL.
+every process signs alike. ``python tests/ledger_helpers.py launcher`` is the process
+launcher of the process tests (see :func:`launcher`).
 """
 
 from __future__ import annotations
@@ -123,20 +113,6 @@ def run_accept_job(job: AcceptJob, start: Callable[[], object]) -> dict[int, int
     return credited
 
 
-def accept_worker(job_file: str) -> None:
-    """A worker process: read its job, print READY, wait for a line on stdin, then accept and
-    print the credited increments as JSON."""
-    data = json.loads(Path(job_file).read_text())
-    job = AcceptJob(data["url"], data["salt"], tuple(tuple(item) for item in data["items"]))
-
-    def start() -> None:
-        print("READY", flush=True)
-        sys.stdin.readline()
-
-    credited = run_accept_job(job, start)
-    print(json.dumps({str(index): amount for index, amount in credited.items()}), flush=True)
-
-
 def write_job(job: AcceptJob, path: Path) -> Path:
     path.write_text(json.dumps({"url": job.url, "salt": job.salt, "items": job.items}))
     return path
@@ -163,27 +139,62 @@ def crash_payee(url: str, channels: int) -> None:
             turn += 1
 
 
-def payee_launcher(url: str, channels: int) -> None:
-    """Start a fresh payee process per ``run`` line on stdin, as a pre-forking server does.
+def launcher() -> None:
+    """Start test processes on request, as a pre-forking server does.
 
-    Importing micropay costs a third of a second; forking this already-initialised,
+    Importing micropay costs most of a second; forking this already-initialised,
     single-threaded process costs milliseconds, so the crash test can kill a hundred payees
-    in seconds. Each payee is its own process that opens the ledger anew. Prints
-    ``PID <pid>`` when one starts and ``DEAD <pid> <status>`` once it is gone, after every
-    line the payee printed.
+    in seconds. Every process started is its own OS process that opens the ledger anew.
+    Commands, one per line on stdin:
+
+    ``payee URL CHANNELS``
+        start a :func:`crash_payee`; print ``PID <pid>``, and ``DEAD <pid> <status>`` once it
+        is gone (after every line it printed).
+    ``race JOB.json ...``
+        start one worker per job; each opens the ledger, signs its vouchers and prints
+        ``READY <n>``; the next stdin line releases them all at once; each prints
+        ``DONE <n> <credited increments as JSON>``; then ``RACED <exit statuses>``.
     """
-    for command in sys.stdin:
-        if command.strip() != "run":
-            continue
-        pid = os.fork()
-        if pid == 0:
-            try:
-                crash_payee(url, channels)
-            finally:
-                os._exit(1)
-        _say(f"PID {pid}")
-        _, status = os.waitpid(pid, 0)
-        _say(f"DEAD {pid} {status}")
+    for line in sys.stdin:
+        command, *args = line.split()
+        if command == "payee":
+            pid = _fork(crash_payee, args[0], int(args[1]))
+            _say(f"PID {pid}")
+            _, status = os.waitpid(pid, 0)
+            _say(f"DEAD {pid} {status}")
+        elif command == "race":
+            gate, release = os.pipe()
+            pids = [_fork(_race_worker, n, Path(path), gate) for n, path in enumerate(args)]
+            sys.stdin.readline()
+            os.write(release, b"x" * len(pids))
+            statuses = [os.waitpid(pid, 0)[1] for pid in pids]
+            os.close(gate)
+            os.close(release)
+            _say("RACED " + " ".join(map(str, statuses)))
+
+
+def _fork(child: Callable[..., object], *args: Any) -> int:
+    pid = os.fork()
+    if pid == 0:
+        status = 1
+        try:
+            child(*args)
+            status = 0
+        finally:
+            os._exit(status)
+    return pid
+
+
+def _race_worker(number: int, job_file: Path, gate: int) -> None:
+    data = json.loads(job_file.read_text())
+    job = AcceptJob(data["url"], data["salt"], tuple(tuple(item) for item in data["items"]))
+
+    def start() -> None:
+        _say(f"READY {number}")
+        os.read(gate, 1)
+
+    credited = run_accept_job(job, start)
+    _say(f"DONE {number} " + json.dumps({str(index): amount for index, amount in credited.items()}))
 
 
 def _say(line: str) -> None:
@@ -193,11 +204,8 @@ def _say(line: str) -> None:
 
 
 def main(argv: Sequence[str]) -> int:
-    if len(argv) == 3 and argv[0] == "payee-launcher":
-        payee_launcher(argv[1], int(argv[2]))
-        return 0
-    if len(argv) == 2 and argv[0] == "accept-job":
-        accept_worker(argv[1])
+    if list(argv) == ["launcher"]:
+        launcher()
         return 0
     print(__doc__, file=sys.stderr)
     return 2

@@ -18,7 +18,7 @@ import time
 import pytest
 from watchtower_helpers import ETH, Chain, start_chain
 
-from micropay._pending_errors import ForeignLedgerError
+from micropay._pending_errors import ForeignLedgerError, WatchtowerConfigError
 from micropay.channels import ChannelFinishedError
 from micropay.devnode import anvil
 from micropay.ledger import EventKind, Ledger
@@ -413,3 +413,19 @@ def test_command_runs_one_round_with_once(chain, ledger_url):
     process = _command(chain, ledger_url, "--once", "--confirmations", "0")
     _, log = process.communicate(timeout=60)
     assert process.returncode == 0 and "watchtower stopped" in log, log
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"poll_interval": 0},
+        {"confirmations": -1},
+        {"keep_blocks": 0},
+        {"max_range": 0},
+        {"confirmations": 1.5},
+    ],
+)
+def test_watchtower_refuses_nonsense_settings(chain, tmp_path, options):
+    url = f"sqlite://{tmp_path / 'ledger.db'}"
+    with Ledger.open(url, chain.client.domain) as ledger, pytest.raises(WatchtowerConfigError):
+        Watchtower(chain.client, ledger, chain.tower, **options)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from micropay._pending_errors import LedgerError
 from micropay.ledger._records import BlockRef, ChainEvent, ChainView
 from micropay.ledger._store import Store
 
@@ -32,7 +33,7 @@ class ChainJournal:
     ) -> None:
         """Add read blocks and their events atomically; keep hashes of the last ``keep`` blocks."""
         if keep < 1:
-            raise ValueError("keep at least the newest block's hash")
+            raise LedgerError("keep at least the newest block's hash (keep >= 1)")
         self._store.record(blocks, events, keep)
 
     def rollback(self, number: int) -> None:

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
 from micropay._pending_errors import (
@@ -25,6 +26,9 @@ from micropay.ledger._journal import ChainJournal
 from micropay.ledger._records import Position
 from micropay.ledger._store import Store, VoucherRow
 from micropay.vouchers import ChannelConfig, Voucher, VoucherDomain, VoucherVerifier
+
+if TYPE_CHECKING:
+    from micropay.payee import VoucherBook
 
 
 def open_store(url: str) -> Store:
@@ -251,3 +255,9 @@ class Ledger:
                 ) from None
             self._verified[row.channel_id] = held
         return config, voucher
+
+
+if TYPE_CHECKING:  # mypy holds the ledger to the payee's protocol
+
+    def _as_voucher_book(ledger: Ledger) -> VoucherBook:
+        return ledger
