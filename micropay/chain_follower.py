@@ -12,9 +12,10 @@ channel's state falls back to what the surviving blocks said) and reads forward 
 reorg deeper than the stored hashes drops the whole chain view, which is rebuilt from the
 channels' current state: nothing in it is history that cannot be read again.
 
-A channel the follower has never read (newly in the ledger, or its rows rolled back) is
+A channel the follower has never read (newly in the ledger, or its seed rolled back) is
 *seeded*: its state is read from the contract at the cursor block, so no scan of old blocks
-is needed; events after the cursor then move it forward.
+is needed; events after the cursor then move it forward. Until it is seeded a channel has
+no chain view at all, rather than a partial one.
 """
 
 from __future__ import annotations
@@ -140,7 +141,6 @@ class ChainFollower:
             journal.record([cursor], [], self.keep_blocks)
 
         channel_ids = self.ledger.channel_ids()
-        seeded = self._seed(journal.unseeded(), cursor)
         events = 0
         interrupted = False
         while cursor.number < target:
@@ -153,6 +153,10 @@ class ChainFollower:
             journal.record(blocks, new_events, self.keep_blocks)
             events += len(new_events)
             cursor = blocks[-1]
+        # Seeded last, at the newest block read: a recent block, whose state even a pruning
+        # node still has. Events read above for a channel not yet seeded are older totals
+        # that its seed's totals cover.
+        seeded = self._seed(journal.unseeded(), cursor)
         return SyncReport(
             head,
             cursor,

@@ -410,6 +410,21 @@ def test_rolling_back_forgets_what_reorged_blocks_said(ledger):
     assert ledger.position(config.channel_id).chain is None
 
 
+def test_channel_without_a_seed_has_no_view_until_it_is_seeded(ledger):
+    """Events alone are part of a channel's history (its first deposit may be older): no
+    view is better than a partial one."""
+    config = channel(1)
+    ledger.accept_if_higher(config, voucher(config, 900))
+    claimed = _event(12, 0, config, EventKind.CLAIMED, total_claimed=100)
+    ledger.chain.record([BlockRef(12, b"\x0c" * 32)], [claimed])
+    assert ledger.chain.unseeded() == [config.channel_id]
+    assert ledger.position(config.channel_id).chain is None and ledger.positions()[0].chain is None
+    seed = _event(14, -1, config, EventKind.SEED, total_deposited=1_000, total_claimed=300)
+    ledger.chain.record([BlockRef(14, b"\x0e" * 32)], [seed])
+    assert ledger.chain.unseeded() == []
+    assert ledger.position(config.channel_id).chain.claimed == 300
+
+
 def test_only_recent_block_hashes_are_kept(ledger):
     for number in range(1, 21):
         ledger.chain.record([BlockRef(number, number.to_bytes(32, "big"))], [], keep=5)

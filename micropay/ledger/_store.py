@@ -52,11 +52,14 @@ WHERE excluded.cumulative_amount > v.cumulative_amount
 RETURNING replaced_amount
 """
 
-_VIEWS = """
+# A channel's view is the maximum of each total over its rows; a channel with no seed row has
+# only some of its history here, so it has no view yet.
+_VIEW_COLUMNS = """
 SELECT channel_id, MAX(total_deposited), MAX(total_claimed), MAX(closes_at), MAX(finished),
        MAX(block_number)
-FROM chain_events GROUP BY channel_id
+FROM chain_events
 """
+_SEEDED = f"HAVING MAX(CASE WHEN kind = '{EventKind.SEED.value}' THEN 1 ELSE 0 END) = 1"
 
 
 @dataclass(frozen=True)
@@ -309,22 +312,21 @@ class Store(ABC):
         self.transact(work)
 
     def unseeded(self) -> list[bytes]:
-        """Ledger channels the follower has not read yet."""
+        """Ledger channels whose state the follower has not read (no seed row)."""
         rows = self.read(
-            "SELECT channel_id FROM best_vouchers v WHERE NOT EXISTS "
-            "(SELECT 1 FROM chain_events e WHERE e.channel_id = v.channel_id) ORDER BY channel_id"
+            "SELECT channel_id FROM best_vouchers v WHERE NOT EXISTS (SELECT 1 FROM chain_events "
+            f"e WHERE e.channel_id = v.channel_id AND e.kind = '{EventKind.SEED.value}') "
+            "ORDER BY channel_id"
         )
         return [self._channel_id(row[0]) for row in rows]
 
     def views(self) -> dict[bytes, ChainView]:
-        return {self._channel_id(row[0]): self._view(row) for row in self.read(_VIEWS)}
+        rows = self.read(f"{_VIEW_COLUMNS} GROUP BY channel_id {_SEEDED}")
+        return {self._channel_id(row[0]): self._view(row) for row in rows}
 
     def view(self, channel_id: bytes) -> ChainView | None:
         rows = self.read(
-            "SELECT channel_id, MAX(total_deposited), MAX(total_claimed), MAX(closes_at), "
-            "MAX(finished), MAX(block_number) FROM chain_events WHERE channel_id = ? "
-            "GROUP BY channel_id",
-            (channel_id,),
+            f"{_VIEW_COLUMNS} WHERE channel_id = ? GROUP BY channel_id {_SEEDED}", (channel_id,)
         )
         return self._view(rows[0]) if rows else None
 
