@@ -455,3 +455,24 @@ def test_owed_since_starts_at_the_first_unsettled_accept_and_can_be_cleared(ledg
     assert ledger.position(config.channel_id).owed_since is None
     ledger.accept_if_higher(config, voucher(config, 3))
     assert ledger.position(config.channel_id).owed_since > first
+
+
+def test_many_threads_share_a_bounded_pool_of_connections(ledger_url):
+    """A server that starts a thread per request must not open a connection per request."""
+    configs = [channel(i) for i in range(40)]
+    with Ledger.open(ledger_url, DOMAIN, max_connections=2) as ledger:
+        threads = [
+            threading.Thread(target=ledger.accept_if_higher, args=(c, voucher(c, 5)))
+            for c in configs
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert ledger._store._opened <= 2
+        assert len(ledger.channel_ids()) == 40
+
+
+def test_nonsense_pool_size_is_refused(tmp_path):
+    with pytest.raises(LedgerError, match="max_connections"):
+        Ledger.open(f"sqlite://{tmp_path / 'l.db'}", DOMAIN, max_connections=0)

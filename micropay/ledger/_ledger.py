@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from micropay.payee import VoucherBook
 
 
-def open_store(url: str) -> Store:
+def open_store(url: str, max_connections: int = 8) -> Store:
     """The back end a URL names: ``sqlite:///abs/path.db``, ``sqlite:relative.db`` or
     ``postgresql://user@host:port/db`` (libpq's URI form, ``postgres://`` too)."""
     if not isinstance(url, str):
@@ -51,11 +51,11 @@ def open_store(url: str) -> Store:
             raise LedgerURLError(f"{url!r} names no file (a ledger must be durable)")
         from micropay.ledger._sqlite import SqliteStore
 
-        return SqliteStore(Path(path))
+        return SqliteStore(Path(path), max_connections)
     if scheme in ("postgresql", "postgres"):
         from micropay.ledger._postgres import PostgresStore
 
-        return PostgresStore(url)
+        return PostgresStore(url, max_connections)
     raise LedgerURLError(
         f"unsupported ledger URL {url!r}: use sqlite:///path/to/ledger.db or postgresql://..."
     )
@@ -66,7 +66,8 @@ class Ledger:
 
     ``Payee(client, account, book=Ledger.open(url, client.domain))`` makes a payee whose
     accepted vouchers survive crashes and are shared by every process opening the same URL.
-    Open one ``Ledger`` per process; it is safe to use from many threads.
+    Open one ``Ledger`` per process (never share one across ``fork``); it is safe to use
+    from many threads.
     """
 
     def __init__(self, store: Store, domain: VoucherDomain) -> None:
@@ -92,15 +93,18 @@ class Ledger:
             )
 
     @classmethod
-    def open(cls, url: str, domain: VoucherDomain) -> Ledger:
+    def open(cls, url: str, domain: VoucherDomain, *, max_connections: int = 8) -> Ledger:
         """Open (creating if needed) the ledger at ``url`` for vouchers of ``domain``.
+
+        At most ``max_connections`` database connections are open at once; threads beyond
+        that wait their turn (each operation holds one only briefly).
 
         SQLite files are integrity-checked on open. A ledger created for another chain or
         contract raises :class:`ForeignLedgerError`; a damaged one :class:`LedgerCorruptError`.
         """
         if not isinstance(domain, VoucherDomain):
             raise VoucherError("a ledger needs the VoucherDomain its vouchers are signed for")
-        return cls(open_store(url), domain)
+        return cls(open_store(url, max_connections), domain)
 
     @property
     def location(self) -> str:

@@ -79,8 +79,8 @@ class PostgresStore(Store):
 
     scheme = "postgresql"
 
-    def __init__(self, url: str) -> None:
-        super().__init__(redact(url))
+    def __init__(self, url: str, max_connections: int = 8) -> None:
+        super().__init__(redact(url), max_connections)
         try:
             import psycopg
         except ImportError:
@@ -108,6 +108,9 @@ class PostgresStore(Store):
 
     def _close_connection(self, connection: Any) -> None:
         connection.close()
+
+    def _usable(self, connection: Any) -> bool:
+        return not (connection.closed or connection.broken)
 
     def _read(self, connection: Any, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         try:

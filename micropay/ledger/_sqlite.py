@@ -14,6 +14,7 @@ length sorts as the numbers do, so ``>`` and ``MAX`` in SQL stay exact for any u
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -66,8 +67,8 @@ class SqliteStore(Store):
 
     scheme = "sqlite"
 
-    def __init__(self, path: Path) -> None:
-        super().__init__(str(path))
+    def __init__(self, path: Path, max_connections: int = 8) -> None:
+        super().__init__(str(path), max_connections)
         self.path = path
         if not path.parent.is_dir():
             raise LedgerError(f"cannot create the ledger {path}: {path.parent} is not a directory")
@@ -101,7 +102,9 @@ class SqliteStore(Store):
         return connection
 
     def _close_connection(self, connection: Any) -> None:
-        connection.close()
+        # Best effort: in autocommit mode nothing is pending that closing could lose.
+        with contextlib.suppress(sqlite3.Error):
+            connection.close()
 
     def _translate(self, err: sqlite3.Error) -> LedgerError:
         name = str(getattr(err, "sqlite_errorname", ""))

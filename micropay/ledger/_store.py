@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
@@ -82,17 +83,20 @@ class VoucherRow:
 
 
 class Store(ABC):
-    """A ledger database: SQL shared by the back ends, connections one per thread."""
+    """A ledger database: SQL shared by the back ends, over a small pool of connections."""
 
     scheme: ClassVar[str]
     """The URL scheme this back end serves."""
 
-    def __init__(self, location: str) -> None:
+    def __init__(self, location: str, max_connections: int = 8) -> None:
         self.location = location
         """Where the data lives, for messages (a path, or a URL without its password)."""
-        self._local = threading.local()
-        self._connections: list[Any] = []
-        self._connections_lock = threading.Lock()
+        if type(max_connections) is not int or max_connections < 1:
+            raise LedgerError(f"max_connections must be a positive integer: {max_connections!r}")
+        self._max_connections = max_connections
+        self._idle: list[Any] = []
+        self._opened = 0
+        self._available = threading.Condition()
         self._closed = False
 
     # -- what a back end provides ----------------------------------------------------------
@@ -103,6 +107,10 @@ class Store(ABC):
 
     @abstractmethod
     def _close_connection(self, connection: Any) -> None: ...
+
+    def _usable(self, connection: Any) -> bool:
+        """Whether a returned connection may be lent again (a broken one is replaced)."""
+        return True
 
     @abstractmethod
     def _read(self, connection: Any, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
@@ -129,30 +137,61 @@ class Store(ABC):
 
     # -- connections ---------------------------------------------------------------------------
 
-    def connection(self) -> Any:
-        """This thread's connection. Threads never share one: a transaction is per connection."""
-        if self._closed:
-            raise LedgerError(f"the ledger at {self.location} is closed")
-        connection = getattr(self._local, "connection", None)
+    @contextmanager
+    def _borrowed(self) -> Iterator[Any]:
+        """Lend a connection to one caller at a time (a transaction belongs to a connection),
+        opening up to ``max_connections`` and making further callers wait. Pooled rather
+        than one per thread: a server that starts a thread per request would otherwise
+        open a database connection per request."""
+        with self._available:
+            while True:
+                if self._closed:
+                    raise LedgerError(f"the ledger at {self.location} is closed")
+                if self._idle:
+                    connection = self._idle.pop()
+                    break
+                if self._opened < self._max_connections:
+                    self._opened += 1
+                    connection = None
+                    break
+                self._available.wait()
         if connection is None:
-            connection = self._connect()
-            self._local.connection = connection
-            with self._connections_lock:
-                self._connections.append(connection)
-        return connection
+            try:
+                connection = self._connect()
+            except BaseException:
+                with self._available:
+                    self._opened -= 1
+                    self._available.notify()
+                raise
+        try:
+            yield connection
+        finally:
+            keep = not self._closed and self._usable(connection)
+            if not keep:
+                self._close_connection(connection)
+            with self._available:
+                if keep:
+                    self._idle.append(connection)
+                else:
+                    self._opened -= 1
+                self._available.notify()
 
     def close(self) -> None:
-        self._closed = True
-        with self._connections_lock:
-            connections, self._connections = self._connections, []
-        for connection in connections:
+        """Close every idle connection now, and each lent one when it comes back."""
+        with self._available:
+            self._closed = True
+            idle, self._idle = self._idle, []
+            self._available.notify_all()
+        for connection in idle:
             self._close_connection(connection)
 
     def read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        return self._read(self.connection(), sql, params)
+        with self._borrowed() as connection:
+            return self._read(connection, sql, params)
 
     def transact(self, work: Callable[[Execute], _T]) -> _T:
-        return self._transact(self.connection(), work)
+        with self._borrowed() as connection:
+            return self._transact(connection, work)
 
     # -- schema and binding --------------------------------------------------------------------
 
