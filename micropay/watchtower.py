@@ -90,7 +90,9 @@ class RunReport:
     """Due, but the latest state says there is nothing to claim (already claimed, perhaps
     by a transaction not yet confirmed, or finished, or short of deposit)."""
     underfunded: tuple[bytes, ...] = ()
-    """Best voucher above the confirmed deposit: a claim would revert."""
+    """Best voucher above the deposit, confirmed and latest alike (a deposit the payee
+    accepted vouchers against was reorged away): a claim would revert. A deposit that is
+    merely not yet confirmed does not count."""
     lost: tuple[bytes, ...] = ()
     """Finished on chain with accepted vouchers never claimed."""
     damaged: tuple[str, ...] = ()
@@ -152,6 +154,7 @@ class Watchtower:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._warned_lost: set[bytes] = set()
+        self._warned_underfunded: set[bytes] = set()
 
     # -- one round -------------------------------------------------------------------------
 
@@ -163,11 +166,7 @@ class Watchtower:
         eth = self.client.w3.eth
         chain_time = int(eth.get_block("latest")["timestamp"])
         gas_price = int(eth.gas_price)
-        underfunded = tuple(
-            p.channel_id
-            for p in positions
-            if p.underfunded and p.chain is not None and not p.chain.finished
-        )
+        underfunded = self._underfunded(positions)
         lost = tuple(
             p.channel_id
             for p in positions
@@ -222,6 +221,16 @@ class Watchtower:
             if position is not None:
                 positions.append(position)
         return positions, tuple(damaged)
+
+    def _underfunded(self, positions: Sequence[Position]) -> tuple[bytes, ...]:
+        """Channels whose best voucher exceeds the deposit even at the latest block (one read
+        each, only for those the confirmed view already shows short)."""
+        short = [p for p in positions if p.underfunded and not (p.chain and p.chain.finished)]
+        return tuple(
+            p.channel_id
+            for p in short
+            if self.client.state(p.channel_id).deposited < p.voucher.cumulative_amount
+        )
 
     def _track_owed_since(self, positions: Sequence[Position]) -> None:
         """Keep the policy's age clock: cleared when settled, restarted if a claim was undone."""
@@ -299,8 +308,11 @@ class Watchtower:
                 )
             else:
                 log.error("claim failed for %s: %s", ids, outcome.error)
-        for channel_id in report.underfunded:
+        for channel_id in set(report.underfunded) - self._warned_underfunded:
             log.warning("channel 0x%s: best voucher exceeds its deposit on chain", channel_id.hex())
+        for channel_id in self._warned_underfunded - set(report.underfunded):
+            log.info("channel 0x%s: deposit covers the best voucher again", channel_id.hex())
+        self._warned_underfunded = set(report.underfunded)
         for channel_id in set(report.lost) - self._warned_lost:
             log.error("channel 0x%s finished with accepted vouchers unclaimed", channel_id.hex())
         self._warned_lost.update(report.lost)
@@ -387,7 +399,9 @@ def _parser() -> argparse.ArgumentParser:
         metavar="VAR",
         help="environment variable holding the hex private key that pays for claims",
     )
-    parser.add_argument("--confirmations", type=int, default=2)
+    parser.add_argument(
+        "--confirmations", type=int, default=2, help="blocks on top before a block is believed"
+    )
     parser.add_argument("--poll", type=float, default=5.0, help="seconds between rounds")
     parser.add_argument(
         "--threshold",
@@ -413,9 +427,11 @@ def _parser() -> argparse.ArgumentParser:
         help="claim a withdrawing channel this many seconds before it closes "
         "(default: as soon as the request is seen)",
     )
-    parser.add_argument("--max-batch", type=int, default=50)
+    parser.add_argument("--max-batch", type=int, default=50, help="most claims per transaction")
     parser.add_argument("--once", action="store_true", help="run one round and exit")
-    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument(
+        "--log-level", default="INFO", type=str.upper, choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
     return parser
 
 
@@ -439,7 +455,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """The long-running command; returns the process exit status."""
     args = _parser().parse_args(argv)
     logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
+        level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
     secret = os.environ.get(args.key_env)
     if not secret:
