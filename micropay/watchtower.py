@@ -392,7 +392,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--rpc", required=True, help="the node's HTTP JSON-RPC URL")
     parser.add_argument("--contract", required=True, help="the PaymentChannels address")
-    parser.add_argument("--ledger", required=True, help="sqlite:///path.db or postgresql://...")
+    parser.add_argument(
+        "--ledger",
+        required=True,
+        help="sqlite:///relative.db, sqlite:////abs/path.db or postgresql://...",
+    )
     parser.add_argument(
         "--key-env",
         required=True,

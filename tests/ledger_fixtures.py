@@ -64,6 +64,6 @@ def postgres_ledger_url(postgres_url: str) -> Iterator[str]:
 def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A fresh ledger URL, once for SQLite and once for PostgreSQL."""
     if request.param == "sqlite":
-        return f"sqlite://{tmp_path / 'ledger.db'}"
+        return f"sqlite:///{tmp_path / 'ledger.db'}"
     url: str = request.getfixturevalue("postgres_ledger_url")
     return url

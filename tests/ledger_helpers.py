@@ -55,7 +55,7 @@ def raw_execute(url: str, sql: str, params: Sequence[Any] = ()) -> list[tuple[An
     if url.startswith("sqlite:"):
         import sqlite3
 
-        connection = sqlite3.connect(url.removeprefix("sqlite://"), isolation_level=None)
+        connection = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
         try:
             return connection.execute(sql, params).fetchall()
         finally:

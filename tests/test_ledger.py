@@ -223,7 +223,7 @@ def test_row_copied_from_a_ledger_of_another_contract_is_named(ledger_url, tmp_p
     """A row moved between ledgers with its domain columns rewritten still cannot pass: its
     signature was made for the other contract."""
     config = channel(1)
-    source = f"sqlite://{tmp_path / 'other.db'}"
+    source = f"sqlite:///{tmp_path / 'other.db'}"
     with Ledger.open(source, OTHER_CONTRACT) as other:
         other.accept_if_higher(
             config, sign_voucher(OTHER_CONTRACT, config.channel_id, 9, AUTHORIZER)
@@ -244,7 +244,7 @@ def test_ledger_from_a_newer_micropay_is_refused(ledger_url):
 
 
 def _filled_sqlite_ledger(path: Path) -> str:
-    url = f"sqlite://{path}"
+    url = f"sqlite:///{path}"
     with Ledger.open(url, DOMAIN) as ledger:
         for i in range(400):
             ledger.accept_if_higher(channel(i), voucher(channel(i), i + 1))
@@ -269,14 +269,14 @@ def test_file_shorter_than_a_sqlite_header_is_named_truncated(tmp_path):
     with path.open("r+b") as file:
         file.truncate(7)
     with pytest.raises(LedgerCorruptError, match="truncated"):
-        Ledger.open(f"sqlite://{path}", DOMAIN)
+        Ledger.open(f"sqlite:///{path}", DOMAIN)
 
 
 def test_file_that_is_not_a_database_is_named(tmp_path):
     path = tmp_path / "ledger.db"
     path.write_text("channel,amount\n0x01,5\n" * 100)
     with pytest.raises(LedgerCorruptError, match="not a SQLite database"):
-        Ledger.open(f"sqlite://{path}", DOMAIN)
+        Ledger.open(f"sqlite:///{path}", DOMAIN)
 
 
 def test_damaged_page_inside_a_sqlite_file_is_named_corrupt(tmp_path):
@@ -297,7 +297,16 @@ def test_damaged_page_inside_a_sqlite_file_is_named_corrupt(tmp_path):
 
 @pytest.mark.parametrize(
     "url",
-    ["mysql://db/ledger", "sqlite://host/ledger.db", "sqlite:", "sqlite:///tmp/", "ledger.db"],
+    [
+        "mysql://db/ledger",
+        "sqlite://host/ledger.db",
+        "sqlite:ledger.db",
+        "sqlite:",
+        "sqlite:///",
+        "sqlite:////tmp/",
+        "sqlite:///ledger.db?mode=ro",
+        "ledger.db",
+    ],
 )
 def test_malformed_or_unsupported_urls_are_named(url):
     with pytest.raises(LedgerURLError):
@@ -306,14 +315,15 @@ def test_malformed_or_unsupported_urls_are_named(url):
 
 def test_sqlite_ledger_in_a_missing_directory_is_refused(tmp_path):
     with pytest.raises(LedgerError, match="not a directory"):
-        Ledger.open(f"sqlite://{tmp_path / 'missing' / 'ledger.db'}", DOMAIN)
+        Ledger.open(f"sqlite:///{tmp_path / 'missing' / 'ledger.db'}", DOMAIN)
 
 
-def test_relative_sqlite_url_is_relative_to_the_working_directory(tmp_path, monkeypatch):
+def test_three_slashes_make_a_path_relative_to_the_working_directory(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    with Ledger.open("sqlite:ledger.db", DOMAIN) as ledger:
-        assert ledger.location == "ledger.db"
-    assert (tmp_path / "ledger.db").is_file()
+    (tmp_path / "books").mkdir()
+    with Ledger.open("sqlite:///books/ledger.db", DOMAIN) as ledger:
+        assert ledger.location == "books/ledger.db"
+    assert (tmp_path / "books" / "ledger.db").is_file()
 
 
 def test_unreachable_postgresql_is_named():
@@ -333,7 +343,7 @@ def test_password_is_kept_out_of_messages():
 
 def test_ledger_needs_a_voucher_domain(tmp_path):
     with pytest.raises(VoucherError, match="VoucherDomain"):
-        Ledger.open(f"sqlite://{tmp_path / 'l.db'}", "31337")
+        Ledger.open(f"sqlite:///{tmp_path / 'l.db'}", "31337")
 
 
 def test_closed_ledger_says_so(ledger):
@@ -475,4 +485,4 @@ def test_many_threads_share_a_bounded_pool_of_connections(ledger_url):
 
 def test_nonsense_pool_size_is_refused(tmp_path):
     with pytest.raises(LedgerError, match="max_connections"):
-        Ledger.open(f"sqlite://{tmp_path / 'l.db'}", DOMAIN, max_connections=0)
+        Ledger.open(f"sqlite:///{tmp_path / 'l.db'}", DOMAIN, max_connections=0)

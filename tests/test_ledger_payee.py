@@ -13,7 +13,7 @@ FINNEY = 10**15
 
 
 def test_payee_keeps_its_vouchers_in_the_ledger_across_a_restart(channels, actors, tmp_path):
-    url = f"sqlite://{tmp_path / 'ledger.db'}"
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
     payer = Payer.open(channels, actors.payer, actors.payee.address, 10**18, withdraw_delay=3600)
     with Ledger.open(url, channels.domain) as ledger:
         payee = Payee(channels, actors.payee, book=ledger)

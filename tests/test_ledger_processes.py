@@ -139,7 +139,7 @@ def _run_and_kill(launcher: _Launcher, url: str, channels: int, rng: random.Rand
 
 def test_acknowledged_vouchers_survive_sigkill_of_the_payee(tmp_path, launcher):
     kills, channels = 150, 3
-    url = f"sqlite://{tmp_path / 'payee.db'}"
+    url = f"sqlite:///{tmp_path / 'payee.db'}"
     seed = random.randrange(2**32)
     rng = random.Random(seed)
     acked = [0] * channels

@@ -143,7 +143,7 @@ def test_watchtower_claims_before_every_withdraw_completes(chain, tmp_path):
     rows = []
     for trial in range(24):
         delay = TRIAL_DELAYS[trial % len(TRIAL_DELAYS)]
-        url = f"sqlite://{tmp_path / f'trial{trial}.db'}"
+        url = f"sqlite:///{tmp_path / f'trial{trial}.db'}"
         rows.append(run_trial(chain, url, delay, confirmations=trial % 4, rng=rng))
     lines = [
         f"\nwatchtower trials (seed {seed}): {len(rows)} withdrawals, all claimed in time",
@@ -329,7 +329,7 @@ def test_background_watchtower_stops_cleanly(chain, ledger):
 def test_watchtower_refuses_a_ledger_of_another_contract(chain, tmp_path):
     other = VoucherDomain(chain.client.domain.chain_id, "0x" + "ab" * 20)
     with (
-        Ledger.open(f"sqlite://{tmp_path / 'other.db'}", other) as ledger,
+        Ledger.open(f"sqlite:///{tmp_path / 'other.db'}", other) as ledger,
         pytest.raises(ForeignLedgerError),
     ):
         Watchtower(chain.client, ledger, chain.tower)
@@ -396,13 +396,13 @@ def test_command_claims_in_time_and_shuts_down_cleanly(chain, ledger, ledger_url
     ids=["no-key", "bad-key", "bad-threshold"],
 )
 def test_command_refuses_bad_configuration(chain, tmp_path, extra, key, message):
-    process = _command(chain, f"sqlite://{tmp_path / 'ledger.db'}", "--once", *extra, key=key)
+    process = _command(chain, f"sqlite:///{tmp_path / 'ledger.db'}", "--once", *extra, key=key)
     _, log = process.communicate(timeout=60)
     assert process.returncode == 2 and message in log
 
 
 def test_command_refuses_a_ledger_of_another_contract(chain, tmp_path):
-    url = f"sqlite://{tmp_path / 'other.db'}"
+    url = f"sqlite:///{tmp_path / 'other.db'}"
     Ledger.open(url, VoucherDomain(chain.client.domain.chain_id, "0x" + "ab" * 20)).close()
     process = _command(chain, url, "--once")
     _, log = process.communicate(timeout=60)
@@ -426,6 +426,6 @@ def test_command_runs_one_round_with_once(chain, ledger_url):
     ],
 )
 def test_watchtower_refuses_nonsense_settings(chain, tmp_path, options):
-    url = f"sqlite://{tmp_path / 'ledger.db'}"
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
     with Ledger.open(url, chain.client.domain) as ledger, pytest.raises(WatchtowerConfigError):
         Watchtower(chain.client, ledger, chain.tower, **options)

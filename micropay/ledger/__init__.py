@@ -10,7 +10,8 @@ been claimed on chain), so "owed but not yet settled" is exact::
     ledger = Ledger.open("sqlite:////var/lib/shop/ledger.db", client.domain)
     payee = Payee(client, account, book=ledger)
 
-Back ends are chosen by URL: ``sqlite:///absolute/path.db`` (or ``sqlite:relative.db``) and
+Back ends are chosen by URL, as SQLAlchemy spells them: ``sqlite:///ledger.db`` (a path
+relative to the working directory), ``sqlite:////var/lib/shop/ledger.db`` (absolute) and
 ``postgresql://user:password@host:5432/dbname`` (needs ``micropay[postgres]``; several ledgers
 can share a database in separate schemas with ``?options=-csearch_path%3Dname``).
 """

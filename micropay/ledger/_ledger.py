@@ -32,21 +32,25 @@ if TYPE_CHECKING:
 
 
 def open_store(url: str, max_connections: int = 8) -> Store:
-    """The back end a URL names: ``sqlite:///abs/path.db``, ``sqlite:relative.db`` or
-    ``postgresql://user@host:port/db`` (libpq's URI form, ``postgres://`` too)."""
+    """The back end a URL names, in the convention SQLAlchemy made familiar:
+
+    - ``sqlite:///ledger.db`` (relative to the working directory) or
+      ``sqlite:////var/lib/shop/ledger.db`` (absolute): whatever follows the third slash is
+      the file's path;
+    - ``postgresql://user:password@host:5432/dbname`` (libpq's URI form; ``postgres://`` too).
+    """
     if not isinstance(url, str):
         raise LedgerURLError(f"a ledger URL must be a string, not {type(url).__name__}")
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
+    scheme = urlsplit(url).scheme.lower()
     if scheme == "sqlite":
-        if parts.netloc:
+        if not url.lower().startswith("sqlite:///"):
             raise LedgerURLError(
-                f"{url!r}: a sqlite URL names a file, not a host: use sqlite:///absolute/path.db "
-                "or sqlite:relative/path.db"
+                f"{url!r}: a SQLite ledger URL is sqlite:/// followed by the file's path "
+                "(sqlite:///ledger.db, or sqlite:////absolute/path/ledger.db)"
             )
-        if parts.query or parts.fragment:
-            raise LedgerURLError(f"{url!r}: sqlite ledger URLs take no query or fragment")
-        path = unquote(parts.path)
+        path = unquote(url[len("sqlite:///") :])
+        if "?" in path or "#" in path:
+            raise LedgerURLError(f"{url!r}: SQLite ledger URLs take no query or fragment")
         if not path or path.endswith("/") or path == ":memory:":
             raise LedgerURLError(f"{url!r} names no file (a ledger must be durable)")
         from micropay.ledger._sqlite import SqliteStore
@@ -57,7 +61,7 @@ def open_store(url: str, max_connections: int = 8) -> Store:
 
         return PostgresStore(url, max_connections)
     raise LedgerURLError(
-        f"unsupported ledger URL {url!r}: use sqlite:///path/to/ledger.db or postgresql://..."
+        f"unsupported ledger URL {url!r}: use sqlite:///ledger.db or postgresql://..."
     )
 
 
