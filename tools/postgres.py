@@ -190,7 +190,8 @@ def throwaway_postgres() -> Iterator[PostgresServer]:
     """Start a fresh server for the duration of the ``with`` block, then remove it."""
     bindir = ensure_installed()
     owner = _cluster_owner()
-    directory = Path(tempfile.mkdtemp(prefix="micropay-pg-"))
+    # The cluster's owner must reach its directory: as root, not under a private TMPDIR.
+    directory = Path(tempfile.mkdtemp(prefix="micropay-pg-", dir="/tmp" if owner else None))
     try:
         if owner is not None:
             entry = pwd.getpwnam(owner)
