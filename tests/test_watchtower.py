@@ -160,9 +160,12 @@ def test_watchtower_claims_before_every_withdraw_completes(chain, tmp_path):
     assert all(row["left"] > row["delay"] // 2 for row in rows)
 
 
-def test_without_a_watchtower_the_payer_takes_back_what_the_payee_was_owed(chain, ledger):
+def test_with_the_watchtower_stopped_the_payer_takes_back_what_the_payee_was_owed(chain, ledger):
     payer = chain.open_channel(ETH, 600)
     best = accept(chain, ledger, payer, [10**17, 2 * 10**17, 3 * 10**17])
+    watch = tower(chain, ledger, confirmations=0)
+    with watch:  # it was watching this channel, then it stops (a crash, a deploy, a holiday)
+        assert watch.wait_for(lambda report: report.sync.seeded == 1, timeout=30)
     payer_before = chain.w3.eth.get_balance(chain.payer.address)
     payer_gas = 0
     receipt = payer.request_withdraw()
@@ -176,11 +179,11 @@ def test_without_a_watchtower_the_payer_takes_back_what_the_payee_was_owed(chain
     assert refunded == ETH  # the whole deposit, vouchers included
     with pytest.raises(ChannelFinishedError):
         chain.client.claim(payer.config, best, chain.payee)
-    # A watchtower started now can only report the loss.
-    report = tower(chain, ledger, confirmations=0).run_once()
+    # Started again now, it can only report the loss.
+    report = watch.run_once()
     assert report.lost == (payer.config.channel_id,) and not report.outcomes
     print(
-        f"\nno watchtower: the payee lost {best.cumulative_amount / ETH:.2f} ETH of accepted "
+        f"\nwatchtower stopped: the payee lost {best.cumulative_amount / ETH:.2f} ETH of accepted "
         "vouchers; the payer got its whole deposit back"
     )
 
