@@ -17,7 +17,7 @@ STAMP_NODE := node_modules/.installed
 export SOLCX_BINARY_PATH := $(CURDIR)/.solcx
 export PATH := $(CURDIR)/node_modules/.bin:$(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help setup solc test demo bench artifacts lint clean
+.PHONY: help setup solc postgres test demo bench artifacts lint clean
 
 help:
 	@echo "make demo       the whole story: channel over HTTP 402, watchtower, stream, summary"
@@ -46,7 +46,12 @@ solc: $(STAMP_PY) $(STAMP_NODE)
 
 setup: solc
 
-test: setup
+# The ledger tests run against a real PostgreSQL: found on the machine, or installed from
+# Debian's packages (as root) before the suite starts; tests start a throw-away cluster.
+postgres: $(STAMP_PY)
+	$(BIN)/python tools/postgres.py ensure
+
+test: setup postgres
 	$(BIN)/python tools/run_tests.py
 
 # The main job: the whole story on the embedded chain (micropay demo --help for more;

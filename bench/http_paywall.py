@@ -8,7 +8,7 @@ connections, one payment channel per connection, with every voucher signed befor
 clock starts: what is measured is the server (decode, verify, book, receipt), not the
 client's signing. Goal: paid throughput at least 0.8 of free.
 
-Run with ``make bench`` or ``python -m bench.http [--requests N] [--connections C]``.
+Run with ``make bench`` or ``python -m bench.http_paywall [--requests N] [--connections C]``.
 """
 
 from __future__ import annotations
@@ -161,7 +161,7 @@ def run(requests: int, connections: int, warmup: int) -> list[tuple[Figures, Fig
         rpc = w3.provider.endpoint_uri  # type: ignore[attr-defined]
         port = free_port()
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        command = [sys.executable, "-m", "bench.http", "--serve", rpc, channels.address]
+        command = [sys.executable, "-m", "bench.http_paywall", "--serve", rpc, channels.address]
         command += ["0x" + bytes(site.key).hex(), str(port)]
         server = subprocess.Popen(command, env=env, cwd=ROOT)
         try:

@@ -27,9 +27,8 @@ from typing import Any
 from hexbytes import HexBytes
 from web3.exceptions import BlockNotFound
 
-from micropay._pending_errors import WatchtowerConfigError
 from micropay.channels import ChannelClient
-from micropay.errors import ArtifactError
+from micropay.errors import ArtifactError, WatchtowerConfigError
 from micropay.ledger import BlockRef, ChainEvent, EventKind, Ledger
 
 _EVENT_KINDS = {

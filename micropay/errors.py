@@ -22,6 +22,15 @@ Catch :class:`MicropayError` to catch anything the toolkit raises on purpose::
     │                                      undecodable 402, a receipt that contradicts the
     │                                      voucher, a view of the channel it cannot prove
     ├── PayerStoreError (OSError)          a stored payer channel is missing or corrupt
+    ├── LedgerError (RuntimeError)         the voucher ledger cannot be opened or used
+    │   ├── LedgerURLError (ValueError)    the ledger URL is malformed or names no back end
+    │   ├── LedgerCorruptError             the file or a row is damaged: not a database,
+    │   │                                  truncated, a malformed row, a bad signature
+    │   └── ForeignLedgerError             the ledger or a row belongs to another chain or
+    │                                      contract than the one it is opened for
+    ├── SettlementPolicyError (ValueError) a settlement policy parameter makes no sense
+    ├── WatchtowerConfigError (ValueError) a watchtower or chain-follower parameter makes
+    │                                      no sense (confirmations, poll interval, ...)
     ├── NetworkError (ConnectionError)     unknown network, no node, no time travel there
     ├── ContractRevertError (RuntimeError) a contract call reverted; named by the contract's
     │                                      custom error (``.error_name``, ``.arguments``)
@@ -129,6 +138,33 @@ class PaymentProtocolError(MicropayError, RuntimeError):
 
 class PayerStoreError(MicropayError, OSError):
     """A payer's stored channel file is missing, corrupt or for another deployment."""
+
+
+class LedgerError(MicropayError, RuntimeError):
+    """The voucher ledger cannot be opened or used (server down, directory missing, ...)."""
+
+
+class LedgerURLError(LedgerError, ValueError):
+    """The ledger URL is malformed or names a back end micropay does not have."""
+
+
+class LedgerCorruptError(LedgerError):
+    """The ledger's storage or one of its rows is damaged; the message names what and where.
+
+    Raised instead of skipping the damaged data: a payee must never lose a voucher quietly.
+    """
+
+
+class ForeignLedgerError(LedgerError):
+    """The ledger, or one row in it, was written for another chain or contract."""
+
+
+class SettlementPolicyError(MicropayError, ValueError):
+    """A settlement policy parameter is out of range or inconsistent."""
+
+
+class WatchtowerConfigError(MicropayError, ValueError):
+    """A watchtower or chain-follower parameter is out of range."""
 
 
 class NetworkError(MicropayError, ConnectionError):

@@ -28,7 +28,7 @@ from types import MappingProxyType
 
 from eth_utils.address import is_address, to_checksum_address
 
-from micropay._pending_errors import SettlementPolicyError
+from micropay.errors import SettlementPolicyError
 from micropay.ledger import Position
 from micropay.vouchers import ZERO_ADDRESS
 

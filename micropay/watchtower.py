@@ -44,15 +44,17 @@ from eth_account import Account
 from web3 import HTTPProvider, Web3
 
 from micropay._contracts import Sender
-from micropay._pending_errors import (
-    ForeignLedgerError,
-    LedgerCorruptError,
-    SettlementPolicyError,
-    WatchtowerConfigError,
-)
 from micropay.chain_follower import ChainFollower, SyncReport
 from micropay.channels import ChannelClient
-from micropay.errors import ContractRevertError, MicropayError, TransactionFailedError
+from micropay.errors import (
+    ContractRevertError,
+    ForeignLedgerError,
+    LedgerCorruptError,
+    MicropayError,
+    SettlementPolicyError,
+    TransactionFailedError,
+    WatchtowerConfigError,
+)
 from micropay.ledger import Ledger, Position
 from micropay.settlement import Candidate, PlannedClaim, SettlementPolicy
 from micropay.vouchers import ZERO_ADDRESS, ChannelConfig, Voucher
@@ -470,14 +472,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, TypeError):
         log.error("%s does not hold a valid hex private key", args.key_env)
         return 2
-    stop = threading.Event()
-
-    def request_stop(signum: int, frame: FrameType | None) -> None:
-        log.info("received %s: stopping after this round", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
     try:
         policy = _policy(args)
         w3 = Web3(HTTPProvider(args.rpc, request_kwargs={"timeout": 30}))
@@ -508,11 +502,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.once:
             tower.run_once()
         else:
-            tower.run_forever(stop)
+            run_until_signalled(tower)
     finally:
         ledger.close()
     log.info("watchtower stopped")
     return 0
+
+
+def run_until_signalled(tower: Watchtower) -> None:
+    """Run rounds until SIGINT or SIGTERM, then finish the round in progress and return."""
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        log.info("received %s: stopping after this round", signal.Signals(signum).name)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        tower.run_forever(stop)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 if __name__ == "__main__":

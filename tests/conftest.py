@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+# The throw-away PostgreSQL server and the both-back-ends `ledger_url` fixture.
+pytest_plugins = ["ledger_fixtures"]
+
 ROOT = Path(__file__).resolve().parent.parent
 
 # py-solc-x finds the pinned compiler here (tools/compiler.py fills it); set it for runs that

@@ -13,7 +13,6 @@ import pytest
 import requests
 from paywall_helpers import Server, chain
 
-from micropay.example_site import create_site
 from micropay._client_store import ClientStore
 from micropay._x402 import ChannelView, Offer, PaymentRequired, Reason, Receipt
 from micropay.errors import (
@@ -23,6 +22,7 @@ from micropay.errors import (
     PriceLimitError,
     SpendingLimitError,
 )
+from micropay.example_site import create_site
 from micropay.http_client import (
     AsyncPaymentTransport,
     DepositPolicy,

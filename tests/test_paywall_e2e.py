@@ -15,8 +15,8 @@ import httpx
 import pytest
 from paywall_helpers import Server, chain, fund
 
-from micropay.example_site import ARTICLES, create_site
 from micropay._x402 import Receipt
+from micropay.example_site import ARTICLES, create_site
 from micropay.http_client import HttpPayer, PaymentPolicy, PaymentTransport
 
 pytestmark = pytest.mark.standalone

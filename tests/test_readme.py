@@ -57,10 +57,7 @@ def test_cli_commands_named_in_the_readme_exist():
                 commands.add(tuple(w for w in words[:2] if w.isalpha()))
     assert ("channel", "open") in commands and ("deploy",) in {c[:1] for c in commands}
     for command in commands:
-        path = [w for w in command if w]
-        if path and path[0] in {"channel", "stream"}:
-            path = path[:2]
-        else:
-            path = path[:1]
+        words = [w for w in command if w]
+        path = words[:2] if words and words[0] in {"channel", "stream"} else words[:1]
         result = subprocess.run([micropay, *path, "--help"], capture_output=True, text=True)
         assert result.returncode == 0, f"micropay {' '.join(path)}: {result.stderr}"

@@ -18,9 +18,9 @@ import time
 import pytest
 from watchtower_helpers import ETH, Chain, start_chain
 
-from micropay._pending_errors import ForeignLedgerError, WatchtowerConfigError
 from micropay.channels import ChannelFinishedError
 from micropay.devnode import anvil
+from micropay.errors import ForeignLedgerError, WatchtowerConfigError
 from micropay.ledger import EventKind, Ledger
 from micropay.settlement import Reason, SettlementPolicy
 from micropay.vouchers import ZERO_ADDRESS, VoucherDomain

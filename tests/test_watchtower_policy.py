@@ -6,7 +6,7 @@ from fractions import Fraction
 
 import pytest
 
-from micropay._pending_errors import SettlementPolicyError
+from micropay.errors import SettlementPolicyError
 from micropay.settlement import Candidate, PlannedClaim, Reason, SettlementPolicy
 from micropay.vouchers import ZERO_ADDRESS
 

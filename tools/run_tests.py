@@ -55,7 +55,7 @@ def _counts(junit: Path) -> tuple[int, int, int]:
 
 def run_pass(name: str, first: bool, pytest_args: list[str]) -> PassResult:
     REPORTS.mkdir(exist_ok=True)
-    junit = REPORTS / f"junit-{name}.xml"
+    junit = REPORTS / f"junit-{name}-{os.getpid()}.xml"  # concurrent runs must not share it
     junit.unlink(missing_ok=True)
     command = [
         str(Path(sys.executable).with_name("ape")),

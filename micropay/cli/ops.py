@@ -123,12 +123,10 @@ def serve(settings: Settings, host: str, port: int, price: int, ledger: str | No
 @click.option("--poll", default=5.0, show_default=True, help="seconds between rounds")
 @click.pass_obj
 def watch(settings: Settings, ledger: str, confirmations: int, poll: float) -> None:
-    """Run the watchtower for a payee's ledger until Ctrl-C (claims before withdraws end)."""
-    import threading
-
+    """Run the watchtower for a payee's ledger until Ctrl-C or SIGTERM (claims in time)."""
     from micropay.channels import ChannelClient
     from micropay.ledger import Ledger
-    from micropay.watchtower import Watchtower
+    from micropay.watchtower import Watchtower, run_until_signalled
 
     with session(settings) as (connection, deployment):
         client = ChannelClient(connection.w3, deployment.channels)
@@ -144,12 +142,8 @@ def watch(settings: Settings, ledger: str, confirmations: int, poll: float) -> N
                 f"watching {len(book.channel_ids())} channel(s) of {ledger} "
                 f"on {connection.name}; Ctrl-C stops"
             )
-            stop = threading.Event()
-            try:
-                tower.run_forever(stop)
-            except KeyboardInterrupt:
-                stop.set()
-                console.print("stopped")
+            run_until_signalled(tower)
+            console.print("stopped")
 
 
 COMMANDS: list[click.Command] = [node, deploy, demo, serve, watch]

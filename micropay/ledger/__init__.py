@@ -16,7 +16,7 @@ relative to the working directory), ``sqlite:////var/lib/shop/ledger.db`` (absol
 can share a database in separate schemas with ``?options=-csearch_path%3Dname``).
 """
 
-from micropay._pending_errors import (
+from micropay.errors import (
     ForeignLedgerError,
     LedgerCorruptError,
     LedgerError,

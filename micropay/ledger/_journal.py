@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from micropay._pending_errors import LedgerError
+from micropay.errors import LedgerError
 from micropay.ledger._records import BlockRef, ChainEvent, ChainView
 from micropay.ledger._store import Store
 

@@ -16,12 +16,13 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
-from micropay._pending_errors import (
+from micropay.errors import (
     ForeignLedgerError,
     LedgerCorruptError,
     LedgerURLError,
+    StaleVoucherError,
+    VoucherError,
 )
-from micropay.errors import StaleVoucherError, VoucherError
 from micropay.ledger._journal import ChainJournal
 from micropay.ledger._records import Position
 from micropay.ledger._store import Store, VoucherRow

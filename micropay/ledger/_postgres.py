@@ -18,7 +18,7 @@ from decimal import Decimal
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from micropay._pending_errors import LedgerError
+from micropay.errors import LedgerError
 from micropay.ledger._store import Execute, Store
 
 _T = TypeVar("_T")

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from micropay._pending_errors import LedgerCorruptError, LedgerError
+from micropay.errors import LedgerCorruptError, LedgerError
 from micropay.ledger._store import Execute, Store
 
 _T = TypeVar("_T")

@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
-from micropay._pending_errors import LedgerCorruptError, LedgerError
+from micropay.errors import LedgerCorruptError, LedgerError
 from micropay.ledger._records import BlockRef, ChainEvent, ChainView, EventKind
 
 SCHEMA_VERSION = 1
