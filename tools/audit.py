@@ -258,26 +258,31 @@ def check_slither(args: argparse.Namespace) -> CheckResult:
         result.summary = f"slither failed: {data.get('error')}"
         return result
     findings = data["results"].get("detectors", [])
-    unexplained, rows = [], []
+    unexplained: list[str] = []
     counts: dict[str, int] = {}
+    groups: dict[tuple[str, str, str], list[str]] = {}
     for finding in findings:
         impact, check = finding["impact"], finding["check"]
         counts[impact] = counts.get(impact, 0) + 1
         reason = _triage_reason(finding, triage)
         where = finding["description"].splitlines()[0].strip()
+        where = re.sub(r"\s*\(contracts/[^)]*\)", "", where).rstrip(":")
         if reason is None and impact in ("High", "Medium"):
             unexplained.append(f"- **{impact} {check}**: {where}")
         if impact in ("High", "Medium", "Low"):
-            rows.append(f"| {impact} | {check} | {where[:140]} | {reason or 'UNEXPLAINED'} |")
+            groups.setdefault((impact, check, reason or "UNEXPLAINED"), []).append(where)
+    order = {"High": 0, "Medium": 1, "Low": 2}
     result.details = [
         "Findings by impact: "
         + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if k)
-        + ". Informational and optimization findings are listed in .reports/slither.json.",
+        + ". Informational and optimization findings are in .reports/slither.json.",
         "",
-        "| impact | check | where | triage |",
+        "| impact | check | findings | triage |",
         "| --- | --- | --- | --- |",
-        *(r.replace("\n", " ") for r in rows),
     ]
+    for (impact, check, reason), wheres in sorted(groups.items(), key=lambda g: order[g[0][0]]):
+        listed = "<br>".join(w.replace("|", "/")[:160] for w in wheres)
+        result.details.append(f"| {impact} | {check} ({len(wheres)}) | {listed} | {reason} |")
     if unexplained:
         result.details += ["", "Unexplained High/Medium findings:", "", *unexplained]
     result.passed = not unexplained
