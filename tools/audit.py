@@ -63,10 +63,29 @@ class CheckResult:
     seconds: float = 0.0
 
 
+def clean_path(path: str) -> str:
+    """PATH without folders whose ``solc`` is solc-select's shim.
+
+    slither-analyzer installs solc-select, whose ``solc`` downloads a compiler the first time
+    it runs. Nothing here may download a compiler, and tools/compiler.py would try that
+    ``solc`` as a native one, so child processes never see it (tools run by full path).
+    """
+    kept = []
+    for folder in path.split(os.pathsep):
+        candidate = Path(folder, "solc")
+        try:
+            shim = candidate.is_file() and b"solc_select" in candidate.read_bytes()[:2048]
+        except OSError:
+            shim = False
+        if folder and not shim:
+            kept.append(folder)
+    return os.pathsep.join(kept)
+
+
 def _env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env["SOLCX_BINARY_PATH"] = str(ROOT / ".solcx")
-    env["PATH"] = os.pathsep.join([str(NODE_BIN), str(BIN), env.get("PATH", "")])
+    env["PATH"] = clean_path(os.pathsep.join([str(NODE_BIN), env.get("PATH", "")]))
     env.update(extra)
     return env
 

@@ -30,8 +30,11 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from audit import clean_path  # tools/ is on sys.path when this runs as a script
+
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
+NODE_BIN = ROOT / "node_modules" / ".bin"
 
 CHANNEL_TESTS = [
     "tests/test_channels.py",
@@ -344,8 +347,9 @@ def _env(workspace: Path) -> dict[str, str]:
         {
             "PYTHONPATH": str(workspace),  # the copy's micropay, ahead of the editable install
             "SOLCX_BINARY_PATH": str(workspace / ".solcx"),
-            "PATH": f"{ROOT / 'node_modules' / '.bin'}{os.pathsep}{VENV_BIN}{os.pathsep}"
-            + env.get("PATH", ""),
+            "PATH": clean_path(
+                f"{ROOT / 'node_modules' / '.bin'}{os.pathsep}{env.get('PATH', '')}"
+            ),
             "MICROPAY_HYPOTHESIS_PROFILE": "default",
             "MICROPAY_TEST_NETWORK": "in-process",
         }
