@@ -14,7 +14,7 @@ from micropay.errors import ArtifactError, MicropayError
 from micropay.networks import connect
 from micropay.payee import Payee
 from micropay.payer import Payer
-from micropay.streams import StreamsClient
+from micropay.streams import FixedStreamConfig, OpenStreamConfig, StreamsClient
 from micropay.vouchers import ChannelConfig, Voucher, VoucherDomain, sign_voucher
 
 __all__ = [
@@ -24,7 +24,9 @@ __all__ = [
     "ChannelState",
     "ContractArtifact",
     "Deployment",
+    "FixedStreamConfig",
     "MicropayError",
+    "OpenStreamConfig",
     "Payee",
     "Payer",
     "StreamsClient",

@@ -201,6 +201,27 @@ class RawCall:
         return filled
 
 
+_PLACEHOLDER_GAS = 1  # lets web3 build a transaction without estimating it
+
+
+def _build(w3: Web3, call: Any, params: TxParams) -> TxParams:
+    """Build the transaction with gas estimated in the *pending* block.
+
+    Outcomes depend on block time (a cliff, a withdraw delay). Estimating against the latest
+    block, as anvil does by default, simulates the call at the previous block's time: a call
+    sent just as a deadline passes would be refused by the estimate, or get a gas limit for
+    the other branch. Nodes that cannot estimate in "pending" (eth-tester) already simulate
+    in the pending block, so they get web3's own estimate.
+    """
+    tx: TxParams = call.build_transaction({**params, "gas": _PLACEHOLDER_GAS})
+    del tx["gas"]
+    try:
+        tx["gas"] = w3.eth.estimate_gas(tx, "pending")
+    except Web3RPCError:
+        tx = call.build_transaction(params)
+    return tx
+
+
 def send_transaction(
     w3: Web3, call: ContractFunction | Any, sender: Sender, value: int = 0
 ) -> TxReceipt:
@@ -212,7 +233,7 @@ def send_transaction(
     address = sender_address(sender)
     params: TxParams = {"from": address, "value": Web3.to_wei(value, "wei")}
     try:
-        tx = call.build_transaction(params)
+        tx = _build(w3, call, params)
         if isinstance(sender, str):
             tx_hash = w3.eth.send_transaction(tx)
         else:

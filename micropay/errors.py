@@ -33,7 +33,16 @@ Catch :class:`MicropayError` to catch anything the toolkit raises on purpose::
     │                                      no sense (confirmations, poll interval, ...)
     ├── NetworkError (ConnectionError)     unknown network, no node, no time travel there
     ├── ContractRevertError (RuntimeError) a contract call reverted; named by the contract's
-    │                                      custom error (``.error_name``, ``.arguments``)
+    │   │                                  custom error (``.error_name``, ``.arguments``)
+    │   ├── channels.py: ChannelConfigError, ChannelNotFoundError, ChannelFinishedError,
+    │   │   VoucherExceedsDepositError, NothingToClaimError, VoucherSignatureRejectedError,
+    │   │   NotPayerError, NotPayeeError, WithdrawAlreadyRequestedError,
+    │   │   WithdrawNotRequestedError, WithdrawNotReadyError, ZeroDepositError,
+    │   │   DepositTooLargeError
+    │   └── streams.py: StreamConfigError, StreamExistsError, UnknownStreamError,
+    │       AmountNotReceivedError, DepositTooLargeError, NotStreamSenderError,
+    │       NotStreamRecipientError, NothingToWithdrawError, StreamNotCancelableError,
+    │       StreamPauseError, RefundExceedsUnownedError
     └── TransactionFailedError (RuntimeError)  refused by the node, or mined with status 0
         └── InsufficientFundsError             the sender cannot pay value plus gas
 

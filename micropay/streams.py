@@ -35,18 +35,10 @@ from eth_abi.abi import encode as abi_encode
 from eth_typing import ChecksumAddress
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
-from web3 import Web3
-from web3.contract.contract import ContractFunction
-from web3.exceptions import (
-    ContractCustomError,
-    ContractLogicError,
-    ContractPanicError,
-    Web3RPCError,
-)
 from web3.logs import DISCARD
-from web3.types import TxParams, TxReceipt
+from web3.types import TxReceipt
 
-from micropay._contracts import ContractClient, Sender, send_transaction, sender_address
+from micropay._contracts import ContractClient, Sender
 from micropay.errors import ContractRevertError, register_revert
 from micropay.stream_model import (
     RATE_SCALE,
@@ -344,20 +336,6 @@ class OpenAmounts:
 
 # -- the client ------------------------------------------------------------------------------
 
-_PLACEHOLDER_GAS = 1  # makes web3 build the transaction without estimating it
-
-
-@dataclass(frozen=True)
-class _WithGas:
-    """A contract call whose transaction carries a gas limit estimated beforehand."""
-
-    call: ContractFunction
-    gas: int
-
-    def build_transaction(self, params: TxParams) -> TxParams:
-        return self.call.build_transaction({**params, "gas": self.gas})
-
-
 class StreamsClient(ContractClient):
     """Create, fund, withdraw from and manage streams on a deployed ``Streams`` contract.
 
@@ -366,29 +344,6 @@ class StreamsClient(ContractClient):
     """
 
     ARTIFACT = "Streams"
-
-    def _transact(self, call: ContractFunction, sender: Sender, value: int = 0) -> TxReceipt:
-        """Send as the base client does, but estimate gas in the *pending* block.
-
-        A stream's outcome depends on the block time. Nodes that estimate against the latest
-        block (anvil does) simulate the call at the previous block's time, so a withdrawal
-        sent just as a cliff passes would be refused by the estimate, or get a gas limit
-        computed for a different branch. Nodes that cannot estimate against "pending"
-        (eth-tester) already simulate in the pending block by default.
-        """
-        params: TxParams = {"from": sender_address(sender), "value": Web3.to_wei(value, "wei")}
-        tx = call.build_transaction({**params, "gas": _PLACEHOLDER_GAS})
-        del tx["gas"]
-        try:
-            gas = self.w3.eth.estimate_gas(tx, "pending")
-        except (ContractCustomError, ContractLogicError, ContractPanicError) as err:
-            raise self.decode_revert(err) from err
-        except Web3RPCError:
-            return super()._transact(call, sender, value)
-        try:
-            return send_transaction(self.w3, _WithGas(call, gas), sender, value)
-        except (ContractCustomError, ContractLogicError, ContractPanicError) as err:
-            raise self.decode_revert(err) from err
 
     # -- fixed streams ------------------------------------------------------------------------
 
