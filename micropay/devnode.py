@@ -43,38 +43,26 @@ def free_port() -> int:
         return port
 
 
-@contextmanager
-def anvil(hardfork: str = "cancun", *extra_args: str) -> Iterator[Web3]:
-    """Yield a Web3 connected to a fresh anvil; its 10 accounts are funded and unlocked."""
-    port = free_port()
-    command = [
-        find_binary("anvil"),
-        "--port",
-        str(port),
-        "--host",
-        "127.0.0.1",
-        "--hardfork",
-        hardfork,
-        "--silent",
-        *extra_args,
-    ]
-    with _serving(command, port, "anvil") as w3:
-        yield w3
+def node_command(kind: str, port: int, folder: Path, hardfork: str = "cancun") -> list[str]:
+    """The command line that runs ``kind`` (anvil or hardhat) on 127.0.0.1:``port``.
 
-
-_HARDHAT_CONFIG = """// Written by micropay.devnode for a throw-away `hardhat node`.
-module.exports = {{ networks: {{ hardhat: {{ hardfork: "{hardfork}", chainId: 31337 }} }} }};
-"""
-
-
-@contextmanager
-def hardhat(hardfork: str = "cancun") -> Iterator[Web3]:
-    """Yield a Web3 connected to a fresh ``hardhat node`` (20 funded, unlocked accounts)."""
-    port = free_port()
-    with tempfile.TemporaryDirectory(prefix="micropay-hardhat-") as folder:
-        config = Path(folder) / "hardhat.config.js"
+    hardhat needs a config file to pick the hardfork; it is written into ``folder``.
+    """
+    if kind == "anvil":
+        return [
+            find_binary("anvil"),
+            "--port",
+            str(port),
+            "--host",
+            "127.0.0.1",
+            "--hardfork",
+            hardfork,
+            "--silent",
+        ]
+    if kind == "hardhat":
+        config = folder / "hardhat.config.js"
         config.write_text(_HARDHAT_CONFIG.format(hardfork=hardfork), encoding="utf8")
-        command = [
+        return [
             find_binary("hardhat"),
             "--config",
             str(config),
@@ -84,6 +72,29 @@ def hardhat(hardfork: str = "cancun") -> Iterator[Web3]:
             "--port",
             str(port),
         ]
+    raise ValueError(f"unknown node kind {kind!r}: anvil or hardhat")
+
+
+_HARDHAT_CONFIG = """// Written by micropay.devnode for a throw-away `hardhat node`.
+module.exports = {{ networks: {{ hardhat: {{ hardfork: "{hardfork}", chainId: 31337 }} }} }};
+"""
+
+
+@contextmanager
+def anvil(hardfork: str = "cancun", *extra_args: str) -> Iterator[Web3]:
+    """Yield a Web3 connected to a fresh anvil; its 10 accounts are funded and unlocked."""
+    port = free_port()
+    command = [*node_command("anvil", port, Path("."), hardfork), *extra_args]
+    with _serving(command, port, "anvil") as w3:
+        yield w3
+
+
+@contextmanager
+def hardhat(hardfork: str = "cancun") -> Iterator[Web3]:
+    """Yield a Web3 connected to a fresh ``hardhat node`` (20 funded, unlocked accounts)."""
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="micropay-hardhat-") as folder:
+        command = node_command("hardhat", port, Path(folder), hardfork)
         with _serving(command, port, "hardhat", cwd=_LOCAL_BIN.parent.parent) as w3:
             yield w3
 

@@ -24,9 +24,11 @@ from eth_account.signers.local import LocalAccount
 from eth_utils.address import is_address, to_checksum_address
 from rich.console import Console
 from rich.table import Table
+from web3 import Web3
 
 from micropay.deployments import Deployment, DeploymentRegistry
 from micropay.networks import Connection, connect
+from micropay.tokens import TokenClient
 from micropay.vouchers import ZERO_ADDRESS
 
 console = Console(highlight=False)
@@ -105,6 +107,25 @@ def token_address(value: str | None) -> str:
 
 _AMOUNT = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(eth|ether|gwei|wei|units)?\s*$", re.I)
 _SCALE = {"eth": 18, "ether": 18, "gwei": 9, "wei": 0}
+
+
+def hex32(text: str, what: str) -> bytes:
+    """A channel or stream id: 32 bytes of hex, with or without 0x."""
+    try:
+        value = bytes.fromhex(text[2:] if text.startswith("0x") else text)
+    except ValueError:
+        value = b""
+    if len(value) != 32:
+        raise CliError(f"bad {what} {text!r}: expected 32 bytes of hex")
+    return value
+
+
+def token_units(w3: Web3, token: str) -> tuple[int, str]:
+    """Decimals and symbol to show amounts of ``token`` (the zero address: ETH)."""
+    if token == ZERO_ADDRESS:
+        return 18, "ETH"
+    erc20 = TokenClient(w3, token)
+    return erc20.decimals(), str(erc20.contract.functions.symbol().call())
 
 
 def parse_amount(text: str, decimals: int = 18) -> int:

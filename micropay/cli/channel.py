@@ -17,34 +17,17 @@ from micropay.cli._context import (
     address,
     console,
     emit,
+    hex32,
     parse_amount,
     session,
     show_amount,
     signer,
     token_address,
+    token_units,
 )
 from micropay.payer import Payer
 from micropay.payer_store import PayerStore
-from micropay.tokens import TokenClient
 from micropay.vouchers import ZERO_ADDRESS, ChannelConfig, Voucher
-
-
-def _channel_id(text: str) -> bytes:
-    raw = text[2:] if text.startswith("0x") else text
-    try:
-        value = bytes.fromhex(raw)
-    except ValueError:
-        value = b""
-    if len(value) != 32:
-        raise CliError(f"bad channel id {text!r}: expected 32 bytes of hex")
-    return value
-
-
-def _units(client: ChannelClient, token: str) -> tuple[int, str]:
-    if token == ZERO_ADDRESS:
-        return 18, "ETH"
-    erc20 = TokenClient(client.w3, token)
-    return erc20.decimals(), str(erc20.contract.functions.symbol().call())
 
 
 def _store(settings: Settings) -> PayerStore:
@@ -75,7 +58,7 @@ def open_channel(
     with session(settings) as (connection, deployment):
         client = ChannelClient(connection.w3, deployment.channels)
         token_addr = token_address(token)
-        decimals, symbol = _units(client, token_addr)
+        decimals, symbol = token_units(client.w3, token_addr)
         amount = parse_amount(deposit_text, decimals)
         payer = Payer.open(
             client,
@@ -112,8 +95,8 @@ def pay(settings: Settings, channel_id: str, amount_text: str, times: int, out: 
     with session(settings) as (connection, deployment):
         client = ChannelClient(connection.w3, deployment.channels)
         store = _store(settings)
-        payer = store.load(client, signer(settings, connection), _channel_id(channel_id))
-        decimals, _symbol = _units(client, payer.config.token)
+        payer = store.load(client, signer(settings, connection), hex32(channel_id, "channel id"))
+        decimals, _symbol = token_units(client.w3, payer.config.token)
         amount = parse_amount(amount_text, decimals)
         voucher: Voucher | None = None
         with Progress(console=console, transient=True, disable=times < 100) as progress:
@@ -151,14 +134,14 @@ def status(settings: Settings, channel_id: str, as_json: bool) -> None:
     """Show a channel's on-chain balances (and what this payer has promised)."""
     with session(settings) as (connection, deployment):
         client = ChannelClient(connection.w3, deployment.channels)
-        cid = _channel_id(channel_id)
+        cid = hex32(channel_id, "channel id")
         state = client.state(cid)
         token: str = ZERO_ADDRESS
         promised: int | None = None
         if cid in _store(settings).channel_ids():
             stored = _store(settings).read(cid)
             token, promised = stored.config.token, stored.cumulative
-        decimals, symbol = _units(client, token)
+        decimals, symbol = token_units(client.w3, token)
         rows: dict[str, Any] = {
             "channel": "0x" + cid.hex(),
             "deposited": state.deposited
@@ -190,7 +173,7 @@ def claim(settings: Settings, payment: str) -> None:
         client = ChannelClient(connection.w3, deployment.channels)
         before = client.state(config).claimed
         receipt = client.claim(config, voucher, signer(settings, connection))
-        decimals, symbol = _units(client, config.token)
+        decimals, symbol = token_units(client.w3, config.token)
         console.print(
             f"claimed {show_amount(voucher.cumulative_amount - before, decimals, symbol)}"
             f" for {config.payee} (gas {receipt['gasUsed']:,})"
@@ -209,7 +192,7 @@ def close(settings: Settings, payment: str) -> None:
         best = voucher if voucher.cumulative_amount > state.claimed else None
         receipt = client.close(config, best, signer(settings, connection))
         final = client.state(config)
-        decimals, symbol = _units(client, config.token)
+        decimals, symbol = token_units(client.w3, config.token)
         console.print(
             f"closed: payee has {show_amount(final.claimed, decimals, symbol)}, payer "
             f"refunded {show_amount(final.remaining, decimals, symbol)} "
@@ -225,8 +208,10 @@ def withdraw(settings: Settings, channel_id: str, finish: bool) -> None:
     """As the payer: request a withdraw, or finish it once the delay has passed."""
     with session(settings) as (connection, deployment):
         client = ChannelClient(connection.w3, deployment.channels)
-        payer = _store(settings).load(client, signer(settings, connection), _channel_id(channel_id))
-        decimals, symbol = _units(client, payer.config.token)
+        payer = _store(settings).load(
+            client, signer(settings, connection), hex32(channel_id, "channel id")
+        )
+        decimals, symbol = token_units(client.w3, payer.config.token)
         if finish:
             payer.finish_withdraw()
             state = client.state(payer.config)

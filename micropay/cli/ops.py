@@ -11,7 +11,7 @@ import click
 
 from micropay.cli._context import CliError, Settings, console, emit, session, signer
 from micropay.deployments import deploy as deploy_contracts
-from micropay.devnode import find_binary
+from micropay.devnode import node_command
 from micropay.networks import connect
 
 
@@ -21,31 +21,9 @@ from micropay.networks import connect
 def node(kind: str, port: int) -> None:
     """Run a local node on 127.0.0.1 until Ctrl-C (its test accounts are funded)."""
     with tempfile.TemporaryDirectory(prefix="micropay-node-") as folder:
+        command = node_command(kind, port, Path(folder))
         if kind == "anvil":
-            command = [
-                find_binary("anvil"),
-                "--port",
-                str(port),
-                "--host",
-                "127.0.0.1",
-                "--hardfork",
-                "cancun",
-            ]
-        else:
-            config = Path(folder) / "hardhat.config.js"
-            config.write_text(
-                'module.exports = { networks: { hardhat: { hardfork: "cancun" } } };\n'
-            )
-            command = [
-                find_binary("hardhat"),
-                "--config",
-                str(config),
-                "node",
-                "--hostname",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ]
+            command.remove("--silent")  # show the accounts and the requests
         console.print(f"starting {kind} on http://127.0.0.1:{port} (Ctrl-C stops it)")
         with contextlib.suppress(KeyboardInterrupt):
             subprocess.run(command, check=False)

@@ -13,11 +13,13 @@ from micropay.cli._context import (
     address,
     console,
     emit,
+    hex32,
     parse_amount,
     session,
     show_amount,
     signer,
     token_address,
+    token_units,
 )
 from micropay.errors import ContractRevertError
 from micropay.streams import FixedStreamConfig, StreamsClient
@@ -25,26 +27,9 @@ from micropay.tokens import TokenClient
 from micropay.vouchers import ZERO_ADDRESS
 
 
-def _stream_id(text: str) -> bytes:
-    try:
-        value = bytes.fromhex(text[2:] if text.startswith("0x") else text)
-    except ValueError:
-        value = b""
-    if len(value) != 32:
-        raise CliError(f"bad stream id {text!r}: expected 32 bytes of hex")
-    return value
-
-
-def _units(client: StreamsClient, token: str) -> tuple[int, str]:
-    if token == ZERO_ADDRESS:
-        return 18, "ETH"
-    erc20 = TokenClient(client.w3, token)
-    return erc20.decimals(), str(erc20.contract.functions.symbol().call())
-
-
 def _config(client: StreamsClient, text: str) -> FixedStreamConfig:
     try:
-        return client.fixed_config(_stream_id(text))
+        return client.fixed_config(hex32(text, "stream id"))
     except ContractRevertError:
         raise CliError(f"no fixed stream {text} on this deployment") from None
 
@@ -81,7 +66,7 @@ def create(
     with session(settings) as (connection, deployment):
         client = StreamsClient(connection.w3, deployment.streams)
         token_addr = token_address(token)
-        decimals, symbol = _units(client, token_addr)
+        decimals, symbol = token_units(client.w3, token_addr)
         amount = parse_amount(amount_text, decimals)
         key = signer(settings, connection)
         now = int(connection.w3.eth.get_block("latest")["timestamp"])
@@ -119,7 +104,7 @@ def status(settings: Settings, stream_id: str, as_json: bool) -> None:
         client = StreamsClient(connection.w3, deployment.streams)
         config = _config(client, stream_id)
         amounts = client.fixed_amounts(config)
-        decimals, symbol = _units(client, config.token)
+        decimals, symbol = token_units(client.w3, config.token)
 
         def money(value: int) -> Any:
             return value if as_json else show_amount(value, decimals, symbol)
@@ -155,7 +140,7 @@ def withdraw(settings: Settings, stream_id: str, to: str | None) -> None:
         receipt = client.withdraw(
             config, signer(settings, connection), address(to, "--to") if to else None
         )
-        decimals, symbol = _units(client, config.token)
+        decimals, symbol = token_units(client.w3, config.token)
         console.print(f"withdrew {show_amount(receipt.amount, decimals, symbol)}")
 
 
@@ -168,5 +153,5 @@ def cancel(settings: Settings, stream_id: str) -> None:
         client = StreamsClient(connection.w3, deployment.streams)
         config = _config(client, stream_id)
         receipt = client.cancel(config, signer(settings, connection))
-        decimals, symbol = _units(client, config.token)
+        decimals, symbol = token_units(client.w3, config.token)
         console.print(f"canceled: {show_amount(receipt.amount, decimals, symbol)} returned")
