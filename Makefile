@@ -17,12 +17,13 @@ STAMP_NODE := node_modules/.installed
 export SOLCX_BINARY_PATH := $(CURDIR)/.solcx
 export PATH := $(CURDIR)/node_modules/.bin:$(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help setup solc postgres test demo bench artifacts lint clean
+.PHONY: help setup solc postgres test demo bench audit artifacts lint clean
 
 help:
 	@echo "make demo       the whole story: channel over HTTP 402, watchtower, stream, summary"
 	@echo "make test       the whole suite on the in-process chain, anvil and hardhat"
 	@echo "make bench      benchmarks: vouchers/s, gas per operation (prints figures)"
+	@echo "make audit      the auditor kit, with a Markdown report in .reports/audit.md"
 	@echo "make lint       ruff, and mypy --strict on micropay/"
 	@echo "make artifacts  recompile contracts/ into micropay/artifacts/"
 
@@ -61,6 +62,11 @@ demo: setup
 
 bench: setup
 	$(BIN)/python -m bench
+
+# The auditor kit: hostile tokens, heavy property tests, forge, slither, mutants; the report
+# lands in .reports/audit.md.
+audit: setup postgres
+	$(BIN)/python tools/audit.py
 
 artifacts: setup
 	$(BIN)/python tools/build_artifacts.py
