@@ -160,3 +160,109 @@ def test_missing_key_on_a_url_network_is_one_line(run, node):
 def test_unknown_command_is_a_usage_error(run):
     result = run("bogus", ok=False)
     assert result.returncode == 2 and "No such command" in result.stderr
+
+
+def _spawn(run_env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [MICROPAY, *args], env=run_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+@pytest.fixture(scope="module")
+def run_env(node, tmp_path):
+    env = {
+        **os.environ,
+        "MICROPAY_LOCAL_RPC": node.provider.endpoint_uri,
+        "MICROPAY_HOME": str(tmp_path / "home"),
+        "MICROPAY_NETWORK": "anvil",
+        "NO_COLOR": "1",
+        "COLUMNS": "200",
+    }
+    env.pop("MICROPAY_PRIVATE_KEY", None)
+    return env
+
+
+def _wait_for(predicate, timeout: float = 60.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
+
+
+def test_serve_answers_free_and_priced_pages_then_stops_on_sigterm(run, run_env):
+    import signal
+
+    import httpx
+
+    from micropay.devnode import free_port
+
+    port = free_port()
+    server = _spawn(run_env, "--dev-account", "1", "serve", "--port", str(port))
+    try:
+
+        def up() -> bool:
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/").status_code == 200
+            except httpx.TransportError:
+                return False
+
+        _wait_for(up)
+        priced = httpx.get(f"http://127.0.0.1:{port}/articles/vouchers-explained")
+        assert priced.status_code == 402 and "PAYMENT-REQUIRED" in priced.headers
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=30)
+    assert server.returncode in (0, -signal.SIGTERM)
+
+
+def test_watch_runs_rounds_and_stops_cleanly_on_sigterm(run, run_env, tmp_path):
+    import signal
+
+    ledger = tmp_path / "watch.db"
+    tower = _spawn(
+        run_env,
+        "--dev-account",
+        "1",
+        "watch",
+        "--ledger",
+        f"sqlite:///{ledger}",
+        "--confirmations",
+        "0",
+        "--poll",
+        "0.2",
+    )
+    _wait_for(ledger.exists)
+    import time
+
+    time.sleep(1.0)  # a few rounds
+    tower.send_signal(signal.SIGTERM)
+    out, err = tower.communicate(timeout=30)
+    assert tower.returncode == 0, err
+    assert "watching 0 channel(s)" in out and "stopped" in out
+
+
+def test_node_starts_anvil_on_the_port_asked(run_env):
+    import signal
+
+    from micropay.devnode import free_port
+
+    port = free_port()
+    node = _spawn(run_env, "node", "anvil", "--port", str(port))
+    try:
+        w3 = Web3(Web3.HTTPProvider(f"http://127.0.0.1:{port}"))
+        _wait_for(w3.is_connected)
+        assert w3.eth.chain_id == 31337
+    finally:
+        node.send_signal(signal.SIGINT)
+        node.wait(timeout=30)
+
+
+def test_demo_command_tells_the_story_and_balances_add_up(run_env):
+    env = {**run_env, "MICROPAY_NETWORK": "embedded"}
+    result = subprocess.run(
+        [MICROPAY, "demo", "--articles", "30"], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr
+    assert "nothing lost" in result.stdout and "stale_voucher" in result.stdout
