@@ -17,6 +17,7 @@ from web3 import Web3
 from micropay._contracts import Sender, sender_address
 from micropay.channels import ChannelClient
 from micropay.devnode import anvil
+from micropay.networks import rpc_advance
 from micropay.tokens import TokenClient
 from micropay.vouchers import ZERO_ADDRESS, ChannelConfig, sign_voucher
 
@@ -136,18 +137,10 @@ def render(rows: list[GasRow]) -> str:
     return "\n".join(lines)
 
 
-def _anvil_advance(w3: Web3) -> Callable[[int], None]:
-    def advance(seconds: int) -> None:
-        w3.provider.make_request("evm_increaseTime", [seconds])  # type: ignore[arg-type]
-        w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
-
-    return advance
-
-
 def main() -> None:
     with anvil() as w3:
         deployer, payer, payee = w3.eth.accounts[:3]
-        rows = measure(w3, deployer, payer, payee, _anvil_advance(w3))
+        rows = measure(w3, deployer, payer, payee, rpc_advance(w3))
     print("PaymentChannels gas on anvil (cancun):\n")
     print(render(rows))
 

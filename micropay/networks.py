@@ -58,7 +58,9 @@ class Connection:
         self._advance(seconds)
 
 
-def _rpc_advance(w3: Web3) -> Callable[[int], None]:
+def rpc_advance(w3: Web3) -> Callable[[int], None]:
+    """Move a dev node's clock (anvil, hardhat) with evm_increaseTime and mine a block."""
+
     def advance(seconds: int) -> None:
         w3.provider.make_request("evm_increaseTime", [seconds])  # type: ignore[arg-type]
         w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
@@ -92,7 +94,7 @@ def _http(url: str, name: str, local: bool) -> Connection:
     if not w3.is_connected():
         hint = " (start one with `micropay node " + name + "`)" if local else ""
         raise NetworkError(f"no node answers at {url}{hint}")
-    return Connection(name, w3, dev_keys() if local else (), _rpc_advance(w3) if local else None)
+    return Connection(name, w3, dev_keys() if local else (), rpc_advance(w3) if local else None)
 
 
 @contextmanager
@@ -106,7 +108,7 @@ def connect(network: str, *, start_node: bool = False) -> Iterator[Connection]:
 
             starter: Any = devnode.anvil if network == "anvil" else devnode.hardhat
             with starter() as w3:
-                yield Connection(network, w3, dev_keys(), _rpc_advance(w3))
+                yield Connection(network, w3, dev_keys(), rpc_advance(w3))
         else:
             yield _http(os.environ.get("MICROPAY_LOCAL_RPC", LOCAL_RPC), network, local=True)
     elif network.startswith(("http://", "https://")):

@@ -36,7 +36,7 @@ def tmp_path(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def run(node, tmp_path):
+def run_env(node, tmp_path):
     env = {
         **os.environ,
         "MICROPAY_LOCAL_RPC": node.provider.endpoint_uri,
@@ -46,6 +46,12 @@ def run(node, tmp_path):
         "COLUMNS": "200",
     }
     env.pop("MICROPAY_PRIVATE_KEY", None)
+    return env
+
+
+@pytest.fixture(scope="module")
+def run(run_env, tmp_path):
+    env = run_env
 
     def invoke(*args: str, ok: bool = True, extra_env: dict[str, str] | None = None):
         result = subprocess.run(
@@ -166,20 +172,6 @@ def _spawn(run_env: dict[str, str], *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [MICROPAY, *args], env=run_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-
-
-@pytest.fixture(scope="module")
-def run_env(node, tmp_path):
-    env = {
-        **os.environ,
-        "MICROPAY_LOCAL_RPC": node.provider.endpoint_uri,
-        "MICROPAY_HOME": str(tmp_path / "home"),
-        "MICROPAY_NETWORK": "anvil",
-        "NO_COLOR": "1",
-        "COLUMNS": "200",
-    }
-    env.pop("MICROPAY_PRIVATE_KEY", None)
-    return env
 
 
 def _wait_for(predicate, timeout: float = 60.0) -> None:
