@@ -4,12 +4,14 @@
 
 1. hostile tokens - the zoo in ``contracts/test/`` against both contracts
    (``tests/test_hostile_tokens.py``, plus the pinned findings), on each network asked;
-2. property tests - the on-chain voucher digest differential and the stateful invariant
-   machines, with the *heavy* Hypothesis profile and a reported seed;
-3. forge - fuzz and invariant suites in ``forge-tests/`` (heavy profile, reported seed);
-4. slither - static analysis of ``contracts/``; every High or Medium finding must be
+2. property tests - the on-chain voucher digest differential and the channels-and-streams
+   state machine, with the *heavy* Hypothesis profile and a reported seed;
+3. stream machine - the streams suite's own state machine (``tests/test_streams_stateful.py``),
+   heavy too unless ``--streams-profile default``;
+4. forge - fuzz and invariant suites in ``forge-tests/`` (heavy profile, reported seed);
+5. slither - static analysis of ``contracts/``; every High or Medium finding must be
    explained in ``slither.triage.json``;
-5. mutation - ``tools/mutate.py``: broken copies of the contracts that tests must kill.
+6. mutation - ``tools/mutate.py``: broken copies of the contracts that tests must kill.
 
 Each check records its parameters and result; the report (default ``.reports/audit.md``)
 has a summary table and one section per check. Exit status is non-zero if any check fails.
@@ -43,12 +45,10 @@ NETWORKS = {
     "hardhat": "ethereum:local:hardhat",
 }
 HOSTILE_TESTS = ["tests/test_hostile_tokens.py", "tests/test_audit_findings.py"]
-PROPERTY_TESTS = [
-    "tests/test_digest_differential.py",
-    "tests/test_invariants_stateful.py",
-    "tests/test_streams_stateful.py",  # the streams issue's own state machine, where present
-]
-CHECKS = ("hostile-tokens", "property-tests", "forge", "slither", "mutation")
+PROPERTY_TESTS = ["tests/test_digest_differential.py", "tests/test_invariants_stateful.py"]
+# The streams issue's own state machine: a check of its own, so its (long) run shows apart.
+STREAM_MACHINE = ["tests/test_streams_stateful.py"]
+CHECKS = ("hostile-tokens", "property-tests", "stream-machine", "forge", "slither", "mutation")
 
 
 @dataclass
@@ -163,11 +163,33 @@ def check_hostile_tokens(args: argparse.Namespace) -> CheckResult:
 
 
 def check_property_tests(args: argparse.Namespace) -> CheckResult:
-    result = CheckResult("property-tests", "Property tests (Hypothesis)")
-    tests = [t for t in PROPERTY_TESTS if (ROOT / t).is_file()]
-    log = REPORTS / "audit-examples.jsonl"
+    return _property_check(
+        args,
+        CheckResult("property-tests", "Property tests (Hypothesis)"),
+        PROPERTY_TESTS,
+        "default" if args.quick else "heavy",
+    )
+
+
+def check_stream_machine(args: argparse.Namespace) -> CheckResult:
+    profile = args.streams_profile or ("default" if args.quick else "heavy")
+    return _property_check(
+        args,
+        CheckResult("stream-machine", "Streams state machine (tests/test_streams_stateful.py)"),
+        STREAM_MACHINE,
+        profile,
+    )
+
+
+def _property_check(
+    args: argparse.Namespace, result: CheckResult, wanted: list[str], profile: str
+) -> CheckResult:
+    tests = [t for t in wanted if (ROOT / t).is_file()]
+    if not tests:
+        result.summary = f"no such tests: {', '.join(wanted)}"
+        return result
+    log = REPORTS / f"audit-examples-{result.name}.jsonl"
     log.unlink(missing_ok=True)
-    profile = "default" if args.quick else "heavy"
     network = args.property_network
     result.parameters = {
         "profile": profile,
@@ -176,7 +198,7 @@ def check_property_tests(args: argparse.Namespace) -> CheckResult:
         "tests": ", ".join(tests),
     }
     code, output, junit = _ape_test(
-        "properties",
+        result.name,
         [*tests, f"--hypothesis-seed={args.seed}", "--hypothesis-show-statistics"],
         network,
         MICROPAY_HYPOTHESIS_PROFILE=profile,
@@ -202,9 +224,12 @@ def check_property_tests(args: argparse.Namespace) -> CheckResult:
         result.details += ["", "Hypothesis statistics (all property tests run):", "", *stats]
     examples = sum(r["examples"] for r in records)
     steps = sum(r["steps"] for r in records)
-    result.summary = (
-        f"{passed} passed, {failed} failed; {examples} examples, {steps} state-machine steps"
+    result.summary = f"{passed} passed, {failed} failed" + (
+        f"; {examples} examples, {steps} state-machine steps" if records else ""
     )
+    failures = [ln for ln in output.splitlines() if ln.startswith(("FAILED", "E   "))]
+    if failures:
+        result.details += ["", "Failures:", "", "```", *failures[:40], "```"]
     result.command = (
         f"MICROPAY_HYPOTHESIS_PROFILE={profile} ape test {' '.join(tests)} "
         f"--network {NETWORKS[network]} --hypothesis-seed={args.seed}"
@@ -360,6 +385,7 @@ def check_mutation(args: argparse.Namespace) -> CheckResult:
 RUNNERS: dict[str, Callable[[argparse.Namespace], CheckResult]] = {
     "hostile-tokens": check_hostile_tokens,
     "property-tests": check_property_tests,
+    "stream-machine": check_stream_machine,
     "forge": check_forge,
     "slither": check_slither,
     "mutation": check_mutation,
@@ -423,6 +449,11 @@ def main() -> int:
     )
     parser.add_argument(
         "--property-network", default="anvil", choices=NETWORKS, help="network for properties"
+    )
+    parser.add_argument(
+        "--streams-profile",
+        choices=("default", "heavy"),
+        help="profile for the streams state machine (default: as the other property tests)",
     )
     parser.add_argument("--mutants", help="only these mutant ids (tools/mutate.py --list)")
     parser.add_argument("--report", type=Path, default=REPORTS / "audit.md")
