@@ -197,6 +197,15 @@ MUTANTS = [
         "block.chainid, address(this)));",
         "block.chainid, address(0)));",
     ),
+    Mutant(
+        "pc-stale-domain-after-fork",
+        PC,
+        "removed condition",
+        "the cached domain separator is used even after the chain id changed",
+        "        return block.chainid == _cachedChainId ? _cachedDomainSeparator : "
+        "_buildDomainSeparator();",
+        "        return _cachedDomainSeparator;",
+    ),
     # -- libraries ---------------------------------------------------------------------------
     Mutant(
         "rl-no-lock",

@@ -124,6 +124,27 @@ contract ChannelAccountingTest is ChannelFixture {
         vm.assertEq(channels.claim(config, amount, abi.encodePacked(r, s, v)), amount, "the genuine one pays");
     }
 
+    function testFuzz_aVoucherFromAnotherChainIsWorthless(uint112 deposit, uint256 amount, uint64 otherChain)
+        external
+    {
+        deposit = uint112(bound(deposit, 1, type(uint112).max));
+        amount = bound(amount, 1, deposit);
+        vm.assume(otherChain != block.chainid && otherChain != 0);
+        IPaymentChannels.ChannelConfig memory config = _config(3600, 6);
+        bytes32 id = _open(config, deposit);
+        bytes memory signed = _sign(PAYER_KEY, id, amount);
+        // After a fork to another chain id the domain separator is rebuilt, so the voucher
+        // signed for the old chain no longer recovers to the authorizer.
+        vm.chainId(otherChain);
+        vm.expectRevert(
+            abi.encodeWithSelector(
+                IPaymentChannels.PaymentChannels_InvalidVoucherSignature.selector, id, config.authorizer
+            )
+        );
+        channels.claim(config, amount, signed);
+        vm.assertEq(channels.claim(config, amount, _sign(PAYER_KEY, id, amount)), amount, "new chain's voucher");
+    }
+
     function testFuzz_withdrawWaitsForTheDelayAndRefundsTheRest(
         uint112 deposit,
         uint256 claimed,

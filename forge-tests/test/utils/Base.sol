@@ -5,6 +5,7 @@ pragma solidity 0.8.28;
 /// declares only what is needed, with the signatures forge implements).
 interface Vm {
     function warp(uint256 newTimestamp) external;
+    function chainId(uint256 newChainId) external;
     function prank(address msgSender) external;
     function startPrank(address msgSender) external;
     function stopPrank() external;
