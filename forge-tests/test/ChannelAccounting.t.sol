@@ -169,6 +169,14 @@ contract ChannelAccountingTest is ChannelFixture {
             abi.encodeWithSelector(IPaymentChannels.PaymentChannels_WithdrawNotReady.selector, id, closesAt, early)
         );
         channels.finishWithdraw(config);
+        // The boundary itself, which a random time almost never hits: one second early.
+        vm.warp(closesAt - 1);
+        vm.expectRevert(
+            abi.encodeWithSelector(
+                IPaymentChannels.PaymentChannels_WithdrawNotReady.selector, id, closesAt, closesAt - 1
+            )
+        );
+        channels.finishWithdraw(config);
 
         vm.warp(closesAt);
         uint256 before = config.payer.balance;
