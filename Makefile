@@ -66,6 +66,7 @@ bench: setup
 # The auditor kit: hostile tokens, heavy property tests, forge, slither, mutants; the report
 # lands in .reports/audit.md.
 audit: setup postgres
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,audit]'
 	$(BIN)/python tools/audit.py
 
 artifacts: setup
