@@ -82,10 +82,26 @@ def clean_path(path: str) -> str:
     return os.pathsep.join(kept)
 
 
+def forge_binary() -> Path | None:
+    """forge itself. npm's ``node_modules/.bin/forge`` is a node wrapper that exits 0 even
+    when tests fail, so the platform package's binary is used wherever it is installed."""
+    for found in sorted(ROOT.glob("node_modules/@foundry-rs/forge-*/bin/forge")):
+        return found
+    wrapper = NODE_BIN / "forge"
+    return wrapper if wrapper.exists() else None
+
+
+def tool_path(path: str) -> str:
+    """PATH for child processes: forge's real binary and node tools first, no solc shim."""
+    forge = forge_binary()
+    front = [str(forge.parent)] if forge else []
+    return clean_path(os.pathsep.join([*front, str(NODE_BIN), path]))
+
+
 def _env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env["SOLCX_BINARY_PATH"] = str(ROOT / ".solcx")
-    env["PATH"] = clean_path(os.pathsep.join([str(NODE_BIN), env.get("PATH", "")]))
+    env["PATH"] = tool_path(env.get("PATH", ""))
     env.update(extra)
     return env
 
@@ -252,11 +268,11 @@ def _hypothesis_statistics(output: str) -> list[str]:
 def check_forge(args: argparse.Namespace) -> CheckResult:
     result = CheckResult("forge", "Forge fuzz and invariant tests")
     profile = "default" if args.quick else "heavy"
-    forge = NODE_BIN / "forge"
+    forge = forge_binary()
     seed = hex(args.seed)
     result.parameters = {"profile": profile, "fuzz seed": seed, "suites": "forge-tests/test"}
     result.command = f"cd forge-tests && FOUNDRY_PROFILE={profile} forge test --fuzz-seed {seed}"
-    if not forge.exists():
+    if forge is None:
         result.summary = "forge is not installed (npm @foundry-rs/forge)"
         return result
     code, output = _run(

@@ -30,11 +30,10 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from audit import clean_path  # tools/ is on sys.path when this runs as a script
+from audit import forge_binary, tool_path  # tools/ is on sys.path when run as a script
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
-NODE_BIN = ROOT / "node_modules" / ".bin"
 
 CHANNEL_TESTS = [
     "tests/test_channels.py",
@@ -356,9 +355,7 @@ def _env(workspace: Path) -> dict[str, str]:
         {
             "PYTHONPATH": str(workspace),  # the copy's micropay, ahead of the editable install
             "SOLCX_BINARY_PATH": str(workspace / ".solcx"),
-            "PATH": clean_path(
-                f"{ROOT / 'node_modules' / '.bin'}{os.pathsep}{env.get('PATH', '')}"
-            ),
+            "PATH": tool_path(env.get("PATH", "")),
             "MICROPAY_HYPOTHESIS_PROFILE": "default",
             "MICROPAY_TEST_NETWORK": "in-process",
         }
@@ -420,7 +417,9 @@ def _first_failure(output: str) -> str:
 
 
 def _forge(workspace: Path) -> tuple[int, str]:
-    forge = ROOT / "node_modules" / ".bin" / "forge"
+    forge = forge_binary()
+    if forge is None:
+        return 0, "forge is not installed"
     return _run([str(forge), "test", "--fuzz-seed", "0x1"], workspace / "forge-tests", 1800)
 
 
