@@ -6,39 +6,17 @@ import ape
 import pytest
 from eth_account import Account
 
+from micropay.tokens import TokenClient
+
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 MAX_DEADLINE = 2**256 - 1
 DOMAIN_TYPE = b"EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"
 
 
-def sign_permit(token, owner, spender, value, deadline, nonce=None):  # type: ignore[no-untyped-def]
-    """Sign an EIP-2612 permit with eth-account's generic EIP-712 encoder."""
-    signed = Account.sign_typed_data(
-        owner.private_key,
-        {
-            "name": token.name(),
-            "version": "1",
-            "chainId": ape.chain.chain_id,
-            "verifyingContract": token.address,
-        },
-        {
-            "Permit": [
-                {"name": "owner", "type": "address"},
-                {"name": "spender", "type": "address"},
-                {"name": "value", "type": "uint256"},
-                {"name": "nonce", "type": "uint256"},
-                {"name": "deadline", "type": "uint256"},
-            ]
-        },
-        {
-            "owner": owner.address,
-            "spender": spender.address,
-            "value": value,
-            "nonce": token.nonces(owner) if nonce is None else nonce,
-            "deadline": deadline,
-        },
-    )
-    return signed.v, signed.r.to_bytes(32, "big"), signed.s.to_bytes(32, "big")
+def sign_permit(token, owner, spender, value, deadline):  # type: ignore[no-untyped-def]
+    """Sign an EIP-2612 permit with the SDK (eth-account's generic EIP-712 encoder)."""
+    client = TokenClient(ape.chain.provider.web3, token.address)
+    return client.sign_permit(Account.from_key(owner.private_key), spender.address, value, deadline)
 
 
 def test_mint_and_transfer_move_balances(token, accounts):
@@ -109,7 +87,7 @@ def test_expired_permit_is_refused(token, accounts):
 
 def test_permit_signed_by_someone_else_is_refused(token, accounts):
     owner, spender, mallory = accounts[1], accounts[2], accounts[3]
-    v, r, s = sign_permit(token, mallory, spender, 1, MAX_DEADLINE, nonce=0)
+    v, r, s = sign_permit(token, mallory, spender, 1, MAX_DEADLINE)
     with ape.reverts(token.MockERC20Permit_InvalidPermitSignature, owner=owner.address):
         token.permit(owner, spender, 1, MAX_DEADLINE, v, r, s, sender=spender)
 
