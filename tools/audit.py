@@ -417,6 +417,7 @@ def write_report(results: list[CheckResult], args: argparse.Namespace, path: Pat
         "",
         f"Generated {time.strftime('%Y-%m-%d %H:%M:%S %Z')} by `python tools/audit.py"
         + (" --quick" if args.quick else "")
+        + (f" --streams-profile {args.streams_profile}" if args.streams_profile else "")
         + f" --seed {args.seed}`. Commit `{_git_head()}`"
         + (" (with uncommitted changes)" if _git_dirty() else "")
         + ".",
