@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -131,3 +132,19 @@ def test_bridge_refuses_an_npm_solc_of_another_version(tmp_path):
     result = subprocess.run([target, "--version"], capture_output=True, text=True)
     assert result.returncode == 2
     assert "but 0.8.1 is pinned" in result.stderr
+
+
+def test_a_solc_select_shim_on_path_is_never_taken_for_a_native_solc(tmp_path, monkeypatch):
+    # slither's solc-select puts a `solc` on PATH that downloads compilers when run.
+    shim_dir = tmp_path / "bin"
+    shim_dir.mkdir()
+    shim = shim_dir / "solc"
+    version = compiler.read_pins().version
+    shim.write_text(
+        "#!/bin/sh\n# from solc_select.__main__ import solc\n"
+        f"echo 'Version: {version}+commit.7893614a'\n"
+    )
+    shim.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{shim_dir}:{os.environ['PATH']}")
+    _path, kind = compiler.ensure_solc(folder=tmp_path / "solcx")
+    assert kind == "npm-bridge"

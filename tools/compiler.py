@@ -84,6 +84,15 @@ def reported_version(executable: Path | str) -> str | None:
     return match.group(1) if match else None
 
 
+def _is_solc_select_shim(path: str) -> bool:
+    """solc-select (pulled in by slither) installs a `solc` that downloads a compiler the
+    first time it runs: never a native solc we may use."""
+    try:
+        return b"solc_select" in Path(path).read_bytes()[:4096]
+    except OSError:
+        return False
+
+
 def _write_bridge_launcher(target: Path, version: str) -> None:
     node = shutil.which("node")
     if node is None:
@@ -118,7 +127,7 @@ def ensure_solc(pins: CompilerPins | None = None, folder: Path = SOLCX_FOLDER) -
     target = folder / f"solc-v{pins.version}"
 
     native = shutil.which("solc")
-    if native and reported_version(native) == pins.version:
+    if native and not _is_solc_select_shim(native) and reported_version(native) == pins.version:
         if not (target.is_symlink() and os.path.realpath(target) == os.path.realpath(native)):
             target.unlink(missing_ok=True)
             target.symlink_to(native)
