@@ -67,7 +67,7 @@ bench: setup
 # lands in .reports/audit.md.
 audit: setup postgres
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,audit]'
-	$(BIN)/python tools/audit.py --streams-profile default
+	$(BIN)/python tools/audit.py
 
 artifacts: setup
 	$(BIN)/python tools/build_artifacts.py

@@ -1,7 +1,7 @@
 """Hypothesis profiles for the auditor kit's property tests, and a log of what they ran.
 
 ``default`` keeps ``make test`` fast; ``heavy`` is what ``make audit`` runs, chosen with
-``MICROPAY_HYPOTHESIS_PROFILE=heavy`` (the names tests/test_streams_stateful.py reads too).
+``MICROPAY_HYPOTHESIS_PROFILE=heavy`` (tests/test_streams_stateful.py uses them too).
 Each property test counts the examples (and, for state machines, the steps) it actually ran
 and appends one JSON line to the file named by ``MICROPAY_AUDIT_LOG`` when that is set,
 which tools/audit.py turns into its report.
