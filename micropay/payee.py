@@ -54,10 +54,15 @@ class Checked:
 class VoucherBook(Protocol):
     """Where a payee keeps the best voucher of each channel."""
 
-    def accept_if_higher(self, config: ChannelConfig, voucher: Voucher) -> int:
+    def accept_if_higher(
+        self, config: ChannelConfig, voucher: Voucher, *, over: int | None = None
+    ) -> int:
         """Store ``voucher`` atomically if it beats the stored one; return the increment.
 
-        Raise :class:`StaleVoucherError` if it does not beat it.
+        Raise :class:`StaleVoucherError` if it does not beat it. With ``over``, the stored
+        voucher must also be exactly that amount (0: none stored): a seller who priced a
+        request as "what I read plus the price" needs the book unchanged since the read, or
+        a rival process that stored a smaller voucher in between would shrink the charge.
         """
 
     def best(self, channel_id: bytes) -> Voucher | None: ...
@@ -74,7 +79,9 @@ class MemoryVoucherBook:
         self._lock = threading.Lock()
         self._best: dict[bytes, tuple[ChannelConfig, Voucher]] = {}
 
-    def accept_if_higher(self, config: ChannelConfig, voucher: Voucher) -> int:
+    def accept_if_higher(
+        self, config: ChannelConfig, voucher: Voucher, *, over: int | None = None
+    ) -> int:
         with self._lock:
             held = self._best.get(voucher.channel_id)
             previous = held[1].cumulative_amount if held else 0
@@ -82,6 +89,8 @@ class MemoryVoucherBook:
                 raise StaleVoucherError(
                     f"voucher for {voucher.cumulative_amount} does not beat the accepted {previous}"
                 )
+            if over is not None and previous != over:
+                raise StaleVoucherError(f"the book holds {previous} for the channel, not {over}")
             self._best[voucher.channel_id] = (config, voucher)
             return voucher.cumulative_amount - previous
 

@@ -28,7 +28,9 @@ the paywall's only signal.
 Concurrency: requests on the same channel are served one at a time per process (a second
 one meanwhile gets 409 ``channel_busy``; a client pays one request after another), so the
 check before the handler and the write after it see the same book. Across processes the
-book's ``accept_if_higher`` is the arbiter: of two identical vouchers only one is taken.
+book's ``accept_if_higher`` is the arbiter, told what this process read (``over``): of two
+identical vouchers only one is taken, and a voucher priced over a total that another
+process has since moved is refused, not stored for less than its price.
 
 Why strict equality (cumulative = held + price) rather than "at least the price": a client
 whose request failed after it signed must be able to send the same total again, and a
@@ -40,13 +42,14 @@ channel's authorizer.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass
-from typing import Any, Final, TypeAlias
+from typing import Any, Final, TypeAlias, TypeVar
 
 import anyio.to_thread
 
@@ -78,6 +81,7 @@ Send: TypeAlias = Callable[[Message], Awaitable[None]]
 ASGIApp: TypeAlias = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _log = logging.getLogger("micropay.paywall")
+_T = TypeVar("_T")
 _HEADER: Final = b"payment-signature"
 
 
@@ -265,11 +269,11 @@ class Paywall:
         self._busy.add(channel_id)
         try:
             try:
-                state = await self._preflight(payload, price)
+                state, held = await self._preflight(payload, price)
             except _Refusal as check_refusal:
                 await self._refuse(send, price, path, check_refusal)
                 return
-            await self._serve(scope, receive, send, payload, price, state)
+            await self._serve(scope, receive, send, payload, price, state, held)
         finally:
             self._busy.discard(channel_id)
 
@@ -316,8 +320,9 @@ class Paywall:
                 f"channels need a withdraw delay of at least {self.min_withdraw_delay} s",
             )
 
-    async def _preflight(self, payload: PaymentPayload, price: int) -> ChannelState:
-        """Every check but the write; returns the channel's state for the receipt."""
+    async def _preflight(self, payload: PaymentPayload, price: int) -> tuple[ChannelState, int]:
+        """Every check but the write; returns the channel's state for the receipt and the
+        amount the book held (0: nothing), which the write must still find."""
         config, voucher = payload.config, payload.voucher
         channel_id = config.channel_id
         known = self._known.get(channel_id)
@@ -330,10 +335,7 @@ class Paywall:
         state = known.state
         if not state.exists:
             raise _Refusal(402, Reason.UNKNOWN_CHANNEL, "the channel has no deposit on chain")
-        if self._book_in_thread:
-            best = await anyio.to_thread.run_sync(self.book.best, channel_id)
-        else:
-            best = self.book.best(channel_id)
+        best = await self._with_book(functools.partial(self.book.best, channel_id))
         if best is None:
             if state.deposited < self.min_deposit:
                 raise _Refusal(
@@ -363,10 +365,7 @@ class Paywall:
                 view,
             )
         try:
-            if self._book_in_thread:
-                await anyio.to_thread.run_sync(self.payee.check, config, voucher)
-            else:
-                self.payee.check(config, voucher)
+            await self._with_book(functools.partial(self.payee.check, config, voucher))
         except InvalidSignatureError as err:
             raise _Refusal(402, Reason.INVALID_SIGNATURE, str(err)) from None
         except VoucherRejectedError as err:
@@ -378,7 +377,13 @@ class Paywall:
             raise _Refusal(402, err.reason, str(err), held) from None
         except VoucherError as err:
             raise _Refusal(400, Reason.INVALID_PAYLOAD, str(err)) from None
-        return state
+        return state, 0 if best is None else best.cumulative_amount
+
+    async def _with_book(self, call: Callable[[], _T]) -> _T:
+        """Run a call that reaches the book: off the event loop unless the book is in memory."""
+        if self._book_in_thread:
+            return await anyio.to_thread.run_sync(call)
+        return call()
 
     def _verify_or_refuse(self, config: ChannelConfig, voucher: Voucher) -> None:
         try:
@@ -409,6 +414,7 @@ class Paywall:
         payload: PaymentPayload,
         price: int,
         state: ChannelState,
+        held: int,
     ) -> None:
         config, voucher = payload.config, payload.voucher
         scope.setdefault("state", {})["payment"] = Payment(
@@ -421,14 +427,24 @@ class Paywall:
             if replaced:
                 return  # the handler's response was replaced by a refusal: drop its body
             if message["type"] == "http.response.start" and 200 <= message["status"] < 300:
+                accept = functools.partial(self.book.accept_if_higher, config, voucher, over=held)
                 try:
-                    if self._book_in_thread:
-                        await anyio.to_thread.run_sync(self.book.accept_if_higher, config, voucher)
-                    else:
-                        self.book.accept_if_higher(config, voucher)
+                    await self._with_book(accept)
                 except StaleVoucherError as err:
+                    # Another process moved the channel since our checks. The voucher passed
+                    # the signature check, so the requester is the authorizer: show the view.
                     replaced = True
-                    refusal = _Refusal(402, Reason.STALE_VOUCHER, str(err))
+                    read = functools.partial(self.book.best, config.channel_id)
+                    best = await self._with_book(read)
+                    view = None
+                    if best is not None:
+                        view = ChannelView(
+                            config.channel_id,
+                            best.cumulative_amount,
+                            best.signature,
+                            state.deposited,
+                        )
+                    refusal = _Refusal(402, Reason.STALE_VOUCHER, str(err), view)
                     await self._refuse(send, price, scope["path"], refusal)
                     return
                 receipt = Receipt(

@@ -23,6 +23,7 @@ from micropay.ledger import (
     LedgerError,
     LedgerURLError,
 )
+from micropay.payee import MemoryVoucherBook
 from micropay.vouchers import VoucherDomain, new_session_key, sign_voucher
 
 pytestmark = pytest.mark.offchain
@@ -99,6 +100,42 @@ def test_two_ledgers_on_one_database_share_the_best_voucher(ledger_url):
             two.accept_if_higher(config, voucher(config, 10))
         assert two.accept_if_higher(config, voucher(config, 25)) == 15
         assert one.best(config.channel_id).cumulative_amount == 25
+
+
+def accepts_only_over_what_was_read(book):
+    """``over``: the book must still hold what the caller read, or nothing is stored."""
+    config = channel(1)
+    assert book.accept_if_higher(config, voucher(config, 10), over=0) == 10  # none was stored
+    # A rival stored 10 since this caller read "nothing": its voucher for 30 was priced at
+    # 30 and must not be stored for the 20 it now adds.
+    with pytest.raises(StaleVoucherError, match="holds 10 for the channel, not 0"):
+        book.accept_if_higher(config, voucher(config, 30), over=0)
+    with pytest.raises(StaleVoucherError, match="holds 10 for the channel, not 20"):
+        book.accept_if_higher(config, voucher(config, 30), over=20)
+    with pytest.raises(StaleVoucherError, match="does not beat the accepted 10"):
+        book.accept_if_higher(config, voucher(config, 10), over=10)
+    assert book.best(config.channel_id) == voucher(config, 10)
+    assert book.accept_if_higher(config, voucher(config, 30), over=10) == 20
+    top = 2**256 - 1
+    assert book.accept_if_higher(config, voucher(config, top), over=30) == top - 30
+    other = channel(2)
+    with pytest.raises(StaleVoucherError, match="holds 0 for the channel, not 5"):
+        book.accept_if_higher(other, voucher(other, 10), over=5)
+    assert book.best(other.channel_id) is None
+
+
+def test_an_accept_over_a_stale_read_is_refused_and_changes_nothing(ledger):
+    accepts_only_over_what_was_read(ledger)
+
+
+def test_the_memory_book_accepts_over_a_read_the_same_way():
+    accepts_only_over_what_was_read(MemoryVoucherBook())
+
+
+def test_an_accept_over_a_negative_amount_is_refused(ledger):
+    config = channel(1)
+    with pytest.raises(ValueError, match="0 or more"):
+        ledger.accept_if_higher(config, voucher(config, 10), over=-1)
 
 
 def test_threads_sharing_a_ledger_never_lose_the_best_or_count_twice(ledger):

@@ -423,3 +423,54 @@ def test_concurrent_vouchers_of_different_prices_on_one_channel_never_undercount
     )
     best = payee.book.best(reader.payer.config.channel_id)
     assert best.cumulative_amount == served
+
+
+def test_two_processes_on_one_ledger_never_store_a_voucher_for_less_than_its_price(
+    node, tmp_path
+):
+    """Two sites (as two worker processes) share one ledger file. Both read the channel at
+    0; the cheap request is stored first, so the dear one's voucher (2 x price over 0) would
+    add only one price: it is refused with 402 and its content is never sent."""
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    entered, gate = asyncio.Event(), asyncio.Event()
+
+    async def dear(request):
+        entered.set()  # past every check, before its voucher is written
+        await gate.wait()
+        return PlainTextResponse("dear content")
+
+    def site(book):
+        app = Starlette(routes=[Route("/cheap", free), Route("/dear", dear)])
+        payee = Payee(node.channels, node.site, book=book)
+        prices = {"GET /cheap": PRICE, "GET /dear": 2 * PRICE}
+        app.add_middleware(Paywall, payee=payee, prices=prices)
+        return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://site")
+
+    reader = Reader(node)
+    channel_id = reader.payer.config.channel_id
+    domain = node.channels.domain
+    with Ledger.open(url, domain) as one, Ledger.open(url, domain) as two:
+
+        async def go():
+            async with site(one) as first, site(two) as second:
+                dear_header = reader.header(2 * PRICE, price=2 * PRICE)
+                held = asyncio.create_task(
+                    second.get("/dear", headers={"PAYMENT-SIGNATURE": dear_header})
+                )
+                await entered.wait()
+                cheap = await first.get(
+                    "/cheap", headers={"PAYMENT-SIGNATURE": reader.header(PRICE)}
+                )
+                gate.set()
+                return cheap, await held
+
+        cheap, dear_response = asyncio.run(go())
+        assert (cheap.status_code, cheap.text) == (200, "free content")
+        assert dear_response.status_code == 402
+        assert "dear content" not in dear_response.text
+        refusal = required(dear_response)
+        assert refusal.error == Reason.STALE_VOUCHER
+        # the view lets the authorizer (whose signature was checked) pay on from the new total
+        assert refusal.channel.cumulative_amount == PRICE
+        assert refusal.channel.voucher == two.best(channel_id)
+        assert two.best(channel_id).cumulative_amount == PRICE  # what was served, exactly

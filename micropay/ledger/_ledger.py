@@ -132,11 +132,14 @@ class Ledger:
 
     # -- the VoucherBook protocol ----------------------------------------------------------
 
-    def accept_if_higher(self, config: ChannelConfig, voucher: Voucher) -> int:
+    def accept_if_higher(
+        self, config: ChannelConfig, voucher: Voucher, *, over: int | None = None
+    ) -> int:
         """Store ``voucher`` if it beats the stored one, durably, in one atomic step.
 
         Returns the increment (new cumulative amount minus the one it replaced); raises
-        :class:`StaleVoucherError` if it does not beat the stored voucher, and
+        :class:`StaleVoucherError` if it does not beat the stored voucher, or if ``over`` is
+        given and the stored amount is not exactly ``over`` (0: none stored), and
         :class:`InvalidSignatureError` if the channel's authorizer did not sign it here.
         """
         if voucher.channel_id != config.channel_id:
@@ -158,11 +161,14 @@ class Ledger:
                 signature=voucher.signature,
                 accepted_at=now,
                 owed_since=now,
-            )
+            ),
+            over=over,
         )
         if replaced is None:
             stored = self._store.voucher_row(config.channel_id)
             held = stored.cumulative_amount if stored is not None else 0
+            if held < voucher.cumulative_amount:  # it would have beaten it: ``over`` refused
+                raise StaleVoucherError(f"the book holds {held} for the channel, not {over}")
             raise StaleVoucherError(
                 f"voucher for {voucher.cumulative_amount} does not beat the accepted {held}"
             )

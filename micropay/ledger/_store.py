@@ -52,6 +52,24 @@ ON CONFLICT (channel_id) DO UPDATE SET
 WHERE excluded.cumulative_amount > v.cumulative_amount
 RETURNING replaced_amount
 """
+# Accepting over a stored amount read earlier (``over``): "none was stored" may only insert,
+# an amount may only replace that amount.
+_INSERT_NEW = (
+    _ACCEPT[: _ACCEPT.index("ON CONFLICT")]
+    + """ON CONFLICT (channel_id) DO NOTHING
+RETURNING replaced_amount
+"""
+)
+_REPLACE_READ = """
+UPDATE best_vouchers SET
+    cumulative_amount = ?,
+    signature = ?,
+    replaced_amount = cumulative_amount,
+    accepted_at = ?,
+    owed_since = COALESCE(owed_since, ?)
+WHERE channel_id = ? AND cumulative_amount = ?
+RETURNING replaced_amount
+"""
 
 # A channel's view is the maximum of each total over its rows; a channel with no seed row has
 # only some of its history here, so it has no view yet.
@@ -233,10 +251,11 @@ class Store(ABC):
 
     # -- vouchers ------------------------------------------------------------------------------
 
-    def accept(self, row: VoucherRow) -> int | None:
-        """Store ``row`` if its amount beats the stored one; return the amount it replaced
-        (0 for a new channel), or None if it did not beat it."""
-        params = (
+    def accept(self, row: VoucherRow, *, over: int | None = None) -> int | None:
+        """Store ``row`` if its amount beats the stored one (and, with ``over``, the stored
+        amount is exactly ``over``, 0 meaning none); return the amount it replaced (0 for a
+        new channel), or None if it did not."""
+        params: tuple[Any, ...] = (
             row.channel_id,
             str(row.chain_id),
             row.verifying_contract,
@@ -252,7 +271,25 @@ class Store(ABC):
             row.owed_since,
             self.encode_amount(0),
         )
-        rows = self.transact(lambda execute: execute(_ACCEPT, params))
+        if over is None:
+            sql = _ACCEPT
+        elif over < 0:
+            raise ValueError("over is an amount: 0 or more")
+        elif row.cumulative_amount <= over:
+            return None  # it cannot beat the amount the caller says is stored
+        elif over == 0:
+            sql = _INSERT_NEW
+        else:
+            sql = _REPLACE_READ
+            params = (
+                self.encode_amount(row.cumulative_amount),
+                row.signature,
+                row.accepted_at,
+                row.owed_since,
+                row.channel_id,
+                self.encode_amount(over),  # SQLite compares the stored text form
+            )
+        rows = self.transact(lambda execute: execute(sql, params))
         if not rows:
             return None
         return self._amount(rows[0][0], row.channel_id, "replaced_amount")
