@@ -34,7 +34,7 @@ import hmac
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from functools import cache
 from pathlib import Path
@@ -406,15 +406,7 @@ class HttpPayer:
             deposited=record.deposited,
         )
         payer.top_up(max(amount, record.cumulative + offer.price - record.deposited))
-        channel.record = ChannelRecord(
-            record.key,
-            record.index,
-            record.config,
-            record.cumulative,
-            record.signature,
-            payer.deposited,
-        )
-        self.store.put_channel(channel.record)
+        self._set(channel, record, deposited=payer.deposited)
 
     # -- signing (fast; under the channel's lock) ------------------------------------------------
 
@@ -507,14 +499,8 @@ class HttpPayer:
         self.store.record(channel.record, pending.site, spent, now, now - self.policy.period)
 
     def _set(self, channel: _Channel, record: ChannelRecord, *, deposited: int) -> None:
-        channel.record = ChannelRecord(
-            record.key,
-            record.index,
-            record.config,
-            record.cumulative,
-            record.signature,
-            deposited,
-        )
+        """Record a deposit the chain showed (after a top-up, or on a site's complaint)."""
+        channel.record = replace(record, deposited=deposited)
         self.store.put_channel(channel.record)
 
     def _check_receipt(self, pending: Pending, value: str | None) -> None:
