@@ -11,12 +11,12 @@ claims against its own signature).
 from __future__ import annotations
 
 import json
-import os
 import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from micropay._files import write_json_atomically
 from micropay.errors import PaymentProtocolError, VoucherError
 from micropay.vouchers import ChannelConfig
 
@@ -105,13 +105,7 @@ class ClientStore:
             "siteSpend": {site: str(amount) for site, amount in self._site_spend.items()},
             "recent": [[t, str(a)] for t, a in self._recent],
         }
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.path.with_name(self.path.name + ".tmp")
-        with open(temporary, "w", encoding="utf8") as handle:
-            json.dump(data, handle, separators=(",", ":"))
-            handle.flush()
-            os.fsync(handle.fileno())
-        temporary.replace(self.path)
+        write_json_atomically(self.path, data)
 
     # -- channels ------------------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from web3 import Web3
 
 from micropay._artifacts import load_artifact
 from micropay._contracts import RawCall, Sender, send_transaction
+from micropay._files import write_json_atomically
 from micropay._keccak import keccak256
 from micropay.errors import MicropayError
 
@@ -93,10 +94,7 @@ class DeploymentRegistry:
     def record(self, deployment: Deployment) -> None:
         data = self._read()
         data[str(deployment.chain_id)] = asdict(deployment)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf8")
-        temporary.replace(self.path)
+        write_json_atomically(self.path, data, indent=2)
 
     def get(self, chain_id: int) -> Deployment:
         entry = self._read().get(str(chain_id))

@@ -10,13 +10,13 @@ readable only by its owner because it holds the session key. A corrupt file rais
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
+from micropay._files import write_json_atomically
 from micropay.channels import ChannelClient
 from micropay.errors import PayerStoreError, VoucherError
 from micropay.payer import Payer
@@ -56,15 +56,7 @@ class PayerStore:
             "deposited": str(payer.deposited),
             "lastVoucher": payer.last_voucher.to_json() if payer.last_voucher else None,
         }
-        self.folder.mkdir(parents=True, exist_ok=True)
-        target = self._path(payer.config.channel_id)
-        temporary = target.with_suffix(".tmp")
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(descriptor, "w", encoding="utf8") as handle:
-            json.dump(record, handle, indent=1)
-            handle.flush()
-            os.fsync(handle.fileno())
-        temporary.replace(target)
+        write_json_atomically(self._path(payer.config.channel_id), record, private=True, indent=1)
 
     def read(self, channel_id: bytes) -> StoredChannel:
         path = self._path(channel_id)
