@@ -164,10 +164,20 @@ class Payee:
                     self._cache.popitem(last=False)
         return entry
 
-    def cached_state(self, channel_id: bytes) -> ChannelState | None:
-        """The channel's state as last read from the chain, without a round trip."""
+    def cached_state(
+        self, channel_id: bytes, *, max_age: float | None = None
+    ) -> ChannelState | None:
+        """The channel's state as last read from the chain, without a round trip; None if it
+        was never read (or fell out of the cache), or was read over ``max_age`` seconds ago.
+
+        A caller on an event loop reads the chain itself (in a thread) when this says None,
+        so that :meth:`check` finds a fresh entry and never blocks the loop."""
         cached = self._cache.get(channel_id)
-        return cached.state if cached is not None else None
+        if cached is None:
+            return None
+        if max_age is not None and time.monotonic() - cached.read_at > max_age:
+            return None
+        return cached.state
 
     def _cached(self, channel_id: bytes) -> _CachedState:
         cached = self._cache.get(channel_id)

@@ -46,7 +46,6 @@ import functools
 import json
 import logging
 import re
-import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any, Final, TypeAlias, TypeVar
@@ -160,12 +159,6 @@ class _Refusal(Exception):
         self.view = view
 
 
-@dataclass
-class _Known:
-    state: ChannelState
-    read_at: float
-
-
 # -- the middleware ------------------------------------------------------------------------
 
 
@@ -214,10 +207,9 @@ class Paywall:
         self.network = network_of(self.domain.chain_id)
         self._pay_to = payee.account.address
         self._verifier = VoucherVerifier(self.domain)
-        # Our copy of the chain state is refreshed before the checker's would expire, so the
-        # checker never reads the chain on the event loop.
+        # The payee's cached chain state is read again (in a thread) before the checker would
+        # find it expired, so the checker never reads the chain on the event loop.
         self._state_ttl = payee.state_ttl * 0.8
-        self._known: dict[bytes, _Known] = {}
         self._busy: set[bytes] = set()
         self._offers: dict[int, Offer] = {}
         self._book_in_thread = (
@@ -325,14 +317,13 @@ class Paywall:
         amount the book held (0: nothing), which the write must still find."""
         config, voucher = payload.config, payload.voucher
         channel_id = config.channel_id
-        known = self._known.get(channel_id)
-        if known is not None and voucher.cumulative_amount > known.state.deposited:
+        state = self.payee.cached_state(channel_id, max_age=self._state_ttl)
+        if state is not None and voucher.cumulative_amount > state.deposited:
             # Only the authorizer may make us read the chain again for a top-up.
             self._verify_or_refuse(config, voucher)
-            known = await self._refresh(channel_id)
-        elif known is None or time.monotonic() - known.read_at > self._state_ttl:
-            known = await self._refresh(channel_id)
-        state = known.state
+            state = await self._refresh(channel_id)
+        elif state is None:
+            state = await self._refresh(channel_id)
         if not state.exists:
             raise _Refusal(402, Reason.UNKNOWN_CHANNEL, "the channel has no deposit on chain")
         best = await self._with_book(functools.partial(self.book.best, channel_id))
@@ -391,7 +382,9 @@ class Paywall:
         except InvalidSignatureError as err:
             raise _Refusal(402, Reason.INVALID_SIGNATURE, str(err)) from None
 
-    async def _refresh(self, channel_id: bytes) -> _Known:
+    async def _refresh(self, channel_id: bytes) -> ChannelState:
+        """Read the channel from the chain into the payee's cache (which keeps only channels
+        that exist, so strangers naming made-up channels cannot grow it)."""
         try:
             state = await anyio.to_thread.run_sync(self.payee.refresh, channel_id)
         except Exception as err:  # the node is down or unreachable: say so, serve nothing
@@ -399,10 +392,7 @@ class Paywall:
             raise _Refusal(
                 503, Reason.CHAIN_UNAVAILABLE, "the site cannot reach its chain"
             ) from None
-        known = _Known(state, time.monotonic())
-        if state.exists:  # keep no record of channels that do not exist: strangers pick those
-            self._known[channel_id] = known
-        return known
+        return state
 
     # -- serving -----------------------------------------------------------------------------
 

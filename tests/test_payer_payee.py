@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from channel_helpers import DELAY, EthLedger, advance
 
@@ -253,3 +255,14 @@ def test_the_state_cache_is_bounded(channels, actors):
     assert len(payee._cache) == 2
     assert payee.cached_state(payers[0].config.channel_id) is None
     assert payee.cached_state(payers[2].config.channel_id).deposited == 10
+
+
+def test_a_cached_state_older_than_the_asked_age_is_not_offered(channels, actors):
+    payee = Payee(channels, actors.payee)
+    payer = Payer.open(channels, actors.payer, actors.payee.address, 10)
+    channel_id = payer.config.channel_id
+    payee.refresh(channel_id)
+    assert payee.cached_state(channel_id, max_age=60).deposited == 10
+    time.sleep(0.05)
+    assert payee.cached_state(channel_id, max_age=0.01) is None  # too old for this caller
+    assert payee.cached_state(channel_id).deposited == 10  # still cached for anyone else
