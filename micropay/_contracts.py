@@ -203,6 +203,23 @@ class RawCall:
 
 _PLACEHOLDER_GAS = 1  # lets web3 build a transaction without estimating it
 
+# Gas a transaction may need beyond its estimate. The estimate simulates the call at the
+# pending block's time, but the block that includes it can be a second later, and a path
+# that depends on time may then write a storage slot the estimate left alone: a stream
+# whose streamed total first reaches one unit writes a fresh slot (20,000 gas), so an exact
+# estimate runs out of gas (audit finding A-2). Unused gas is not charged.
+_HEADROOM_SHARE = 4  # a quarter of the estimate,
+_HEADROOM_MIN = 25_000  # and at least one fresh storage slot with change
+_LARGE = 15_000_000  # above this, the padded limit is checked against the block's
+
+
+def with_headroom(w3: Web3, estimate: int) -> int:
+    """The gas limit to send for ``estimate``: padded, but never above the block gas limit."""
+    padded = estimate + max(estimate // _HEADROOM_SHARE, _HEADROOM_MIN)
+    if padded > _LARGE:
+        padded = min(padded, int(w3.eth.get_block("latest")["gasLimit"]))
+    return max(padded, estimate)
+
 
 def _build(w3: Web3, call: Any, params: TxParams) -> TxParams:
     """Build the transaction with gas estimated in the *pending* block.
@@ -219,33 +236,52 @@ def _build(w3: Web3, call: Any, params: TxParams) -> TxParams:
         tx["gas"] = w3.eth.estimate_gas(tx, "pending")
     except Web3RPCError:
         tx = call.build_transaction(params)
+    tx["gas"] = with_headroom(w3, int(tx["gas"]))
     return tx
 
 
 def send_transaction(
-    w3: Web3, call: ContractFunction | Any, sender: Sender, value: int = 0
+    w3: Web3,
+    call: ContractFunction | Any,
+    sender: Sender,
+    value: int = 0,
+    *,
+    gas: int | None = None,
 ) -> TxReceipt:
     """Build, sign (for a local key) or hand to the node, send, and wait for the receipt.
 
-    Gas is estimated by the node, so a call that would revert raises before anything is
-    sent; a transaction that is mined but fails raises :class:`TransactionFailedError`.
+    Gas is estimated by the node (with headroom, see :func:`with_headroom`), so a call that
+    would revert raises before anything is sent; ``gas`` sends that limit instead, without
+    an estimate. A transaction that is mined but fails is replayed to find out why: a revert
+    is raised as web3's revert exception (which contract clients name), anything else as
+    :class:`TransactionFailedError`, saying whether it ran out of gas.
     """
     address = sender_address(sender)
     params: TxParams = {"from": address, "value": Web3.to_wei(value, "wei")}
+    sent: TxParams | None = None  # what went to the node, once it did
     try:
-        tx = _build(w3, call, params)
+        if gas is None:
+            tx = _build(w3, call, params)
+        else:
+            tx = call.build_transaction({**params, "gas": gas})
         if isinstance(sender, str):
+            sent = tx
             tx_hash = w3.eth.send_transaction(tx)
         else:
             tx["nonce"] = w3.eth.get_transaction_count(address, "pending")
             signed = sender.sign_transaction(dict(tx))  # type: ignore[arg-type]
+            sent = tx
             tx_hash = w3.eth.send_raw_transaction(signed.raw_transaction)
     except Web3RPCError as err:
-        message = (
-            str(err.rpc_response.get("error", {}).get("message", err))
-            if isinstance(err.rpc_response, dict)
-            else str(err)
-        )
+        # A node that runs a transaction as it takes it (hardhat) reports its failure here.
+        revert = _rpc_revert(err)
+        if revert:
+            raise ContractCustomError(str(err), data="0x" + revert.hex()) from err
+        message = _rpc_message(err)
+        if "ran out of gas" in message.lower() and sent is not None:
+            raise TransactionFailedError(
+                f"the transaction ran out of gas: it used all of its limit of {sent['gas']:,}"
+            ) from None
         if "insufficient funds" in message.lower():
             raise InsufficientFundsError(
                 f"{address} cannot pay value {value} plus gas: it holds "
@@ -254,5 +290,50 @@ def send_transaction(
         raise TransactionFailedError(f"the node refused the transaction: {message}") from None
     receipt = w3.eth.wait_for_transaction_receipt(tx_hash)
     if receipt["status"] != 1:
-        raise TransactionFailedError(f"transaction {tx_hash.hex()} failed (status 0)")
+        raise _why_it_failed(w3, tx, receipt)
     return receipt
+
+
+_REPLAYED = ("from", "to", "data", "value", "gas")
+
+
+def _why_it_failed(w3: Web3, tx: TxParams, receipt: TxReceipt) -> Exception:
+    """Explain a mined transaction that failed: out of gas, or the revert it replays to.
+
+    The replay runs on the state before the transaction's block, so a failure that depended
+    on an earlier transaction in the same block may replay as a success; it is then reported
+    as a plain failure.
+    """
+    name = "0x" + bytes(receipt["transactionHash"]).hex()
+    limit = int(tx["gas"])
+    if receipt["gasUsed"] >= limit:
+        return TransactionFailedError(
+            f"transaction {name} ran out of gas: it used all of its limit of {limit:,}"
+        )
+    replay = cast(TxParams, {k: v for k, v in tx.items() if k in _REPLAYED})
+    try:
+        w3.eth.call(replay, receipt["blockNumber"] - 1)
+    except _REVERTS as err:
+        return err
+    except Web3RPCError as err:
+        revert = _rpc_revert(err)
+        if revert:
+            return ContractCustomError(str(err), data="0x" + revert.hex())
+    return TransactionFailedError(f"transaction {name} failed (status 0)")
+
+
+def _rpc_message(err: Web3RPCError) -> str:
+    response = err.rpc_response
+    if isinstance(response, dict) and isinstance(response.get("error"), dict):
+        return str(response["error"].get("message", err))
+    return str(err)
+
+
+def _rpc_revert(err: Web3RPCError) -> bytes | None:
+    """Revert data in a JSON-RPC error: ``error.data``, or ``error.data.data`` (hardhat)."""
+    response = err.rpc_response
+    error = response.get("error") if isinstance(response, dict) else None
+    data = error.get("data") if isinstance(error, dict) else None
+    if isinstance(data, dict):
+        data = data.get("data")
+    return _revert_bytes(data)
