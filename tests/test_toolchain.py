@@ -148,3 +148,36 @@ def test_a_solc_select_shim_on_path_is_never_taken_for_a_native_solc(tmp_path, m
     monkeypatch.setenv("PATH", f"{shim_dir}:{os.environ['PATH']}")
     _path, kind = compiler.ensure_solc(folder=tmp_path / "solcx")
     assert kind == "npm-bridge"
+
+
+def test_the_audit_report_quotes_why_a_property_test_failed():
+    # The shapes pytest and Hypothesis print: a plain assertion with a falsifying example,
+    # and a flaky replay whose exceptions are inside an exception group's frame.
+    import audit
+
+    output = "\n".join(
+        [
+            "Falsifying example:",
+            "state = Machine()",
+            "state.create_open(eth=True, rate=1, deposit=0, delay=1)",
+            "state.teardown()",
+            "Traceback (most recent call last):",
+            "E   AssertionError: the contract holds 5 more than it owes",
+            "  |     raise TransactionFailedError(f'...')",
+            "    | micropay.errors.TransactionFailedError: transaction ab failed (status 0)",
+            "  | hypothesis.errors.FlakyFailure: Inconsistent results from replaying a test case!",
+            "    | micropay.errors.TransactionFailedError: transaction ab failed (status 0)",
+            "FAILED tests/test_invariants_stateful.py::test_channels - AssertionError",
+            "1 failed, 2 passed in 480.01s",
+        ]
+    )
+    assert audit.failure_lines(output) == [
+        "Falsifying example:",
+        "state = Machine()",
+        "state.create_open(eth=True, rate=1, deposit=0, delay=1)",
+        "state.teardown()",
+        "E   AssertionError: the contract holds 5 more than it owes",
+        "micropay.errors.TransactionFailedError: transaction ab failed (status 0)",
+        "hypothesis.errors.FlakyFailure: Inconsistent results from replaying a test case!",
+        "FAILED tests/test_invariants_stateful.py::test_channels - AssertionError",
+    ]

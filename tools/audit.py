@@ -243,7 +243,7 @@ def _property_check(
     result.summary = f"{passed} passed, {failed} failed" + (
         f"; {examples} examples, {steps} state-machine steps" if records else ""
     )
-    failures = [ln for ln in output.splitlines() if ln.startswith(("FAILED", "E   "))]
+    failures = failure_lines(output)
     if failures:
         result.details += ["", "Failures:", "", "```", *failures[:40], "```"]
     result.command = (
@@ -251,6 +251,34 @@ def _property_check(
         f"--network {NETWORKS[network]} --hypothesis-seed={args.seed}"
     )
     return result
+
+
+# An exception line as pytest and Hypothesis print it, also inside an exception group's
+# "|" frame: "micropay.errors.TransactionFailedError: transaction ... failed (status 0)".
+_EXCEPTION = re.compile(r"^[\s|+-]*((?:\w+\.)*\w*(?:Error|Exception|Failure|Flaky\w*)\b:? .*)$")
+
+
+def failure_lines(output: str) -> list[str]:
+    """What a failing pytest run says went wrong: failed tests, assertion lines, the
+    exceptions (also those Hypothesis groups when a replay is flaky) and any falsifying
+    example's steps, each once, in order."""
+    lines: list[str] = []
+    in_example = False
+    for raw in output.splitlines():
+        line = raw.rstrip()
+        text = line.lstrip(" |+-")
+        if text.startswith("Falsifying example"):
+            in_example = True
+        elif in_example and not text.startswith(("state", "Falsifying")):
+            in_example = False
+        keep = (
+            in_example
+            or line.startswith(("FAILED", "E   "))
+            or (_EXCEPTION.match(line) is not None and "Traceback" not in line)
+        )
+        if keep and text and text not in lines:
+            lines.append(text if not line.startswith(("FAILED", "E   ")) else line)
+    return lines[:60]
 
 
 def _hypothesis_statistics(output: str) -> list[str]:
