@@ -30,20 +30,18 @@ import shutil
 import subprocess
 import sys
 import time
-import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+# tools/ is on sys.path when these run as scripts
+from compiler import is_solc_select_shim
+from run_tests import NETWORKS, junit_counts
 
 ROOT = Path(__file__).resolve().parent.parent
 REPORTS = ROOT / ".reports"
 BIN = Path(sys.executable).parent
 NODE_BIN = ROOT / "node_modules" / ".bin"
-NETWORKS = {
-    "in-process": "ethereum:local:test",
-    "anvil": "ethereum:local:foundry",
-    "hardhat": "ethereum:local:hardhat",
-}
 HOSTILE_TESTS = ["tests/test_hostile_tokens.py", "tests/test_audit_findings.py"]
 PROPERTY_TESTS = ["tests/test_digest_differential.py", "tests/test_invariants_stateful.py"]
 # The streams issue's own state machine: a check of its own, so its (long) run shows apart.
@@ -73,11 +71,7 @@ def clean_path(path: str) -> str:
     kept = []
     for folder in path.split(os.pathsep):
         candidate = Path(folder, "solc")
-        try:
-            shim = candidate.is_file() and b"solc_select" in candidate.read_bytes()[:2048]
-        except OSError:
-            shim = False
-        if folder and not shim:
+        if folder and not (candidate.is_file() and is_solc_select_shim(str(candidate))):
             kept.append(folder)
     return os.pathsep.join(kept)
 
@@ -130,17 +124,6 @@ def _run(command: list[str], cwd: Path = ROOT, timeout: int = 7200, **env: str) 
     return process.wait(), "".join(lines)
 
 
-def _junit_counts(path: Path) -> tuple[int, int, int]:
-    if not path.is_file():
-        return 0, 0, 0
-    tests = failed = skipped = 0
-    for suite in ET.parse(path).getroot().iter("testsuite"):
-        tests += int(suite.get("tests", 0))
-        failed += int(suite.get("failures", 0)) + int(suite.get("errors", 0))
-        skipped += int(suite.get("skipped", 0))
-    return tests - failed - skipped, failed, skipped
-
-
 def _ape_test(name: str, tests: list[str], network: str, **env: str) -> tuple[int, str, Path]:
     junit = REPORTS / f"audit-{name}-{network}.xml"
     junit.unlink(missing_ok=True)
@@ -160,7 +143,7 @@ def check_hostile_tokens(args: argparse.Namespace) -> CheckResult:
     rows, ok = [], True
     for network in networks:
         code, output, junit = _ape_test("hostile", HOSTILE_TESTS, network)
-        passed, failed, skipped = _junit_counts(junit)
+        passed, failed, skipped = junit_counts(junit)
         ok &= code == 0 and failed == 0 and passed > 0
         rows.append(f"| {network} | {passed} | {failed} | {skipped} |")
         xfails = [ln for ln in output.splitlines() if ln.startswith("XFAIL")]
@@ -220,7 +203,7 @@ def _property_check(
         MICROPAY_HYPOTHESIS_PROFILE=profile,
         MICROPAY_AUDIT_LOG=str(log),
     )
-    passed, failed, _skipped = _junit_counts(junit)
+    passed, failed, _skipped = junit_counts(junit)
     result.passed = code == 0 and failed == 0 and passed > 0
     records = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
     result.details = [

@@ -84,7 +84,7 @@ def reported_version(executable: Path | str) -> str | None:
     return match.group(1) if match else None
 
 
-def _is_solc_select_shim(path: str) -> bool:
+def is_solc_select_shim(path: str) -> bool:
     """solc-select (pulled in by slither) installs a `solc` that downloads a compiler the
     first time it runs: never a native solc we may use."""
     try:
@@ -127,7 +127,7 @@ def ensure_solc(pins: CompilerPins | None = None, folder: Path = SOLCX_FOLDER) -
     target = folder / f"solc-v{pins.version}"
 
     native = shutil.which("solc")
-    if native and not _is_solc_select_shim(native) and reported_version(native) == pins.version:
+    if native and not is_solc_select_shim(native) and reported_version(native) == pins.version:
         if not (target.is_symlink() and os.path.realpath(target) == os.path.realpath(native)):
             target.unlink(missing_ok=True)
             target.symlink_to(native)

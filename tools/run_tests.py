@@ -42,7 +42,8 @@ class PassResult:
         return self.exit_code == 0 and self.failed == 0 and self.passed > 0
 
 
-def _counts(junit: Path) -> tuple[int, int, int]:
+def junit_counts(junit: Path) -> tuple[int, int, int]:
+    """(passed, failed, skipped) in a JUnit XML report; zeros if the run wrote none."""
     if not junit.is_file():
         return 0, 0, 0
     tests = failed = skipped = 0
@@ -73,7 +74,7 @@ def run_pass(name: str, first: bool, pytest_args: list[str]) -> PassResult:
     started = time.monotonic()
     env = {**os.environ, "MICROPAY_TEST_NETWORK": name}
     exit_code = subprocess.call(command, cwd=ROOT, env=env)
-    passed, failed, skipped = _counts(junit)
+    passed, failed, skipped = junit_counts(junit)
     return PassResult(name, exit_code, passed, failed, skipped, time.monotonic() - started)
 
 
