@@ -139,10 +139,14 @@ class ContractClient:
 
 
 def _revert_data(err: Exception) -> object:
-    """The revert payload: web3 puts it in ``.data``; eth-tester wraps bytes in its args."""
+    """The revert payload: web3 puts it in ``.data`` (a JSON-RPC error in ``.rpc_response``),
+    eth-tester wraps bytes in its args."""
     seen: BaseException | None = err
     while seen is not None:  # web3's eth-tester bridge re-raises with the bytes in __context__
         data = getattr(seen, "data", None)
+        response = getattr(seen, "rpc_response", None)  # a JSON-RPC error: its error.data
+        if data is None and isinstance(response, dict) and isinstance(response.get("error"), dict):
+            data = response["error"].get("data")
         if isinstance(data, dict):  # hardhat: {"message": ..., "data": "0x..."}
             data = data.get("data")
         if data is not None:
@@ -258,25 +262,24 @@ def send_transaction(
     """
     address = sender_address(sender)
     params: TxParams = {"from": address, "value": Web3.to_wei(value, "wei")}
-    sent: TxParams | None = None  # what went to the node, once it did
+    sent: TxParams | None = None  # the transaction, once built
     try:
         if gas is None:
             tx = _build(w3, call, params)
         else:
             tx = call.build_transaction({**params, "gas": gas})
+        sent = tx
         if isinstance(sender, str):
-            sent = tx
             tx_hash = w3.eth.send_transaction(tx)
         else:
             tx["nonce"] = w3.eth.get_transaction_count(address, "pending")
             signed = sender.sign_transaction(dict(tx))  # type: ignore[arg-type]
-            sent = tx
             tx_hash = w3.eth.send_raw_transaction(signed.raw_transaction)
     except Web3RPCError as err:
         # A node that runs a transaction as it takes it (hardhat) reports its failure here.
-        revert = _rpc_revert(err)
-        if revert:
-            raise ContractCustomError(str(err), data="0x" + revert.hex()) from err
+        revert = _revert_in(err)
+        if revert is not None:
+            raise revert from err
         message = _rpc_message(err)
         if "ran out of gas" in message.lower() and sent is not None:
             raise TransactionFailedError(
@@ -316,9 +319,9 @@ def _why_it_failed(w3: Web3, tx: TxParams, receipt: TxReceipt) -> Exception:
     except _REVERTS as err:
         return err
     except Web3RPCError as err:
-        revert = _rpc_revert(err)
-        if revert:
-            return ContractCustomError(str(err), data="0x" + revert.hex())
+        revert = _revert_in(err)
+        if revert is not None:
+            return revert
     return TransactionFailedError(f"transaction {name} failed (status 0)")
 
 
@@ -329,11 +332,7 @@ def _rpc_message(err: Web3RPCError) -> str:
     return str(err)
 
 
-def _rpc_revert(err: Web3RPCError) -> bytes | None:
-    """Revert data in a JSON-RPC error: ``error.data``, or ``error.data.data`` (hardhat)."""
-    response = err.rpc_response
-    error = response.get("error") if isinstance(response, dict) else None
-    data = error.get("data") if isinstance(error, dict) else None
-    if isinstance(data, dict):
-        data = data.get("data")
-    return _revert_bytes(data)
+def _revert_in(err: Web3RPCError) -> ContractCustomError | None:
+    """A JSON-RPC error that carries revert data, as the revert exception clients decode."""
+    raw = _revert_bytes(_revert_data(err))
+    return ContractCustomError(str(err), data="0x" + raw.hex()) if raw else None
