@@ -339,9 +339,7 @@ class Paywall:
             previous = best.cumulative_amount
         if voucher.cumulative_amount != previous + price:
             self._verify_or_refuse(config, voucher)  # only the authorizer may see the view
-            view = ChannelView(
-                channel_id, previous, best.signature if best else None, state.deposited
-            )
+            view = _view(channel_id, best, state)
             if voucher.cumulative_amount <= previous:
                 raise _Refusal(
                     402,
@@ -362,9 +360,7 @@ class Paywall:
         except VoucherRejectedError as err:
             held = None
             if isinstance(err, StaleVoucherError | InsufficientDepositError):
-                held = ChannelView(
-                    channel_id, previous, best.signature if best else None, state.deposited
-                )
+                held = _view(channel_id, best, state)
             raise _Refusal(402, err.reason, str(err), held) from None
         except VoucherError as err:
             raise _Refusal(400, Reason.INVALID_PAYLOAD, str(err)) from None
@@ -425,15 +421,7 @@ class Paywall:
                     # the signature check, so the requester is the authorizer: show the view.
                     replaced = True
                     read = functools.partial(self.book.best, config.channel_id)
-                    best = await self._with_book(read)
-                    view = None
-                    if best is not None:
-                        view = ChannelView(
-                            config.channel_id,
-                            best.cumulative_amount,
-                            best.signature,
-                            state.deposited,
-                        )
+                    view = _view(config.channel_id, await self._with_book(read), state)
                     refusal = _Refusal(402, Reason.STALE_VOUCHER, str(err), view)
                     await self._refuse(send, price, scope["path"], refusal)
                     return
@@ -477,6 +465,14 @@ class Paywall:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+def _view(channel_id: bytes, best: Voucher | None, state: ChannelState) -> ChannelView:
+    """What the site holds for a channel, to show its authorizer: the best voucher, or with
+    none, what was claimed on chain (vouchers at or below it are worth nothing)."""
+    if best is None:
+        return ChannelView(channel_id, state.claimed, None, state.deposited)
+    return ChannelView(channel_id, best.cumulative_amount, best.signature, state.deposited)
 
 
 _ASK = "this resource is paid per request: retry with a PAYMENT-SIGNATURE header"
