@@ -255,31 +255,13 @@ class Store(ABC):
         """Store ``row`` if its amount beats the stored one (and, with ``over``, the stored
         amount is exactly ``over``, 0 meaning none); return the amount it replaced (0 for a
         new channel), or None if it did not."""
-        params: tuple[Any, ...] = (
-            row.channel_id,
-            str(row.chain_id),
-            row.verifying_contract,
-            row.payer,
-            row.payee,
-            row.token,
-            row.authorizer,
-            row.withdraw_delay,
-            row.salt,
-            self.encode_amount(row.cumulative_amount),
-            row.signature,
-            row.accepted_at,
-            row.owed_since,
-            self.encode_amount(0),
-        )
-        if over is None:
-            sql = _ACCEPT
-        elif over < 0:
-            raise ValueError("over is an amount: 0 or more")
-        elif row.cumulative_amount <= over:
-            return None  # it cannot beat the amount the caller says is stored
-        elif over == 0:
-            sql = _INSERT_NEW
-        else:
+        if over is not None:
+            if over < 0:
+                raise ValueError("over is an amount: 0 or more")
+            if row.cumulative_amount <= over:
+                return None  # it cannot beat the amount the caller says is stored
+        params: tuple[Any, ...]
+        if over:  # replace exactly the amount read
             sql = _REPLACE_READ
             params = (
                 self.encode_amount(row.cumulative_amount),
@@ -288,6 +270,24 @@ class Store(ABC):
                 row.owed_since,
                 row.channel_id,
                 self.encode_amount(over),  # SQLite compares the stored text form
+            )
+        else:  # insert or raise the row (over None), or insert only (over 0: none was read)
+            sql = _ACCEPT if over is None else _INSERT_NEW
+            params = (
+                row.channel_id,
+                str(row.chain_id),
+                row.verifying_contract,
+                row.payer,
+                row.payee,
+                row.token,
+                row.authorizer,
+                row.withdraw_delay,
+                row.salt,
+                self.encode_amount(row.cumulative_amount),
+                row.signature,
+                row.accepted_at,
+                row.owed_since,
+                self.encode_amount(0),
             )
         rows = self.transact(lambda execute: execute(sql, params))
         if not rows:
