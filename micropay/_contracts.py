@@ -116,9 +116,10 @@ class ContractClient:
         except _REVERTS as err:
             raise self.decode_revert(err) from err
 
-    def _read(self, call: ContractFunction) -> Any:
+    def _read(self, call: ContractFunction, block: int | None = None) -> Any:
+        """Call at the latest block, or as of block number ``block``."""
         try:
-            return call.call()
+            return call.call() if block is None else call.call(block_identifier=block)
         except _REVERTS as err:
             raise self.decode_revert(err) from err
 

@@ -179,19 +179,17 @@ class ChainFollower:
             return 0
         events = []
         for channel_id in channel_ids:
-            deposited, claimed, closes_at, finished = self.client.contract.functions.channel(
-                channel_id
-            ).call(block_identifier=at.number)
+            state = self.client.state(channel_id, block=at.number)
             events.append(
                 ChainEvent(
                     block_number=at.number,
                     log_index=-1,
                     channel_id=channel_id,
                     kind=EventKind.SEED,
-                    total_deposited=int(deposited),
-                    total_claimed=int(claimed),
-                    closes_at=int(closes_at),
-                    finished=bool(finished),
+                    total_deposited=state.deposited,
+                    total_claimed=state.claimed,
+                    closes_at=state.closes_at,
+                    finished=state.finished,
                 )
             )
         self.ledger.chain.record([], events, self.keep_blocks)

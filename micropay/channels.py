@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from web3.exceptions import BadFunctionCallOutput
 from web3.types import TxReceipt
 
 from micropay._contracts import ContractClient, Sender
@@ -137,6 +138,19 @@ class ChannelState:
         return self.closes_at != 0
 
 
+def voucher_to_claim(
+    best: Voucher, covered: Voucher | None, *, deposited: int, claimed: int
+) -> Voucher | None:
+    """The voucher a claim should carry on a channel holding ``deposited``, ``claimed`` of it
+    already paid: the best voucher if the deposit covers it, else the best one accepted within
+    the confirmed deposit (``covered``: the top-up the best was accepted against was reorged
+    away, and a claim with the best would revert). None if neither adds anything."""
+    for voucher in (best, covered):
+        if voucher is not None and claimed < voucher.cumulative_amount <= deposited:
+            return voucher
+    return None
+
+
 class ChannelClient(ContractClient):
     """Deploy or attach to PaymentChannels and act on channels."""
 
@@ -153,11 +167,21 @@ class ChannelClient(ContractClient):
 
     # -- reads ---------------------------------------------------------------------------------
 
-    def state(self, config_or_id: ChannelConfig | bytes) -> ChannelState:
+    def state(
+        self, config_or_id: ChannelConfig | bytes, *, block: int | None = None
+    ) -> ChannelState:
+        """The channel at the latest block, or as of block number ``block`` (a confirmed
+        deposit is the deposit some blocks under the head). At a block from before the
+        contract was deployed, no channel had anything."""
         channel_id = _channel_id(config_or_id)
-        deposited, claimed, closes_at, finished = self._read(
-            self.contract.functions.channel(channel_id)
-        )
+        try:
+            deposited, claimed, closes_at, finished = self._read(
+                self.contract.functions.channel(channel_id), block
+            )
+        except BadFunctionCallOutput:
+            if block is None or self.w3.eth.get_code(self.address, block):
+                raise
+            return ChannelState(0, 0, 0, False)
         return ChannelState(deposited, claimed, closes_at, finished)
 
     def voucher_digest(self, channel_id: bytes, cumulative_amount: int) -> bytes:

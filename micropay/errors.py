@@ -28,6 +28,7 @@ Catch :class:`MicropayError` to catch anything the toolkit raises on purpose::
     │   │                                  truncated, a malformed row, a bad signature
     │   └── ForeignLedgerError             the ledger or a row belongs to another chain or
     │                                      contract than the one it is opened for
+    ├── PayeeConfigError (ValueError)      a payee parameter makes no sense (confirmations)
     ├── SettlementPolicyError (ValueError) a settlement policy parameter makes no sense
     ├── WatchtowerConfigError (ValueError) a watchtower or chain-follower parameter makes
     │                                      no sense (confirmations, poll interval, ...)
@@ -166,6 +167,10 @@ class LedgerCorruptError(LedgerError):
 
 class ForeignLedgerError(LedgerError):
     """The ledger, or one row in it, was written for another chain or contract."""
+
+
+class PayeeConfigError(MicropayError, ValueError):
+    """A payee parameter is out of range."""
 
 
 class SettlementPolicyError(MicropayError, ValueError):

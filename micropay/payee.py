@@ -7,12 +7,21 @@ not finished, holds enough deposit, and the payer's withdraw (if any) does not e
 the safety margin. Only a voucher above the cached deposit triggers a refresh from the
 chain (the payer may have topped up). It returns what the voucher added.
 
+Reorgs: a voucher may be accepted against the latest deposit, though a top-up in it is not
+yet confirmed (a reader who tops up should not wait for blocks). If a reorg then removes the
+top-up, that voucher exceeds the deposit and can never be claimed. So the book keeps, beside
+each channel's best voucher, the best one *covered* by the confirmed deposit (the deposit as
+of ``confirmations`` blocks under the head, read with the cached state), and every claim
+falls back on it when the best one is short: a reorg costs at most the vouchers accepted
+beyond the confirmed deposit, never those it covered.
+
 Vouchers are kept by a :class:`VoucherBook`; the in-memory one here is the default, and
 the durable ledger (``micropay.ledger``) implements the same protocol.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -23,14 +32,17 @@ from typing import Protocol
 from eth_account.signers.local import LocalAccount
 from web3.types import TxReceipt
 
-from micropay.channels import ChannelClient, ChannelState
+from micropay.channels import ChannelClient, ChannelState, voucher_to_claim
 from micropay.errors import (
     ChannelClosingError,
     InsufficientDepositError,
+    PayeeConfigError,
     StaleVoucherError,
     UnknownChannelError,
 )
 from micropay.vouchers import ChannelConfig, Voucher, VoucherVerifier
+
+log = logging.getLogger("micropay.payee")
 
 
 @dataclass(frozen=True)
@@ -49,13 +61,20 @@ class Checked:
     increment: int
     claimed_floor: int
     state: ChannelState
+    covered: bool
+    """The confirmed deposit covers it too (not only the latest): store it as covered."""
 
 
 class VoucherBook(Protocol):
     """Where a payee keeps the best voucher of each channel."""
 
     def accept_if_higher(
-        self, config: ChannelConfig, voucher: Voucher, *, over: int | None = None
+        self,
+        config: ChannelConfig,
+        voucher: Voucher,
+        *,
+        over: int | None = None,
+        covered: bool = False,
     ) -> int:
         """Store ``voucher`` atomically if it beats the stored one; return the increment.
 
@@ -63,9 +82,17 @@ class VoucherBook(Protocol):
         voucher must also be exactly that amount (0: none stored): a seller who priced a
         request as "what I read plus the price" needs the book unchanged since the read, or
         a rival process that stored a smaller voucher in between would shrink the charge.
+
+        ``covered``: the channel's confirmed deposit covers the voucher, so it also becomes
+        the channel's best covered voucher. Otherwise the covered one stays as it was, in
+        the same atomic step: a reorg that removes the top-up the new voucher relies on
+        cannot take it.
         """
 
     def best(self, channel_id: bytes) -> Voucher | None: ...
+
+    def best_covered(self, channel_id: bytes) -> Voucher | None:
+        """The best voucher accepted as covered by the confirmed deposit, or None."""
 
     def config(self, channel_id: bytes) -> ChannelConfig | None: ...
 
@@ -78,9 +105,15 @@ class MemoryVoucherBook:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._best: dict[bytes, tuple[ChannelConfig, Voucher]] = {}
+        self._covered: dict[bytes, Voucher] = {}
 
     def accept_if_higher(
-        self, config: ChannelConfig, voucher: Voucher, *, over: int | None = None
+        self,
+        config: ChannelConfig,
+        voucher: Voucher,
+        *,
+        over: int | None = None,
+        covered: bool = False,
     ) -> int:
         with self._lock:
             held = self._best.get(voucher.channel_id)
@@ -92,11 +125,16 @@ class MemoryVoucherBook:
             if over is not None and previous != over:
                 raise StaleVoucherError(f"the book holds {previous} for the channel, not {over}")
             self._best[voucher.channel_id] = (config, voucher)
+            if covered:
+                self._covered[voucher.channel_id] = voucher
             return voucher.cumulative_amount - previous
 
     def best(self, channel_id: bytes) -> Voucher | None:
         held = self._best.get(channel_id)
         return held[1] if held else None
+
+    def best_covered(self, channel_id: bytes) -> Voucher | None:
+        return self._covered.get(channel_id)
 
     def config(self, channel_id: bytes) -> ChannelConfig | None:
         held = self._best.get(channel_id)
@@ -109,6 +147,7 @@ class MemoryVoucherBook:
 @dataclass
 class _CachedState:
     state: ChannelState
+    confirmed_deposit: int  # the deposit ``confirmations`` blocks under the head when read
     chain_time: int  # the latest block's timestamp when read
     read_at: float  # time.monotonic() when read
 
@@ -129,17 +168,24 @@ class Payee:
         safety_margin: int = 3600,
         state_ttl: float = 30.0,
         max_cached_channels: int = 100_000,
+        confirmations: int = 2,
     ) -> None:
         """``safety_margin``: refuse vouchers once a payer's withdraw ends within this many
         seconds (the payee needs the time to claim). ``state_ttl``: how long a cached
         channel state is trusted before it is read again. ``max_cached_channels`` bounds
         the cache (least recently read first out); channels that do not exist on chain are
-        never cached, so strangers naming made-up channels cannot grow it."""
+        never cached, so strangers naming made-up channels cannot grow it.
+        ``confirmations``: how deep a deposit must be before the vouchers it covers are kept
+        as covered (the watchtower's default depth; 0 trusts the latest block, as a dev
+        chain that never reorganises may)."""
+        if type(confirmations) is not int or confirmations < 0:
+            raise PayeeConfigError(f"confirmations must be an integer >= 0: {confirmations!r}")
         self.client = client
         self.account = account
         self.book: VoucherBook = book if book is not None else MemoryVoucherBook()
         self.safety_margin = safety_margin
         self.state_ttl = state_ttl
+        self.confirmations = confirmations
         self._verifier = VoucherVerifier(client.domain)
         self._address_bytes = bytes.fromhex(account.address[2:])
         self.max_cached_channels = max_cached_channels
@@ -154,8 +200,9 @@ class Payee:
 
     def _read(self, channel_id: bytes) -> _CachedState:
         state = self.client.state(channel_id)
-        chain_time = int(self.client.w3.eth.get_block("latest")["timestamp"])
-        entry = _CachedState(state, chain_time, time.monotonic())
+        head = self.client.w3.eth.get_block("latest")
+        confirmed = self._confirmed_deposit(channel_id, state, int(head["number"]))
+        entry = _CachedState(state, confirmed, int(head["timestamp"]), time.monotonic())
         if state.exists:
             with self._cache_lock:
                 self._cache[channel_id] = entry
@@ -163,6 +210,19 @@ class Payee:
                 while len(self._cache) > self.max_cached_channels:
                     self._cache.popitem(last=False)
         return entry
+
+    def _confirmed_deposit(self, channel_id: bytes, latest: ChannelState, head: int) -> int:
+        """The deposit as of ``confirmations`` blocks under ``head``. Read from the chain only
+        when the latest deposit is above the confirmed one last seen: deposits only grow, so
+        once the latest deposit was seen confirmed it stays confirmed (short of a reorg
+        deeper than the depth), and a channel nobody tops up costs no extra call."""
+        if self.confirmations == 0 or not latest.exists:
+            return latest.deposited
+        seen = self._cache.get(channel_id)
+        if seen is not None and seen.confirmed_deposit >= latest.deposited:
+            return latest.deposited
+        block = max(head - self.confirmations, 0)
+        return min(self.client.state(channel_id, block=block).deposited, latest.deposited)
 
     def cached_state(
         self, channel_id: bytes, *, max_age: float | None = None
@@ -189,8 +249,9 @@ class Payee:
 
     def accept(self, config: ChannelConfig, voucher: Voucher) -> Accepted:
         """Check a voucher and keep it if it is the best so far; return what it added."""
-        claimed = self.check(config, voucher).claimed_floor
-        increment = self.book.accept_if_higher(config, voucher)
+        checked = self.check(config, voucher)
+        claimed = checked.claimed_floor
+        increment = self.book.accept_if_higher(config, voucher, covered=checked.covered)
         # A book that lost the channel (or never had it) counts from 0; what was already
         # claimed on chain was paid before, so it is not added again.
         increment = min(increment, voucher.cumulative_amount - claimed)
@@ -209,16 +270,18 @@ class Payee:
                 f"{best.cumulative_amount}"
             )
         self._verifier.verify(voucher, bytes.fromhex(config.authorizer[2:]))
-        state = self._check_funded(voucher)
+        cached = self._check_funded(voucher)
+        state = cached.state
         if voucher.cumulative_amount <= state.claimed:
             raise StaleVoucherError(
                 f"voucher for {voucher.cumulative_amount} does not beat the {state.claimed} "
                 "already claimed on chain"
             )
         previous = max(best.cumulative_amount if best else 0, state.claimed)
-        return Checked(voucher.cumulative_amount - previous, state.claimed, state)
+        covered = voucher.cumulative_amount <= cached.confirmed_deposit
+        return Checked(voucher.cumulative_amount - previous, state.claimed, state, covered)
 
-    def _check_funded(self, voucher: Voucher) -> ChannelState:
+    def _check_funded(self, voucher: Voucher) -> _CachedState:
         cached = self._cached(voucher.channel_id)
         if voucher.cumulative_amount > cached.state.deposited and cached.state.exists:
             # The payer may have topped up since we last looked.
@@ -237,7 +300,7 @@ class Payee:
             raise InsufficientDepositError(
                 f"voucher for {voucher.cumulative_amount} exceeds the deposit of {state.deposited}"
             )
-        return state
+        return cached
 
     # -- settling ------------------------------------------------------------------------------
 
@@ -249,20 +312,26 @@ class Payee:
         return best.cumulative_amount - self._cached(channel_id).state.claimed
 
     def claim(self, channel_id: bytes) -> TxReceipt:
-        """Claim one channel up to its best voucher; the channel stays open."""
-        config, voucher = self._held(channel_id)
+        """Claim one channel up to its best voucher (its best covered one if the deposit no
+        longer covers the best); the channel stays open."""
+        config, best = self._held(channel_id)
+        voucher = self._to_claim(channel_id, best, self.refresh(channel_id)) or best
         receipt = self.client.claim(config, voucher, self.account)
         self.refresh(channel_id)
         return receipt
 
     def claim_all(self, channel_ids: Iterable[bytes] | None = None) -> TxReceipt | None:
-        """Claim every channel with something unclaimed, in one transaction."""
+        """Claim every channel with something unclaimed, in one transaction. A channel whose
+        best voucher exceeds its deposit (a top-up reorged away) is claimed with its best
+        covered voucher; one with neither claimable is left out, so it cannot make the whole
+        batch revert."""
         ids = list(self.book.channel_ids() if channel_ids is None else channel_ids)
         batch = []
         for channel_id in ids:
             state = self.refresh(channel_id)
-            config, voucher = self._held(channel_id)
-            if not state.finished and voucher.cumulative_amount > state.claimed:
+            config, best = self._held(channel_id)
+            voucher = self._to_claim(channel_id, best, state)
+            if voucher is not None:
                 batch.append((config, voucher))
         if not batch:
             return None
@@ -274,13 +343,36 @@ class Payee:
 
     def close(self, channel_id: bytes) -> TxReceipt:
         """Close with the best voucher: claim it and refund the rest to the payer."""
-        config, voucher = self._held(channel_id)
+        config, best = self._held(channel_id)
         state = self.refresh(channel_id)
-        receipt = self.client.close(
-            config, voucher if voucher.cumulative_amount > state.claimed else None, self.account
-        )
+        voucher = self._to_claim(channel_id, best, state)
+        if voucher is None and best.cumulative_amount > state.claimed:
+            voucher = best  # nothing claimable: let the contract say why rather than refund
+        receipt = self.client.close(config, voucher, self.account)
         self.refresh(channel_id)
         return receipt
+
+    def _to_claim(self, channel_id: bytes, best: Voucher, state: ChannelState) -> Voucher | None:
+        """The voucher a claim should carry now (see :func:`voucher_to_claim`), or None. The
+        covered voucher is read only when the deposit falls short of the best one."""
+        if state.finished:
+            return None
+        covered = None
+        if best.cumulative_amount > state.deposited:
+            covered = self.book.best_covered(channel_id)
+        voucher = voucher_to_claim(best, covered, deposited=state.deposited, claimed=state.claimed)
+        if best.cumulative_amount > state.deposited:
+            log.warning(
+                "channel 0x%s: the best voucher for %d exceeds the deposit of %d on chain (a "
+                "top-up was reorged away?); %s",
+                channel_id.hex(),
+                best.cumulative_amount,
+                state.deposited,
+                "nothing the confirmed deposit covered is left to claim"
+                if voucher is None
+                else f"claiming the covered voucher for {voucher.cumulative_amount} instead",
+            )
+        return voucher
 
     def _held(self, channel_id: bytes) -> tuple[ChannelConfig, Voucher]:
         config = self.book.config(channel_id)

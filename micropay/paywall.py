@@ -70,7 +70,7 @@ from micropay.errors import (
     VoucherError,
     VoucherRejectedError,
 )
-from micropay.payee import MemoryVoucherBook, Payee, VoucherBook
+from micropay.payee import Checked, MemoryVoucherBook, Payee, VoucherBook
 from micropay.vouchers import ZERO_ADDRESS, ChannelConfig, Voucher, VoucherVerifier
 
 Scope: TypeAlias = MutableMapping[str, Any]
@@ -261,11 +261,11 @@ class Paywall:
         self._busy.add(channel_id)
         try:
             try:
-                state, held = await self._preflight(payload, price)
+                checked, held = await self._preflight(payload, price)
             except _Refusal as check_refusal:
                 await self._refuse(send, price, path, check_refusal)
                 return
-            await self._serve(scope, receive, send, payload, price, state, held)
+            await self._serve(scope, receive, send, payload, price, checked, held)
         finally:
             self._busy.discard(channel_id)
 
@@ -312,8 +312,9 @@ class Paywall:
                 f"channels need a withdraw delay of at least {self.min_withdraw_delay} s",
             )
 
-    async def _preflight(self, payload: PaymentPayload, price: int) -> tuple[ChannelState, int]:
-        """Every check but the write; returns the channel's state for the receipt and the
+    async def _preflight(self, payload: PaymentPayload, price: int) -> tuple[Checked, int]:
+        """Every check but the write; returns what the payee's checks found (the channel's
+        state for the receipt, whether the confirmed deposit covers the voucher) and the
         amount the book held (0: nothing), which the write must still find."""
         config, voucher = payload.config, payload.voucher
         channel_id = config.channel_id
@@ -354,7 +355,7 @@ class Paywall:
                 view,
             )
         try:
-            await self._with_book(functools.partial(self.payee.check, config, voucher))
+            checked = await self._with_book(functools.partial(self.payee.check, config, voucher))
         except InvalidSignatureError as err:
             raise _Refusal(402, Reason.INVALID_SIGNATURE, str(err)) from None
         except VoucherRejectedError as err:
@@ -364,7 +365,7 @@ class Paywall:
             raise _Refusal(402, err.reason, str(err), held) from None
         except VoucherError as err:
             raise _Refusal(400, Reason.INVALID_PAYLOAD, str(err)) from None
-        return state, 0 if best is None else best.cumulative_amount
+        return checked, 0 if best is None else best.cumulative_amount
 
     async def _with_book(self, call: Callable[[], _T]) -> _T:
         """Run a call that reaches the book: off the event loop unless the book is in memory."""
@@ -399,10 +400,11 @@ class Paywall:
         send: Send,
         payload: PaymentPayload,
         price: int,
-        state: ChannelState,
+        checked: Checked,
         held: int,
     ) -> None:
         config, voucher = payload.config, payload.voucher
+        state = checked.state
         scope.setdefault("state", {})["payment"] = Payment(
             config.payer, price, config.channel_id, voucher.cumulative_amount
         )
@@ -413,7 +415,13 @@ class Paywall:
             if replaced:
                 return  # the handler's response was replaced by a refusal: drop its body
             if message["type"] == "http.response.start" and 200 <= message["status"] < 300:
-                accept = functools.partial(self.book.accept_if_higher, config, voucher, over=held)
+                accept = functools.partial(
+                    self.book.accept_if_higher,
+                    config,
+                    voucher,
+                    over=held,
+                    covered=checked.covered,
+                )
                 try:
                     await self._with_book(accept)
                 except StaleVoucherError as err:

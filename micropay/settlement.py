@@ -16,6 +16,10 @@ rule says so:
 When anything is due, other channels ride along in the same ``claimMany`` if they pay for
 their marginal gas (``batch_claim_gas``): one transaction settles many channels. Decisions
 are pure functions of their inputs, so they are tested without a chain.
+
+A channel whose best voucher exceeds its deposit (a top-up it was accepted against was
+reorged away) is weighed, and claimed, by its best covered voucher: the rules see what a
+claim would really add, not the promise that can no longer be paid.
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ class Candidate:
     channel_id: bytes
     token: str
     unsettled: int
+    """What claiming it now would add."""
     closes_at: int = 0
     """When the payer's withdraw completes; 0 if it has not asked."""
     owed_since: float | None = None
@@ -66,10 +71,13 @@ class Candidate:
 
     @classmethod
     def from_position(cls, position: Position) -> Candidate:
+        """The channel as a claim would settle it: with its best voucher, or with its best
+        covered one when a reorg left the deposit short of the best (what is worth claiming
+        then is what the covered voucher adds)."""
         return cls(
             channel_id=position.channel_id,
             token=position.config.token,
-            unsettled=position.unsettled,
+            unsettled=position.claimable_amount,
             closes_at=position.chain.closes_at if position.chain is not None else 0,
             owed_since=position.owed_since,
         )

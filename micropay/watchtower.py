@@ -15,8 +15,9 @@ same ledger) and, every ``poll_interval`` seconds:
    cannot hold up the rest).
 
 It also reports what it cannot fix: channels whose best voucher exceeds the deposit on chain
-(a deposit the payee accepted vouchers against was reorged away) and channels that finished
-with vouchers unclaimed.
+(a deposit the payee accepted vouchers against was reorged away; such a channel is claimed
+with its best voucher covered by the confirmed deposit instead, so the reorg costs only the
+vouchers beyond it) and channels that finished with vouchers unclaimed.
 
 As a command::
 
@@ -45,7 +46,7 @@ from web3 import HTTPProvider, Web3
 
 from micropay._contracts import Sender
 from micropay.chain_follower import ChainFollower, SyncReport
-from micropay.channels import ChannelClient
+from micropay.channels import ChannelClient, voucher_to_claim
 from micropay.errors import (
     ContractRevertError,
     ForeignLedgerError,
@@ -93,8 +94,12 @@ class RunReport:
     by a transaction not yet confirmed, or finished, or short of deposit)."""
     underfunded: tuple[bytes, ...] = ()
     """Best voucher above the deposit, confirmed and latest alike (a deposit the payee
-    accepted vouchers against was reorged away): a claim would revert. A deposit that is
-    merely not yet confirmed does not count."""
+    accepted vouchers against was reorged away): a claim with it would revert, so the best
+    covered voucher is claimed instead, if one is left (see ``claimed_covered``). A deposit
+    that is merely not yet confirmed does not count."""
+    claimed_covered: tuple[bytes, ...] = ()
+    """Channels this round's claims settled with their best covered voucher, the best being
+    above the deposit on chain."""
     lost: tuple[bytes, ...] = ()
     """Finished on chain with accepted vouchers never claimed."""
     damaged: tuple[str, ...] = ()
@@ -182,9 +187,10 @@ class Watchtower:
         )
         outcomes: tuple[ClaimOutcome, ...] = ()
         skipped: tuple[bytes, ...] = ()
+        covered: tuple[bytes, ...] = ()
         if planned:
             held = {p.channel_id: p for p in positions}
-            outcomes, skipped = self._settle(planned, held)
+            outcomes, skipped, covered = self._settle(planned, held)
         report = RunReport(
             sync=sync,
             chain_time=chain_time,
@@ -193,6 +199,7 @@ class Watchtower:
             outcomes=outcomes,
             skipped=skipped,
             underfunded=underfunded,
+            claimed_covered=covered,
             lost=lost,
             damaged=damaged,
         )
@@ -249,25 +256,49 @@ class Watchtower:
 
     def _settle(
         self, planned: Sequence[PlannedClaim], held: dict[bytes, Position]
-    ) -> tuple[tuple[ClaimOutcome, ...], tuple[bytes, ...]]:
+    ) -> tuple[tuple[ClaimOutcome, ...], tuple[bytes, ...], tuple[bytes, ...]]:
+        """Send the planned claims, each with the voucher the latest state pays: the best,
+        or the best covered one if the deposit falls short of the best. Returns the outcomes,
+        the channels skipped, and those claimed with their covered voucher."""
         batch: list[tuple[PlannedClaim, ChannelConfig, Voucher, int]] = []
         skipped: list[bytes] = []
+        covered: list[bytes] = []
         for claim in planned:
             position = held[claim.channel_id]
             state = self.client.state(claim.channel_id)  # latest, not confirmed: see docstring
-            best = position.voucher.cumulative_amount
-            if state.finished or best <= state.claimed or best > state.deposited:
+            best = position.voucher
+            voucher = None
+            if not state.finished:
+                voucher = voucher_to_claim(
+                    best, position.covered, deposited=state.deposited, claimed=state.claimed
+                )
+            if voucher is None:
                 skipped.append(claim.channel_id)
                 continue
-            batch.append((claim, position.config, position.voucher, best - state.claimed))
+            if voucher is not best:
+                covered.append(claim.channel_id)
+                log.warning(
+                    "channel 0x%s: the best voucher for %d exceeds the deposit of %d on chain; "
+                    "claiming the voucher for %d that the confirmed deposit covered instead",
+                    claim.channel_id.hex(),
+                    best.cumulative_amount,
+                    state.deposited,
+                    voucher.cumulative_amount,
+                )
+            batch.append(
+                (claim, position.config, voucher, voucher.cumulative_amount - state.claimed)
+            )
         if not batch:
-            return (), tuple(skipped)
+            return (), tuple(skipped), ()
         batch.sort(key=lambda item: item[1].token)  # consecutive same-token claims pay out once
         outcome = self._send(batch)
         if outcome.ok or len(batch) == 1:
-            return (outcome,), tuple(skipped)
-        log.warning("batch claim failed (%s); claiming one by one", outcome.error)
-        return (outcome, *(self._send([item]) for item in batch)), tuple(skipped)
+            outcomes: tuple[ClaimOutcome, ...] = (outcome,)
+        else:
+            log.warning("batch claim failed (%s); claiming one by one", outcome.error)
+            outcomes = (outcome, *(self._send([item]) for item in batch))
+        settled = {c.channel_id for o in outcomes if o.ok for c in o.claims}
+        return outcomes, tuple(skipped), tuple(c for c in covered if c in settled)
 
     def _send(
         self, batch: Sequence[tuple[PlannedClaim, ChannelConfig, Voucher, int]]
@@ -311,7 +342,11 @@ class Watchtower:
             else:
                 log.error("claim failed for %s: %s", ids, outcome.error)
         for channel_id in set(report.underfunded) - self._warned_underfunded:
-            log.warning("channel 0x%s: best voucher exceeds its deposit on chain", channel_id.hex())
+            log.warning(
+                "channel 0x%s: best voucher exceeds its deposit on chain (a top-up reorged "
+                "away?); only the vouchers the confirmed deposit covered can be claimed",
+                channel_id.hex(),
+            )
         for channel_id in self._warned_underfunded - set(report.underfunded):
             log.info("channel 0x%s: deposit covers the best voucher again", channel_id.hex())
         self._warned_underfunded = set(report.underfunded)

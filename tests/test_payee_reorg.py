@@ -11,6 +11,7 @@ anvil) and on every book: in memory, SQLite and PostgreSQL.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -77,12 +78,14 @@ def pay_through_a_reorged_top_up(chain, channels, actors, book: VoucherBook) -> 
 
 
 def test_claim_all_after_a_reorged_top_up_claims_what_the_deposit_covered(
-    chain, channels, actors, book
+    chain, channels, actors, book, caplog
 ):
     payer = pay_through_a_reorged_top_up(chain, channels, actors, book)
     payee = Payee(channels, actors.payee, book=book)
-    assert payee.claim_all() is not None
+    with caplog.at_level(logging.WARNING, logger="micropay.payee"):
+        assert payee.claim_all() is not None
     assert channels.state(payer.config).claimed == COVERED[-1]
+    assert f"claiming the covered voucher for {COVERED[-1]} instead" in caplog.text
     assert payee.claim_all() is None  # the rest was never covered: nothing more to claim
 
 
@@ -96,6 +99,7 @@ def test_watchtower_after_a_reorged_top_up_claims_what_the_deposit_covered(
     report = watch.run_once()
     channel_id = payer.config.channel_id
     assert report.underfunded == (channel_id,)  # the best voucher is still reported short
+    assert report.claimed_covered == (channel_id,)
     [outcome] = report.outcomes
     assert outcome.ok and outcome.amounts == (COVERED[-1],)
     assert [claim.channel_id for claim in outcome.claims] == [channel_id]

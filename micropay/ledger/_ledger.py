@@ -80,7 +80,9 @@ class Ledger:
         self._store = store
         self.domain = domain
         self._verifier = VoucherVerifier(domain)
+        # The (amount, signature) last verified per channel: best and covered vouchers.
         self._verified: dict[bytes, tuple[int, bytes]] = {}
+        self._verified_covered: dict[bytes, tuple[int, bytes]] = {}
         self.chain = ChainJournal(store)
         """The chain view the watchtower keeps here (cursor, block hashes, channel events)."""
         try:
@@ -133,9 +135,15 @@ class Ledger:
     # -- the VoucherBook protocol ----------------------------------------------------------
 
     def accept_if_higher(
-        self, config: ChannelConfig, voucher: Voucher, *, over: int | None = None
+        self,
+        config: ChannelConfig,
+        voucher: Voucher,
+        *,
+        over: int | None = None,
+        covered: bool = False,
     ) -> int:
-        """Store ``voucher`` if it beats the stored one, durably, in one atomic step.
+        """Store ``voucher`` if it beats the stored one, durably, in one atomic step; with
+        ``covered`` (the confirmed deposit covers it) as the best covered voucher too.
 
         Returns the increment (new cumulative amount minus the one it replaced); raises
         :class:`StaleVoucherError` if it does not beat the stored voucher, or if ``over`` is
@@ -161,6 +169,8 @@ class Ledger:
                 signature=voucher.signature,
                 accepted_at=now,
                 owed_since=now,
+                covered_amount=voucher.cumulative_amount if covered else None,
+                covered_signature=voucher.signature if covered else None,
             ),
             over=over,
         )
@@ -180,6 +190,11 @@ class Ledger:
         row = self._store.voucher_row(channel_id)
         return None if row is None else self._checked(row)[1]
 
+    def best_covered(self, channel_id: bytes) -> Voucher | None:
+        """The best voucher accepted as covered by the confirmed deposit, verified, or None."""
+        row = self._store.voucher_row(channel_id)
+        return None if row is None else self._covered(row, self._checked(row)[0])
+
     def config(self, channel_id: bytes) -> ChannelConfig | None:
         row = self._store.voucher_row(channel_id)
         return None if row is None else self._checked(row)[0]
@@ -196,7 +211,8 @@ class Ledger:
             return None
         config, voucher = self._checked(row)
         view = self._store.view(channel_id)
-        return Position(config, voucher, view, row.accepted_at, row.owed_since)
+        covered = self._covered(row, config)
+        return Position(config, voucher, view, row.accepted_at, row.owed_since, covered)
 
     def positions(self) -> list[Position]:
         """Every channel's position, each row verified (a damaged one raises, none is skipped)."""
@@ -205,7 +221,10 @@ class Ledger:
         for row in self._store.voucher_rows():
             config, voucher = self._checked(row)
             view = views.get(row.channel_id)
-            positions.append(Position(config, voucher, view, row.accepted_at, row.owed_since))
+            covered = self._covered(row, config)
+            positions.append(
+                Position(config, voucher, view, row.accepted_at, row.owed_since, covered)
+            )
         return positions
 
     def unsettled(self, channel_id: bytes) -> int:
@@ -223,9 +242,10 @@ class Ledger:
         Raises on the first problem, naming the channel and what is wrong with it.
         """
         self._verified.clear()
+        self._verified_covered.clear()
         rows = self._store.voucher_rows()
         for row in rows:
-            self._checked(row)
+            self._covered(row, self._checked(row)[0])
         return len(rows)
 
     # -- checking rows ---------------------------------------------------------------------
@@ -270,6 +290,35 @@ class Ledger:
                 ) from None
             self._verified[row.channel_id] = held
         return config, voucher
+
+    def _covered(self, row: VoucherRow, config: ChannelConfig) -> Voucher | None:
+        """The row's covered voucher, checked like the best one (whose configuration
+        ``_checked`` has already checked); usually it is the best one, verified already."""
+        if row.covered_amount is None or row.covered_signature is None:
+            return None
+        where = f"{self.location}: channel 0x{row.channel_id.hex()}"
+        if row.covered_amount > row.cumulative_amount:
+            raise LedgerCorruptError(
+                f"{where}: its covered voucher for {row.covered_amount} is above its best "
+                f"voucher for {row.cumulative_amount} (the row was altered)"
+            )
+        held = (row.covered_amount, row.covered_signature)
+        try:
+            voucher = Voucher(row.channel_id, row.covered_amount, row.covered_signature)
+        except VoucherError as err:
+            raise LedgerCorruptError(f"{where} has a malformed covered voucher: {err}") from None
+        if held != (row.cumulative_amount, row.signature) and (
+            self._verified_covered.get(row.channel_id) != held
+        ):
+            try:
+                self._verifier.verify(voucher, bytes.fromhex(config.authorizer[2:]))
+            except VoucherError as err:
+                raise LedgerCorruptError(
+                    f"{where}: the covered voucher for {row.covered_amount} does not verify "
+                    f"under this ledger's domain ({err}); the row was altered"
+                ) from None
+            self._verified_covered[row.channel_id] = held
+        return voucher
 
 
 if TYPE_CHECKING:  # mypy holds the ledger to the payee's protocol

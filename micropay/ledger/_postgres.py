@@ -44,7 +44,9 @@ _SCHEMA = [
         signature BYTEA NOT NULL,
         replaced_amount NUMERIC(78, 0) NOT NULL,
         accepted_at DOUBLE PRECISION NOT NULL,
-        owed_since DOUBLE PRECISION
+        owed_since DOUBLE PRECISION,
+        covered_amount NUMERIC(78, 0),
+        covered_signature BYTEA
     )""",
     "CREATE TABLE IF NOT EXISTS chain_blocks (number BIGINT PRIMARY KEY, hash BYTEA NOT NULL)",
     """CREATE TABLE IF NOT EXISTS chain_events (
@@ -60,6 +62,14 @@ _SCHEMA = [
     )""",
     "CREATE INDEX IF NOT EXISTS chain_events_by_channel ON chain_events (channel_id)",
 ]
+
+# Version 2: the best voucher the confirmed deposit covers (a v1 ledger never kept one).
+_UPGRADES = {
+    2: [
+        "ALTER TABLE best_vouchers ADD COLUMN covered_amount NUMERIC(78, 0)",
+        "ALTER TABLE best_vouchers ADD COLUMN covered_signature BYTEA",
+    ],
+}
 
 
 def redact(url: str) -> str:
@@ -133,6 +143,9 @@ class PostgresStore(Store):
 
     def _schema(self) -> list[str]:
         return _SCHEMA
+
+    def _upgrades(self) -> dict[int, list[str]]:
+        return _UPGRADES
 
     def check_integrity(self) -> None:
         """The server guards its own pages; rows are checked as they are read."""

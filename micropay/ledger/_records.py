@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from micropay.channels import voucher_to_claim
 from micropay.vouchers import ChannelConfig, Voucher
 
 
@@ -66,7 +67,8 @@ class ChainView:
 
 @dataclass(frozen=True)
 class Position:
-    """One channel as the payee holds it: its configuration, best voucher and chain view.
+    """One channel as the payee holds it: its configuration, best voucher, best covered
+    voucher and chain view.
 
     ``chain`` is None until a chain follower (the watchtower) has read the channel; until then
     nothing is known to be claimed, so the whole best voucher counts as unsettled.
@@ -79,6 +81,9 @@ class Position:
     """Unix time the best voucher was stored."""
     owed_since: float | None
     """Unix time the channel last went from settled to owing (None: nothing owed)."""
+    covered: Voucher | None = None
+    """The best voucher accepted within the confirmed deposit (None: none was): what is
+    still claimable if the deposit the best one relied on is reorged away."""
 
     @property
     def channel_id(self) -> bytes:
@@ -100,10 +105,25 @@ class Position:
         return self.chain is not None and self.voucher.cumulative_amount > self.chain.deposited
 
     @property
-    def claimable(self) -> bool:
-        """A claim with the best voucher would succeed on the chain as the view shows it."""
-        return (
-            self.unsettled > 0
-            and not self.underfunded
-            and not (self.chain is not None and self.chain.finished)
+    def to_claim(self) -> Voucher | None:
+        """The voucher a claim would carry on the chain as the view shows it: the best one,
+        or the best covered one if the deposit falls short of the best; None if neither
+        would add anything (or the channel is finished)."""
+        if self.chain is None:
+            return self.voucher if self.unsettled > 0 else None
+        if self.chain.finished:
+            return None
+        return voucher_to_claim(
+            self.voucher, self.covered, deposited=self.chain.deposited, claimed=self.claimed
         )
+
+    @property
+    def claimable(self) -> bool:
+        """A claim (with :attr:`to_claim`) would succeed on the chain as the view shows it."""
+        return self.to_claim is not None
+
+    @property
+    def claimable_amount(self) -> int:
+        """What a claim with :attr:`to_claim` would add (0 if nothing is claimable)."""
+        voucher = self.to_claim
+        return 0 if voucher is None else voucher.cumulative_amount - self.claimed

@@ -44,7 +44,9 @@ _SCHEMA = [
         signature BLOB NOT NULL,
         replaced_amount TEXT NOT NULL,
         accepted_at REAL NOT NULL,
-        owed_since REAL
+        owed_since REAL,
+        covered_amount TEXT,
+        covered_signature BLOB
     )""",
     "CREATE TABLE IF NOT EXISTS chain_blocks (number INTEGER PRIMARY KEY, hash BLOB NOT NULL)",
     """CREATE TABLE IF NOT EXISTS chain_events (
@@ -60,6 +62,14 @@ _SCHEMA = [
     )""",
     "CREATE INDEX IF NOT EXISTS chain_events_by_channel ON chain_events (channel_id)",
 ]
+
+# Version 2: the best voucher the confirmed deposit covers (a v1 ledger never kept one).
+_UPGRADES = {
+    2: [
+        "ALTER TABLE best_vouchers ADD COLUMN covered_amount TEXT",
+        "ALTER TABLE best_vouchers ADD COLUMN covered_signature BLOB",
+    ],
+}
 
 
 class SqliteStore(Store):
@@ -139,6 +149,9 @@ class SqliteStore(Store):
 
     def _schema(self) -> list[str]:
         return _SCHEMA
+
+    def _upgrades(self) -> dict[int, list[str]]:
+        return _UPGRADES
 
     def check_integrity(self) -> None:
         """``PRAGMA quick_check`` reads every page: a truncated or torn file shows up here, at

@@ -9,12 +9,19 @@ connections, transactions and the encoding of 256-bit amounts.
 Tables:
 
 - ``ledger_meta``: schema version and the voucher domain the ledger is bound to;
-- ``best_vouchers``: per channel, its configuration and the best voucher. Accepting is one
+- ``best_vouchers``: per channel, its configuration, the best voucher and the best voucher
+  *covered* by the confirmed deposit (``covered_amount``, ``covered_signature``; NULL until a
+  covered one is accepted). Accepting is one
   ``INSERT ... ON CONFLICT DO UPDATE ... WHERE new > stored RETURNING replaced_amount``: the
   database compares and swaps under its own row lock, and ``replaced_amount`` (the amount the
-  new voucher replaced) yields the increment without a second read that could race;
+  new voucher replaced) yields the increment without a second read that could race. A
+  covered voucher fills the covered columns in the same statement; any other leaves them;
 - ``chain_blocks`` / ``chain_events``: what the chain follower has read (block hashes for
   reorg detection, and per-channel totals by block, so a rollback is a ``DELETE``).
+
+Schema versions (``ledger_meta.schema_version``): 1, the first; 2 adds the covered voucher
+columns. Opening an older ledger upgrades it in place, in one transaction, before anything
+else reads it; a newer one is refused.
 """
 
 from __future__ import annotations
@@ -29,23 +36,41 @@ from typing import Any, ClassVar, TypeVar
 from micropay.errors import LedgerCorruptError, LedgerError
 from micropay.ledger._records import BlockRef, ChainEvent, ChainView, EventKind
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _T = TypeVar("_T")
 
 Execute = Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]
 """Runs one statement inside the current transaction and returns its rows."""
 
-_VOUCHER_COLUMNS = (
-    "channel_id, chain_id, verifying_contract, payer, payee, token, authorizer, "
-    "withdraw_delay, salt, cumulative_amount, signature, accepted_at, owed_since"
+_VOUCHER_NAMES = (
+    "channel_id",
+    "chain_id",
+    "verifying_contract",
+    "payer",
+    "payee",
+    "token",
+    "authorizer",
+    "withdraw_delay",
+    "salt",
+    "cumulative_amount",
+    "signature",
+    "accepted_at",
+    "owed_since",
+    "covered_amount",
+    "covered_signature",
 )
+_VOUCHER_COLUMNS = ", ".join(_VOUCHER_NAMES)
 
+# A NULL covered voucher in the new row keeps the stored one (COALESCE): only a voucher
+# within the confirmed deposit may replace it.
 _ACCEPT = f"""
 INSERT INTO best_vouchers AS v ({_VOUCHER_COLUMNS}, replaced_amount)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+VALUES ({", ".join("?" * (len(_VOUCHER_NAMES) + 1))})
 ON CONFLICT (channel_id) DO UPDATE SET
     cumulative_amount = excluded.cumulative_amount,
     signature = excluded.signature,
+    covered_amount = COALESCE(excluded.covered_amount, v.covered_amount),
+    covered_signature = COALESCE(excluded.covered_signature, v.covered_signature),
     replaced_amount = v.cumulative_amount,
     accepted_at = excluded.accepted_at,
     owed_since = COALESCE(v.owed_since, excluded.owed_since)
@@ -64,6 +89,8 @@ _REPLACE_READ = """
 UPDATE best_vouchers SET
     cumulative_amount = ?,
     signature = ?,
+    covered_amount = COALESCE(?, covered_amount),
+    covered_signature = COALESCE(?, covered_signature),
     replaced_amount = cumulative_amount,
     accepted_at = ?,
     owed_since = COALESCE(owed_since, ?)
@@ -98,6 +125,9 @@ class VoucherRow:
     signature: bytes
     accepted_at: float
     owed_since: float | None
+    covered_amount: int | None = None
+    """The best voucher covered by the confirmed deposit (None: none was accepted)."""
+    covered_signature: bytes | None = None
 
 
 class Store(ABC):
@@ -140,7 +170,12 @@ class Store(ABC):
 
     @abstractmethod
     def _schema(self) -> list[str]:
-        """``CREATE ... IF NOT EXISTS`` statements for every table and index."""
+        """``CREATE ... IF NOT EXISTS`` statements for every table and index (current schema)."""
+
+    @abstractmethod
+    def _upgrades(self) -> dict[int, list[str]]:
+        """Per schema version, the statements that bring a ledger of the version before it up
+        to it (the tables exist: ``CREATE ... IF NOT EXISTS`` left them as they were)."""
 
     @abstractmethod
     def encode_amount(self, amount: int) -> Any:
@@ -229,11 +264,14 @@ class Store(ABC):
                 ):
                     execute("INSERT INTO ledger_meta (key, value) VALUES (?, ?)", (key, value))
                 return chain_id, verifying_contract
-            return self._bound_domain(meta)
+            version, bound = self._bound_domain(meta)
+            self._upgrade(execute, version)
+            return bound
 
         return self.transact(work)
 
-    def _bound_domain(self, meta: dict[str, str]) -> tuple[int, str]:
+    def _bound_domain(self, meta: dict[str, str]) -> tuple[int, tuple[int, str]]:
+        """The schema version and the domain ``ledger_meta`` records."""
         try:
             version = int(meta["schema_version"])
             chain_id = int(meta["chain_id"])
@@ -247,7 +285,23 @@ class Store(ABC):
                 f"{self.location} has ledger schema version {version}; this micropay reads up "
                 f"to {SCHEMA_VERSION}: upgrade micropay"
             )
-        return chain_id, contract
+        if version < 1:
+            raise LedgerCorruptError(f"{self.location}: schema version {version} never existed")
+        return version, (chain_id, contract)
+
+    def _upgrade(self, execute: Execute, version: int) -> None:
+        """Bring a ledger of an older schema up to this one, inside the binding transaction
+        (which the back ends serialise between processes, so one of them upgrades)."""
+        if version == SCHEMA_VERSION:
+            return
+        upgrades = self._upgrades()
+        for step in range(version + 1, SCHEMA_VERSION + 1):
+            for statement in upgrades[step]:
+                execute(statement, ())
+        execute(
+            "UPDATE ledger_meta SET value = ? WHERE key = 'schema_version'",
+            (str(SCHEMA_VERSION),),
+        )
 
     # -- vouchers ------------------------------------------------------------------------------
 
@@ -261,11 +315,16 @@ class Store(ABC):
             if row.cumulative_amount <= over:
                 return None  # it cannot beat the amount the caller says is stored
         params: tuple[Any, ...]
+        covered_amount = (
+            None if row.covered_amount is None else self.encode_amount(row.covered_amount)
+        )
         if over:  # replace exactly the amount read
             sql = _REPLACE_READ
             params = (
                 self.encode_amount(row.cumulative_amount),
                 row.signature,
+                covered_amount,
+                row.covered_signature,
                 row.accepted_at,
                 row.owed_since,
                 row.channel_id,
@@ -287,6 +346,8 @@ class Store(ABC):
                 row.signature,
                 row.accepted_at,
                 row.owed_since,
+                covered_amount,
+                row.covered_signature,
                 self.encode_amount(0),
             )
         rows = self.transact(lambda execute: execute(sql, params))
@@ -435,25 +496,33 @@ class Store(ABC):
             raise self._corrupt(channel_id, f"{column} is not a uint256: {value!r}")
         return amount
 
-    def _voucher_row(self, row: tuple[Any, ...]) -> VoucherRow:
-        channel_id = self._channel_id(row[0])
-        (chain_id, contract, payer, payee, token, authorizer, delay, salt) = row[1:9]
-        signature, accepted_at, owed_since = row[10:13]
+    def _voucher_row(self, values: tuple[Any, ...]) -> VoucherRow:
+        row = dict(zip(_VOUCHER_NAMES, values, strict=True))
+        channel_id = self._channel_id(row["channel_id"])
+        covered_amount, covered_signature = row["covered_amount"], row["covered_signature"]
+        if (covered_amount is None) != (covered_signature is None):
+            raise self._corrupt(channel_id, "half a covered voucher (amount or signature only)")
         try:
             return VoucherRow(
                 channel_id=channel_id,
-                chain_id=int(chain_id),
-                verifying_contract=_text(contract),
-                payer=_text(payer),
-                payee=_text(payee),
-                token=_text(token),
-                authorizer=_text(authorizer),
-                withdraw_delay=int(delay),
-                salt=_blob(salt),
-                cumulative_amount=self._amount(row[9], channel_id, "cumulative_amount"),
-                signature=_blob(signature),
-                accepted_at=float(accepted_at),
-                owed_since=None if owed_since is None else float(owed_since),
+                chain_id=int(row["chain_id"]),
+                verifying_contract=_text(row["verifying_contract"]),
+                payer=_text(row["payer"]),
+                payee=_text(row["payee"]),
+                token=_text(row["token"]),
+                authorizer=_text(row["authorizer"]),
+                withdraw_delay=int(row["withdraw_delay"]),
+                salt=_blob(row["salt"]),
+                cumulative_amount=self._amount(
+                    row["cumulative_amount"], channel_id, "cumulative_amount"
+                ),
+                signature=_blob(row["signature"]),
+                accepted_at=float(row["accepted_at"]),
+                owed_since=None if row["owed_since"] is None else float(row["owed_since"]),
+                covered_amount=None
+                if covered_amount is None
+                else self._amount(covered_amount, channel_id, "covered_amount"),
+                covered_signature=None if covered_signature is None else _blob(covered_signature),
             )
         except (TypeError, ValueError) as err:
             raise self._corrupt(channel_id, f"malformed row: {err}") from None
