@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from ledger_helpers import AUTHORIZER, DOMAIN, channel, raw_execute, voucher
+from ledger_v1 import create_v1_ledger
 
 from micropay.errors import InvalidSignatureError, StaleVoucherError, VoucherError
 from micropay.ledger import (
@@ -24,6 +25,7 @@ from micropay.ledger import (
     LedgerURLError,
 )
 from micropay.payee import MemoryVoucherBook
+from micropay.settlement import Candidate
 from micropay.vouchers import VoucherDomain, new_session_key, sign_voucher
 
 pytestmark = pytest.mark.offchain
@@ -130,6 +132,53 @@ def test_an_accept_over_a_stale_read_is_refused_and_changes_nothing(ledger):
 
 def test_the_memory_book_accepts_over_a_read_the_same_way():
     accepts_only_over_what_was_read(MemoryVoucherBook())
+
+
+def keeps_the_best_covered_voucher(book):
+    """Beside the best voucher, the best one within the confirmed deposit: only a covered
+    voucher replaces it, in the same accept; a better one beyond the confirmed deposit (a
+    top-up not yet confirmed) leaves it in place for a reorg to fall back on."""
+    config = channel(1)
+    channel_id = config.channel_id
+    assert book.accept_if_higher(config, voucher(config, 10), covered=True) == 10
+    assert book.best(channel_id) == book.best_covered(channel_id) == voucher(config, 10)
+    assert book.accept_if_higher(config, voucher(config, 30)) == 20
+    assert book.accept_if_higher(config, voucher(config, 40), over=30) == 10
+    assert book.best(channel_id) == voucher(config, 40)
+    assert book.best_covered(channel_id) == voucher(config, 10)
+    with pytest.raises(StaleVoucherError):  # a refused voucher changes neither
+        book.accept_if_higher(config, voucher(config, 40), covered=True)
+    with pytest.raises(StaleVoucherError):
+        book.accept_if_higher(config, voucher(config, 45), over=30, covered=True)
+    assert book.best_covered(channel_id) == voucher(config, 10)
+    # The top-up confirmed: a voucher within it is both best and covered.
+    assert book.accept_if_higher(config, voucher(config, 50), over=40, covered=True) == 10
+    assert book.best(channel_id) == book.best_covered(channel_id) == voucher(config, 50)
+    other = channel(2)
+    book.accept_if_higher(other, voucher(other, 5))  # opened, not confirmed yet
+    assert book.best_covered(other.channel_id) is None
+    assert book.best_covered(channel(3).channel_id) is None
+
+
+def test_the_ledger_keeps_the_best_covered_voucher(ledger):
+    keeps_the_best_covered_voucher(ledger)
+
+
+def test_the_memory_book_keeps_the_best_covered_voucher():
+    keeps_the_best_covered_voucher(MemoryVoucherBook())
+
+
+def test_the_covered_voucher_survives_reopening_and_shows_in_positions(ledger_url):
+    config = channel(1)
+    with Ledger.open(ledger_url, DOMAIN) as ledger:
+        ledger.accept_if_higher(config, voucher(config, 10), covered=True)
+        ledger.accept_if_higher(config, voucher(config, 30))
+    with Ledger.open(ledger_url, DOMAIN) as reopened:
+        assert reopened.best_covered(config.channel_id) == voucher(config, 10)
+        [position] = reopened.positions()
+        assert position.voucher == voucher(config, 30) and position.covered == voucher(config, 10)
+        assert reopened.position(config.channel_id).covered == voucher(config, 10)
+        assert reopened.check() == 1
 
 
 def test_an_accept_over_a_negative_amount_is_refused(ledger):
@@ -271,6 +320,59 @@ def test_row_copied_from_a_ledger_of_another_contract_is_named(ledger_url, tmp_p
         _damage(ledger_url, "signature = ?", (signature,))
         with pytest.raises(LedgerCorruptError, match="copied from a ledger for another contract"):
             ledger.check()
+
+
+def test_covered_voucher_whose_signature_was_altered_is_named_corrupt(ledger_url, ledger):
+    config = channel(1)
+    ledger.accept_if_higher(config, voucher(config, 10), covered=True)
+    ledger.accept_if_higher(config, voucher(config, 30))
+    ledger.close()
+    _damage(ledger_url, "covered_signature = ?", (voucher(config, 11).signature,))
+    with Ledger.open(ledger_url, DOMAIN) as reopened:
+        for read in (
+            lambda: reopened.best_covered(config.channel_id),
+            reopened.positions,
+            reopened.check,
+        ):
+            with pytest.raises(LedgerCorruptError, match="covered voucher for 10 does not verify"):
+                read()
+        assert reopened.best(config.channel_id) == voucher(config, 30)  # the best still reads
+
+
+def test_covered_voucher_above_the_best_or_half_missing_is_named_corrupt(ledger_url, ledger):
+    config = channel(1)
+    ledger.accept_if_higher(config, voucher(config, 10), covered=True)
+    ledger.accept_if_higher(config, voucher(config, 30))
+    amount = f"{40:078d}" if ledger_url.startswith("sqlite") else 40
+    _damage(ledger_url, "covered_amount = ?", (amount,))
+    with pytest.raises(LedgerCorruptError, match="covered voucher for 40 is above its best"):
+        ledger.best_covered(config.channel_id)
+    _damage(ledger_url, "covered_signature = NULL")
+    with pytest.raises(LedgerCorruptError, match="half a covered voucher"):
+        ledger.best(config.channel_id)
+
+
+def test_a_schema_version_1_ledger_is_upgraded_in_place(ledger_url):
+    """A ledger written by the old release's own table definitions opens, keeps its
+    vouchers (none of them known to be covered) and takes covered vouchers from then on."""
+    first, second = channel(1), channel(2)
+    create_v1_ledger(
+        ledger_url, DOMAIN, [(first, voucher(first, 700)), (second, voucher(second, 90))]
+    )
+    with Ledger.open(ledger_url, DOMAIN) as ledger:
+        assert ledger.best(first.channel_id) == voucher(first, 700)
+        assert ledger.best_covered(first.channel_id) is None
+        assert ledger.check() == 2
+        assert ledger.accept_if_higher(first, voucher(first, 800), covered=True) == 100
+        assert ledger.accept_if_higher(second, voucher(second, 95)) == 5
+    [(version,)] = raw_execute(
+        ledger_url, "SELECT value FROM ledger_meta WHERE key = 'schema_version'"
+    )
+    assert version == "2"
+    with Ledger.open(ledger_url, DOMAIN) as reopened:  # upgraded once; opens as version 2
+        assert reopened.best_covered(first.channel_id) == voucher(first, 800)
+        assert reopened.best_covered(second.channel_id) is None
+        assert sorted(p.voucher.cumulative_amount for p in reopened.positions()) == [95, 800]
 
 
 def test_ledger_from_a_newer_micropay_is_refused(ledger_url):
@@ -476,6 +578,29 @@ def test_only_recent_block_hashes_are_kept(ledger):
     for number in range(1, 21):
         ledger.chain.record([BlockRef(number, number.to_bytes(32, "big"))], [], keep=5)
     assert [block.number for block in ledger.chain.blocks()] == [20, 19, 18, 17, 16, 15]
+
+
+def test_underfunded_channel_is_claimed_with_its_covered_voucher(ledger):
+    """A top-up the best voucher relied on was reorged away: a claim carries the best
+    voucher the confirmed deposit covered, and the policy weighs what that one adds."""
+    config = channel(1)
+    ledger.accept_if_higher(config, voucher(config, 800), covered=True)
+    ledger.accept_if_higher(config, voucher(config, 1_500))
+    seed = _event(10, -1, config, EventKind.SEED, total_deposited=1_000, total_claimed=100)
+    ledger.chain.record([BlockRef(10, b"\x0a" * 32)], [seed])
+    position = ledger.position(config.channel_id)
+    assert position.underfunded and position.unsettled == 1_400
+    assert position.to_claim == voucher(config, 800)
+    assert position.claimable and position.claimable_amount == 700
+    assert Candidate.from_position(position).unsettled == 700
+    claimed = _event(11, 0, config, EventKind.CLAIMED, total_claimed=800)
+    ledger.chain.record([BlockRef(11, b"\x0b" * 32)], [claimed])
+    position = ledger.position(config.channel_id)
+    assert position.to_claim is None and not position.claimable  # the rest is not covered
+    assert position.unsettled == 700
+    topped_up = _event(12, 0, config, EventKind.DEPOSITED, total_deposited=2_000)
+    ledger.chain.record([BlockRef(12, b"\x0c" * 32)], [topped_up])
+    assert ledger.position(config.channel_id).to_claim == voucher(config, 1_500)
 
 
 def test_finished_channel_is_not_claimable(ledger):

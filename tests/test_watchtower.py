@@ -219,6 +219,7 @@ def test_claim_removed_by_a_reorg_is_rolled_back_and_claimed_again(chain, ledger
 
 def test_deposit_removed_by_a_reorg_is_reported_and_never_claimed_against(chain, ledger):
     payer = chain.open_channel(ETH, 3_600)
+    # Accepted before the opening deposit was confirmed: no voucher is covered.
     accept(chain, ledger, payer, [6 * 10**17])
     watch = tower(chain, ledger, confirmations=1)
     chain.mine(1)
@@ -245,6 +246,37 @@ def test_deposit_removed_by_a_reorg_is_reported_and_never_claimed_against(chain,
     chain.mine(2)
     report = watch.run_once()
     assert report.underfunded == () and report.claimed == {payer.config.channel_id}
+    assert payer.state().claimed == best.cumulative_amount
+
+
+def test_top_up_removed_by_a_reorg_leaves_the_covered_voucher_claimed(chain, ledger):
+    payer = chain.open_channel(ETH, 3_600)
+    channel_id = payer.config.channel_id
+    chain.mine(2)  # the opening deposit is confirmed (the payee's depth is 2 blocks)
+    covered = accept(chain, ledger, payer, [2 * 10**17, 6 * 10**17])
+    watch = tower(chain, ledger, confirmations=1)
+    watch.run_once()
+    top_up = payer.top_up(ETH)
+    best = accept(chain, ledger, payer, [10**18])  # 1.6 ETH: only the top-up covers it
+    assert ledger.best_covered(channel_id) == covered
+    chain.mine(2)
+    watch.run_once()
+
+    chain.reorg(chain.head - top_up["blockNumber"] + 1)
+    payer.request_withdraw()
+    chain.mine(2)
+    report = watch.run_once()
+    assert report.sync.rolled_back is not None
+    assert report.underfunded == (channel_id,) and report.claimed_covered == (channel_id,)
+    [outcome] = report.outcomes
+    assert outcome.ok and outcome.amounts == (covered.cumulative_amount,)
+    assert payer.state().claimed == covered.cumulative_amount
+
+    payer.top_up(ETH)  # sent again: the best voucher is good again, for what it adds
+    chain.mine(2)
+    report = watch.run_once()
+    assert report.underfunded == () and report.claimed == {channel_id}
+    assert report.claimed_covered == ()
     assert payer.state().claimed == best.cumulative_amount
 
 
