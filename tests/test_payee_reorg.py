@@ -6,7 +6,8 @@ it is restored and new blocks are mined) and the payer asks to withdraw. The pay
 voucher now exceeds the deposit and can never be claimed, but the best voucher D covered
 was kept beside it, and ``claim_all`` and the watchtower claim that one. Runs on every
 network pass (``chain.snapshot``/``chain.restore`` are ``evm_snapshot``/``evm_revert`` on
-anvil) and on every book: in memory, SQLite and PostgreSQL.
+anvil) and on every book: in memory, SQLite and PostgreSQL. Then when the payee counts a
+voucher as covered, and its ``confirmations`` setting.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from micropay.errors import PayeeConfigError
 from micropay.ledger import Ledger
 from micropay.payee import MemoryVoucherBook, Payee, VoucherBook
 from micropay.payer import Payer
@@ -108,3 +110,35 @@ def test_watchtower_after_a_reorged_top_up_claims_what_the_deposit_covered(
     after = watch.run_once()
     assert not after.outcomes  # claimed once; nothing covered is left to claim
     assert ledger.position(channel_id).chain.claimed == COVERED[-1]
+
+
+def test_a_voucher_is_covered_once_the_deposit_under_it_is_confirmed(chain, channels, actors):
+    payee = Payee(channels, actors.payee, state_ttl=0.0)  # reads the chain for every voucher
+    payer = Payer.open(channels, actors.payer, actors.payee.address, DEPOSIT)
+    channel_id = payer.config.channel_id
+    payee.accept(payer.config, payer.pay(10**17))  # the opening deposit is not confirmed yet
+    assert payee.book.best_covered(channel_id) is None
+    chain.mine(SETTLE_BLOCKS)
+    payee.accept(payer.config, payer.pay(10**17))
+    assert payee.book.best_covered(channel_id).cumulative_amount == 2 * 10**17
+    payer.top_up(ETH)
+    payee.accept(payer.config, payer.pay(10**18))  # beyond the confirmed deposit: accepted
+    assert payee.book.best(channel_id).cumulative_amount == 12 * 10**17
+    assert payee.book.best_covered(channel_id).cumulative_amount == 2 * 10**17
+    chain.mine(SETTLE_BLOCKS)  # the top-up is confirmed
+    payee.accept(payer.config, payer.pay(10**17))
+    assert payee.book.best(channel_id) == payee.book.best_covered(channel_id)
+    assert payee.book.best_covered(channel_id).cumulative_amount == 13 * 10**17
+
+
+def test_with_no_confirmations_the_latest_deposit_covers_every_voucher(channels, actors):
+    payee = Payee(channels, actors.payee, confirmations=0)
+    payer = Payer.open(channels, actors.payer, actors.payee.address, DEPOSIT)
+    payee.accept(payer.config, payer.pay(10**17))
+    assert payee.book.best_covered(payer.config.channel_id) == payer.last_voucher
+
+
+@pytest.mark.parametrize("confirmations", [-1, 1.5, "2", None])
+def test_nonsense_confirmations_are_refused(channels, actors, confirmations):
+    with pytest.raises(PayeeConfigError, match="confirmations"):
+        Payee(channels, actors.payee, confirmations=confirmations)

@@ -210,6 +210,23 @@ def test_a_durable_ledger_works_as_the_book(node, tmp_path):
     assert ledger.best(reader.payer.config.channel_id).cumulative_amount == 3 * PRICE
 
 
+def test_the_paywall_keeps_the_covered_voucher_beside_one_against_a_fresh_top_up(
+    node, tmp_path
+):
+    ledger = Ledger.open(f"sqlite:///{tmp_path / 'ledger.db'}", node.channels.domain)
+    site = make_site(node, book=ledger, state_ttl=0.0, min_deposit=2 * PRICE)
+    reader = Reader(node, deposit=2 * PRICE)
+    channel_id = reader.payer.config.channel_id
+    for _ in range(2):
+        node.w3.provider.make_request("evm_mine", [])  # the opening deposit is confirmed
+    assert get(site.app, "/articles/a", reader.header(PRICE)).status_code == 200
+    assert get(site.app, "/articles/a", reader.header(2 * PRICE)).status_code == 200
+    reader.payer.top_up(2 * PRICE)
+    assert get(site.app, "/articles/a", reader.header(3 * PRICE)).status_code == 200
+    assert ledger.best(channel_id).cumulative_amount == 3 * PRICE
+    assert ledger.best_covered(channel_id).cumulative_amount == 2 * PRICE
+
+
 def test_fastapi_handlers_read_the_payment_from_request_state(node):
     payee = Payee(node.channels, node.site)
     app = FastAPI()
