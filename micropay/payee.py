@@ -199,8 +199,10 @@ class Payee:
         return self._read(channel_id).state
 
     def _read(self, channel_id: bytes) -> _CachedState:
-        state = self.client.state(channel_id)
+        # The head first: if a block arrives in between, the state is the newer one and the
+        # confirmed depth is counted from the older head, which errs on the safe side.
         head = self.client.w3.eth.get_block("latest")
+        state = self.client.state(channel_id)
         confirmed = self._confirmed_deposit(channel_id, state, int(head["number"]))
         entry = _CachedState(state, confirmed, int(head["timestamp"]), time.monotonic())
         if state.exists:
@@ -342,7 +344,8 @@ class Payee:
         return receipt
 
     def close(self, channel_id: bytes) -> TxReceipt:
-        """Close with the best voucher: claim it and refund the rest to the payer."""
+        """Close with the best voucher (the best covered one if the deposit no longer covers
+        the best): claim it and refund the rest to the payer."""
         config, best = self._held(channel_id)
         state = self.refresh(channel_id)
         voucher = self._to_claim(channel_id, best, state)
@@ -357,11 +360,10 @@ class Payee:
         covered voucher is read only when the deposit falls short of the best one."""
         if state.finished:
             return None
-        covered = None
-        if best.cumulative_amount > state.deposited:
-            covered = self.book.best_covered(channel_id)
+        short = best.cumulative_amount > state.deposited
+        covered = self.book.best_covered(channel_id) if short else None
         voucher = voucher_to_claim(best, covered, deposited=state.deposited, claimed=state.claimed)
-        if best.cumulative_amount > state.deposited:
+        if short:
             log.warning(
                 "channel 0x%s: the best voucher for %d exceeds the deposit of %d on chain (a "
                 "top-up was reorged away?); %s",
