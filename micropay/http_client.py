@@ -112,23 +112,46 @@ class DepositPolicy:
     """How much to lock in a channel when it is opened, or topped up once it runs dry.
 
     Enough for ``requests`` requests at the offered price, at least ``minimum`` and the
-    site's own minimum deposit, at most ``maximum`` (None: no cap).
+    site's own minimum deposit, and never above the caps: ``max_requests`` prices (None:
+    no such cap) and ``maximum`` base units (None: no such cap). A site whose minimum
+    deposit is above a cap is refused with :class:`~micropay.errors.DepositLimitError`
+    before anything is signed or sent.
+
+    The proportional cap is on by default because the site names both the price and the
+    minimum deposit: without it, a site asking 0.00001 ETH per article could make a reader
+    lock 50 ETH for the withdraw delay, all of it within reach of the channel's session
+    key. 1000 prices is ten times the default deposit, room for a site that needs a larger
+    deposit to make its claims worth their gas, and as the price is capped by
+    ``PaymentPolicy.max_price`` it bounds every deposit absolutely too: at most
+    ``1000 * max_price`` base units of the asset (0.01 ETH for ``max_price=10**13`` wei),
+    in whatever token the policy allows, without the client knowing its decimals.
     """
 
     requests: int = 100
     minimum: int = 0
     maximum: int | None = None
+    max_requests: int | None = 1000
+
+    def cap(self, offer: Offer) -> int | None:
+        """The most this policy locks in a channel for the offer (None: no cap)."""
+        caps = [] if self.maximum is None else [self.maximum]
+        if self.max_requests is not None:
+            caps.append(self.max_requests * offer.price)
+        return min(caps) if caps else None
 
     def amount(self, offer: Offer) -> int:
         wanted = max(offer.price * self.requests, self.minimum, offer.min_deposit, offer.price)
-        if self.maximum is None:
+        cap = self.cap(offer)
+        if cap is None:
             return wanted
         needed = max(offer.min_deposit, offer.price)
-        if needed > self.maximum:
+        if needed > cap:
             raise DepositLimitError(
-                f"the site needs a deposit of {needed}, above the cap of {self.maximum}"
+                f"the site needs a deposit of {needed}, above the cap of {cap} "
+                f"(DepositPolicy maximum={self.maximum}, max_requests={self.max_requests} "
+                f"at a price of {offer.price})"
             )
-        return min(wanted, self.maximum)
+        return min(wanted, cap)
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 from collections.abc import Iterator
+from dataclasses import replace
 from types import SimpleNamespace
 
 import httpx
@@ -33,7 +34,8 @@ from micropay.http_client import (
     derive_session_key,
     site_of,
 )
-from micropay.payee import MemoryVoucherBook
+from micropay.payee import MemoryVoucherBook, Payee
+from micropay.paywall import Paywall
 from micropay.requests_adapter import PaymentAdapter
 from micropay.vouchers import ZERO_ADDRESS, VoucherDomain
 
@@ -59,6 +61,11 @@ def test_deposit_policy_sizes_the_deposit_within_its_cap():
     assert DepositPolicy(requests=100, maximum=50 * PRICE).amount(OFFER) == 50 * PRICE
     with pytest.raises(DepositLimitError):
         DepositPolicy(maximum=5 * PRICE).amount(OFFER)
+    # 1000 prices by default, whatever the deposit asked for; None lifts the cap.
+    assert DepositPolicy(requests=2000).amount(OFFER) == 1000 * PRICE
+    assert DepositPolicy(requests=2000, max_requests=None).amount(OFFER) == 2000 * PRICE
+    with pytest.raises(DepositLimitError, match="above the cap of 5000"):
+        DepositPolicy(max_requests=5).amount(replace(OFFER, price=1000))
 
 
 @pytest.mark.offchain
@@ -474,3 +481,39 @@ def test_a_total_claimed_on_chain_is_built_on_by_a_client_whose_store_is_behind(
     with Server(amnesiac.app) as server:
         read(SimpleNamespace(url=server.url), restored, 1)
     assert amnesiac.payee.book.best(channel_id).cumulative_amount == 4 * PRICE
+
+
+# -- a site that asks for a large deposit ------------------------------------------------------
+
+FIFTY_ETH = 50 * 10**18
+
+
+@pytest.fixture
+def greedy(w3, actors, channels):
+    """A real paywall charging one README price per article but asking a 50 ETH deposit."""
+    pages = create_site(w3, site_key=actors.payee, contract=channels.address, price=PRICE).app.app
+    paywall = Paywall(
+        pages,
+        payee=Payee(channels, actors.payee),
+        prices={"GET /articles/{slug}": PRICE},
+        min_deposit=FIFTY_ETH,
+    )
+    app = Turncoat(SimpleNamespace(app=paywall))
+    with Server(app) as server:
+        yield SimpleNamespace(app=app, url=server.url, book=paywall.payee.book)
+
+
+def test_a_deposit_far_above_the_price_is_refused_before_any_transaction(w3, actors, greedy):
+    nonce = w3.eth.get_transaction_count(actors.payer.address)
+    payer = HttpPayer(w3, actors.payer, PaymentPolicy(max_price=PRICE))  # the README's policy
+    with pytest.raises(DepositLimitError, match=f"deposit of {FIFTY_ETH}, above the cap of"):
+        read(greedy, payer, 1)
+    assert w3.eth.get_transaction_count(actors.payer.address) == nonce  # nothing sent on chain
+    assert greedy.app.received == []  # and no voucher signed for the site
+
+
+def test_a_large_deposit_is_locked_only_when_the_policy_says_so(w3, actors, channels, greedy):
+    policy = PaymentPolicy(max_price=PRICE, deposit=DepositPolicy(max_requests=None))
+    read(greedy, HttpPayer(w3, actors.payer, policy), 1)
+    [channel_id] = greedy.book.channel_ids()
+    assert channels.state(channel_id).deposited == FIFTY_ETH
