@@ -30,6 +30,9 @@ class ChannelRecord:
     ``cumulative`` is the last total the site acknowledged (a receipt, or a view the client
     verified) and ``signature`` the client's voucher for it (None for zero, or for a total
     read from the chain's claims); the next request pays ``cumulative + price``.
+    ``highest_signed`` is the largest total the client has signed on the channel, saved
+    before that voucher is sent: a site that shows it later holds a voucher from an earlier
+    request (answered or not), which the client may build on without paying twice.
     """
 
     key: str
@@ -38,6 +41,14 @@ class ChannelRecord:
     cumulative: int
     signature: bytes | None
     deposited: int
+    highest_signed: int
+
+    @classmethod
+    def found(
+        cls, key: str, index: int, config: ChannelConfig, claimed: int, deposited: int
+    ) -> ChannelRecord:
+        """A channel known only from the chain: positioned at what was claimed on it."""
+        return cls(key, index, config, claimed, None, deposited, claimed)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -46,6 +57,7 @@ class ChannelRecord:
             "cumulative": str(self.cumulative),
             "signature": None if self.signature is None else "0x" + self.signature.hex(),
             "deposited": str(self.deposited),
+            "highestSigned": str(self.highest_signed),
         }
 
     @classmethod
@@ -58,10 +70,22 @@ class ChannelRecord:
             cumulative=int(data["cumulative"]),
             signature=None if signature is None else bytes.fromhex(signature[2:]),
             deposited=int(data["deposited"]),
+            # Stores written before the field existed: the acknowledged total is the most
+            # the client is known to have signed.
+            highest_signed=int(data.get("highestSigned", data["cumulative"])),
         )
 
     def advanced(self, cumulative: int, signature: bytes | None) -> ChannelRecord:
-        return replace(self, cumulative=cumulative, signature=signature)
+        return replace(
+            self,
+            cumulative=cumulative,
+            signature=signature,
+            highest_signed=max(self.highest_signed, cumulative),
+        )
+
+    def signing(self, total: int) -> ChannelRecord:
+        """The record once the client has signed ``total`` (saved before it is sent)."""
+        return replace(self, highest_signed=max(self.highest_signed, total))
 
 
 class ClientStore:

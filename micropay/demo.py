@@ -170,7 +170,7 @@ def run(connection: Connection, articles: int = 1_000, console: Console | None =
             policy = PaymentPolicy(
                 max_price=PRICE,
                 max_spend_per_site=2 * articles * PRICE,
-                deposit=DepositPolicy(requests=articles + 200),
+                deposit=DepositPolicy(requests=articles + 200, max_requests=articles + 200),
             )
             payer = HttpPayer(w3, reader, policy, store=Path(folder) / "reader.json")
             recorder = _Recorder()

@@ -19,8 +19,11 @@ Catch :class:`MicropayError` to catch anything the toolkit raises on purpose::
     │       └── OfferNotAllowedError       network, asset, contract or delay not allowed
     ├── PaymentHeaderError (ValueError)    a payment header is malformed (.reason, .status)
     ├── PaymentProtocolError (RuntimeError) a paywall answered outside the protocol: an
-    │                                      undecodable 402, a receipt that contradicts the
-    │                                      voucher, a view of the channel it cannot prove
+    │   │                                  undecodable 402, a receipt that contradicts the
+    │   │                                  voucher
+    │   └── HostileSiteError               a site claims the client owes it a total it cannot
+    │                                      back with a signature the client made before
+    │                                      this request (.site, .claimed)
     ├── PayerStoreError (OSError)          a stored payer channel is missing or corrupt
     ├── LedgerError (RuntimeError)         the voucher ledger cannot be opened or used
     │   ├── LedgerURLError (ValueError)    the ledger URL is malformed or names no back end
@@ -144,6 +147,22 @@ class PaymentHeaderError(MicropayError, ValueError):
 
 class PaymentProtocolError(MicropayError, RuntimeError):
     """A paywall answered in a way the protocol does not allow; nothing more is paid to it."""
+
+
+class HostileSiteError(PaymentProtocolError):
+    """A site's view of the channel would make the client pay again for the same request.
+
+    Raised when a site says a total is already spent that the client cannot prove it signed
+    before the request began (or that the chain shows claimed): a forged signature, or the
+    voucher the client has just sent echoed back as "stale". ``site`` is the origin and
+    ``claimed`` the total it asserted; the client has signed at most one price on top of
+    what it held before the request.
+    """
+
+    def __init__(self, site: str, claimed: int, message: str) -> None:
+        super().__init__(message)
+        self.site = site
+        self.claimed = claimed
 
 
 class PayerStoreError(MicropayError, OSError):

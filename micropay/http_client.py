@@ -23,8 +23,15 @@ Losing state does not mean paying twice. Channel keys are derived from the payer
 (:func:`derive_session_key`), so a client whose store is gone finds its channels on chain
 again; a site that holds a different total answers with its view of the channel, which
 the client accepts only if it is backed by the client's own signature (or equals what was
-claimed on chain), then pays exactly one price on top. See ``micropay.requests_adapter``
-for the requests library.
+claimed on chain), then pays exactly one price on top.
+
+A lying site cannot turn one request into several prices. A view may move the client's
+base only to a total that predates the request: at most what the client had signed on
+the channel before (its store saves that before each voucher leaves), or a total this
+process never signed (a voucher from before the store was lost or restored). The voucher
+the client has just sent, echoed back as "stale", is neither: the client stops with
+:class:`~micropay.errors.HostileSiteError`, having signed one price above the site's
+acknowledged total. See ``micropay.requests_adapter`` for the requests library.
 """
 
 from __future__ import annotations
@@ -65,6 +72,7 @@ from micropay._x402 import (
 from micropay.channels import ChannelClient
 from micropay.errors import (
     DepositLimitError,
+    HostileSiteError,
     InvalidSignatureError,
     OfferNotAllowedError,
     PaymentHeaderError,
@@ -104,23 +112,46 @@ class DepositPolicy:
     """How much to lock in a channel when it is opened, or topped up once it runs dry.
 
     Enough for ``requests`` requests at the offered price, at least ``minimum`` and the
-    site's own minimum deposit, at most ``maximum`` (None: no cap).
+    site's own minimum deposit, and never above the caps: ``max_requests`` prices (None:
+    no such cap) and ``maximum`` base units (None: no such cap). A site whose minimum
+    deposit is above a cap is refused with :class:`~micropay.errors.DepositLimitError`
+    before anything is signed or sent.
+
+    The proportional cap is on by default because the site names both the price and the
+    minimum deposit: without it, a site asking 0.00001 ETH per article could make a reader
+    lock 50 ETH for the withdraw delay, all of it within reach of the channel's session
+    key. 1000 prices is ten times the default deposit, room for a site that needs a larger
+    deposit to make its claims worth their gas, and as the price is capped by
+    ``PaymentPolicy.max_price`` it bounds every deposit absolutely too: at most
+    ``1000 * max_price`` base units of the asset (0.01 ETH for ``max_price=10**13`` wei),
+    in whatever token the policy allows, without the client knowing its decimals.
     """
 
     requests: int = 100
     minimum: int = 0
     maximum: int | None = None
+    max_requests: int | None = 1000
+
+    def cap(self, offer: Offer) -> int | None:
+        """The most this policy locks in a channel for the offer (None: no cap)."""
+        caps = [] if self.maximum is None else [self.maximum]
+        if self.max_requests is not None:
+            caps.append(self.max_requests * offer.price)
+        return min(caps) if caps else None
 
     def amount(self, offer: Offer) -> int:
         wanted = max(offer.price * self.requests, self.minimum, offer.min_deposit, offer.price)
-        if self.maximum is None:
+        cap = self.cap(offer)
+        if cap is None:
             return wanted
         needed = max(offer.min_deposit, offer.price)
-        if needed > self.maximum:
+        if needed > cap:
             raise DepositLimitError(
-                f"the site needs a deposit of {needed}, above the cap of {self.maximum}"
+                f"the site needs a deposit of {needed}, above the cap of {cap} "
+                f"(DepositPolicy maximum={self.maximum}, max_requests={self.max_requests} "
+                f"at a price of {offer.price})"
             )
-        return min(wanted, self.maximum)
+        return min(wanted, cap)
 
 
 @dataclass(frozen=True)
@@ -220,12 +251,23 @@ class Verdict(Enum):
 
 @dataclass
 class _Channel:
-    """An open channel in memory: its record and the lock that serialises its requests."""
+    """An open channel in memory: its record and the lock that serialises its requests.
+
+    ``signed_here`` holds the totals this process signed above the acknowledged total: a
+    site that shows one of them as spent, above what a request started from, is showing
+    a voucher of that same request (or of one running beside it), not an earlier payment.
+    """
 
     record: ChannelRecord
     authorizer: LocalAccount
     lock: threading.Lock = field(default_factory=threading.Lock)
     retired: bool = False
+    signed_here: set[int] = field(default_factory=set)
+
+
+# channel id -> the highest total the client had signed on it when this request first
+# signed there: what one pay() call may build on (see HttpPayer._resync).
+Floors = dict[bytes, int]
 
 
 @dataclass(frozen=True)
@@ -237,6 +279,7 @@ class Pending:
     channel: _Channel
     voucher: Voucher
     header: str
+    floor: int  # the channel's highest signed total before this request signed on it
 
 
 class HttpPayer:
@@ -370,7 +413,7 @@ class HttpPayer:
                 break
             if not state.finished and not state.withdraw_requested:
                 # Found again: the site will correct the total from its own records.
-                record = ChannelRecord(key, index, config, state.claimed, None, state.deposited)
+                record = ChannelRecord.found(key, index, config, state.claimed, state.deposited)
                 self.store.put_channel(record)
                 return record
         if first_free is None:
@@ -386,7 +429,7 @@ class HttpPayer:
             session_key=self._session_key(offer, first_free),
             salt=_channel_salt(first_free),
         )
-        record = ChannelRecord(key, first_free, payer.config, 0, None, payer.deposited)
+        record = ChannelRecord.found(key, first_free, payer.config, 0, payer.deposited)
         self.store.put_channel(record)
         return record
 
@@ -410,8 +453,13 @@ class HttpPayer:
 
     # -- signing (fast; under the channel's lock) ------------------------------------------------
 
-    def sign(self, site: str, offer: Offer, channel: _Channel) -> Pending:
-        """Check the spending caps, then sign the voucher for one more request."""
+    def sign(self, site: str, offer: Offer, channel: _Channel, floors: Floors) -> Pending:
+        """Check the spending caps, then sign the voucher for one more request.
+
+        ``floors`` belongs to the request (one per pay() call): the first voucher it signs
+        on a channel fixes what later views in the same request may move the base to. The
+        new highest total is saved before the voucher is returned to be sent, so a later
+        request (or run) knows the site may hold it."""
         price = offer.price
         now = time.time()
         with self._lock:
@@ -432,16 +480,24 @@ class HttpPayer:
                     )
             self._reserved[site] = self._reserved.get(site, 0) + price
         record = channel.record
+        total = record.cumulative + price
+        floor = floors.setdefault(record.config.channel_id, record.highest_signed)
+        if total > record.highest_signed:
+            try:
+                self.store.put_channel(record.signing(total))
+            except BaseException:
+                with self._lock:
+                    self._reserved[site] -= price
+                raise
+            channel.record = record = record.signing(total)
+        channel.signed_here.add(total)
         voucher = sign_voucher(
-            offer.domain,
-            record.config.channel_id,
-            record.cumulative + price,
-            bytes(channel.authorizer.key),
+            offer.domain, record.config.channel_id, total, bytes(channel.authorizer.key)
         )
         payload = PaymentPayload(
             offer.network, price, offer.asset, offer.pay_to, record.config, voucher
         )
-        return Pending(site, offer, channel, voucher, payload.encode())
+        return Pending(site, offer, channel, voucher, payload.encode(), floor)
 
     # -- concluding ------------------------------------------------------------------------------
 
@@ -495,6 +551,8 @@ class HttpPayer:
     ) -> None:
         channel = pending.channel
         channel.record = channel.record.advanced(cumulative, signature)
+        # Totals at or below an acknowledged one stand for requests the site served.
+        channel.signed_here = {total for total in channel.signed_here if total > cumulative}
         now = time.time()
         self.store.record(channel.record, pending.site, spent, now, now - self.policy.period)
 
@@ -523,11 +581,18 @@ class HttpPayer:
             )
 
     def _resync(self, pending: Pending, view: ChannelView) -> None:
-        """Adopt the site's total for the channel, if the client can prove it is real."""
-        channel = pending.channel
+        """Adopt the site's total for the channel, if it stands for requests already paid.
+
+        The total must be backed (the client's signature is on the view's voucher, or the
+        chain shows it claimed) and predate this request: at most the request's floor, or
+        a total this process never signed, which can only come from before it (a lost or
+        restored store). A total this process signed above the floor was signed during
+        this request: adopting it would pay a second price for one unserved request.
+        """
+        channel, site, total = pending.channel, pending.site, view.cumulative_amount
         record = channel.record
         if view.channel_id != record.config.channel_id:
-            raise PaymentProtocolError("the site's view is of another channel")
+            raise PaymentProtocolError(f"{site}'s view is of another channel")
         voucher = view.voucher
         if voucher is not None:
             try:
@@ -535,19 +600,29 @@ class HttpPayer:
                     voucher, bytes.fromhex(record.config.authorizer[2:])
                 )
             except InvalidSignatureError:
-                raise PaymentProtocolError(
-                    f"the site claims a total of {view.cumulative_amount} this client never signed"
+                raise HostileSiteError(
+                    site, total, f"{site} claims a total of {total} this client never signed"
                 ) from None
         else:
             claimed = self._client(pending.offer).state(record.config).claimed
-            if view.cumulative_amount != claimed:
-                raise PaymentProtocolError(
-                    f"the site claims a total of {view.cumulative_amount} without a voucher; "
-                    f"the chain says {claimed} was claimed"
+            if total != claimed:
+                raise HostileSiteError(
+                    site,
+                    total,
+                    f"{site} claims a total of {total} without a voucher; the chain says "
+                    f"{claimed} was claimed",
                 )
+        if total > pending.floor and total in channel.signed_here:
+            raise HostileSiteError(
+                site,
+                total,
+                f"{site} claims a total of {total} as already spent, but this client signed "
+                f"it during this request (it had signed {pending.floor} before); it pays "
+                "nothing more on top",
+            )
         # What the site holds above our record was paid before we lost track: count it.
-        spent = max(0, view.cumulative_amount - record.cumulative)
-        self._advance(pending, view.cumulative_amount, view.signature, spent=spent)
+        spent = max(0, total - record.cumulative)
+        self._advance(pending, total, view.signature, spent=spent)
 
     # -- the two drivers -------------------------------------------------------------------------
 
@@ -561,12 +636,13 @@ class HttpPayer:
     ) -> _R | None:
         """Pay for one request: ``send(header)`` retries it with a voucher. Returns the final
         response (None if the site offered nothing payable after a refusal)."""
+        floors: Floors = {}
         for round_ in range(self.max_rounds):
             offer = self.choose(_decode_required(required_header))
             channel = self.channel_for(offer)
             with channel.lock:
                 self.ensure_funded(channel, offer)
-                pending = self.sign(site, offer, channel)
+                pending = self.sign(site, offer, channel, floors)
                 try:
                     response = send(pending.header)
                 except BaseException:
@@ -596,6 +672,7 @@ class HttpPayer:
     ) -> _R | None:
         """:meth:`pay` for async transports: chain I/O runs in a worker thread and requests
         on one channel are serialised by ``locks`` (the transport's, bound to its loop)."""
+        floors: Floors = {}
         for round_ in range(self.max_rounds):
             # choose() may read a contract's code once; channel_for() may open a channel.
             offer = await anyio.to_thread.run_sync(self.choose, _decode_required(required_header))
@@ -603,7 +680,7 @@ class HttpPayer:
             lock = locks.setdefault(channel.record.config.channel_id, anyio.Lock())
             async with lock:
                 await anyio.to_thread.run_sync(self.ensure_funded, channel, offer)
-                pending = self.sign(site, offer, channel)
+                pending = self.sign(site, offer, channel, floors)
                 try:
                     response = await send(pending.header)
                 except BaseException:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 from collections.abc import Iterator
+from dataclasses import replace
 from types import SimpleNamespace
 
 import httpx
@@ -14,9 +15,10 @@ import requests
 from paywall_helpers import Server, chain
 
 from micropay._client_store import ClientStore
-from micropay._x402 import ChannelView, Offer, PaymentRequired, Reason, Receipt
+from micropay._x402 import ChannelView, Offer, PaymentPayload, PaymentRequired, Reason, Receipt
 from micropay.errors import (
     DepositLimitError,
+    HostileSiteError,
     OfferNotAllowedError,
     PaymentProtocolError,
     PriceLimitError,
@@ -32,7 +34,8 @@ from micropay.http_client import (
     derive_session_key,
     site_of,
 )
-from micropay.payee import MemoryVoucherBook
+from micropay.payee import MemoryVoucherBook, Payee
+from micropay.paywall import Paywall
 from micropay.requests_adapter import PaymentAdapter
 from micropay.vouchers import ZERO_ADDRESS, VoucherDomain
 
@@ -58,6 +61,11 @@ def test_deposit_policy_sizes_the_deposit_within_its_cap():
     assert DepositPolicy(requests=100, maximum=50 * PRICE).amount(OFFER) == 50 * PRICE
     with pytest.raises(DepositLimitError):
         DepositPolicy(maximum=5 * PRICE).amount(OFFER)
+    # 1000 prices by default, whatever the deposit asked for; None lifts the cap.
+    assert DepositPolicy(requests=2000).amount(OFFER) == 1000 * PRICE
+    assert DepositPolicy(requests=2000, max_requests=None).amount(OFFER) == 2000 * PRICE
+    with pytest.raises(DepositLimitError, match="above the cap of 5000"):
+        DepositPolicy(max_requests=5).amount(replace(OFFER, price=1000))
 
 
 @pytest.mark.offchain
@@ -361,3 +369,151 @@ def test_a_contract_that_is_not_payment_channels_is_not_trusted(node):
         pytest.raises(OfferNotAllowedError, match="not micropay's PaymentChannels"),
     ):
         read(SimpleNamespace(url=server.url), payer, 1)
+
+
+# -- a site that lies to be paid twice, on the session's chain (in-process, anvil) -------------
+
+
+class Turncoat:
+    """A real site that can turn: it serves honestly, echoes each voucher it is sent back as
+    its "stale" view of the channel (``echo``), or serves one request and loses the answer
+    (``lose_answer``). ``received`` is every total it was sent a voucher for."""
+
+    def __init__(self, site) -> None:
+        self.app = site.app
+        self.mode = "honest"
+        self.received: list[int] = []
+
+    async def __call__(self, scope, receive, send):
+        header = dict(scope.get("headers", [])).get(b"payment-signature")
+        if header is None:
+            return await self.app(scope, receive, send)
+        voucher = PaymentPayload.decode(header).voucher
+        self.received.append(voucher.cumulative_amount)
+        if self.mode == "echo":
+            view = ChannelView(voucher.channel_id, voucher.cumulative_amount, voucher.signature)
+            required = PaymentRequired((self.app.offer(PRICE),), Reason.STALE_VOUCHER, "", "", view)
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 402,
+                    "headers": [(b"payment-required", required.encode().encode())],
+                }
+            )
+            return await send({"type": "http.response.body", "body": b""})
+        if self.mode == "lose_answer":  # served and recorded, but the answer never arrives
+            self.mode = "honest"
+
+            async def lost(message):
+                pass
+
+            await self.app(scope, receive, lost)
+            await send({"type": "http.response.start", "status": 502, "headers": []})
+            return await send({"type": "http.response.body", "body": b""})
+        return await self.app(scope, receive, send)
+
+
+@pytest.fixture
+def turncoat(w3, actors, channels):
+    site = create_site(w3, site_key=actors.payee, contract=channels.address, price=PRICE)
+    app = Turncoat(site)
+    with Server(app) as server:
+        yield SimpleNamespace(app=app, url=server.url, book=site.payee.book, payee=site.payee)
+
+
+def test_a_site_echoing_the_voucher_it_was_sent_gets_one_price_per_request(w3, actors, turncoat):
+    payer = HttpPayer(w3, actors.payer, PaymentPolicy(max_price=PRICE))
+    read(turncoat, payer, 3)  # the site acknowledged 3 prices
+    turncoat.app.mode = "echo"
+    with pytest.raises(HostileSiteError) as raised:
+        read(turncoat, payer, 1)
+    assert max(turncoat.app.received) == 4 * PRICE  # base + one price, not max_rounds of them
+    assert raised.value.site == site_of(turncoat.url)
+    assert raised.value.claimed == 4 * PRICE
+    assert str(raised.value).startswith(f"{site_of(turncoat.url)} claims a total of {4 * PRICE}")
+    # Refusing again costs one more price at most: the site holds the last voucher anyway.
+    with pytest.raises(HostileSiteError):
+        read(turncoat, payer, 1)
+    assert max(turncoat.app.received) == 5 * PRICE
+    assert held(turncoat) == [3 * PRICE]  # the honest book; the echoes were never served
+
+
+def test_a_voucher_whose_answer_was_lost_is_built_on_after_a_restart(
+    w3, actors, turncoat, tmp_path
+):
+    store = tmp_path / "reader.json"
+    payer = HttpPayer(w3, actors.payer, PaymentPolicy(max_price=PRICE), store=store)
+    read(turncoat, payer, 2)
+    turncoat.app.mode = "lose_answer"
+    with httpx.Client(base_url=turncoat.url, transport=PaymentTransport(payer)) as client:
+        assert client.get("/articles/vouchers-explained").status_code == 502
+    assert held(turncoat) == [3 * PRICE]  # served: the site holds the third voucher
+    # A new run re-sends that voucher; the site's stale view of it predates this request
+    # (the store saved it before it was sent), so the client builds on it.
+    restarted = HttpPayer(w3, actors.payer, PaymentPolicy(max_price=PRICE), store=store)
+    read(turncoat, restarted, 1)
+    assert held(turncoat) == [4 * PRICE]
+    assert turncoat.app.received == [PRICE, 2 * PRICE, 3 * PRICE, 3 * PRICE, 4 * PRICE]
+
+
+def test_a_site_ahead_of_a_lost_store_is_followed_without_paying_twice(w3, actors, turncoat):
+    read(turncoat, HttpPayer(w3, actors.payer, PaymentPolicy(max_price=PRICE)), 3)
+    forgetful = HttpPayer(w3, actors.payer, PaymentPolicy(max_price=PRICE))  # a blank store
+    read(turncoat, forgetful, 2)
+    assert held(turncoat) == [5 * PRICE]
+    assert turncoat.app.received == [PRICE, 2 * PRICE, 3 * PRICE, PRICE, 4 * PRICE, 5 * PRICE]
+
+
+def test_a_total_claimed_on_chain_is_built_on_by_a_client_whose_store_is_behind(
+    w3, actors, channels, turncoat, tmp_path
+):
+    store, backup = tmp_path / "reader.json", tmp_path / "backup.json"
+    read(turncoat, HttpPayer(w3, actors.payer, PaymentPolicy(max_price=PRICE), store=store), 1)
+    shutil.copy(store, backup)
+    read(turncoat, HttpPayer(w3, actors.payer, PaymentPolicy(max_price=PRICE), store=store), 2)
+    [channel_id] = turncoat.book.channel_ids()
+    turncoat.payee.claim(channel_id)
+    shutil.copy(backup, store)  # the client is two payments behind...
+    amnesiac = create_site(  # ...and the site kept nothing but what the chain shows claimed
+        w3, site_key=actors.payee, contract=channels.address, price=PRICE, book=MemoryVoucherBook()
+    )
+    restored = HttpPayer(w3, actors.payer, PaymentPolicy(max_price=PRICE), store=store)
+    with Server(amnesiac.app) as server:
+        read(SimpleNamespace(url=server.url), restored, 1)
+    assert amnesiac.payee.book.best(channel_id).cumulative_amount == 4 * PRICE
+
+
+# -- a site that asks for a large deposit ------------------------------------------------------
+
+FIFTY_ETH = 50 * 10**18
+
+
+@pytest.fixture
+def greedy(w3, actors, channels):
+    """A real paywall charging one README price per article but asking a 50 ETH deposit."""
+    pages = create_site(w3, site_key=actors.payee, contract=channels.address, price=PRICE).app.app
+    paywall = Paywall(
+        pages,
+        payee=Payee(channels, actors.payee),
+        prices={"GET /articles/{slug}": PRICE},
+        min_deposit=FIFTY_ETH,
+    )
+    app = Turncoat(SimpleNamespace(app=paywall))
+    with Server(app) as server:
+        yield SimpleNamespace(app=app, url=server.url, book=paywall.payee.book)
+
+
+def test_a_deposit_far_above_the_price_is_refused_before_any_transaction(w3, actors, greedy):
+    nonce = w3.eth.get_transaction_count(actors.payer.address)
+    payer = HttpPayer(w3, actors.payer, PaymentPolicy(max_price=PRICE))  # the README's policy
+    with pytest.raises(DepositLimitError, match=f"deposit of {FIFTY_ETH}, above the cap of"):
+        read(greedy, payer, 1)
+    assert w3.eth.get_transaction_count(actors.payer.address) == nonce  # nothing sent on chain
+    assert greedy.app.received == []  # and no voucher signed for the site
+
+
+def test_a_large_deposit_is_locked_only_when_the_policy_says_so(w3, actors, channels, greedy):
+    policy = PaymentPolicy(max_price=PRICE, deposit=DepositPolicy(max_requests=None))
+    read(greedy, HttpPayer(w3, actors.payer, policy), 1)
+    [channel_id] = greedy.book.channel_ids()
+    assert channels.state(channel_id).deposited == FIFTY_ETH
