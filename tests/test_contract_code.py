@@ -18,12 +18,12 @@ NOWHERE = to_checksum_address("0x" + "5e" * 20)  # no code on any test chain
 
 
 def test_channel_client_refuses_an_address_without_code(w3):
-    with pytest.raises(ContractCodeError, match="no micropay PaymentChannels code at .*no code"):
+    with pytest.raises(ContractCodeError, match=r"no micropay PaymentChannels code at .*no code"):
         ChannelClient(w3, NOWHERE)
 
 
 def test_streams_client_refuses_other_code(w3, channels):
-    with pytest.raises(ContractCodeError, match="no micropay Streams code at .*other code"):
+    with pytest.raises(ContractCodeError, match=r"no micropay Streams code at .*other code"):
         StreamsClient(w3, channels.address)
 
 
@@ -77,7 +77,7 @@ def test_registry_ignores_and_replaces_entries_without_a_genesis(tmp_path):
 def test_registry_find_refuses_a_recorded_address_without_the_code(w3, channels, tmp_path):
     registry = DeploymentRegistry(tmp_path / "deployments.json")
     registry.record(_deployment(w3, channels, NOWHERE))
-    with pytest.raises(DeploymentError, match="no micropay Streams code at .*run `micropay deploy`"):
+    with pytest.raises(DeploymentError, match=r"no micropay Streams code at .*`micropay deploy`"):
         registry.find(w3)
 
 

@@ -48,10 +48,9 @@ def _proc(pid: int, name: str) -> bytes:
 
 
 def _is_node(argv: list[str]) -> bool:
+    # anvil itself, or npm's node wrapper around it; `hardhat node` runs under node.
     names = [Path(arg).name for arg in argv]
-    return bool(names) and (
-        names[0] == "anvil" or ("hardhat" in names and "node" in names[1:])
-    )
+    return "anvil" in names[:2] or ("hardhat" in names and "node" in names[1:])
 
 
 def _parent(pid: int) -> int:
