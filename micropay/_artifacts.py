@@ -69,3 +69,36 @@ def sources_hash() -> str:
     """sha256 of the Solidity sources the shipped artifacts were compiled from."""
     value: str = _manifest()["sourcesHash"]
     return value
+
+
+@cache
+def _runtime_code(name: str) -> tuple[bytes, tuple[tuple[int, int], ...]]:
+    """The shipped runtime code and the spans its immutables fill in at deployment.
+
+    solc leaves each immutable as a 32-byte zero placeholder in the runtime code and the
+    constructor writes the value there (PaymentChannels caches its chain id and domain
+    separator): only in those spans may deployed code differ from the artifact.
+    """
+    code = bytes.fromhex(load_artifact(name).deployed_bytecode[2:])
+    holes, start = [], None
+    for i, byte in enumerate(code + b"\x01"):
+        if byte == 0 and start is None:
+            start = i
+        elif byte != 0 and start is not None:
+            if i - start >= 32:
+                holes.append((start, i))
+            start = None
+    return code, tuple(holes)
+
+
+def runtime_code_matches(name: str, deployed: bytes) -> bool:
+    """Whether ``deployed`` is the shipped contract ``name`` with its immutables filled in."""
+    expected, holes = _runtime_code(name)
+    if len(deployed) != len(expected):
+        return False
+    position = 0
+    for start, end in holes:
+        if deployed[position:start] != expected[position:start]:
+            return False
+        position = end
+    return deployed[position:] == expected[position:]

@@ -32,8 +32,9 @@ from web3.exceptions import (
 )
 from web3.types import TxParams, TxReceipt
 
-from micropay._artifacts import load_artifact
+from micropay._artifacts import load_artifact, runtime_code_matches
 from micropay.errors import (
+    ContractCodeError,
     ContractRevertError,
     InsufficientFundsError,
     TransactionFailedError,
@@ -65,6 +66,17 @@ def sender_address(sender: Sender) -> ChecksumAddress:
     return to_checksum_address(sender if isinstance(sender, str) else sender.address)
 
 
+def check_shipped_code(w3: Web3, address: str, name: str) -> None:
+    """Raise :class:`ContractCodeError` unless ``address`` runs the shipped contract ``name``."""
+    code = bytes(w3.eth.get_code(to_checksum_address(address)))
+    if runtime_code_matches(name, code):
+        return
+    why = "the address holds no code" if not code else f"it holds {len(code)} bytes of other code"
+    raise ContractCodeError(
+        f"no micropay {name} code at {address} on chain {w3.eth.chain_id}: {why}"
+    )
+
+
 def _error_table(abi: Sequence[Mapping[str, Any]]) -> dict[bytes, tuple[str, list[str], list[str]]]:
     table: dict[bytes, tuple[str, list[str], list[str]]] = {}
     for entry in abi:
@@ -80,20 +92,29 @@ class ContractClient:
     """Base for micropay's contract clients; subclasses name their artifact."""
 
     ARTIFACT: ClassVar[str]
+    SHIPPED_CODE: ClassVar[bool] = False
+    """Whether the address must hold ARTIFACT's shipped runtime code (micropay's singletons).
+
+    Checked once, when the client is built, so no call or transaction ever goes to an
+    address left over from another chain or node, where money would be lost or locked.
+    """
 
     def __init__(self, w3: Web3, address: str) -> None:
         self.w3 = w3
         self.address: ChecksumAddress = to_checksum_address(address)
+        if self.SHIPPED_CODE:
+            check_shipped_code(w3, self.address, self.ARTIFACT)
         abi = load_artifact(self.ARTIFACT).abi
         self.contract: Contract = w3.eth.contract(address=self.address, abi=list(abi))
         self._errors = _error_table(abi)
 
     @classmethod
     def attach(cls: type[_Client], w3: Web3, address: str) -> _Client:
-        """Use a deployment that already exists, checking there is code at the address."""
-        if not w3.eth.get_code(to_checksum_address(address)):
-            raise ContractRevertError(
-                "NoCode", {"address": address}, f"no contract deployed at {address}"
+        """Use a deployment that already exists, checking there is code at the address
+        (for micropay's own contracts: the code it ships)."""
+        if not cls.SHIPPED_CODE and not w3.eth.get_code(to_checksum_address(address)):
+            raise ContractCodeError(
+                f"no contract at {address} on chain {w3.eth.chain_id}: the address holds no code"
             )
         return cls(w3, address)
 

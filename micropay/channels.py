@@ -155,6 +155,7 @@ class ChannelClient(ContractClient):
     """Deploy or attach to PaymentChannels and act on channels."""
 
     ARTIFACT = "PaymentChannels"
+    SHIPPED_CODE = True
 
     @property
     def domain(self) -> VoucherDomain:

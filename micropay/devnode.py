@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -41,6 +42,51 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a server could listen on ``host:port`` now (nothing else listens there)."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is no owner
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+class _Stopped(Exception):
+    """SIGTERM or SIGHUP arrived while a foreground node ran."""
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise _Stopped(signal.Signals(signum).name)
+
+
+def run_until_stopped(command: list[str]) -> int | None:
+    """Run a node in the foreground until it exits or this process is told to stop.
+
+    Returns the node's exit status if it ended by itself (it could not start, or crashed),
+    None if Ctrl-C, SIGTERM or SIGHUP stopped it. Whatever ends the wait, the node is
+    stopped before this returns: a terminal closing or a ``kill`` must not leave it running.
+    """
+    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    process: subprocess.Popen[bytes] | None = None
+    try:
+        process = subprocess.Popen(command)
+        return process.wait()
+    except (KeyboardInterrupt, _Stopped):
+        return None
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 def node_command(kind: str, port: int, folder: Path, hardfork: str = "cancun") -> list[str]:

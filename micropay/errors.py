@@ -36,6 +36,8 @@ Catch :class:`MicropayError` to catch anything the toolkit raises on purpose::
     ├── WatchtowerConfigError (ValueError) a watchtower or chain-follower parameter makes
     │                                      no sense (confirmations, poll interval, ...)
     ├── NetworkError (ConnectionError)     unknown network, no node, no time travel there
+    ├── ContractCodeError (LookupError)    an address holds no code, or not the code a
+    │                                      client needs (micropay's own, an ERC-20's)
     ├── ContractRevertError (RuntimeError) a contract call reverted; named by the contract's
     │   │                                  custom error (``.error_name``, ``.arguments``)
     │   ├── channels.py: ChannelConfigError, ChannelNotFoundError, ChannelFinishedError,
@@ -202,6 +204,12 @@ class WatchtowerConfigError(MicropayError, ValueError):
 
 class NetworkError(MicropayError, ConnectionError):
     """The network is unknown, unreachable, or cannot do what was asked (e.g. move time)."""
+
+
+class ContractCodeError(MicropayError, LookupError):
+    """The address holds no code, or not what its client needs: micropay's shipped runtime
+    code for PaymentChannels and Streams, ERC-20 answers for a token. Raised before any
+    transaction is sent, so money never goes to an address that cannot account for it."""
 
 
 class TransactionFailedError(MicropayError, RuntimeError):

@@ -43,7 +43,6 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import Enum
-from functools import cache
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
@@ -56,7 +55,7 @@ from eth_account.signers.local import LocalAccount
 from eth_utils.address import to_checksum_address
 from web3 import Web3
 
-from micropay._artifacts import load_artifact
+from micropay._artifacts import runtime_code_matches
 from micropay._client_store import ChannelRecord, ClientStore
 from micropay._x402 import (
     PAYMENT_REQUIRED,
@@ -347,7 +346,8 @@ class HttpPayer:
         with self._lock:
             known = self._trusted.get(address)
         if known is None:
-            known = _code_matches(bytes(self.w3.eth.get_code(to_checksum_address(address))))
+            code = bytes(self.w3.eth.get_code(to_checksum_address(address)))
+            known = runtime_code_matches(ChannelClient.ARTIFACT, code)
             with self._lock:
                 self._trusted[address] = known
         return known
@@ -716,35 +716,6 @@ def site_of(url: str) -> str:
     parts = urlsplit(url)
     port = parts.port or (443 if parts.scheme == "https" else 80)
     return f"{parts.scheme}://{(parts.hostname or '').lower()}:{port}"
-
-
-@cache
-def _artifact_code() -> tuple[bytes, tuple[tuple[int, int], ...]]:
-    code = bytes.fromhex(load_artifact("PaymentChannels").deployed_bytecode[2:])
-    # Immutables (the cached chain id and domain separator) are 32-byte zero placeholders
-    # in the artifact, filled in at deployment: only there may the deployed code differ.
-    holes, start = [], None
-    for i, byte in enumerate(code + b"\x01"):
-        if byte == 0 and start is None:
-            start = i
-        elif byte != 0 and start is not None:
-            if i - start >= 32:
-                holes.append((start, i))
-            start = None
-    return code, tuple(holes)
-
-
-def _code_matches(deployed: bytes) -> bool:
-    """Whether ``deployed`` is the shipped PaymentChannels with its immutables filled in."""
-    expected, holes = _artifact_code()
-    if len(deployed) != len(expected):
-        return False
-    position = 0
-    for start, end in holes:
-        if deployed[position:start] != expected[position:start]:
-            return False
-        position = end
-    return deployed[position:] == expected[position:]
 
 
 # -- httpx -----------------------------------------------------------------------------------

@@ -56,6 +56,8 @@ class Payer:
         self.cumulative = cumulative
         self.deposited = deposited
         self.last_voucher: Voucher | None = None
+        self.finished = False
+        """Known closed or withdrawn (from the chain at recovery, or by finish_withdraw)."""
 
     # -- opening -------------------------------------------------------------------------------
 
@@ -114,6 +116,7 @@ class Payer:
             deposited=state.deposited,
         )
         payer.last_voucher = last_voucher
+        payer.finished = state.finished
         return payer
 
     def top_up(self, amount: int) -> TxReceipt:
@@ -141,6 +144,11 @@ class Payer:
 
     def voucher_for(self, cumulative_amount: int) -> Voucher:
         """Sign a voucher for an exact cumulative total (at least the current one)."""
+        if self.finished:
+            raise PaymentRefusedError(
+                f"channel 0x{self.config.channel_id.hex()} is finished (closed or withdrawn): "
+                "no voucher on it can be claimed; open a new channel"
+            )
         if cumulative_amount < self.cumulative:
             raise PaymentRefusedError(
                 f"cumulative {cumulative_amount} is below the {self.cumulative} already promised"
@@ -166,4 +174,6 @@ class Payer:
         return self.client.request_withdraw(self.config, self.account)
 
     def finish_withdraw(self) -> TxReceipt:
-        return self.client.finish_withdraw(self.config, self.account)
+        receipt = self.client.finish_withdraw(self.config, self.account)
+        self.finished = True
+        return receipt

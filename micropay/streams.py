@@ -344,6 +344,7 @@ class StreamsClient(ContractClient):
     """
 
     ARTIFACT = "Streams"
+    SHIPPED_CODE = True
 
     # -- fixed streams ------------------------------------------------------------------------
 

@@ -9,15 +9,56 @@ from __future__ import annotations
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
-from web3.types import TxReceipt
+from web3 import Web3
+from web3.exceptions import Web3Exception
+from web3.types import TxParams, TxReceipt
 
-from micropay._contracts import ContractClient, Sender
+from micropay._contracts import _REVERTS, ContractClient, Sender
+from micropay.errors import ContractCodeError
+
+_REFUSALS: tuple[type[Exception], ...] = (*_REVERTS, Web3Exception)
+_NOBODY = "0x0000000000000000000000000000000000000000"
+# Views every ERC-20 has, each answering one 32-byte word (``decimals`` is optional).
+_PROBES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("totalSupply", ()),
+    ("balanceOf", (_NOBODY,)),
+    ("allowance", (_NOBODY, _NOBODY)),
+)
 
 
 class TokenClient(ContractClient):
-    """An ERC-20 (with EIP-2612 where the token has it)."""
+    """An ERC-20 (with EIP-2612 where the token has it).
+
+    Building one checks that the address behaves like an ERC-20 (it has code, and
+    ``totalSupply``, ``balanceOf`` and ``allowance`` each answer one word): an approval
+    sent to an address without code "succeeds" and a later transfer from it moves nothing.
+    """
 
     ARTIFACT = "MockERC20Permit"
+
+    def __init__(self, w3: Web3, address: str) -> None:
+        super().__init__(w3, address)
+        self._check_erc20()
+
+    def _check_erc20(self) -> None:
+        def refuse(why: str) -> ContractCodeError:
+            return ContractCodeError(
+                f"{self.address} on chain {self.w3.eth.chain_id} is not an ERC-20 token: {why}"
+            )
+
+        if not self.w3.eth.get_code(self.address):
+            raise refuse("the address holds no code")
+        for name, args in _PROBES:
+            call: TxParams = {
+                "to": self.address,
+                "data": self.contract.functions[name](*args)._encode_transaction_data(),
+            }
+            try:
+                answer = bytes(self.w3.eth.call(call))
+            except _REFUSALS:
+                raise refuse(f"{name}() reverted") from None
+            if len(answer) != 32:
+                raise refuse(f"{name}() answered {len(answer)} bytes, not one 32-byte word")
 
     def balance_of(self, owner: str) -> int:
         return int(self._read(self.contract.functions.balanceOf(owner)))

@@ -85,7 +85,8 @@ def test_deploy_records_the_same_addresses_again(run, tmp_path):
     assert first["PaymentChannels"] == again["PaymentChannels"]
     assert first["deterministic (CREATE2)"] is True
     registry = json.loads((tmp_path / "home" / "deployments.json").read_text())
-    assert registry["31337"]["channels"] == first["PaymentChannels"]
+    [entry] = registry.values()
+    assert (entry["chain_id"], entry["channels"]) == (31337, first["PaymentChannels"])
 
 
 def test_channel_open_pay_claim_close_adds_up(run, tmp_path, node):
@@ -258,3 +259,236 @@ def test_demo_command_tells_the_story_and_balances_add_up(run_env):
     )
     assert result.returncode == 0, result.stderr
     assert "nothing lost" in result.stdout and "stale_voucher" in result.stdout
+
+
+# -- money never goes to an address without the right code -----------------------------------
+
+PAYER = dev_keys(1)[0]
+NOWHERE = "0x" + "5e" * 20  # no code on any test chain
+
+
+def _cli(w3: Web3, home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "MICROPAY_LOCAL_RPC": w3.provider.endpoint_uri,
+        "MICROPAY_HOME": str(home),
+        "MICROPAY_NETWORK": "anvil",
+        "NO_COLOR": "1",
+        "COLUMNS": "200",
+    }
+    env.pop("MICROPAY_PRIVATE_KEY", None)
+    return subprocess.run(
+        [MICROPAY, *args], capture_output=True, text=True, env=env, cwd=home.parent, timeout=120
+    )
+
+
+def _refused_and_sent_nothing(w3: Web3, result, message: str, spent_before) -> None:
+    assert result.returncode == 1, result.stdout
+    assert result.stderr.startswith("error: ") and message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    assert (w3.eth.get_balance(PAYER.address), w3.eth.get_transaction_count(PAYER.address)) == (
+        spent_before
+    )
+
+
+@pytest.fixture(scope="module")
+def restarted(tmp_path_factory):
+    """A deployments.json written by `micropay deploy` on an earlier node, and a new node of
+    the same chain id where nothing is deployed (a restarted `micropay node`)."""
+    home = tmp_path_factory.mktemp("restarted") / "home"
+    with anvil() as earlier:
+        assert _cli(earlier, home, "deploy").returncode == 0
+        chain_id = earlier.eth.chain_id
+    with anvil() as now:
+        assert now.eth.chain_id == chain_id
+        yield now, home
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("stream", "create", "--recipient", PAYEE, "--amount", "1eth", "--duration", "1000"),
+        ("channel", "open", "--payee", PAYEE, "--deposit", "0.1eth"),
+    ],
+)
+def test_a_registry_from_an_earlier_node_sends_nothing(restarted, command):
+    w3, home = restarted
+    before = (w3.eth.get_balance(PAYER.address), w3.eth.get_transaction_count(PAYER.address))
+    result = _cli(w3, home, *command)
+    _refused_and_sent_nothing(w3, result, "is from another node", before)
+    assert "run `micropay deploy`" in result.stderr
+
+
+def test_a_recorded_deployment_without_code_on_this_chain_sends_nothing(restarted, tmp_path):
+    """Even with this chain's genesis (a hand-copied or reset registry) the code is checked."""
+    w3, home = restarted
+    genesis = "0x" + bytes(w3.eth.get_block(0)["hash"]).hex()
+    [entry] = json.loads((home / "deployments.json").read_text()).values()
+    copied = tmp_path / "copied" / "home"
+    copied.mkdir(parents=True)
+    (copied / "deployments.json").write_text(
+        json.dumps({f"31337:{genesis}": {**entry, "genesis": genesis}})
+    )
+    before = (w3.eth.get_balance(PAYER.address), w3.eth.get_transaction_count(PAYER.address))
+    result = _cli(w3, copied, "stream", "create", "--recipient", PAYEE, "--amount", "1eth",
+                  "--duration", "1000")
+    _refused_and_sent_nothing(w3, result, "no micropay PaymentChannels code at", before)
+    assert "is not on this chain; run `micropay deploy`" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("stream", "create", "--recipient", PAYEE, "--amount", "1000", "--duration", "1000"),
+        ("channel", "open", "--payee", PAYEE, "--deposit", "1000"),
+    ],
+)
+def test_a_token_without_code_sends_nothing(run, node, command):
+    before = (node.eth.get_balance(PAYER.address), node.eth.get_transaction_count(PAYER.address))
+    result = run(*command, "--token", NOWHERE, ok=False)
+    _refused_and_sent_nothing(node, result, "is not an ERC-20 token: the address holds no", before)
+
+
+def test_an_embedded_deploy_records_nothing(tmp_path_factory):
+    home = tmp_path_factory.mktemp("embedded") / "home"
+    env = {**os.environ, "MICROPAY_HOME": str(home), "NO_COLOR": "1"}
+    result = subprocess.run(
+        [MICROPAY, "--network", "embedded", "deploy", "--json"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "embedded chain ends" in json.loads(result.stdout)["recorded in"]
+    assert not (home / "deployments.json").exists()
+
+
+# -- the payer's main key is never written ---------------------------------------------------
+
+
+def _files_holding(folder: Path, secret: str) -> list[Path]:
+    return [
+        path
+        for path in folder.rglob("*")
+        if path.is_file() and secret.lower() in path.read_text(errors="replace").lower()
+    ]
+
+
+def test_open_without_a_session_key_never_writes_the_payers_key(run, tmp_path):
+    secret = bytes(PAYER.key).hex()
+    cid = channel_id_of(
+        run("channel", "open", "--payee", PAYEE, "--deposit", "1000", "--no-session-key").stdout
+    )
+    home = tmp_path / "home"
+    assert _files_holding(home, secret) == []
+    stored = json.loads((home / "channels" / f"{cid[2:]}.json").read_text())
+    assert stored["authorizer"] == "payer" and "authorizerKey" not in stored
+    paid = json.loads(run("channel", "pay", cid, "7").stdout)
+    assert paid["voucher"]["cumulativeAmount"] == "7"
+    assert paid["config"]["authorizer"] == PAYER.address
+    assert _files_holding(home, secret) == []
+
+
+def test_an_old_channel_file_with_the_payers_key_loads_and_loses_it(run, tmp_path):
+    secret = bytes(PAYER.key).hex()
+    cid = channel_id_of(
+        run("channel", "open", "--payee", PAYEE, "--deposit", "1000", "--no-session-key").stdout
+    )
+    path = tmp_path / "home" / "channels" / f"{cid[2:]}.json"
+    old = json.loads(path.read_text())
+    del old["authorizer"]
+    path.write_text(json.dumps({**old, "authorizerKey": "0x" + secret}))  # as 0.1 wrote it
+    run("channel", "withdraw", cid)  # loads it, signs nothing
+    assert secret not in path.read_text()
+    assert json.loads(run("channel", "pay", cid, "3").stdout)["voucher"]["cumulativeAmount"] == "3"
+
+
+# -- a finished channel signs nothing --------------------------------------------------------
+
+
+def test_pay_on_a_withdrawn_channel_is_refused(run, node, tmp_path):
+    cid = channel_id_of(
+        run("channel", "open", "--payee", PAYEE, "--deposit", "1000", "--delay", "600").stdout
+    )
+    run("channel", "withdraw", cid)
+    advance(node, 600)
+    run("channel", "withdraw", cid, "--finish")
+    path = tmp_path / "home" / "channels" / f"{cid[2:]}.json"
+    before = path.read_text()
+    refused = run("channel", "pay", cid, "5", ok=False)
+    assert refused.returncode == 1 and "is finished (closed or withdrawn)" in refused.stderr
+    assert refused.stdout == "" and path.read_text() == before
+
+
+def test_pay_on_a_closed_channel_is_refused(run):
+    cid = channel_id_of(run("channel", "open", "--payee", PAYEE, "--deposit", "1000").stdout)
+    run("channel", "pay", cid, "10", "--out", "closing.json")
+    run("--dev-account", "1", "channel", "close", "closing.json")
+    refused = run("channel", "pay", cid, "5", ok=False)
+    assert refused.returncode == 1 and "is finished (closed or withdrawn)" in refused.stderr
+
+
+# -- `micropay node` ---------------------------------------------------------------------------
+
+
+def _descendants(pid: int) -> set[int]:
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        for task in Path(f"/proc/{parent}/task").iterdir():
+            children = (task / "children").read_text().split()
+            for child in map(int, children):
+                if child not in found:
+                    found.add(child)
+                    todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def test_node_on_a_busy_port_fails_with_one_line(run_env):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = subprocess.run(
+            [MICROPAY, "node", "anvil", "--port", str(port)],
+            capture_output=True, text=True, env=run_env, timeout=60,
+        )
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"error: 127.0.0.1:{port} is already in use (another node?): stop it or pass --port"
+    )
+
+
+@pytest.mark.parametrize("signum", ["SIGTERM", "SIGHUP"])
+def test_node_stops_its_anvil_on_sigterm_and_sighup(run_env, signum):
+    import signal
+
+    from micropay.devnode import free_port
+
+    port = free_port()
+    node = _spawn(run_env, "node", "anvil", "--port", str(port))
+    children: set[int] = set()
+    try:
+        w3 = Web3(Web3.HTTPProvider(f"http://127.0.0.1:{port}"))
+        _wait_for(w3.is_connected)
+        children = _descendants(node.pid)  # the npm wrapper and the anvil binary
+        assert children
+        node.send_signal(getattr(signal, signum))
+        node.communicate(timeout=30)
+        assert node.returncode == 0
+        _wait_for(lambda: not any(_alive(pid) for pid in children), timeout=15)
+        assert not w3.is_connected()
+    finally:  # whatever failed, leave nothing running
+        for pid in [node.pid, *children]:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        node.wait()

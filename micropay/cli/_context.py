@@ -27,6 +27,7 @@ from rich.table import Table
 from web3 import Web3
 
 from micropay.deployments import Deployment, DeploymentRegistry
+from micropay.errors import ContractCodeError
 from micropay.networks import Connection, connect
 from micropay.tokens import TokenClient
 from micropay.vouchers import ZERO_ADDRESS
@@ -59,9 +60,9 @@ class Settings:
 
 @contextmanager
 def session(settings: Settings) -> Iterator[tuple[Connection, Deployment]]:
-    """Connect and find the deployment for this chain."""
+    """Connect and find the deployment for this chain, checked to be on it."""
     with connect(settings.network) as connection:
-        yield connection, settings.registry.get(connection.w3.eth.chain_id)
+        yield connection, settings.registry.find(connection.w3)
 
 
 def signer(settings: Settings, connection: Connection) -> LocalAccount:
@@ -124,7 +125,10 @@ def token_units(w3: Web3, token: str) -> tuple[int, str]:
     """Decimals and symbol to show amounts of ``token`` (the zero address: ETH)."""
     if token == ZERO_ADDRESS:
         return 18, "ETH"
-    erc20 = TokenClient(w3, token)
+    try:
+        erc20 = TokenClient(w3, token)
+    except ContractCodeError as err:
+        raise CliError(f"{err}; check the token address and --network") from None
     return erc20.decimals(), str(erc20.contract.functions.symbol().call())
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import subprocess
 import tempfile
 from pathlib import Path
 
@@ -11,7 +9,7 @@ import click
 
 from micropay.cli._context import CliError, Settings, console, emit, session, signer
 from micropay.deployments import deploy as deploy_contracts
-from micropay.devnode import node_command
+from micropay.devnode import node_command, port_is_free, run_until_stopped
 from micropay.networks import connect
 
 
@@ -19,14 +17,20 @@ from micropay.networks import connect
 @click.argument("kind", type=click.Choice(["anvil", "hardhat"]), default="anvil")
 @click.option("--port", default=8545, show_default=True)
 def node(kind: str, port: int) -> None:
-    """Run a local node on 127.0.0.1 until Ctrl-C (its test accounts are funded)."""
+    """Run a local node on 127.0.0.1 until Ctrl-C, SIGTERM or SIGHUP (its test accounts are
+    funded); the node stops with this command."""
+    if not port_is_free(port):
+        raise CliError(
+            f"127.0.0.1:{port} is already in use (another node?): stop it or pass --port"
+        )
     with tempfile.TemporaryDirectory(prefix="micropay-node-") as folder:
         command = node_command(kind, port, Path(folder))
         if kind == "anvil":
             command.remove("--silent")  # show the accounts and the requests
         console.print(f"starting {kind} on http://127.0.0.1:{port} (Ctrl-C stops it)")
-        with contextlib.suppress(KeyboardInterrupt):
-            subprocess.run(command, check=False)
+        status = run_until_stopped(command)
+    if status is not None:
+        raise CliError(f"{kind} stopped by itself with exit status {status} (see its output above)")
 
 
 @click.command()
@@ -36,7 +40,11 @@ def deploy(settings: Settings, as_json: bool) -> None:
     """Deploy PaymentChannels and Streams (same address wherever the CREATE2 proxy exists)."""
     with connect(settings.network) as connection:
         deployment = deploy_contracts(connection.w3, signer(settings, connection))
-        settings.registry.record(deployment)
+        if connection.name == "embedded":  # the chain ends with this process: keep no record
+            recorded = "nothing (the embedded chain ends with this command)"
+        else:
+            settings.registry.record(deployment)
+            recorded = str(settings.registry.path)
         emit(
             {
                 "network": connection.name,
@@ -44,7 +52,7 @@ def deploy(settings: Settings, as_json: bool) -> None:
                 "PaymentChannels": deployment.channels,
                 "Streams": deployment.streams,
                 "deterministic (CREATE2)": deployment.deterministic,
-                "recorded in": str(settings.registry.path),
+                "recorded in": recorded,
             },
             as_json,
             "micropay deployment",
