@@ -262,11 +262,13 @@ class _Channel:
     lock: threading.Lock = field(default_factory=threading.Lock)
     retired: bool = False
     signed_here: set[int] = field(default_factory=set)
+    claimable: bool = True  # False once the chain shows it finished or absent
 
 
-# channel id -> the highest total the client had signed on it when this request first
-# signed there: what one pay() call may build on (see HttpPayer._resync).
-Floors = dict[bytes, int]
+# channel id -> (the channel, the highest total the client had signed on it when this request
+# first signed there): what one pay() call may build on (see HttpPayer._resync), and where it
+# has already put a price the site could claim (see HttpPayer._one_channel_per_request).
+Floors = dict[bytes, tuple[_Channel, int]]
 
 
 @dataclass(frozen=True)
@@ -481,7 +483,7 @@ class HttpPayer:
             self._reserved[site] = self._reserved.get(site, 0) + price
         record = channel.record
         total = record.cumulative + price
-        floor = floors.setdefault(record.config.channel_id, record.highest_signed)
+        _, floor = floors.setdefault(record.config.channel_id, (channel, record.highest_signed))
         if total > record.highest_signed:
             try:
                 self.store.put_channel(record.signing(total))
@@ -498,6 +500,25 @@ class HttpPayer:
             offer.network, price, offer.asset, offer.pay_to, record.config, voucher
         )
         return Pending(site, offer, channel, voucher, payload.encode(), floor)
+
+    def _one_channel_per_request(self, site: str, offer: Offer, floors: Floors) -> None:
+        """Refuse to pay ``offer`` on a second channel within one request (before one is
+        opened for it) while the site may still claim the voucher this request signed on the
+        first: a site that answers "unknown channel", "closing" or a new payee after each
+        voucher would otherwise be paid once per round. A new request may pay there."""
+        current = self._channels.get(_offer_key(offer))
+        for other, _ in floors.values():
+            if (other is current and not other.retired) or not other.claimable:
+                continue
+            total = other.record.highest_signed
+            raise HostileSiteError(
+                site,
+                total,
+                f"{site} was sent a voucher for a total of {total} on channel "
+                f"0x{other.record.config.channel_id.hex()} in this request and asks to be paid "
+                "on another channel; it can still claim that voucher, so this request pays "
+                "nothing more (retry the request to pay on the new channel)",
+            )
 
     # -- concluding ------------------------------------------------------------------------------
 
@@ -539,6 +560,10 @@ class HttpPayer:
             self._set(channel, channel.record, deposited=state.deposited)  # next round tops up
             return Verdict.RETRY
         if reason in (Reason.CHANNEL_CLOSING, Reason.UNKNOWN_CHANNEL):
+            state = self._client(pending.offer).state(channel.record.config)
+            if state.exists and not state.finished and not state.withdraw_requested:
+                return Verdict.REFUSED  # the chain shows it open: the site is wrong, not us
+            channel.claimable = state.exists and not state.finished
             channel.retired = True
             self.store.retire_channel(channel.record.key, reason)
             return Verdict.RETRY
@@ -639,6 +664,7 @@ class HttpPayer:
         floors: Floors = {}
         for round_ in range(self.max_rounds):
             offer = self.choose(_decode_required(required_header))
+            self._one_channel_per_request(site, offer, floors)
             channel = self.channel_for(offer)
             with channel.lock:
                 self.ensure_funded(channel, offer)
@@ -676,6 +702,7 @@ class HttpPayer:
         for round_ in range(self.max_rounds):
             # choose() may read a contract's code once; channel_for() may open a channel.
             offer = await anyio.to_thread.run_sync(self.choose, _decode_required(required_header))
+            self._one_channel_per_request(site, offer, floors)
             channel = await anyio.to_thread.run_sync(self.channel_for, offer)
             lock = locks.setdefault(channel.record.config.channel_id, anyio.Lock())
             async with lock:

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 
 import httpx
 import pytest
+from eth_account import Account
 import requests
 from paywall_helpers import Server, chain
 
@@ -376,13 +377,17 @@ def test_a_contract_that_is_not_payment_channels_is_not_trusted(node):
 
 class Turncoat:
     """A real site that can turn: it serves honestly, echoes each voucher it is sent back as
-    its "stale" view of the channel (``echo``), or serves one request and loses the answer
-    (``lose_answer``). ``received`` is every total it was sent a voucher for."""
+    its "stale" view of the channel (``echo``), calls the open channel unknown
+    (``unknown``), asks to be paid to another payee after each voucher (``new_payee``), or
+    serves one request and loses the answer (``lose_answer``). ``received`` is every total
+    it was sent a voucher for, ``channels`` the channel of each."""
 
     def __init__(self, site) -> None:
         self.app = site.app
         self.mode = "honest"
         self.received: list[int] = []
+        self.channels: list[bytes] = []
+        self.payees = iter(Account.create().address for _ in range(10))
 
     async def __call__(self, scope, receive, send):
         header = dict(scope.get("headers", [])).get(b"payment-signature")
@@ -390,17 +395,17 @@ class Turncoat:
             return await self.app(scope, receive, send)
         voucher = PaymentPayload.decode(header).voucher
         self.received.append(voucher.cumulative_amount)
+        self.channels.append(voucher.channel_id)
+        offer = self.app.offer(PRICE)
         if self.mode == "echo":
             view = ChannelView(voucher.channel_id, voucher.cumulative_amount, voucher.signature)
-            required = PaymentRequired((self.app.offer(PRICE),), Reason.STALE_VOUCHER, "", "", view)
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 402,
-                    "headers": [(b"payment-required", required.encode().encode())],
-                }
-            )
-            return await send({"type": "http.response.body", "body": b""})
+            required = PaymentRequired((offer,), Reason.STALE_VOUCHER, "", "", view)
+            return await refuse(send, required)
+        if self.mode == "unknown":
+            return await refuse(send, PaymentRequired((offer,), Reason.UNKNOWN_CHANNEL, "", ""))
+        if self.mode == "new_payee":
+            elsewhere = replace(offer, pay_to=next(self.payees))
+            return await refuse(send, PaymentRequired((elsewhere,), Reason.PRICE_MISMATCH, "", ""))
         if self.mode == "lose_answer":  # served and recorded, but the answer never arrives
             self.mode = "honest"
 
@@ -411,6 +416,12 @@ class Turncoat:
             await send({"type": "http.response.start", "status": 502, "headers": []})
             return await send({"type": "http.response.body", "body": b""})
         return await self.app(scope, receive, send)
+
+
+async def refuse(send, required: PaymentRequired) -> None:
+    headers = [(b"payment-required", required.encode().encode())]
+    await send({"type": "http.response.start", "status": 402, "headers": headers})
+    await send({"type": "http.response.body", "body": b""})
 
 
 @pytest.fixture
@@ -436,6 +447,37 @@ def test_a_site_echoing_the_voucher_it_was_sent_gets_one_price_per_request(w3, a
         read(turncoat, payer, 1)
     assert max(turncoat.app.received) == 5 * PRICE
     assert held(turncoat) == [3 * PRICE]  # the honest book; the echoes were never served
+
+
+def test_a_site_calling_an_open_channel_unknown_gets_one_price_and_keeps_the_channel(
+    w3, actors, turncoat
+):
+    payer = HttpPayer(w3, actors.payer, PaymentPolicy(max_price=PRICE))
+    read(turncoat, payer, 2)
+    turncoat.app.mode = "unknown"
+    with httpx.Client(base_url=turncoat.url, transport=PaymentTransport(payer)) as client:
+        assert client.get("/articles/vouchers-explained").status_code == 402
+    # The chain shows the channel open: the client neither drops it nor opens another.
+    assert turncoat.app.received == [PRICE, 2 * PRICE, 3 * PRICE]
+    assert len(set(turncoat.app.channels)) == 1
+    turncoat.app.mode = "honest"
+    read(turncoat, payer, 1)  # the unserved voucher is re-sent, not a new price on top
+    assert turncoat.app.received[-1] == 3 * PRICE and held(turncoat) == [3 * PRICE]
+
+
+def test_a_site_asking_for_another_payee_each_round_gets_one_price_per_request(
+    w3, actors, turncoat
+):
+    payer = HttpPayer(w3, actors.payer, PaymentPolicy(max_price=PRICE))
+    read(turncoat, payer, 1)
+    nonce = w3.eth.get_transaction_count(actors.payer.address)
+    turncoat.app.mode = "new_payee"
+    with pytest.raises(HostileSiteError, match="asks to be paid on another channel") as raised:
+        read(turncoat, payer, 1)
+    # One price on the open channel; no channel opened for the new payee in this request.
+    assert turncoat.app.received == [PRICE, 2 * PRICE]
+    assert raised.value.site == site_of(turncoat.url) and raised.value.claimed == 2 * PRICE
+    assert w3.eth.get_transaction_count(actors.payer.address) == nonce
 
 
 def test_a_voucher_whose_answer_was_lost_is_built_on_after_a_restart(
