@@ -11,8 +11,8 @@ from types import SimpleNamespace
 
 import httpx
 import pytest
-from eth_account import Account
 import requests
+from eth_account import Account
 from paywall_helpers import Server, chain
 
 from micropay._client_store import ClientStore
