@@ -88,6 +88,8 @@ class Reason:
     CUMULATIVE_MISMATCH = "cumulative_mismatch"
     INSUFFICIENT_DEPOSIT = "insufficient_deposit"
     CHANNEL_CLOSING = "channel_closing"
+    # 403: the handler expects a payment but the paywall prices no route for the request
+    ROUTE_NOT_PRICED = "route_not_priced"
     # 409: another request on the same channel is being served
     CHANNEL_BUSY = "channel_busy"
     # 503: the paywall cannot read the chain (its node is down): nothing is served

@@ -31,6 +31,8 @@ Catch :class:`MicropayError` to catch anything the toolkit raises on purpose::
     │   │                                  truncated, a malformed row, a bad signature
     │   └── ForeignLedgerError             the ledger or a row belongs to another chain or
     │                                      contract than the one it is opened for
+    ├── RouteNotPricedError (LookupError)  a handler read ``request.state.payment`` on a
+    │                                      route the paywall does not price (answered 403)
     ├── PayeeConfigError (ValueError)      a payee parameter makes no sense (confirmations)
     ├── SettlementPolicyError (ValueError) a settlement policy parameter makes no sense
     ├── WatchtowerConfigError (ValueError) a watchtower or chain-follower parameter makes
@@ -188,6 +190,16 @@ class LedgerCorruptError(LedgerError):
 
 class ForeignLedgerError(LedgerError):
     """The ledger, or one row in it, was written for another chain or contract."""
+
+
+class RouteNotPricedError(MicropayError, LookupError):
+    """A handler read ``request.state.payment`` on a route no priced pattern matches.
+
+    The handler expects to be paid, so running it would serve paid content free: the
+    paywall answers a 403 ``route_not_priced`` in place of whatever the app sends, and logs
+    the route, which belongs in its ``prices``. (A handler that takes payment optionally
+    tests ``if request.state.payment:``, which is false there and raises nothing.)
+    """
 
 
 class PayeeConfigError(MicropayError, ValueError):

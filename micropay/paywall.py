@@ -14,6 +14,14 @@ that the deposit covers it (through :class:`~micropay.payee.Payee`), and lets th
 run with ``request.state.payment`` (:class:`Payment`) set. Anything wrong is a 4xx whose
 JSON body and ``PAYMENT-REQUIRED`` header carry a reason code; never a 5xx, never content.
 
+Routes are matched on the path the app routes on: the request path without the app's root
+path (``uvicorn --root-path /news``, or Starlette's ``Mount("/shop", app)``), as Starlette's
+router strips it. Matching the raw path would let ``/news/articles/x`` miss the priced
+``/articles/{slug}`` that the router then runs. And the paywall fails closed: on a route
+it does not price, ``request.state.payment`` is a stand-in whose every attribute raises
+:class:`~micropay.errors.RouteNotPricedError`, answered as a 403 ``route_not_priced``, so a
+handler that expects a payment never runs its paid part without one.
+
 When is a request charged? Only when the handler answers with a 2xx. The voucher is
 checked *before* the handler runs but written to the book only when the handler's status
 line arrives, before a byte of it is sent: at that moment the book's atomic
@@ -48,7 +56,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass
-from typing import Any, Final, TypeAlias, TypeVar
+from typing import Any, Final, NoReturn, TypeAlias, TypeVar
 
 import anyio.to_thread
 
@@ -66,6 +74,7 @@ from micropay.errors import (
     InsufficientDepositError,
     InvalidSignatureError,
     PaymentHeaderError,
+    RouteNotPricedError,
     StaleVoucherError,
     VoucherError,
     VoucherRejectedError,
@@ -224,9 +233,10 @@ class Paywall:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        price = self.price_of(scope["method"], scope["path"])
+        route = route_path(scope)
+        price = self.price_of(scope["method"], route)
         if price is None:
-            await self.app(scope, receive, send)
+            await self._pass_unpriced(scope, receive, send, route)
             return
         path: str = scope["path"]
         raw: bytes | None = None
@@ -269,8 +279,46 @@ class Paywall:
         finally:
             self._busy.discard(channel_id)
 
+    async def _pass_unpriced(self, scope: Scope, receive: Receive, send: Send, route: str) -> None:
+        """Run the app on a route this paywall does not price, failing closed if the handler
+        turns out to expect a payment (it reads ``request.state.payment``)."""
+        unpaid = _Unpaid(scope["method"], route)
+        # setdefault: an outer paywall that priced the request keeps its Payment.
+        if scope.setdefault("state", {}).setdefault("payment", unpaid) is not unpaid:
+            await self.app(scope, receive, send)
+            return
+        started = refused = False
+
+        async def refuse() -> None:
+            nonlocal refused
+            if not refused:
+                refused = True
+                _log.error("%s", unpaid.read)
+                await _send_json(send, 403, Reason.ROUTE_NOT_PRICED, str(unpaid.read), [])
+
+        async def send_guarded(message: Message) -> None:
+            nonlocal started
+            if unpaid.read is not None:
+                # The handler asked for its payment: whatever the app answers now (its
+                # error page for RouteNotPricedError, or content) is replaced by the 403.
+                if started:
+                    raise unpaid.read  # content already left: the server cuts it short
+                await refuse()
+                return
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_guarded)
+        except RouteNotPricedError:
+            if started:
+                raise
+        if unpaid.read is not None and not started:
+            await refuse()
+
     def price_of(self, method: str, path: str) -> int | None:
-        """The price of a request, or None if its route is free."""
+        """The price of a request (``path`` as the app routes on it, see
+        :func:`route_path`), or None if its route is free."""
         path = _normalise(path)
         for route in self.routes:
             if route.matches(method, path):
@@ -459,20 +507,72 @@ class Paywall:
             resource=path,
             channel=refusal.view,
         )
-        body = json.dumps({"error": refusal.reason, "message": refusal.message}).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": refusal.status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"cache-control", b"no-store"),
-                    (b"payment-required", required.encode().encode("ascii")),
-                ],
-            }
+        header = [(b"payment-required", required.encode().encode("ascii"))]
+        await _send_json(send, refusal.status, refusal.reason, refusal.message, header)
+
+
+async def _send_json(
+    send: Send, status: int, reason: str, message: str, headers: list[tuple[bytes, bytes]]
+) -> None:
+    """An error answer: the reason code and message as JSON, never cached."""
+    body = json.dumps({"error": reason, "message": message}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"cache-control", b"no-store"),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class _Unpaid:
+    """``request.state.payment`` on a route the paywall does not price: false, and reading
+    any of its fields raises :class:`RouteNotPricedError` and marks the request (``read``),
+    so the paywall answers a 403 even if the app catches the error."""
+
+    __slots__ = ("_request", "read")
+
+    def __init__(self, method: str, route: str) -> None:
+        self._request = f"{method} {route}"
+        self.read: RouteNotPricedError | None = None
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __repr__(self) -> str:
+        return f"<no payment: {self._request} is not priced>"
+
+    def __getattr__(self, name: str) -> NoReturn:
+        if name.startswith("__"):  # copy, pickle and friends probing for hooks
+            raise AttributeError(name)
+        self.read = RouteNotPricedError(
+            f"the handler of {self._request} reads request.state.payment.{name}, but the "
+            "paywall prices no route that matches it: add the route to its prices"
         )
-        await send({"type": "http.response.body", "body": body})
+        raise self.read
+
+
+def route_path(scope: Scope) -> str:
+    """The path the app routes on: ``scope["path"]`` without a leading ``root_path``.
+
+    Starlette's router strips the root path the same way (its helper for it is private, so
+    the rule is restated here): servers started with ``--root-path`` and ``Mount`` both keep
+    the full path in ``path`` and the prefix in ``root_path``. A path that does not start
+    with the root path (an older server that already stripped it) is used as it is.
+    """
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if not root or not path.startswith(root):
+        return path
+    if len(path) == len(root):
+        return "/"
+    return path[len(root) :] if path[len(root)] == "/" else path
 
 
 def _view(channel_id: bytes, best: Voucher | None, state: ChannelState) -> ChannelView:
