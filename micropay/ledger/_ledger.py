@@ -278,18 +278,36 @@ class Ledger:
                 f"{where}: its configuration hashes to 0x{config.channel_id.hex()}, not to its "
                 "channel id (the row was altered)"
             )
-        held = (row.cumulative_amount, row.signature)
-        if self._verified.get(row.channel_id) != held:
-            try:
-                self._verifier.verify(voucher, bytes.fromhex(config.authorizer[2:]))
-            except VoucherError as err:
-                raise LedgerCorruptError(
-                    f"{where}: the voucher for {row.cumulative_amount} does not verify under "
-                    f"this ledger's domain ({err}); the row was altered or copied from a "
-                    "ledger for another contract"
-                ) from None
-            self._verified[row.channel_id] = held
+        self._verify_once(
+            self._verified,
+            voucher,
+            config,
+            f"{where}: the voucher",
+            "or copied from a ledger for another contract",
+        )
         return config, voucher
+
+    def _verify_once(
+        self,
+        verified: dict[bytes, tuple[int, bytes]],
+        voucher: Voucher,
+        config: ChannelConfig,
+        what: str,
+        hint: str = "",
+    ) -> None:
+        """Check a stored voucher's signature, once per (channel, amount, signature) that
+        ``verified`` remembers: a row read again unchanged costs no second ECDSA check."""
+        held = (voucher.cumulative_amount, voucher.signature)
+        if verified.get(voucher.channel_id) == held:
+            return
+        try:
+            self._verifier.verify(voucher, bytes.fromhex(config.authorizer[2:]))
+        except VoucherError as err:
+            raise LedgerCorruptError(
+                f"{what} for {voucher.cumulative_amount} does not verify under this ledger's "
+                f"domain ({err}); the row was altered{' ' + hint if hint else ''}"
+            ) from None
+        verified[voucher.channel_id] = held
 
     def _covered(self, row: VoucherRow, config: ChannelConfig) -> Voucher | None:
         """The row's covered voucher, checked like the best one (whose configuration
@@ -302,22 +320,14 @@ class Ledger:
                 f"{where}: its covered voucher for {row.covered_amount} is above its best "
                 f"voucher for {row.cumulative_amount} (the row was altered)"
             )
-        held = (row.covered_amount, row.covered_signature)
         try:
             voucher = Voucher(row.channel_id, row.covered_amount, row.covered_signature)
         except VoucherError as err:
             raise LedgerCorruptError(f"{where} has a malformed covered voucher: {err}") from None
-        if held != (row.cumulative_amount, row.signature) and (
-            self._verified_covered.get(row.channel_id) != held
-        ):
-            try:
-                self._verifier.verify(voucher, bytes.fromhex(config.authorizer[2:]))
-            except VoucherError as err:
-                raise LedgerCorruptError(
-                    f"{where}: the covered voucher for {row.covered_amount} does not verify "
-                    f"under this ledger's domain ({err}); the row was altered"
-                ) from None
-            self._verified_covered[row.channel_id] = held
+        if (row.covered_amount, row.covered_signature) != (row.cumulative_amount, row.signature):
+            self._verify_once(
+                self._verified_covered, voucher, config, f"{where}: the covered voucher"
+            )
         return voucher
 
 
