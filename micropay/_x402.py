@@ -39,7 +39,14 @@ from typing import Any, Final
 
 from micropay._keccak import keccak256
 from micropay.errors import PaymentHeaderError, VoucherError
-from micropay.vouchers import DOMAIN_NAME, DOMAIN_VERSION, ChannelConfig, Voucher, VoucherDomain
+from micropay.vouchers import (
+    DOMAIN_NAME,
+    DOMAIN_VERSION,
+    ChannelConfig,
+    Voucher,
+    VoucherDomain,
+    full_signature,
+)
 
 X402_VERSION: Final = 2
 SCHEME: Final = "channel"
@@ -57,7 +64,8 @@ _UINT256_MAX: Final = 2**256 - 1
 _UINT_RE: Final = re.compile(r"(?:0|[1-9][0-9]{0,77})")
 _ADDRESS_RE: Final = re.compile(r"0x[0-9a-fA-F]{40}")
 _BYTES32_RE: Final = re.compile(r"0x[0-9a-fA-F]{64}")
-_SIGNATURE_RE: Final = re.compile(r"0x[0-9a-fA-F]{130}")
+# 65 bytes (r, s, v) or 64 bytes (EIP-2098 compact); both normalise to 65 on parsing.
+_SIGNATURE_RE: Final = re.compile(r"0x(?:[0-9a-fA-F]{2}){64,65}")
 _NETWORK_RE: Final = re.compile(r"eip155:([1-9][0-9]{0,77})")
 # Parsed configurations and checksummed addresses remembered (strangers cannot grow it).
 _CACHE_SIZE: Final = 8192
@@ -322,6 +330,12 @@ class ChannelView:
     cumulative_amount: int
     signature: bytes | None
     deposited: int | None = None
+
+    def __post_init__(self) -> None:
+        # A site may echo the client's signature in the 64-byte form; the client compares
+        # it with what it signed, so it is held in the one 65-byte form.
+        if self.signature is not None:
+            object.__setattr__(self, "signature", full_signature(self.signature))
 
     @property
     def voucher(self) -> Voucher | None:

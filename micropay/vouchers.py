@@ -206,6 +206,29 @@ class VoucherDomain:
         }
 
 
+_LOW_255_BITS = (1 << 255) - 1
+
+
+def full_signature(signature: bytes) -> bytes:
+    """The 65-byte ``r ‖ s ‖ v`` form of a 65-byte or a 64-byte EIP-2098 signature.
+
+    The contract takes both forms, so every entry point must too; comparing, storing and
+    verifying happen on this one form. Whether the result is canonical (low s, v of 27 or
+    28) is the verifier's question, not this function's.
+    """
+    if not isinstance(signature, bytes):
+        raise InvalidSignatureError("a voucher signature must be bytes")
+    if len(signature) == 65:
+        return signature
+    if len(signature) == 64:
+        y_parity_and_s = int.from_bytes(signature[32:], "big")
+        s = y_parity_and_s & _LOW_255_BITS
+        return signature[:32] + s.to_bytes(32, "big") + bytes([27 + (y_parity_and_s >> 255)])
+    raise InvalidSignatureError(
+        f"a voucher signature is 65 bytes (r, s, v) or 64 (EIP-2098), not {len(signature)}"
+    )
+
+
 def _check_voucher_fields(channel_id: bytes, cumulative_amount: int) -> None:
     if not isinstance(channel_id, bytes) or len(channel_id) != 32:
         raise VoucherError("channel_id must be exactly 32 bytes")
@@ -223,8 +246,9 @@ class Voucher:
 
     def __post_init__(self) -> None:
         _check_voucher_fields(self.channel_id, self.cumulative_amount)
-        if not isinstance(self.signature, bytes) or len(self.signature) != 65:
-            raise InvalidSignatureError("a voucher signature is exactly 65 bytes (r, s, v)")
+        # Normalised here, once: every later comparison, cache key and stored row sees one
+        # form, so a signature sent once as 65 bytes and once as 64 is one signature.
+        object.__setattr__(self, "signature", full_signature(self.signature))
 
     @property
     def compact_signature(self) -> bytes:

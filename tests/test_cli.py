@@ -108,6 +108,24 @@ def test_channel_open_pay_claim_close_adds_up(run, tmp_path, node):
     assert final["finished"] is True and final["claimed"] == 120005
 
 
+def test_a_payment_file_with_a_compact_signature_is_claimed(run, tmp_path, node):
+    """EIP-2098: the 64-byte form of the voucher's signature claims the same total."""
+    cid = channel_id_of(
+        run("channel", "open", "--payee", PAYEE, "--deposit", "1000", "--delay", "600").stdout
+    )
+    run("channel", "pay", cid, "7", "--out", "pay.json")
+    payment = json.loads((tmp_path / "pay.json").read_text())
+    rsv = bytes.fromhex(payment["voucher"]["signature"][2:])
+    compact = rsv[:32] + (int.from_bytes(rsv[32:64], "big") | (rsv[64] - 27) << 255).to_bytes(
+        32, "big"
+    )
+    payment["voucher"]["signature"] = "0x" + compact.hex()
+    (tmp_path / "compact.json").write_text(json.dumps(payment))
+    before = node.eth.get_balance(PAYEE)
+    assert "7 wei" in run("--dev-account", "2", "channel", "claim", "compact.json").stdout
+    assert node.eth.get_balance(PAYEE) - before == 7
+
+
 def test_channel_withdraw_request_then_finish(run, node):
     cid = channel_id_of(
         run("channel", "open", "--payee", PAYEE, "--deposit", "1000", "--delay", "600").stdout
@@ -330,8 +348,18 @@ def test_a_recorded_deployment_without_code_on_this_chain_sends_nothing(restarte
         json.dumps({f"31337:{genesis}": {**entry, "genesis": genesis}})
     )
     before = (w3.eth.get_balance(PAYER.address), w3.eth.get_transaction_count(PAYER.address))
-    result = _cli(w3, copied, "stream", "create", "--recipient", PAYEE, "--amount", "1eth",
-                  "--duration", "1000")
+    result = _cli(
+        w3,
+        copied,
+        "stream",
+        "create",
+        "--recipient",
+        PAYEE,
+        "--amount",
+        "1eth",
+        "--duration",
+        "1000",
+    )
     _refused_and_sent_nothing(w3, result, "no micropay PaymentChannels code at", before)
     assert "is not on this chain; run `micropay deploy`" in result.stderr
 
@@ -354,7 +382,10 @@ def test_an_embedded_deploy_records_nothing(tmp_path_factory):
     env = {**os.environ, "MICROPAY_HOME": str(home), "NO_COLOR": "1"}
     result = subprocess.run(
         [MICROPAY, "--network", "embedded", "deploy", "--json"],
-        capture_output=True, text=True, env=env, timeout=120,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     assert "embedded chain ends" in json.loads(result.stdout)["recorded in"]
@@ -460,7 +491,10 @@ def test_node_on_a_busy_port_fails_with_one_line(run_env):
         port = busy.getsockname()[1]
         result = subprocess.run(
             [MICROPAY, "node", "anvil", "--port", str(port)],
-            capture_output=True, text=True, env=run_env, timeout=60,
+            capture_output=True,
+            text=True,
+            env=run_env,
+            timeout=60,
         )
     assert result.returncode == 1
     assert result.stderr.strip() == (

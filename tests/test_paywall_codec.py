@@ -154,7 +154,7 @@ def test_garbage_is_refused_with_a_reason(value, reason):
         (lambda o: o["payload"].update(cumulativeAmount="1_000"), Reason.INVALID_PAYLOAD),
         (lambda o: o["payload"].update(cumulativeAmount="١٢"), Reason.INVALID_PAYLOAD),
         (lambda o: o["payload"].update(cumulativeAmount=str(2**256)), Reason.INVALID_PAYLOAD),
-        (lambda o: o["payload"].update(signature="0x" + "00" * 64), Reason.INVALID_PAYLOAD),
+        (lambda o: o["payload"].update(signature="0x" + "00" * 63), Reason.INVALID_PAYLOAD),
         (lambda o: o["payload"].update(signature="0x" + "zz" * 65), Reason.INVALID_PAYLOAD),
         (lambda o: o["payload"]["channel"].update(salt="0x01"), Reason.INVALID_PAYLOAD),
         (lambda o: o["payload"]["channel"].update(withdrawDelay="7200"), Reason.INVALID_PAYLOAD),
