@@ -40,11 +40,11 @@ import hashlib
 import hmac
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, Generic, TypeVar
 from urllib.parse import urlsplit
 
 import anyio
@@ -649,7 +649,46 @@ class HttpPayer:
         spent = max(0, total - record.cumulative)
         self._advance(pending, total, view.signature, spent=spent)
 
-    # -- the two drivers -------------------------------------------------------------------------
+    # -- the 402 exchange: written once, driven by the sync and the async transports ---------
+
+    def exchange(
+        self, site: str, required_header: str, answer: Callable[[_R], tuple[int, Mapping[str, str]]]
+    ) -> Generator[_Step, Any, _R | None]:
+        """Pay for one request, as a generator of the I/O it needs (as httpx writes
+        ``DigestAuth.auth_flow``): it yields steps (:class:`_Blocking` chain calls, the
+        channel's lock, :class:`_Send` of the paid retry, ...) and is sent each one's result;
+        a step that fails is thrown back in. :meth:`pay` and :meth:`apay` perform the steps,
+        one with plain calls, the other without blocking its event loop, so the protocol
+        (rounds, floors, verdicts) exists once. Returns the final response (None if the site
+        offered nothing payable after a refusal)."""
+        floors: Floors = {}
+        for round_ in range(self.max_rounds):
+            offer = yield _Blocking(self.choose, (_decode_required(required_header),))
+            self._one_channel_per_request(site, offer, floors)
+            channel = yield _Blocking(self.channel_for, (offer,))
+            yield _Hold(channel)
+            try:
+                yield _Blocking(self.ensure_funded, (channel, offer))
+                pending = self.sign(site, offer, channel, floors)
+                try:
+                    response = yield _Send(pending.header)
+                except BaseException:
+                    self.conclude(pending, 0, {})  # not answered: nothing was charged
+                    raise
+                status, headers = answer(response)
+                verdict = yield _Blocking(self.conclude, (pending, status, headers))
+            finally:
+                yield _Release(channel)
+            if verdict in (Verdict.PAID, Verdict.NOT_CHARGED, Verdict.REFUSED):
+                return response  # type: ignore[no-any-return]
+            if round_ == self.max_rounds - 1:
+                return response  # type: ignore[no-any-return]
+            yield _Discard(response)
+            if verdict is Verdict.BUSY:
+                yield _Pause(_BUSY_PAUSE * (round_ + 1))
+            else:
+                required_header = headers.get(PAYMENT_REQUIRED, required_header)
+        return None
 
     def pay(
         self,
@@ -659,33 +698,27 @@ class HttpPayer:
         answer: Callable[[_R], tuple[int, Mapping[str, str]]],
         discard: Callable[[_R], None],
     ) -> _R | None:
-        """Pay for one request: ``send(header)`` retries it with a voucher. Returns the final
-        response (None if the site offered nothing payable after a refusal)."""
-        floors: Floors = {}
-        for round_ in range(self.max_rounds):
-            offer = self.choose(_decode_required(required_header))
-            self._one_channel_per_request(site, offer, floors)
-            channel = self.channel_for(offer)
-            with channel.lock:
-                self.ensure_funded(channel, offer)
-                pending = self.sign(site, offer, channel, floors)
-                try:
-                    response = send(pending.header)
-                except BaseException:
-                    self.conclude(pending, 0, {})  # not answered: nothing was charged
-                    raise
-                status, headers = answer(response)
-                verdict = self.conclude(pending, status, headers)
-            if verdict in (Verdict.PAID, Verdict.NOT_CHARGED, Verdict.REFUSED):
-                return response
-            if round_ == self.max_rounds - 1:
-                return response
-            discard(response)
-            if verdict is Verdict.BUSY:
-                time.sleep(_BUSY_PAUSE * (round_ + 1))
-            else:
-                required_header = headers.get(PAYMENT_REQUIRED, required_header)
-        return None
+        """Drive :meth:`exchange` with plain calls: ``send(header)`` retries the request with
+        a voucher, ``discard`` drops a response that is not the final one."""
+        flow = self.exchange(site, required_header, answer)
+        run = _Run(flow)
+        while (step := run.next_step()) is not None:
+            try:
+                if isinstance(step, _Blocking):
+                    run.result_of_step = step.call(*step.args)
+                elif isinstance(step, _Send):
+                    run.result_of_step = send(step.header)
+                elif isinstance(step, _Hold):
+                    step.channel.lock.acquire()
+                elif isinstance(step, _Release):
+                    step.channel.lock.release()
+                elif isinstance(step, _Discard):
+                    discard(step.response)
+                else:
+                    time.sleep(step.seconds)
+            except BaseException as err:
+                run.error_of_step = err
+        return run.result
 
     async def apay(
         self,
@@ -696,35 +729,94 @@ class HttpPayer:
         discard: Callable[[_R], Awaitable[None]],
         locks: dict[bytes, anyio.Lock],
     ) -> _R | None:
-        """:meth:`pay` for async transports: chain I/O runs in a worker thread and requests
-        on one channel are serialised by ``locks`` (the transport's, bound to its loop)."""
-        floors: Floors = {}
-        for round_ in range(self.max_rounds):
-            # choose() may read a contract's code once; channel_for() may open a channel.
-            offer = await anyio.to_thread.run_sync(self.choose, _decode_required(required_header))
-            self._one_channel_per_request(site, offer, floors)
-            channel = await anyio.to_thread.run_sync(self.channel_for, offer)
-            lock = locks.setdefault(channel.record.config.channel_id, anyio.Lock())
-            async with lock:
-                await anyio.to_thread.run_sync(self.ensure_funded, channel, offer)
-                pending = self.sign(site, offer, channel, floors)
-                try:
-                    response = await send(pending.header)
-                except BaseException:
-                    self.conclude(pending, 0, {})
-                    raise
-                status, headers = answer(response)
-                verdict = await anyio.to_thread.run_sync(self.conclude, pending, status, headers)
-            if verdict in (Verdict.PAID, Verdict.NOT_CHARGED, Verdict.REFUSED):
-                return response
-            if round_ == self.max_rounds - 1:
-                return response
-            await discard(response)
-            if verdict is Verdict.BUSY:
-                await anyio.sleep(_BUSY_PAUSE * (round_ + 1))
-            else:
-                required_header = headers.get(PAYMENT_REQUIRED, required_header)
-        return None
+        """Drive :meth:`exchange` for async transports: chain calls run in a worker thread,
+        and requests on one channel are serialised by ``locks`` (the transport's, bound to
+        its event loop)."""
+        flow = self.exchange(site, required_header, answer)
+        run = _Run(flow)
+        while (step := run.next_step()) is not None:
+            try:
+                if isinstance(step, _Blocking):
+                    run.result_of_step = await anyio.to_thread.run_sync(step.call, *step.args)
+                elif isinstance(step, _Send):
+                    run.result_of_step = await send(step.header)
+                elif isinstance(step, _Hold):
+                    channel_id = step.channel.record.config.channel_id
+                    await locks.setdefault(channel_id, anyio.Lock()).acquire()
+                elif isinstance(step, _Release):
+                    locks[step.channel.record.config.channel_id].release()
+                elif isinstance(step, _Discard):
+                    await discard(step.response)
+                else:
+                    await anyio.sleep(step.seconds)
+            except BaseException as err:
+                run.error_of_step = err
+        return run.result
+
+
+# -- the steps of an exchange ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Blocking:
+    """A call that may wait on the chain: async drivers run it in a worker thread."""
+
+    call: Callable[..., Any]
+    args: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class _Send:
+    """Resend the request with this ``PAYMENT-SIGNATURE``; the response is sent back."""
+
+    header: str
+
+
+@dataclass(frozen=True)
+class _Hold:
+    """Take the channel's lock: one request at a time per channel."""
+
+    channel: _Channel
+
+
+@dataclass(frozen=True)
+class _Release:
+    channel: _Channel
+
+
+@dataclass(frozen=True)
+class _Discard:
+    """A response that is not the one returned to the caller: read and close it."""
+
+    response: Any
+
+
+@dataclass(frozen=True)
+class _Pause:
+    seconds: float
+
+
+_Step = _Blocking | _Send | _Hold | _Release | _Discard | _Pause
+
+
+class _Run(Generic[_R]):
+    """One exchange in progress: hands its driver the next step and feeds the step's
+    result (or exception) back in; ``result`` is the exchange's once it has returned."""
+
+    def __init__(self, flow: Generator[_Step, Any, _R | None]) -> None:
+        self._flow = flow
+        self.result: _R | None = None
+        self.result_of_step: Any = None
+        self.error_of_step: BaseException | None = None
+
+    def next_step(self) -> _Step | None:
+        value, error = self.result_of_step, self.error_of_step
+        self.result_of_step = self.error_of_step = None
+        try:
+            return self._flow.throw(error) if error is not None else self._flow.send(value)
+        except StopIteration as done:
+            self.result = done.value
+            return None
 
 
 def _decode_required(value: str) -> PaymentRequired:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from types import SimpleNamespace
 
@@ -559,3 +560,81 @@ def test_a_large_deposit_is_locked_only_when_the_policy_says_so(w3, actors, chan
     read(greedy, HttpPayer(w3, actors.payer, policy), 1)
     [channel_id] = greedy.book.channel_ids()
     assert channels.state(channel_id).deposited == FIFTY_ETH
+
+
+# -- the network failing mid-exchange ------------------------------------------------------------
+
+
+class _DropsPaidRetries:
+    """Loopback HTTP whose paid retries fail ``drops`` times before they leave the client, as
+    a connection reset would: the site never sees those vouchers."""
+
+    def __init__(self, inner, drops: int) -> None:
+        self.inner, self.drops = inner, drops
+
+    def _drop(self, request: httpx.Request) -> bool:
+        if "payment-signature" in request.headers and self.drops:
+            self.drops -= 1
+            return True
+        return False
+
+    def handle_request(self, request):
+        if self._drop(request):
+            raise httpx.ConnectError("connection reset", request=request)
+        return self.inner.handle_request(request)
+
+    async def handle_async_request(self, request):
+        if self._drop(request):
+            raise httpx.ConnectError("connection reset", request=request)
+        return await self.inner.handle_async_request(request)
+
+    def close(self):
+        self.inner.close()
+
+    async def aclose(self):
+        await self.inner.aclose()
+
+
+@pytest.mark.parametrize("driver", ["sync", "async"])
+def test_a_request_lost_on_the_wire_frees_its_channel_and_its_share_of_the_caps(
+    w3, actors, turncoat, driver
+):
+    """One exchange serves both transports; a failure while sending must release the
+    channel's lock (else the next request waits forever) and what the request reserved
+    against the site's cap (else the cap shrinks by a price per failure)."""
+    payer = HttpPayer(
+        w3, actors.payer, PaymentPolicy(max_price=PRICE, max_spend_per_site=2 * PRICE)
+    )
+    path = "/articles/vouchers-explained"
+
+    def run_sync() -> list[object]:
+        outcomes: list[object] = []
+        inner = _DropsPaidRetries(httpx.HTTPTransport(), drops=2)
+        with httpx.Client(base_url=turncoat.url, transport=PaymentTransport(payer, inner)) as c:
+            for _ in range(5):
+                try:
+                    outcomes.append(c.get(path, timeout=30).status_code)
+                except (httpx.ConnectError, SpendingLimitError) as err:
+                    outcomes.append(type(err))
+        return outcomes
+
+    async def run_async() -> list[object]:
+        outcomes: list[object] = []
+        inner = _DropsPaidRetries(httpx.AsyncHTTPTransport(), drops=2)
+        transport = AsyncPaymentTransport(payer, inner)
+        async with httpx.AsyncClient(base_url=turncoat.url, transport=transport) as c:
+            for _ in range(5):
+                try:
+                    outcomes.append((await asyncio.wait_for(c.get(path), 30)).status_code)
+                except (httpx.ConnectError, SpendingLimitError) as err:
+                    outcomes.append(type(err))
+        return outcomes
+
+    if driver == "sync":
+        with ThreadPoolExecutor(1) as pool:  # a leaked lock would hang: bound the wait
+            outcomes = pool.submit(run_sync).result(timeout=120)
+    else:
+        outcomes = asyncio.run(run_async())
+    assert outcomes == [httpx.ConnectError, httpx.ConnectError, 200, 200, SpendingLimitError]
+    assert turncoat.app.received == [PRICE, 2 * PRICE]  # the dropped vouchers never arrived
+    assert held(turncoat) == [2 * PRICE]
