@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import threading
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,13 +43,6 @@ class ChannelRecord:
     deposited: int
     highest_signed: int
 
-    @classmethod
-    def found(
-        cls, key: str, index: int, config: ChannelConfig, claimed: int, deposited: int
-    ) -> ChannelRecord:
-        """A channel known only from the chain: positioned at what was claimed on it."""
-        return cls(key, index, config, claimed, None, deposited, claimed)
-
     def to_json(self) -> dict[str, Any]:
         return {
             "index": self.index,
@@ -74,18 +67,6 @@ class ChannelRecord:
             # the client is known to have signed.
             highest_signed=int(data.get("highestSigned", data["cumulative"])),
         )
-
-    def advanced(self, cumulative: int, signature: bytes | None) -> ChannelRecord:
-        return replace(
-            self,
-            cumulative=cumulative,
-            signature=signature,
-            highest_signed=max(self.highest_signed, cumulative),
-        )
-
-    def signing(self, total: int) -> ChannelRecord:
-        """The record once the client has signed ``total`` (saved before it is sent)."""
-        return replace(self, highest_signed=max(self.highest_signed, total))
 
 
 class ClientStore:

@@ -41,7 +41,7 @@ import hmac
 import threading
 import time
 from collections.abc import Awaitable, Callable, Generator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -85,7 +85,6 @@ from micropay.vouchers import (
     ChannelConfig,
     Voucher,
     VoucherVerifier,
-    sign_voucher,
 )
 
 __all__ = [
@@ -250,19 +249,40 @@ class Verdict(Enum):
 
 @dataclass
 class _Channel:
-    """An open channel in memory: its record and the lock that serialises its requests.
+    """An open channel in memory: its :class:`Payer` (which signs, within the deposit, and
+    keeps the acknowledged and highest signed totals), its place in the store, and the lock
+    that serialises its requests.
 
     ``signed_here`` holds the totals this process signed above the acknowledged total: a
     site that shows one of them as spent, above what a request started from, is showing
     a voucher of that same request (or of one running beside it), not an earlier payment.
     """
 
-    record: ChannelRecord
-    authorizer: LocalAccount
+    key: str  # the offer's (see _offer_key)
+    index: int  # the session key's derivation index
+    payer: Payer
     lock: threading.Lock = field(default_factory=threading.Lock)
     retired: bool = False
     signed_here: set[int] = field(default_factory=set)
     claimable: bool = True  # False once the chain shows it finished or absent
+
+    @property
+    def config(self) -> ChannelConfig:
+        return self.payer.config
+
+    @property
+    def record(self) -> ChannelRecord:
+        """What the store keeps of it."""
+        payer = self.payer
+        return ChannelRecord(
+            self.key,
+            self.index,
+            payer.config,
+            payer.acknowledged,
+            payer.acknowledged_signature,
+            payer.deposited,
+            payer.highest_signed,
+        )
 
 
 # channel id -> (the channel, the highest total the client had signed on it when this request
@@ -368,15 +388,29 @@ class HttpPayer:
                 return channel
             record = self.store.channel(key)
             if record is None:
-                record = self._find_or_open(key, offer)
-            authorizer = self._session_key(offer, record.index)
-            if authorizer.address != record.config.authorizer:
-                raise PaymentProtocolError(
-                    f"the stored channel for {key} was not opened by this payer key"
-                )
-            channel = _Channel(record, authorizer)
+                channel = self._find_or_open(key, offer)
+            else:
+                channel = self._restore(record, offer)
             self._channels[key] = channel
             return channel
+
+    def _restore(self, record: ChannelRecord, offer: Offer) -> _Channel:
+        authorizer = self._session_key(offer, record.index)
+        if authorizer.address != record.config.authorizer:
+            raise PaymentProtocolError(
+                f"the stored channel for {record.key} was not opened by this payer key"
+            )
+        payer = Payer(
+            self._client(offer),
+            self.account,
+            record.config,
+            authorizer,
+            acknowledged=record.cumulative,
+            acknowledged_signature=record.signature,
+            highest_signed=record.highest_signed,
+            deposited=record.deposited,
+        )
+        return _Channel(record.key, record.index, payer)
 
     def _client(self, offer: Offer) -> ChannelClient:
         client = self._clients.get(offer.contract)
@@ -403,7 +437,7 @@ class HttpPayer:
     def _withdraw_delay(self, offer: Offer) -> int:
         return max(self.policy.withdraw_delay, offer.min_withdraw_delay)
 
-    def _find_or_open(self, key: str, offer: Offer) -> ChannelRecord:
+    def _find_or_open(self, key: str, offer: Offer) -> _Channel:
         """With no record: the channel left on chain by an earlier run, else a new one."""
         client = self._client(offer)
         first_free = None
@@ -415,9 +449,15 @@ class HttpPayer:
                 break
             if not state.finished and not state.withdraw_requested:
                 # Found again: the site will correct the total from its own records.
-                record = ChannelRecord.found(key, index, config, state.claimed, state.deposited)
-                self.store.put_channel(record)
-                return record
+                found = Payer(
+                    client,
+                    self.account,
+                    config,
+                    self._session_key(offer, index),
+                    acknowledged=state.claimed,
+                    deposited=state.deposited,
+                )
+                return self._saved(_Channel(key, index, found))
         if first_free is None:
             raise PaymentProtocolError(f"no free channel slot among {_SCAN_LIMIT} for {key}")
         deposit = self.policy.deposit.amount(offer)
@@ -431,27 +471,21 @@ class HttpPayer:
             session_key=self._session_key(offer, first_free),
             salt=_channel_salt(first_free),
         )
-        record = ChannelRecord.found(key, first_free, payer.config, 0, payer.deposited)
-        self.store.put_channel(record)
-        return record
+        return self._saved(_Channel(key, first_free, payer))
+
+    def _saved(self, channel: _Channel) -> _Channel:
+        self.store.put_channel(channel.record)
+        return channel
 
     def ensure_funded(self, channel: _Channel, offer: Offer) -> None:
         """Top the channel up if the next payment would exceed its deposit (call under the
         channel's lock)."""
-        record = channel.record
-        if record.cumulative + offer.price <= record.deposited:
+        payer = channel.payer
+        if payer.acknowledged + offer.price <= payer.deposited:
             return
         amount = self.policy.deposit.amount(offer)
-        payer = Payer(
-            self._client(offer),
-            self.account,
-            record.config,
-            channel.authorizer,
-            cumulative=record.cumulative,
-            deposited=record.deposited,
-        )
-        payer.top_up(max(amount, record.cumulative + offer.price - record.deposited))
-        self._set(channel, record, deposited=payer.deposited)
+        payer.top_up(max(amount, payer.acknowledged + offer.price - payer.deposited))
+        self._set(channel, deposited=payer.deposited)
 
     # -- signing (fast; under the channel's lock) ------------------------------------------------
 
@@ -481,23 +515,21 @@ class HttpPayer:
                         f"{self.policy.period:g} s, above the cap of {cap}"
                     )
             self._reserved[site] = self._reserved.get(site, 0) + price
-        record = channel.record
-        total = record.cumulative + price
-        _, floor = floors.setdefault(record.config.channel_id, (channel, record.highest_signed))
-        if total > record.highest_signed:
-            try:
-                self.store.put_channel(record.signing(total))
-            except BaseException:
-                with self._lock:
-                    self._reserved[site] -= price
-                raise
-            channel.record = record = record.signing(total)
+        payer = channel.payer
+        total = payer.acknowledged + price
+        _, floor = floors.setdefault(payer.config.channel_id, (channel, payer.highest_signed))
+        try:
+            raised = total > payer.highest_signed
+            voucher = payer.voucher_for(total)  # within the deposit, or PaymentRefusedError
+            if raised:  # saved before it is sent: a later run knows the site may hold it
+                self.store.put_channel(channel.record)
+        except BaseException:
+            with self._lock:
+                self._reserved[site] -= price
+            raise
         channel.signed_here.add(total)
-        voucher = sign_voucher(
-            offer.domain, record.config.channel_id, total, bytes(channel.authorizer.key)
-        )
         payload = PaymentPayload(
-            offer.network, price, offer.asset, offer.pay_to, record.config, voucher
+            offer.network, price, offer.asset, offer.pay_to, payer.config, voucher
         )
         return Pending(site, offer, channel, voucher, payload.encode(), floor)
 
@@ -510,12 +542,12 @@ class HttpPayer:
         for other, _ in floors.values():
             if (other is current and not other.retired) or not other.claimable:
                 continue
-            total = other.record.highest_signed
+            total = other.payer.highest_signed
             raise HostileSiteError(
                 site,
                 total,
                 f"{site} was sent a voucher for a total of {total} on channel "
-                f"0x{other.record.config.channel_id.hex()} in this request and asks to be paid "
+                f"0x{other.config.channel_id.hex()} in this request and asks to be paid "
                 "on another channel; it can still claim that voucher, so this request pays "
                 "nothing more (retry the request to pay on the new channel)",
             )
@@ -554,18 +586,18 @@ class HttpPayer:
             self._resync(pending, required.channel)
             return Verdict.RETRY
         if reason == Reason.INSUFFICIENT_DEPOSIT:
-            state = self._client(pending.offer).state(channel.record.config)
+            state = self._client(pending.offer).state(channel.config)
             if state.deposited >= pending.voucher.cumulative_amount:
                 return Verdict.REFUSED  # the chain covers it: the site is wrong, not us
-            self._set(channel, channel.record, deposited=state.deposited)  # next round tops up
+            self._set(channel, deposited=state.deposited)  # next round tops up
             return Verdict.RETRY
         if reason in (Reason.CHANNEL_CLOSING, Reason.UNKNOWN_CHANNEL):
-            state = self._client(pending.offer).state(channel.record.config)
+            state = self._client(pending.offer).state(channel.config)
             if state.exists and not state.finished and not state.withdraw_requested:
                 return Verdict.REFUSED  # the chain shows it open: the site is wrong, not us
             channel.claimable = state.exists and not state.finished
             channel.retired = True
-            self.store.retire_channel(channel.record.key, reason)
+            self.store.retire_channel(channel.key, reason)
             return Verdict.RETRY
         if reason == Reason.PRICE_MISMATCH:
             return Verdict.RETRY  # the price changed; the next round reads the new offer
@@ -575,15 +607,15 @@ class HttpPayer:
         self, pending: Pending, cumulative: int, signature: bytes | None, spent: int
     ) -> None:
         channel = pending.channel
-        channel.record = channel.record.advanced(cumulative, signature)
+        channel.payer.acknowledge(cumulative, signature)
         # Totals at or below an acknowledged one stand for requests the site served.
         channel.signed_here = {total for total in channel.signed_here if total > cumulative}
         now = time.time()
         self.store.record(channel.record, pending.site, spent, now, now - self.policy.period)
 
-    def _set(self, channel: _Channel, record: ChannelRecord, *, deposited: int) -> None:
+    def _set(self, channel: _Channel, *, deposited: int) -> None:
         """Record a deposit the chain showed (after a top-up, or on a site's complaint)."""
-        channel.record = replace(record, deposited=deposited)
+        channel.payer.deposited = deposited
         self.store.put_channel(channel.record)
 
     def _check_receipt(self, pending: Pending, value: str | None) -> None:
@@ -594,7 +626,7 @@ class HttpPayer:
         except PaymentHeaderError as err:
             raise PaymentProtocolError(f"the site's receipt is malformed: {err}") from None
         expected = (
-            pending.channel.record.config.channel_id,
+            pending.channel.config.channel_id,
             pending.voucher.cumulative_amount,
             pending.offer.price,
         )
@@ -615,21 +647,21 @@ class HttpPayer:
         this request: adopting it would pay a second price for one unserved request.
         """
         channel, site, total = pending.channel, pending.site, view.cumulative_amount
-        record = channel.record
-        if view.channel_id != record.config.channel_id:
+        payer = channel.payer
+        if view.channel_id != payer.config.channel_id:
             raise PaymentProtocolError(f"{site}'s view is of another channel")
         voucher = view.voucher
         if voucher is not None:
             try:
                 VoucherVerifier(pending.offer.domain).verify(
-                    voucher, bytes.fromhex(record.config.authorizer[2:])
+                    voucher, bytes.fromhex(payer.config.authorizer[2:])
                 )
             except InvalidSignatureError:
                 raise HostileSiteError(
                     site, total, f"{site} claims a total of {total} this client never signed"
                 ) from None
         else:
-            claimed = self._client(pending.offer).state(record.config).claimed
+            claimed = self._client(pending.offer).state(payer.config).claimed
             if total != claimed:
                 raise HostileSiteError(
                     site,
@@ -646,7 +678,7 @@ class HttpPayer:
                 "nothing more on top",
             )
         # What the site holds above our record was paid before we lost track: count it.
-        spent = max(0, total - record.cumulative)
+        spent = max(0, total - payer.acknowledged)
         self._advance(pending, total, view.signature, spent=spent)
 
     # -- the 402 exchange: written once, driven by the sync and the async transports ---------
@@ -741,10 +773,10 @@ class HttpPayer:
                 elif isinstance(step, _Send):
                     run.result_of_step = await send(step.header)
                 elif isinstance(step, _Hold):
-                    channel_id = step.channel.record.config.channel_id
+                    channel_id = step.channel.config.channel_id
                     await locks.setdefault(channel_id, anyio.Lock()).acquire()
                 elif isinstance(step, _Release):
-                    locks[step.channel.record.config.channel_id].release()
+                    locks[step.channel.config.channel_id].release()
                 elif isinstance(step, _Discard):
                     await discard(step.response)
                 else:

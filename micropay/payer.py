@@ -1,10 +1,14 @@
 """The payer's side of a channel: open it, sign the next voucher, never promise too much.
 
-A :class:`Payer` keeps one channel's running total. ``pay(amount)`` signs a voucher for
-``previous cumulative + amount`` and refuses (before signing) anything that would promise
-more than the deposit. By default the vouchers are signed by a fresh *session key* named
-as the channel's authorizer, so the payer's main key signs only on-chain transactions and
-a leaked session key can spend at most the deposit.
+A :class:`Payer` keeps two totals of one channel. ``acknowledged`` is the total the payee
+is known to hold (a voucher handed over, a receipt, a view the payer checked), and
+``highest_signed`` the largest total the payer has ever signed there: the payee may hold
+that one too, if a voucher left and its answer was lost. ``voucher_for`` signs any total
+from the acknowledged one up to the deposit (an uncharged or re-priced request signs again
+from the acknowledged total) and refuses, before signing, anything beyond the deposit.
+By default the vouchers are signed by a *session key* named as the channel's authorizer,
+so the payer's main key signs only on-chain transactions and a leaked session key can
+spend at most the deposit.
 """
 
 from __future__ import annotations
@@ -41,7 +45,9 @@ class Payer:
         config: ChannelConfig,
         authorizer_key: LocalAccount,
         *,
-        cumulative: int = 0,
+        acknowledged: int = 0,
+        acknowledged_signature: bytes | None = None,
+        highest_signed: int | None = None,
         deposited: int = 0,
     ) -> None:
         if authorizer_key.address != config.authorizer:
@@ -53,9 +59,16 @@ class Payer:
         self.config = config
         self.authorizer_key = authorizer_key
         self._signing_secret = bytes(authorizer_key.key)
-        self.cumulative = cumulative
+        self.acknowledged = acknowledged
+        """The total the payee is known to hold; the next payment is signed on top of it."""
+        self.acknowledged_signature = acknowledged_signature
+        """The payer's signature of ``acknowledged`` (None for zero, or a total read from
+        the chain's claims)."""
+        self.highest_signed = max(acknowledged, highest_signed or 0)
+        """The largest total ever signed on the channel: what the payee may hold at most."""
         self.deposited = deposited
         self.last_voucher: Voucher | None = None
+        """The voucher signed last."""
         self.finished = False
         """Known closed or withdrawn (from the chain at recovery, or by finish_withdraw)."""
 
@@ -112,7 +125,10 @@ class Payer:
             account,
             config,
             authorizer_key,
-            cumulative=max(issued, state.claimed),
+            acknowledged=max(issued, state.claimed),
+            acknowledged_signature=(
+                last_voucher.signature if last_voucher and issued >= state.claimed else None
+            ),
             deposited=state.deposited,
         )
         payer.last_voucher = last_voucher
@@ -132,26 +148,38 @@ class Payer:
     # -- paying --------------------------------------------------------------------------------
 
     @property
+    def cumulative(self) -> int:
+        """Everything promised so far: the highest total signed."""
+        return self.highest_signed
+
+    @property
     def remaining(self) -> int:
-        """What can still be promised without a top-up."""
-        return self.deposited - self.cumulative
+        """What can still be promised on top of the acknowledged total without a top-up."""
+        return self.deposited - self.acknowledged
 
     def pay(self, amount: int) -> Voucher:
-        """Sign the voucher that adds ``amount`` to the running total."""
+        """Sign the voucher that adds ``amount`` to everything promised so far, and count it
+        as handed over (the CLI's and a script's way: the voucher goes straight to the
+        payee)."""
         if type(amount) is not int or amount <= 0:
             raise PaymentRefusedError(f"a payment must be a positive integer, not {amount!r}")
-        return self.voucher_for(self.cumulative + amount)
+        voucher = self.voucher_for(self.highest_signed + amount)
+        self.acknowledge(voucher.cumulative_amount, voucher.signature)
+        return voucher
 
     def voucher_for(self, cumulative_amount: int) -> Voucher:
-        """Sign a voucher for an exact cumulative total (at least the current one)."""
+        """Sign a voucher for an exact total: at least the acknowledged one, at most the
+        deposit. Signing below ``highest_signed`` again is harmless (the payee can claim
+        only one voucher, and the higher one already bounds what it can take)."""
         if self.finished:
             raise PaymentRefusedError(
                 f"channel 0x{self.config.channel_id.hex()} is finished (closed or withdrawn): "
                 "no voucher on it can be claimed; open a new channel"
             )
-        if cumulative_amount < self.cumulative:
+        if cumulative_amount < self.acknowledged:
             raise PaymentRefusedError(
-                f"cumulative {cumulative_amount} is below the {self.cumulative} already promised"
+                f"cumulative {cumulative_amount} is below the {self.acknowledged} the payee "
+                "already holds"
             )
         if cumulative_amount > self.deposited:
             raise PaymentRefusedError(
@@ -161,9 +189,17 @@ class Payer:
         voucher = sign_voucher(
             self.client.domain, self.config.channel_id, cumulative_amount, self._signing_secret
         )
-        self.cumulative = cumulative_amount
+        self.highest_signed = max(self.highest_signed, cumulative_amount)
         self.last_voucher = voucher
         return voucher
+
+    def acknowledge(self, total: int, signature: bytes | None) -> None:
+        """The payee holds ``total`` (a receipt, or its view backed by ``signature`` or by the
+        chain's claims): the next payment builds on it. It may be below the previous one,
+        when a payee lost vouchers it never claimed."""
+        self.acknowledged = total
+        self.acknowledged_signature = signature
+        self.highest_signed = max(self.highest_signed, total)
 
     # -- leaving -------------------------------------------------------------------------------
 

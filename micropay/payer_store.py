@@ -114,7 +114,10 @@ class PayerStore:
         payer = Payer.recover(
             client, account, stored.config, stored.authorizer_key or account, stored.last_voucher
         )
-        payer.cumulative = max(payer.cumulative, stored.cumulative)
+        if stored.cumulative > payer.acknowledged:
+            last = stored.last_voucher
+            held = last is not None and last.cumulative_amount == stored.cumulative
+            payer.acknowledge(stored.cumulative, last.signature if last and held else None)
         if stored.held_payer_key:
             self.save(payer)
         return payer

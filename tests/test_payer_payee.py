@@ -66,6 +66,25 @@ def test_pay_never_promises_more_than_the_deposit(payer):
     assert payer.remaining == 0
 
 
+def test_a_payer_resigns_from_the_acknowledged_total_never_below_it(payer, payee):
+    """An HTTP request the site did not charge (or re-priced) signs again on top of what the
+    payee holds; the highest total signed stays known, as the most the payee could hold."""
+    payee.accept(payer.config, payer.pay(100))  # handed over: acknowledged
+    assert (payer.acknowledged, payer.highest_signed) == (100, 100)
+    payer.voucher_for(130)  # sent, not charged
+    assert (payer.acknowledged, payer.highest_signed) == (100, 130)
+    again = payer.voucher_for(110)  # the same request at a lower price
+    assert payee.accept(payer.config, again).increment == 10
+    payer.acknowledge(110, again.signature)
+    assert (payer.acknowledged, payer.highest_signed, payer.cumulative) == (110, 130, 130)
+    with pytest.raises(PaymentRefusedError, match="below the 110 the payee already holds"):
+        payer.voucher_for(105)
+    with pytest.raises(PaymentRefusedError, match="exceed the deposit"):
+        payer.voucher_for(ETH + 1)
+    assert payer.pay(5).cumulative_amount == 135  # pay() builds on everything promised
+    assert payer.remaining == ETH - 135
+
+
 @pytest.mark.parametrize("amount", [0, -5, 1.5, "10"])
 def test_pay_refuses_nonsense_amounts(payer, amount):
     with pytest.raises(PaymentRefusedError, match="positive integer"):
