@@ -24,7 +24,7 @@ Catch :class:`MicropayError` to catch anything the toolkit raises on purpose::
     │   └── HostileSiteError               a site claims the client owes it a total it cannot
     │                                      back with a signature the client made before
     │                                      this request (.site, .claimed)
-    ├── PayerStoreError (OSError)          a stored payer channel is missing or corrupt
+    ├── PayerStoreError (OSError)          the payer's wallet is unreadable, or lacks a channel
     ├── LedgerError (RuntimeError)         the voucher ledger cannot be opened or used
     │   ├── LedgerURLError (ValueError)    the ledger URL is malformed or names no back end
     │   ├── LedgerCorruptError             the file or a row is damaged: not a database,
@@ -170,7 +170,8 @@ class HostileSiteError(PaymentProtocolError):
 
 
 class PayerStoreError(MicropayError, OSError):
-    """A payer's stored channel file is missing, corrupt or for another deployment."""
+    """The payer's wallet is unreadable, lacks a channel, or holds one of another payer or
+    deployment."""
 
 
 class LedgerError(MicropayError, RuntimeError):

@@ -36,12 +36,10 @@ acknowledged total. See ``micropay.requests_adapter`` for the requests library.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import threading
 import time
 from collections.abc import Awaitable, Callable, Generator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -50,13 +48,11 @@ from urllib.parse import urlsplit
 import anyio
 import anyio.to_thread
 import httpx
-from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils.address import to_checksum_address
 from web3 import Web3
 
 from micropay._artifacts import runtime_code_matches
-from micropay._client_store import ChannelRecord, ClientStore
 from micropay._x402 import (
     PAYMENT_REQUIRED,
     PAYMENT_RESPONSE,
@@ -80,11 +76,14 @@ from micropay.errors import (
     SpendingLimitError,
 )
 from micropay.payer import Payer
-from micropay.vouchers import (
-    SECP256K1_N,
-    ChannelConfig,
-    Voucher,
-    VoucherVerifier,
+from micropay.vouchers import ChannelConfig, Voucher, VoucherVerifier
+from micropay.wallet import (
+    ChannelStatus,
+    Wallet,
+    WalletChannel,
+    channel_salt,
+    derive_session_key,
+    slots,
 )
 
 __all__ = [
@@ -97,8 +96,6 @@ __all__ = [
 ]
 
 _R = TypeVar("_R")
-_DERIVATION_TAG = b"micropay/http-channel/v1"
-_SCAN_LIMIT = 256  # channels per (payee, token) a lost store is searched for
 _BUSY_PAUSE = 0.05
 
 
@@ -199,41 +196,6 @@ class PaymentPolicy:
         return None
 
 
-# -- keys ------------------------------------------------------------------------------------
-
-
-def derive_session_key(
-    account: LocalAccount, chain_id: int, contract: str, payee: str, token: str, index: int
-) -> LocalAccount:
-    """The session key of the client's ``index``-th channel to ``payee`` in ``token``.
-
-    An HMAC of the payer's key over the channel's coordinates: reproducible from the
-    payer's key alone (a lost store loses nothing), useless for recovering the payer's key
-    if it leaks (it can spend at most that channel's deposit).
-    """
-    message = b"".join(
-        [
-            _DERIVATION_TAG,
-            chain_id.to_bytes(32, "big"),
-            bytes.fromhex(to_checksum_address(contract)[2:]),
-            bytes.fromhex(to_checksum_address(payee)[2:]),
-            bytes.fromhex(to_checksum_address(token)[2:]),
-            index.to_bytes(32, "big"),
-        ]
-    )
-    secret = hmac.new(bytes(account.key), message, hashlib.sha256).digest()
-    while not 0 < int.from_bytes(secret, "big") < SECP256K1_N:  # odds 2**-128
-        secret = hashlib.sha256(secret).digest()
-    key: LocalAccount = Account.from_key(secret)
-    return key
-
-
-def _channel_salt(index: int) -> bytes:
-    """Small salts: the session key already makes each channel id unique, and a salt of
-    mostly zero bytes is cheaper calldata on every claim."""
-    return (index + 1).to_bytes(32, "big")
-
-
 # -- the paying agent ------------------------------------------------------------------------
 
 
@@ -259,7 +221,7 @@ class _Channel:
     """
 
     key: str  # the offer's (see _offer_key)
-    index: int  # the session key's derivation index
+    stored: WalletChannel  # what the wallet holds of it, as last saved
     payer: Payer
     lock: threading.Lock = field(default_factory=threading.Lock)
     retired: bool = False
@@ -271,18 +233,9 @@ class _Channel:
         return self.payer.config
 
     @property
-    def record(self) -> ChannelRecord:
-        """What the store keeps of it."""
-        payer = self.payer
-        return ChannelRecord(
-            self.key,
-            self.index,
-            payer.config,
-            payer.acknowledged,
-            payer.acknowledged_signature,
-            payer.deposited,
-            payer.highest_signed,
-        )
+    def record(self) -> WalletChannel:
+        """What the wallet should hold of it now."""
+        return self.stored.with_payer(self.payer)
 
 
 # channel id -> (the channel, the highest total the client had signed on it when this request
@@ -316,13 +269,13 @@ class HttpPayer:
         account: LocalAccount,
         policy: PaymentPolicy,
         *,
-        store: ClientStore | Path | str | None = None,
+        store: Wallet | Path | str | None = None,
         max_rounds: int = 4,
     ) -> None:
         self.w3 = w3
         self.account = account
         self.policy = policy
-        self.store = store if isinstance(store, ClientStore) else ClientStore(store)
+        self.store = store if isinstance(store, Wallet) else Wallet(store)
         self.max_rounds = max_rounds
         self._chain_id = w3.eth.chain_id
         self._lock = threading.Lock()
@@ -386,37 +339,35 @@ class HttpPayer:
             channel = self._channels.get(key)
             if channel is not None and not channel.retired:
                 return channel
-            record = self.store.channel(key)
+            record = self._stored_for(offer)
             if record is None:
                 channel = self._find_or_open(key, offer)
             else:
-                channel = self._restore(record, offer)
+                channel = _Channel(key, record, record.payer(self._client(offer), self.account))
             self._channels[key] = channel
             return channel
 
-    def _restore(self, record: ChannelRecord, offer: Offer) -> _Channel:
-        authorizer = self._session_key(offer, record.index)
-        if authorizer.address != record.config.authorizer:
-            raise PaymentProtocolError(
-                f"the stored channel for {record.key} was not opened by this payer key"
-            )
-        payer = Payer(
-            self._client(offer),
-            self.account,
-            record.config,
-            authorizer,
-            acknowledged=record.cumulative,
-            acknowledged_signature=record.signature,
-            highest_signed=record.highest_signed,
-            deposited=record.deposited,
-        )
-        return _Channel(record.key, record.index, payer)
+    def _stored_for(self, offer: Offer) -> WalletChannel | None:
+        """The wallet's live channel for the offer: one this client would open for it (its
+        session key derived for the offer, the offer's withdraw delay), not retired."""
+        for record in self.store.channels():
+            live = record.retired is None and record.chain_id == self._chain_id
+            if (
+                live
+                and record.index is not None
+                and record.config == self._config(offer, record.index)
+            ):
+                return record
+        return None
 
     def _client(self, offer: Offer) -> ChannelClient:
-        client = self._clients.get(offer.contract)
+        return self._client_at(offer.contract)
+
+    def _client_at(self, contract: str) -> ChannelClient:
+        client = self._clients.get(contract)
         if client is None:
-            client = ChannelClient(self.w3, offer.contract)
-            self._clients[offer.contract] = client
+            client = ChannelClient(self.w3, contract)
+            self._clients[contract] = client
         return client
 
     def _session_key(self, offer: Offer, index: int) -> LocalAccount:
@@ -431,7 +382,7 @@ class HttpPayer:
             token=offer.asset,
             authorizer=self._session_key(offer, index).address,
             withdraw_delay=self._withdraw_delay(offer),
-            salt=_channel_salt(index),
+            salt=channel_salt(index),
         )
 
     def _withdraw_delay(self, offer: Offer) -> int:
@@ -440,14 +391,10 @@ class HttpPayer:
     def _find_or_open(self, key: str, offer: Offer) -> _Channel:
         """With no record: the channel left on chain by an earlier run, else a new one."""
         client = self._client(offer)
-        first_free = None
-        for index in range(_SCAN_LIMIT):
-            config = self._config(offer, index)
-            state = client.state(config)
-            if not state.exists and not state.finished:
-                first_free = index
-                break
-            if not state.finished and not state.withdraw_requested:
+        first_free = 0
+        for index, config, state in slots(client, lambda i: self._config(offer, i)):
+            first_free = index  # the last slot is the first never used
+            if state.exists and not state.finished and not state.withdraw_requested:
                 # Found again: the site will correct the total from its own records.
                 found = Payer(
                     client,
@@ -457,9 +404,7 @@ class HttpPayer:
                     acknowledged=state.claimed,
                     deposited=state.deposited,
                 )
-                return self._saved(_Channel(key, index, found))
-        if first_free is None:
-            raise PaymentProtocolError(f"no free channel slot among {_SCAN_LIMIT} for {key}")
+                return self._saved(_Channel(key, WalletChannel.of(found, index), found))
         deposit = self.policy.deposit.amount(offer)
         payer = Payer.open(
             client,
@@ -469,12 +414,19 @@ class HttpPayer:
             token=offer.asset,
             withdraw_delay=self._withdraw_delay(offer),
             session_key=self._session_key(offer, first_free),
-            salt=_channel_salt(first_free),
+            salt=channel_salt(first_free),
         )
-        return self._saved(_Channel(key, first_free, payer))
+        return self._saved(_Channel(key, WalletChannel.of(payer, first_free), payer))
+
+    def _retire(self, channel: _Channel, why: str) -> None:
+        """Pay no more on a channel; the wallet keeps it for its withdraw."""
+        channel.retired = True
+        channel.stored = replace(channel.stored, retired=why)
+        self.store.retire(channel.config.channel_id, why)
 
     def _saved(self, channel: _Channel) -> _Channel:
-        self.store.put_channel(channel.record)
+        channel.stored = channel.record
+        self.store.put(channel.stored)
         return channel
 
     def ensure_funded(self, channel: _Channel, offer: Offer) -> None:
@@ -522,7 +474,7 @@ class HttpPayer:
             raised = total > payer.highest_signed
             voucher = payer.voucher_for(total)  # within the deposit, or PaymentRefusedError
             if raised:  # saved before it is sent: a later run knows the site may hold it
-                self.store.put_channel(channel.record)
+                self._saved(channel)
         except BaseException:
             with self._lock:
                 self._reserved[site] -= price
@@ -596,8 +548,7 @@ class HttpPayer:
             if state.exists and not state.finished and not state.withdraw_requested:
                 return Verdict.REFUSED  # the chain shows it open: the site is wrong, not us
             channel.claimable = state.exists and not state.finished
-            channel.retired = True
-            self.store.retire_channel(channel.key, reason)
+            self._retire(channel, reason)
             return Verdict.RETRY
         if reason == Reason.PRICE_MISMATCH:
             return Verdict.RETRY  # the price changed; the next round reads the new offer
@@ -611,12 +562,14 @@ class HttpPayer:
         # Totals at or below an acknowledged one stand for requests the site served.
         channel.signed_here = {total for total in channel.signed_here if total > cumulative}
         now = time.time()
-        self.store.record(channel.record, pending.site, spent, now, now - self.policy.period)
+        channel.stored = self.store.record(
+            channel.record, pending.site, spent, now, now - self.policy.period
+        )
 
     def _set(self, channel: _Channel, *, deposited: int) -> None:
         """Record a deposit the chain showed (after a top-up, or on a site's complaint)."""
         channel.payer.deposited = deposited
-        self.store.put_channel(channel.record)
+        self._saved(channel)
 
     def _check_receipt(self, pending: Pending, value: str | None) -> None:
         if value is None:
@@ -680,6 +633,38 @@ class HttpPayer:
         # What the site holds above our record was paid before we lost track: count it.
         spent = max(0, total - payer.acknowledged)
         self._advance(pending, total, view.signature, spent=spent)
+
+    # -- the payer's channels ----------------------------------------------------------------
+
+    def channels(self) -> list[ChannelStatus]:
+        """Every channel of this payer key on this chain that the wallet holds, beside what
+        the chain says of it (state, spent, unspent deposit, withdraw time)."""
+        return self.store.statuses(self.w3, self.account.address)
+
+    def withdraw(self, site: str) -> list[ChannelStatus]:
+        """Take back what is left of the deposits of the channels that paid ``site`` (a URL
+        or an origin): asks to withdraw each open one (it takes no payment from then on;
+        the site may still claim what it holds until the delay ends) and finishes each whose
+        delay has passed. Call it again after the delay; returns the new statuses."""
+        origin = site_of(site)
+        now = int(self.w3.eth.get_block("latest")["timestamp"])
+        statuses = []
+        for status in self.channels():
+            record = status.channel
+            if origin not in record.sites or status.state in ("finished", "absent"):
+                continue
+            payer = record.payer(self._client_at(record.contract), self.account)
+            why = "withdrawn by the payer"
+            for channel in self._channels.values():
+                if channel.config == record.config:
+                    self._retire(channel, why)  # and a request still on it cannot revive it
+            self.store.retire(record.channel_id, why)
+            if not status.chain.withdraw_requested:
+                payer.request_withdraw()
+            elif now >= status.chain.closes_at:
+                payer.finish_withdraw()
+            statuses.append(ChannelStatus(record, payer.state()))
+        return statuses
 
     # -- the 402 exchange: written once, driven by the sync and the async transports ---------
 

@@ -116,23 +116,18 @@ class Payer:
         The running total is the larger of the last voucher and what the payee already
         claimed on chain, so a recovered payer never signs a voucher below one it gave.
         """
-        state = client.state(config)
         if last_voucher is not None and last_voucher.channel_id != config.channel_id:
             raise VoucherError("last_voucher belongs to another channel")
-        issued = last_voucher.cumulative_amount if last_voucher else 0
         payer = cls(
             client,
             account,
             config,
             authorizer_key,
-            acknowledged=max(issued, state.claimed),
-            acknowledged_signature=(
-                last_voucher.signature if last_voucher and issued >= state.claimed else None
-            ),
-            deposited=state.deposited,
+            acknowledged=last_voucher.cumulative_amount if last_voucher else 0,
+            acknowledged_signature=last_voucher.signature if last_voucher else None,
         )
         payer.last_voucher = last_voucher
-        payer.finished = state.finished
+        payer.refresh()
         return payer
 
     def top_up(self, amount: int) -> TxReceipt:
@@ -200,6 +195,16 @@ class Payer:
         self.acknowledged = total
         self.acknowledged_signature = signature
         self.highest_signed = max(self.highest_signed, total)
+
+    def refresh(self) -> ChannelState:
+        """Bring the deposit, the claims and the finished flag up to date from the chain (a
+        top-up or a claim made elsewhere); returns the state read."""
+        state = self.client.state(self.config)
+        self.deposited = state.deposited
+        self.finished = state.finished
+        if state.claimed > self.acknowledged:
+            self.acknowledge(state.claimed, None)
+        return state
 
     # -- leaving -------------------------------------------------------------------------------
 

@@ -107,8 +107,10 @@ for _name, _message in [
     ("Streams_EndNotInFuture", "the stream would end at {end}, not after the block at {timestamp}"),
     ("Streams_ZeroRate", "an open-ended stream needs a positive rate (pause it to stop it)"),
     ("Streams_EmptyBatch", "a batch needs at least one stream"),
-    ("Streams_BatchLengthMismatch", "{streams} streams need as many rates and amounts, got "
-     "{rates} and {amounts}"),
+    (
+        "Streams_BatchLengthMismatch",
+        "{streams} streams need as many rates and amounts, got {rates} and {amounts}",
+    ),
     (
         "Streams_BatchTokenMismatch",
         "stream {index} of the batch uses {token}, not the batch's token {expected}",
@@ -335,6 +337,7 @@ class OpenAmounts:
 
 
 # -- the client ------------------------------------------------------------------------------
+
 
 class StreamsClient(ContractClient):
     """Create, fund, withdraw from and manage streams on a deployed ``Streams`` contract.

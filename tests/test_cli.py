@@ -11,11 +11,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
+from eth_account import Account
+from paywall_helpers import Server
 from web3 import Web3
 
+from micropay.channels import ChannelClient
 from micropay.devnode import anvil
+from micropay.example_site import create_site
+from micropay.http_client import HttpPayer, PaymentPolicy, PaymentTransport
 from micropay.networks import dev_keys
+from micropay.payer import Payer
+from micropay.vouchers import ChannelConfig, Voucher, recover_signer
 
 pytestmark = pytest.mark.standalone
 
@@ -410,26 +418,134 @@ def test_open_without_a_session_key_never_writes_the_payers_key(run, tmp_path):
     )
     home = tmp_path / "home"
     assert _files_holding(home, secret) == []
-    stored = json.loads((home / "channels" / f"{cid[2:]}.json").read_text())
-    assert stored["authorizer"] == "payer" and "authorizerKey" not in stored
+    [stored] = [
+        c
+        for c in _wallet(tmp_path)["channels"]
+        if "0x" + ChannelConfig.from_json(c["config"]).channel_id.hex() == cid
+    ]
+    assert stored["config"]["authorizer"] == PAYER.address and "legacySessionKey" not in stored
     paid = json.loads(run("channel", "pay", cid, "7").stdout)
     assert paid["voucher"]["cumulativeAmount"] == "7"
     assert paid["config"]["authorizer"] == PAYER.address
     assert _files_holding(home, secret) == []
 
 
-def test_an_old_channel_file_with_the_payers_key_loads_and_loses_it(run, tmp_path):
+def _wallet(tmp_path) -> dict:
+    return json.loads((tmp_path / "home" / "wallet.json").read_text())
+
+
+def _legacy_file(tmp_path, payer, *, authorizer_key: str | None) -> Path:
+    """The channel file micropay 0.1's CLI wrote for ``payer``'s channel, in its folder."""
+    record = {
+        "chainId": payer.client.domain.chain_id,
+        "contract": payer.client.address,
+        "config": payer.config.to_json(),
+        "cumulative": "0",
+        "deposited": str(payer.deposited),
+        "lastVoucher": None,
+    }
+    if authorizer_key is None:
+        record["authorizer"] = "payer"
+    else:
+        record["authorizerKey"] = authorizer_key
+    path = tmp_path / "home" / "channels" / f"{payer.config.channel_id.hex()}.json"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps(record))
+    return path
+
+
+def _listed(run, cid: str) -> dict:
+    """``channel list --json``'s entry for one channel."""
+    entries = json.loads(run("channel", "list", "--json").stdout)
+    [entry] = [c for c in entries if c["channel"] == cid]
+    return entry
+
+
+def _opened_elsewhere(run, node, session_key):
+    """A channel opened on chain as micropay 0.1 did (its own random session key)."""
+    contracts = json.loads(run("deploy", "--json").stdout)
+    client = ChannelClient(node, contracts["PaymentChannels"])
+    return Payer.open(client, PAYER, PAYEE, 1000, withdraw_delay=600, session_key=session_key)
+
+
+def test_an_old_channel_file_with_the_payers_key_is_imported_without_it(run, node, tmp_path):
     secret = bytes(PAYER.key).hex()
-    cid = channel_id_of(
-        run("channel", "open", "--payee", PAYEE, "--deposit", "1000", "--no-session-key").stdout
-    )
-    path = tmp_path / "home" / "channels" / f"{cid[2:]}.json"
-    old = json.loads(path.read_text())
-    del old["authorizer"]
-    path.write_text(json.dumps({**old, "authorizerKey": "0x" + secret}))  # as 0.1 wrote it
-    run("channel", "withdraw", cid)  # loads it, signs nothing
-    assert secret not in path.read_text()
+    payer = _opened_elsewhere(run, node, PAYER)  # 0.1 with --no-session-key
+    path = _legacy_file(tmp_path, payer, authorizer_key="0x" + secret)  # as 0.1 wrote it
+    cid = "0x" + payer.config.channel_id.hex()
     assert json.loads(run("channel", "pay", cid, "3").stdout)["voucher"]["cumulativeAmount"] == "3"
+    assert not path.exists() and _files_holding(tmp_path / "home", secret) == []
+
+
+def test_an_old_channel_file_with_a_session_key_is_imported_and_still_signs(run, node, tmp_path):
+    session_key = Account.create()
+    payer = _opened_elsewhere(run, node, session_key)
+    path = _legacy_file(tmp_path, payer, authorizer_key="0x" + bytes(session_key.key).hex())
+    cid = "0x" + payer.config.channel_id.hex()
+    paid = json.loads(run("channel", "pay", cid, "9").stdout)
+    voucher = Voucher.from_json(paid["voucher"])
+    assert recover_signer(payer.client.domain, voucher) == session_key.address
+    assert not path.exists()  # imported once; the wallet is the one copy, owner-only
+    wallet = tmp_path / "home" / "wallet.json"
+    assert wallet.stat().st_mode & 0o077 == 0
+    listed = _listed(run, cid)
+    assert (listed["state"], listed["spent"], listed["unspent"]) == ("open", 9, 991)
+
+
+def test_channel_list_and_topup_follow_a_channel_to_the_wei(run, node):
+    cid = channel_id_of(
+        run("channel", "open", "--payee", PAYEE, "--deposit", "1000", "--delay", "600").stdout
+    )
+
+    def listed() -> dict:
+        return _listed(run, cid)
+
+    run("channel", "pay", cid, "300")
+    assert (listed()["spent"], listed()["unspent"], listed()["deposited"]) == (300, 700, 1000)
+    assert "topped up" in run("channel", "topup", cid, "500").stdout
+    assert json.loads(run("channel", "status", cid, "--json").stdout)["deposited"] == 1500
+    assert (listed()["spent"], listed()["unspent"], listed()["deposited"]) == (300, 1200, 1500)
+    assert cid in run("channel", "list").stdout  # the whole id, even in a table
+    refused = run("channel", "topup", cid, "0", ok=False)
+    assert refused.returncode == 1 and "more than zero" in refused.stderr
+    run("channel", "withdraw", cid)
+    entry = listed()
+    assert entry["state"] == "withdrawing" and entry["withdraw_at"] > 0
+    advance(node, 600)
+    run("channel", "withdraw", cid, "--finish")
+    assert (listed()["state"], listed()["unspent"]) == ("finished", 0)
+    refused = run("channel", "topup", cid, "5", ok=False)
+    assert refused.returncode == 1 and "is finished" in refused.stderr
+
+
+def test_a_channel_paid_over_http_is_seen_and_withdrawn_from_the_cli(run, node, tmp_path):
+    """One wallet: the HTTP client's channels are the CLI's, and the SDK withdraws them too."""
+    contracts = json.loads(run("deploy", "--json").stdout)
+    site_key = dev_keys(3)[2]
+    site = create_site(node, site_key=site_key, contract=contracts["PaymentChannels"], price=1000)
+    wallet = tmp_path / "home" / "wallet.json"
+    with Server(site.app) as server:
+        reader = HttpPayer(node, PAYER, PaymentPolicy(max_price=1000), store=wallet)
+        with httpx.Client(base_url=server.url, transport=PaymentTransport(reader)) as client:
+            for _ in range(2):
+                assert client.get("/articles/vouchers-explained").status_code == 200
+        [entry] = [
+            c
+            for c in json.loads(run("channel", "list", "--json").stdout)
+            if c["payee"] == site_key.address
+        ]
+        assert entry["sites"] == [server.url.rstrip("/")] and entry["spent"] == 2000
+        cid = entry["channel"]
+        assert "withdraw requested" in run("channel", "withdraw", cid).stdout
+        advance(node, 86_400)
+        held = node.eth.get_balance(contracts["PaymentChannels"])
+        again = HttpPayer(node, PAYER, PaymentPolicy(max_price=1000), store=wallet)
+        [status] = again.withdraw(server.url + "/any/page")
+        assert status.state == "finished" and status.unspent == 0
+        # The site never claimed: the whole deposit goes back to the reader, to the wei.
+        assert held - node.eth.get_balance(contracts["PaymentChannels"]) == entry["deposited"]
+        assert again.withdraw(server.url) == []  # nothing left to withdraw
+        assert [s.state for s in again.channels() if s.channel.sites] == ["finished"]
 
 
 # -- a finished channel signs nothing --------------------------------------------------------
@@ -442,7 +558,7 @@ def test_pay_on_a_withdrawn_channel_is_refused(run, node, tmp_path):
     run("channel", "withdraw", cid)
     advance(node, 600)
     run("channel", "withdraw", cid, "--finish")
-    path = tmp_path / "home" / "channels" / f"{cid[2:]}.json"
+    path = tmp_path / "home" / "wallet.json"
     before = path.read_text()
     refused = run("channel", "pay", cid, "5", ok=False)
     assert refused.returncode == 1 and "is finished (closed or withdrawn)" in refused.stderr

@@ -16,12 +16,12 @@ import requests
 from eth_account import Account
 from paywall_helpers import Server, chain
 
-from micropay._client_store import ClientStore
 from micropay._x402 import ChannelView, Offer, PaymentPayload, PaymentRequired, Reason, Receipt
 from micropay.errors import (
     DepositLimitError,
     HostileSiteError,
     OfferNotAllowedError,
+    PayerStoreError,
     PaymentProtocolError,
     PriceLimitError,
     SpendingLimitError,
@@ -40,6 +40,7 @@ from micropay.payee import MemoryVoucherBook, Payee
 from micropay.paywall import Paywall
 from micropay.requests_adapter import PaymentAdapter
 from micropay.vouchers import ZERO_ADDRESS, VoucherDomain
+from micropay.wallet import Wallet
 
 PRICE = 10**13
 CONTRACT = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
@@ -136,8 +137,8 @@ def test_session_keys_are_derived_again_from_the_payer_key_alone():
 def test_a_corrupt_store_is_an_error_not_a_blank_slate(tmp_path):
     path = tmp_path / "store.json"
     path.write_text("{not json")
-    with pytest.raises(PaymentProtocolError, match="unreadable"):
-        ClientStore(path)
+    with pytest.raises(PayerStoreError, match="unreadable"):
+        Wallet(path)
 
 
 # -- against a real site on anvil ------------------------------------------------------------

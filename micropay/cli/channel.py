@@ -1,9 +1,14 @@
-"""``micropay channel open|pay|status|claim|close|withdraw``."""
+"""``micropay channel open|list|pay|topup|status|claim|close|withdraw``.
+
+The payer's channels live in its wallet (``<home>/wallet.json``, shared with the HTTP
+client when it is given the same path); see :mod:`micropay.wallet`.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +30,24 @@ from micropay.cli._context import (
     token_address,
     token_units,
 )
+from micropay.networks import Connection, connect
 from micropay.payer import Payer
-from micropay.payer_store import PayerStore
 from micropay.vouchers import ZERO_ADDRESS, ChannelConfig, Voucher
+from micropay.wallet import ChannelStatus, Wallet
 
 
-def _store(settings: Settings) -> PayerStore:
-    return PayerStore(settings.home / "channels")
+def _wallet(settings: Settings) -> Wallet:
+    """The payer's wallet; channel files of an older CLI are imported into it once."""
+    return Wallet(settings.home / "wallet.json", legacy_folder=settings.home / "channels")
+
+
+def _payer(wallet: Wallet, connection: Connection, account: Any, channel_id: str) -> Payer:
+    """A wallet channel's payer, on the contract the channel lives in (opened here, or by
+    the HTTP client on a site's contract), brought up to date from the chain."""
+    record = wallet.require(hex32(channel_id, "channel id"))
+    payer = record.payer(ChannelClient(connection.w3, record.contract), account)
+    payer.refresh()
+    return payer
 
 
 @click.group()
@@ -60,7 +76,7 @@ def open_channel(
         token_addr = token_address(token)
         decimals, symbol = token_units(client.w3, token_addr)
         amount = parse_amount(deposit_text, decimals)
-        payer = Payer.open(
+        payer = _wallet(settings).open(
             client,
             signer(settings, connection),
             address(payee, "payee"),
@@ -69,7 +85,6 @@ def open_channel(
             withdraw_delay=delay,
             use_session_key=not no_session_key,
         )
-        _store(settings).save(payer)
         console.print(f"opened channel [bold]0x{payer.config.channel_id.hex()}[/bold]")
         console.print(
             f"deposit {show_amount(amount, decimals, symbol)}; vouchers signed by "
@@ -92,10 +107,10 @@ def pay(settings: Settings, channel_id: str, amount_text: str, times: int, out: 
     """Sign the next voucher(s); print the payment JSON a payee accepts."""
     if times < 1:
         raise CliError("--times must be at least 1")
-    with session(settings) as (connection, deployment):
-        client = ChannelClient(connection.w3, deployment.channels)
-        store = _store(settings)
-        payer = store.load(client, signer(settings, connection), hex32(channel_id, "channel id"))
+    with connect(settings.network) as connection:
+        wallet = _wallet(settings)
+        payer = _payer(wallet, connection, signer(settings, connection), channel_id)
+        client = payer.client
         decimals, _symbol = token_units(client.w3, payer.config.token)
         amount = parse_amount(amount_text, decimals)
         voucher: Voucher | None = None
@@ -104,7 +119,7 @@ def pay(settings: Settings, channel_id: str, amount_text: str, times: int, out: 
             for _ in range(times):
                 voucher = payer.pay(amount)
                 progress.advance(task)
-        store.save(payer)
+        wallet.put(wallet.require(payer.config.channel_id).with_payer(payer))
         assert voucher is not None
         payment = {"config": payer.config.to_json(), "voucher": voucher.to_json()}
         text = json.dumps(payment, indent=2)
@@ -138,9 +153,9 @@ def status(settings: Settings, channel_id: str, as_json: bool) -> None:
         state = client.state(cid)
         token: str = ZERO_ADDRESS
         promised: int | None = None
-        if cid in _store(settings).channel_ids():
-            stored = _store(settings).read(cid)
-            token, promised = stored.config.token, stored.cumulative
+        stored = _wallet(settings).channel(cid)
+        if stored is not None:
+            token, promised = stored.config.token, stored.highest_signed
         decimals, symbol = token_units(client.w3, token)
         rows: dict[str, Any] = {
             "channel": "0x" + cid.hex(),
@@ -206,11 +221,11 @@ def close(settings: Settings, payment: str) -> None:
 @click.pass_obj
 def withdraw(settings: Settings, channel_id: str, finish: bool) -> None:
     """As the payer: request a withdraw, or finish it once the delay has passed."""
-    with session(settings) as (connection, deployment):
-        client = ChannelClient(connection.w3, deployment.channels)
-        payer = _store(settings).load(
-            client, signer(settings, connection), hex32(channel_id, "channel id")
-        )
+    with connect(settings.network) as connection:
+        wallet = _wallet(settings)
+        payer = _payer(wallet, connection, signer(settings, connection), channel_id)
+        client = payer.client
+        wallet.retire(payer.config.channel_id, "withdrawn by the payer")
         decimals, symbol = token_units(client.w3, payer.config.token)
         if finish:
             payer.finish_withdraw()
@@ -222,3 +237,74 @@ def withdraw(settings: Settings, channel_id: str, finish: bool) -> None:
                 f"withdraw requested; finish after {client.state(payer.config).closes_at}"
                 " (the payee may claim until then)"
             )
+
+
+@channel.command("list")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@click.pass_obj
+def list_channels(settings: Settings, as_json: bool) -> None:
+    """Every channel of this payer key in the wallet (opened here or over HTTP), with its
+    state, what was spent, the unspent deposit and when a withdraw may finish."""
+    with connect(settings.network) as connection:
+        account = signer(settings, connection)
+        statuses = _wallet(settings).statuses(connection.w3, account.address)
+        if as_json:
+            click.echo(json.dumps([_status_json(status) for status in statuses], indent=2))
+            return
+        if not statuses:
+            console.print(f"no channels of {account.address} on this chain in the wallet")
+        for status in statuses:
+            config = status.channel.config
+            decimals, symbol = token_units(connection.w3, config.token)
+            withdraw = status.withdraw_at
+            console.print(f"[bold]0x{config.channel_id.hex()}[/bold]", soft_wrap=True)
+            console.print(
+                f"  {status.state}, payee {config.payee}; spent "
+                f"{show_amount(status.spent, decimals, symbol)}, unspent "
+                f"{show_amount(status.unspent, decimals, symbol)}"
+                + (f"; withdraw may finish at {_iso(withdraw)}" if withdraw else ""),
+                soft_wrap=True,
+            )
+
+
+def _status_json(status: ChannelStatus) -> dict[str, Any]:
+    config = status.channel.config
+    return {
+        "channel": "0x" + config.channel_id.hex(),
+        "payee": config.payee,
+        "token": config.token,
+        "state": status.state,
+        "spent": status.spent,
+        "unspent": status.unspent,
+        "deposited": status.chain.deposited,
+        "withdraw_at": status.withdraw_at,
+        "sites": list(status.channel.sites),
+    }
+
+
+def _iso(timestamp: int) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
+
+
+@channel.command("topup")
+@click.argument("channel_id")
+@click.argument("amount_text", metavar="AMOUNT")
+@click.pass_obj
+def topup(settings: Settings, channel_id: str, amount_text: str) -> None:
+    """Add to a channel's deposit (e.g. 0.05eth, 1000, 2.5units)."""
+    with connect(settings.network) as connection:
+        wallet = _wallet(settings)
+        payer = _payer(wallet, connection, signer(settings, connection), channel_id)
+        client = payer.client
+        if payer.finished:
+            raise CliError(f"channel {channel_id} is finished: open a new one")
+        decimals, symbol = token_units(client.w3, payer.config.token)
+        amount = parse_amount(amount_text, decimals)
+        if amount <= 0:
+            raise CliError("the top-up must be more than zero")
+        receipt = payer.top_up(amount)
+        wallet.put(wallet.require(payer.config.channel_id).with_payer(payer))
+        console.print(
+            f"topped up: deposit now {show_amount(payer.deposited, decimals, symbol)} "
+            f"(gas {receipt['gasUsed']:,})"
+        )
