@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 
 import ape
@@ -42,8 +43,10 @@ __all__ = ["fee_token", "people", "streams", "tok6", "tok18"]  # fixtures used b
 
 
 def _later(w3, people, token=ETH, **overrides):
-    """A stream starting 100 s from now, cliff at +140, end at +200."""
-    t0 = now(w3) + 100
+    """A stream starting 100 s from now, cliff at +140, end at +200. "Now" is the later of
+    the latest block and the wall clock: on the in-process chain the next block takes the
+    wall clock, and under load the latest block can be minutes old."""
+    t0 = max(now(w3), int(time.time())) + 100
     fields = {"amount": 999_999, "start": t0, "cliff": t0 + 40, "end": t0 + 100}
     fields.update(overrides)
     return fixed_config(people, token, **fields)
@@ -79,7 +82,14 @@ def test_create_fixed_erc20_stream_pulls_the_amount_from_the_funder(w3, streams,
 
 def test_fixed_stream_id_on_chain_matches_the_sdk(w3, streams, people, tok6):
     config = FixedStreamConfig(
-        people.sender, people.recipient, tok6.address, 2**128 - 1, 1, 2**40 - 1, 0, False,
+        people.sender,
+        people.recipient,
+        tok6.address,
+        2**128 - 1,
+        1,
+        2**40 - 1,
+        0,
+        False,
         2**256 - 1,
     )
     assert streams.contract.functions.fixedStreamId(config.as_abi()).call() == config.stream_id
@@ -108,9 +118,7 @@ def test_create_refuses_zero_parties_and_amount(w3, streams, people, field, valu
 )
 def test_create_refuses_times_out_of_order(w3, streams, people, start, cliff, end):
     t0 = now(w3)
-    config = fixed_config(
-        people, start=t0 + start, cliff=t0 + cliff if cliff else 0, end=t0 + end
-    )
+    config = fixed_config(people, start=t0 + start, cliff=t0 + cliff if cliff else 0, end=t0 + end)
     with pytest.raises(StreamConfigError) as raised:
         streams.create_fixed(config, people.sender)
     assert raised.value.error_name == "Streams_InvalidTimes"
@@ -119,8 +127,11 @@ def test_create_refuses_times_out_of_order(w3, streams, people, start, cliff, en
 
 def test_create_accepts_a_cliff_at_start_or_at_end_and_a_start_in_the_past(w3, streams, people):
     t0 = now(w3)
-    for start, cliff, end in [(t0 + 10, t0 + 10, t0 + 20), (t0 + 10, t0 + 20, t0 + 20),
-                              (t0 - DAY, 0, t0 + DAY)]:
+    for start, cliff, end in [
+        (t0 + 10, t0 + 10, t0 + 20),
+        (t0 + 10, t0 + 20, t0 + 20),
+        (t0 - DAY, 0, t0 + DAY),
+    ]:
         config = fixed_config(people, start=start, cliff=cliff, end=end)
         assert streams.create_fixed(config, people.sender).stream_id == config.stream_id
 
@@ -161,7 +172,9 @@ def test_create_refuses_a_fee_on_transfer_token_that_delivers_less(w3, streams, 
     with pytest.raises(AmountNotReceivedError) as raised:
         streams.create_fixed(config, people.sender)
     assert revert_args(raised.value) == {
-        "token": fee_token.address, "expected": 10_000, "received": 9_900,
+        "token": fee_token.address,
+        "expected": 10_000,
+        "received": 9_900,
     }
 
 
@@ -258,7 +271,9 @@ def test_recipient_may_withdraw_to_any_address_it_names(w3, streams, people):
     assert receipt.amount == config.amount == balance(w3, ETH, people.other) - before
     [event] = streams.contract.events.Withdrawn().process_receipt(receipt_of(w3, receipt))
     assert (event.args.to, event.args.amount, event.args.totalWithdrawn) == (
-        people.other, config.amount, config.amount
+        people.other,
+        config.amount,
+        config.amount,
     )
 
 
@@ -352,9 +367,7 @@ def test_cancel_refunds_the_sender_at_once_and_freezes_the_recipients_share(w3, 
 # -- transfer --------------------------------------------------------------------------------
 
 
-def test_recipient_hands_the_stream_on_and_only_the_new_recipient_controls_it(
-    w3, streams, people
-):
+def test_recipient_hands_the_stream_on_and_only_the_new_recipient_controls_it(w3, streams, people):
     config = _later(w3, people, cliff=0)
     streams.create_fixed(config, people.sender)
     with pytest.raises(NotStreamRecipientError) as raised:
@@ -392,8 +405,15 @@ def test_transfer_of_an_unknown_stream_is_refused(w3, streams, people):
 def test_batch_creates_every_stream_funded_by_one_transfer(w3, streams, people, tok18):
     t0 = now(w3) + 10
     configs = [
-        fixed_config(people, tok18.address, amount=10**18 + i, start=t0, end=t0 + 100 * (i + 1),
-                     cliff=t0 + i, cancelable=i % 2 == 0)
+        fixed_config(
+            people,
+            tok18.address,
+            amount=10**18 + i,
+            start=t0,
+            end=t0 + 100 * (i + 1),
+            cliff=t0 + i,
+            cancelable=i % 2 == 0,
+        )
         for i in range(4)
     ]
     before = tok18.balance_of(people.sender)
