@@ -137,6 +137,22 @@ class ContractClient:
         except _REVERTS as err:
             raise self.decode_revert(err) from err
 
+    def _estimate(self, call: ContractFunction, sender: Sender, value: int = 0) -> int:
+        """``eth_estimateGas`` of ``call`` from ``sender`` (no headroom, nothing sent): what a
+        dry run shows. A call that would revert raises its named revert."""
+        params: TxParams = {"from": sender_address(sender), "value": Web3.to_wei(value, "wei")}
+        try:
+            return int(call.estimate_gas(params))
+        except _REVERTS as err:
+            raise self.decode_revert(err) from err
+        except Web3RPCError as err:
+            revert = _revert_in(err)
+            if revert is not None:
+                raise self.decode_revert(revert) from err
+            raise TransactionFailedError(
+                f"the node cannot estimate it: {_rpc_message(err)}"
+            ) from None
+
     def _read(self, call: ContractFunction, block: int | None = None) -> Any:
         """Call at the latest block, or as of block number ``block``."""
         try:

@@ -21,7 +21,6 @@ the durable ledger (``micropay.ledger``) implements the same protocol.
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections import OrderedDict
@@ -32,7 +31,8 @@ from typing import Protocol
 from eth_account.signers.local import LocalAccount
 from web3.types import TxReceipt
 
-from micropay.channels import ChannelClient, ChannelState, voucher_to_claim
+from micropay.channels import ChannelClient, ChannelState
+from micropay.claims import Claim, batches, claim_from, send
 from micropay.errors import (
     ChannelClosingError,
     InsufficientDepositError,
@@ -41,8 +41,6 @@ from micropay.errors import (
     UnknownChannelError,
 )
 from micropay.vouchers import ChannelConfig, Voucher, VoucherVerifier
-
-log = logging.getLogger("micropay.payee")
 
 
 @dataclass(frozen=True)
@@ -317,30 +315,32 @@ class Payee:
         """Claim one channel up to its best voucher (its best covered one if the deposit no
         longer covers the best); the channel stays open."""
         config, best = self._held(channel_id)
-        voucher = self._to_claim(channel_id, best, self.refresh(channel_id)) or best
+        claim = self._claim(channel_id, self.refresh(channel_id))
+        voucher = (
+            best if claim is None else claim.voucher
+        )  # nothing claimable: the contract says why
         receipt = self.client.claim(config, voucher, self.account)
         self.refresh(channel_id)
         return receipt
 
     def claim_all(self, channel_ids: Iterable[bytes] | None = None) -> TxReceipt | None:
-        """Claim every channel with something unclaimed, in one transaction. A channel whose
-        best voucher exceeds its deposit (a top-up reorged away) is claimed with its best
+        """Claim every channel with something unclaimed, in one transaction (the watchtower
+        and ``micropay settle`` claim by the same path, :mod:`micropay.claims`). A channel
+        whose best voucher exceeds its deposit (a top-up reorged away) is claimed with its best
         covered voucher; one with neither claimable is left out, so it cannot make the whole
         batch revert."""
         ids = list(self.book.channel_ids() if channel_ids is None else channel_ids)
-        batch = []
-        for channel_id in ids:
-            state = self.refresh(channel_id)
-            config, best = self._held(channel_id)
-            voucher = self._to_claim(channel_id, best, state)
-            if voucher is not None:
-                batch.append((config, voucher))
-        if not batch:
+        found = [
+            claim
+            for channel_id in ids
+            if (claim := self._claim(channel_id, self.refresh(channel_id))) is not None
+        ]
+        if not found:
             return None
-        batch.sort(key=lambda item: item[0].token)  # consecutive same-token claims pay out once
-        receipt = self.client.claim_many(batch, self.account)
-        for config, _ in batch:
-            self.refresh(config.channel_id)
+        [batch] = batches(found)
+        receipt = send(self.client, batch, self.account)
+        for claim in batch:
+            self.refresh(claim.channel_id)
         return receipt
 
     def close(self, channel_id: bytes) -> TxReceipt:
@@ -348,33 +348,21 @@ class Payee:
         the best): claim it and refund the rest to the payer."""
         config, best = self._held(channel_id)
         state = self.refresh(channel_id)
-        voucher = self._to_claim(channel_id, best, state)
+        claim = self._claim(channel_id, state)
+        voucher = None if claim is None else claim.voucher
         if voucher is None and best.cumulative_amount > state.claimed:
             voucher = best  # nothing claimable: let the contract say why rather than refund
         receipt = self.client.close(config, voucher, self.account)
         self.refresh(channel_id)
         return receipt
 
-    def _to_claim(self, channel_id: bytes, best: Voucher, state: ChannelState) -> Voucher | None:
-        """The voucher a claim should carry now (see :func:`voucher_to_claim`), or None. The
-        covered voucher is read only when the deposit falls short of the best one."""
-        if state.finished:
-            return None
+    def _claim(self, channel_id: bytes, state: ChannelState) -> Claim | None:
+        """The claim the channel pays now (see :func:`micropay.claims.claim_from`), or None.
+        The covered voucher is read only when the deposit falls short of the best one."""
+        config, best = self._held(channel_id)
         short = best.cumulative_amount > state.deposited
         covered = self.book.best_covered(channel_id) if short else None
-        voucher = voucher_to_claim(best, covered, deposited=state.deposited, claimed=state.claimed)
-        if short:
-            log.warning(
-                "channel 0x%s: the best voucher for %d exceeds the deposit of %d on chain (a "
-                "top-up was reorged away?); %s",
-                channel_id.hex(),
-                best.cumulative_amount,
-                state.deposited,
-                "nothing the confirmed deposit covered is left to claim"
-                if voucher is None
-                else f"claiming the covered voucher for {voucher.cumulative_amount} instead",
-            )
-        return voucher
+        return claim_from(config, best, covered, state)
 
     def _held(self, channel_id: bytes) -> tuple[ChannelConfig, Voucher]:
         config = self.book.config(channel_id)

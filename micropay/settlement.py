@@ -24,17 +24,20 @@ claim would really add, not the promise that can no longer be paid.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from fractions import Fraction
 from types import MappingProxyType
+from typing import TypeVar
 
 from eth_utils.address import is_address, to_checksum_address
 
 from micropay.errors import SettlementPolicyError
 from micropay.ledger import Position
 from micropay.vouchers import ZERO_ADDRESS
+
+_N = TypeVar("_N")
 
 
 class Reason(StrEnum):
@@ -46,6 +49,8 @@ class Reason(StrEnum):
     GAS = "gas"
     BATCH = "batch"
     """Not due by itself; it rides along because it pays for its marginal gas."""
+    REQUESTED = "requested"
+    """Not due by the policy; claimed because the operator asked (``micropay settle``)."""
 
 
 def _token(value: object) -> str:
@@ -209,7 +214,22 @@ class SettlementPolicy:
         wall_time: float,
         gas_price: int,
     ) -> tuple[PlannedClaim, ...]:
-        """The claims to send now, most urgent first, at most ``max_batch``; () if none is due.
+        """The claims to send now, most urgent first, at most ``max_batch``; () if none is due
+        (the order is :meth:`rank`'s; the rest wait for the next round)."""
+        ranked = self.rank(
+            candidates, chain_time=chain_time, wall_time=wall_time, gas_price=gas_price
+        )
+        return ranked[: self.max_batch]
+
+    def rank(
+        self,
+        candidates: Sequence[Candidate],
+        *,
+        chain_time: int,
+        wall_time: float,
+        gas_price: int,
+    ) -> tuple[PlannedClaim, ...]:
+        """Every claim the policy wants now, most urgent first, uncapped; () if none is due.
 
         Withdrawing channels come first, earliest deadline first; then the other due ones
         and the riders, largest unsettled amount first.
@@ -238,4 +258,111 @@ class SettlementPolicy:
         )
         planned = [PlannedClaim(c.channel_id, reason) for c, reason in due]
         planned += [PlannedClaim(c.channel_id, Reason.BATCH) for c in riders]
-        return tuple(planned[: self.max_batch])
+        return tuple(planned)
+
+
+# -- the policy as command-line options ------------------------------------------------------
+#
+# ``python -m micropay.watchtower``, ``micropay watch`` and ``micropay settle`` take the same
+# options; they are declared once here, as plain text in and a policy out, so each command
+# line library only adds them (argparse in the watchtower, click in the CLI) and every
+# command refuses a bad value with the same message.
+
+
+@dataclass(frozen=True)
+class PolicyOption:
+    """One settlement-policy option: its flag, its help and how its text becomes a value."""
+
+    flag: str
+    metavar: str
+    help: str
+    repeated: bool = False
+    """May be given several times (one ``TOKEN=VALUE`` each)."""
+
+    @property
+    def dest(self) -> str:
+        """The option's name as a keyword: ``--gas-multiple`` is ``gas_multiple``."""
+        return self.flag.removeprefix("--").replace("-", "_")
+
+
+POLICY_OPTIONS: tuple[PolicyOption, ...] = (
+    PolicyOption(
+        "--threshold",
+        "TOKEN=AMOUNT",
+        "claim once a channel owes AMOUNT base units of TOKEN (TOKEN may be 'eth'); repeatable",
+        repeated=True,
+    ),
+    PolicyOption(
+        "--price",
+        "TOKEN=WEI",
+        "wei per base unit of TOKEN, for --gas-multiple (a fraction like 1/3 is fine); repeatable",
+        repeated=True,
+    ),
+    PolicyOption("--gas-multiple", "N", "claim a channel once it is worth N times its gas"),
+    PolicyOption("--max-age", "SECONDS", "claim what has been owed this long"),
+    PolicyOption(
+        "--withdraw-lead",
+        "SECONDS",
+        "claim a withdrawing channel this long before it closes (default: as soon as the "
+        "request is seen)",
+    ),
+    PolicyOption("--max-batch", "N", "most claims in one transaction (default 50)"),
+)
+
+
+def _pairs(flag: str, texts: Sequence[str]) -> list[tuple[str, str]]:
+    pairs = []
+    for text in texts:
+        token, sep, value = text.partition("=")
+        if not sep or not token or not value:
+            raise SettlementPolicyError(f"malformed {flag} {text!r}: write TOKEN=VALUE")
+        pairs.append((ZERO_ADDRESS if token.lower() in ("eth", "native") else token, value))
+    return pairs
+
+
+def _parsed(flag: str, text: str | None, kind: Callable[[str], _N], what: str) -> _N | None:
+    if text is None:
+        return None
+    try:
+        return kind(text)
+    except (ValueError, ZeroDivisionError):
+        raise SettlementPolicyError(f"malformed {flag} {text!r}: expected {what}") from None
+
+
+def policy_from_options(values: Mapping[str, object]) -> SettlementPolicy:
+    """The policy that :data:`POLICY_OPTIONS` describe, from their values as given (text, or a
+    sequence of texts for repeated ones; None or absent: not given), keyed by ``dest``.
+    Raises :class:`SettlementPolicyError` naming the option that makes no sense."""
+
+    def texts(name: str) -> list[str]:
+        given = values.get(name)
+        if given is None:
+            return []
+        if isinstance(given, str) or not isinstance(given, Iterable):
+            return [str(given)]
+        return [str(item) for item in given]
+
+    def text(name: str) -> str | None:
+        given = values.get(name)
+        return None if given is None else str(given)
+
+    whole, number = "a whole number", "a number"
+    thresholds: dict[str, int] = {}
+    for token, value in _pairs("--threshold", texts("threshold")):
+        thresholds[token] = _parsed("--threshold", value, int, f"AMOUNT as {whole}") or 0
+    prices = {
+        token: _parsed("--price", value, Fraction, "a number or a fraction like 1/3") or Fraction(0)
+        for token, value in _pairs("--price", texts("price"))
+    }
+    batch = _parsed("--max-batch", text("max_batch"), int, whole)
+    try:
+        return SettlementPolicy(
+            thresholds=thresholds,
+            wei_per_unit=prices,
+            gas_multiple=_parsed("--gas-multiple", text("gas_multiple"), float, number),
+            max_unsettled_age=_parsed("--max-age", text("max_age"), float, number),
+            withdraw_lead=_parsed("--withdraw-lead", text("withdraw_lead"), int, whole),
+            max_batch=50 if batch is None else batch,
+        )
+    except SettlementPolicyError as err:
+        raise SettlementPolicyError(f"bad settlement policy: {err}") from None

@@ -38,7 +38,6 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from fractions import Fraction
 from types import FrameType
 
 from eth_account import Account
@@ -46,38 +45,24 @@ from web3 import HTTPProvider, Web3
 
 from micropay._contracts import Sender
 from micropay.chain_follower import ChainFollower, SyncReport
-from micropay.channels import ChannelClient, voucher_to_claim
+from micropay.channels import ChannelClient
+from micropay.claims import Claim, ClaimOutcome, claim_from, submit
 from micropay.errors import (
-    ContractRevertError,
     ForeignLedgerError,
     LedgerCorruptError,
     MicropayError,
-    SettlementPolicyError,
-    TransactionFailedError,
     WatchtowerConfigError,
 )
 from micropay.ledger import Ledger, Position
-from micropay.settlement import Candidate, PlannedClaim, SettlementPolicy
-from micropay.vouchers import ZERO_ADDRESS, ChannelConfig, Voucher
+from micropay.settlement import (
+    POLICY_OPTIONS,
+    Candidate,
+    PlannedClaim,
+    SettlementPolicy,
+    policy_from_options,
+)
 
 log = logging.getLogger("micropay.watchtower")
-
-
-@dataclass(frozen=True)
-class ClaimOutcome:
-    """One claim transaction (or one failed attempt) and what it was for."""
-
-    claims: tuple[PlannedClaim, ...]
-    amounts: tuple[int, ...]
-    """What each claim adds to its channel's claimed total."""
-    tx_hash: bytes | None = None
-    block_number: int | None = None
-    gas_used: int = 0
-    error: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
 
 
 @dataclass(frozen=True)
@@ -89,6 +74,7 @@ class RunReport:
     gas_price: int
     planned: tuple[PlannedClaim, ...] = ()
     outcomes: tuple[ClaimOutcome, ...] = ()
+    """Each claim transaction of the round (a failed batch, then its claims one by one)."""
     skipped: tuple[bytes, ...] = ()
     """Due, but the latest state says there is nothing to claim (already claimed, perhaps
     by a transaction not yet confirmed, or finished, or short of deposit)."""
@@ -104,6 +90,8 @@ class RunReport:
     """Finished on chain with accepted vouchers never claimed."""
     damaged: tuple[str, ...] = ()
     """Ledger rows that failed their checks (each message names its channel)."""
+    watched: int = 0
+    """Channels of the ledger this round looked at."""
     finished_at: float = field(default_factory=time.monotonic)
 
     @property
@@ -202,6 +190,7 @@ class Watchtower:
             claimed_covered=covered,
             lost=lost,
             damaged=damaged,
+            watched=len(positions),
         )
         self._log(report)
         with self._reported:
@@ -257,70 +246,27 @@ class Watchtower:
     def _settle(
         self, planned: Sequence[PlannedClaim], held: dict[bytes, Position]
     ) -> tuple[tuple[ClaimOutcome, ...], tuple[bytes, ...], tuple[bytes, ...]]:
-        """Send the planned claims, each with the voucher the latest state pays: the best,
-        or the best covered one if the deposit falls short of the best. Returns the outcomes,
-        the channels skipped, and those claimed with their covered voucher."""
-        batch: list[tuple[PlannedClaim, ChannelConfig, Voucher, int]] = []
+        """Send the planned claims, each with the voucher the latest state pays (see
+        :func:`micropay.claims.claim_from`). Returns the outcomes, the channels skipped, and
+        those claimed with their covered voucher."""
+        claims: list[Claim] = []
         skipped: list[bytes] = []
-        covered: list[bytes] = []
-        for claim in planned:
-            position = held[claim.channel_id]
-            state = self.client.state(claim.channel_id)  # latest, not confirmed: see docstring
-            best = position.voucher
-            voucher = None
-            if not state.finished:
-                voucher = voucher_to_claim(
-                    best, position.covered, deposited=state.deposited, claimed=state.claimed
-                )
-            if voucher is None:
-                skipped.append(claim.channel_id)
-                continue
-            if voucher is not best:
-                covered.append(claim.channel_id)
-                log.warning(
-                    "channel 0x%s: the best voucher for %d exceeds the deposit of %d on chain; "
-                    "claiming the voucher for %d that the confirmed deposit covered instead",
-                    claim.channel_id.hex(),
-                    best.cumulative_amount,
-                    state.deposited,
-                    voucher.cumulative_amount,
-                )
-            batch.append(
-                (claim, position.config, voucher, voucher.cumulative_amount - state.claimed)
+        for planned_claim in planned:
+            position = held[planned_claim.channel_id]
+            state = self.client.state(planned_claim.channel_id)  # latest: see the docstring
+            claim = claim_from(
+                position.config, position.voucher, position.covered, state, planned_claim.reason
             )
-        if not batch:
-            return (), tuple(skipped), ()
-        batch.sort(key=lambda item: item[1].token)  # consecutive same-token claims pay out once
-        outcome = self._send(batch)
-        if outcome.ok or len(batch) == 1:
-            outcomes: tuple[ClaimOutcome, ...] = (outcome,)
-        else:
-            log.warning("batch claim failed (%s); claiming one by one", outcome.error)
-            outcomes = (outcome, *(self._send([item]) for item in batch))
-        settled = {c.channel_id for o in outcomes if o.ok for c in o.claims}
-        return outcomes, tuple(skipped), tuple(c for c in covered if c in settled)
-
-    def _send(
-        self, batch: Sequence[tuple[PlannedClaim, ChannelConfig, Voucher, int]]
-    ) -> ClaimOutcome:
-        claims = tuple(item[0] for item in batch)
-        amounts = tuple(item[3] for item in batch)
-        try:
-            if len(batch) == 1:
-                _, config, voucher, _ = batch[0]
-                receipt = self.client.claim(config, voucher, self.sender)
+            if claim is None:
+                skipped.append(planned_claim.channel_id)
             else:
-                pairs = [(config, voucher) for _, config, voucher, _ in batch]
-                receipt = self.client.claim_many(pairs, self.sender)
-        except (ContractRevertError, TransactionFailedError) as err:
-            return ClaimOutcome(claims, amounts, error=str(err))
-        return ClaimOutcome(
-            claims,
-            amounts,
-            tx_hash=bytes(receipt["transactionHash"]),
-            block_number=int(receipt["blockNumber"]),
-            gas_used=int(receipt["gasUsed"]),
-        )
+                claims.append(claim)
+        if not claims:
+            return (), tuple(skipped), ()
+        outcomes = submit(self.client, claims, self.sender)  # the plan fits in one batch
+        settled = {c.channel_id for o in outcomes if o.ok for c in o.claims}
+        covered = tuple(c.channel_id for c in claims if c.covered and c.channel_id in settled)
+        return outcomes, tuple(skipped), covered
 
     def _log(self, report: RunReport) -> None:
         sync = report.sync
@@ -415,13 +361,6 @@ class Watchtower:
 # -- the command ---------------------------------------------------------------------------------
 
 
-def _token_value(text: str, what: str) -> tuple[str, str]:
-    token, sep, value = text.partition("=")
-    if not sep or not value:
-        raise argparse.ArgumentTypeError(f"{what} must be TOKEN=VALUE, not {text!r}")
-    return (ZERO_ADDRESS if token.lower() in ("eth", "native") else token), value
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m micropay.watchtower",
@@ -444,52 +383,19 @@ def _parser() -> argparse.ArgumentParser:
         "--confirmations", type=int, default=2, help="blocks on top before a block is believed"
     )
     parser.add_argument("--poll", type=float, default=5.0, help="seconds between rounds")
-    parser.add_argument(
-        "--threshold",
-        action="append",
-        default=[],
-        metavar="TOKEN=AMOUNT",
-        type=lambda text: _token_value(text, "--threshold"),
-        help="claim once a channel owes AMOUNT base units of TOKEN (TOKEN may be 'eth')",
-    )
-    parser.add_argument(
-        "--price",
-        action="append",
-        default=[],
-        metavar="TOKEN=WEI",
-        type=lambda text: _token_value(text, "--price"),
-        help="wei per base unit of TOKEN, for --gas-multiple (a fraction like 1/3 is fine)",
-    )
-    parser.add_argument("--gas-multiple", type=float, help="claim when worth N times its gas")
-    parser.add_argument("--max-age", type=float, help="claim what has been owed this long (s)")
-    parser.add_argument(
-        "--withdraw-lead",
-        type=int,
-        help="claim a withdrawing channel this many seconds before it closes "
-        "(default: as soon as the request is seen)",
-    )
-    parser.add_argument("--max-batch", type=int, default=50, help="most claims per transaction")
+    for option in POLICY_OPTIONS:  # checked when the policy is built, as `micropay watch` does
+        parser.add_argument(
+            option.flag,
+            dest=option.dest,
+            metavar=option.metavar,
+            help=option.help,
+            action="append" if option.repeated else "store",
+        )
     parser.add_argument("--once", action="store_true", help="run one round and exit")
     parser.add_argument(
         "--log-level", default="INFO", type=str.upper, choices=["DEBUG", "INFO", "WARNING", "ERROR"]
     )
     return parser
-
-
-def _policy(args: argparse.Namespace) -> SettlementPolicy:
-    try:
-        thresholds = {token: int(value) for token, value in args.threshold}
-        prices = {token: Fraction(value) for token, value in args.price}
-    except ValueError as err:
-        raise SettlementPolicyError(f"malformed --threshold or --price: {err}") from None
-    return SettlementPolicy(
-        thresholds=thresholds,
-        wei_per_unit=prices,
-        gas_multiple=args.gas_multiple,
-        max_unsettled_age=args.max_age,
-        withdraw_lead=args.withdraw_lead,
-        max_batch=args.max_batch,
-    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -508,7 +414,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("%s does not hold a valid hex private key", args.key_env)
         return 2
     try:
-        policy = _policy(args)
+        policy = policy_from_options(vars(args))
         w3 = Web3(HTTPProvider(args.rpc, request_kwargs={"timeout": 30}))
         client = ChannelClient.attach(w3, args.contract)
         ledger = Ledger.open(args.ledger, client.domain)

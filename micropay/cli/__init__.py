@@ -1,4 +1,5 @@
-"""The ``micropay`` command line: nodes, deployment, channels, streams, watchtower, paywall, demo.
+"""The ``micropay`` command line: nodes, deployment, channels, streams, a site's cash-out and
+watchtower, paywall, demo.
 
 Every command takes the global options before it (``micropay --network anvil channel
 status 0x…``). Read commands print tables, or JSON with ``--json``. User errors are one
@@ -56,11 +57,11 @@ def cli(
 
 
 def _register() -> None:
-    from micropay.cli import channel, ops, stream
+    from micropay.cli import channel, ops, site, stream
 
     cli.add_command(channel.channel)
     cli.add_command(stream.stream)
-    for command in ops.COMMANDS:
+    for command in (*ops.COMMANDS, *site.COMMANDS):
         cli.add_command(command)
 
 

@@ -11,7 +11,7 @@ import getpass
 import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -170,4 +170,24 @@ def emit(rows: dict[str, Any], as_json: bool, title: str) -> None:
     table.add_column()
     for key, value in rows.items():
         table.add_row(key, str(value))
+    console.print(table)
+
+
+def emit_table(
+    shown: Sequence[Mapping[str, Any]],
+    data: Any,
+    as_json: bool,
+    title: str,
+) -> None:
+    """Print a list read result: ``shown`` as a table (a column per key, every cell folded
+    rather than cut, so ids stay whole), or ``data`` as JSON for scripts (snake_case keys,
+    raw integers)."""
+    if as_json:
+        click.echo(json.dumps(data, indent=2, default=str))
+        return
+    table = Table(title=title)
+    for key in shown[0] if shown else ():
+        table.add_column(key, overflow="fold")
+    for row in shown:
+        table.add_row(*(str(value) for value in row.values()))
     console.print(table)

@@ -1,4 +1,4 @@
-"""``micropay node|deploy`` (and, as their modules land, ``watch``, ``serve`` and ``demo``)."""
+"""``micropay node|deploy|serve|demo`` (a site's ``watch`` and ``settle`` are in ``site``)."""
 
 from __future__ import annotations
 
@@ -103,33 +103,4 @@ def serve(settings: Settings, host: str, port: int, price: int, ledger: str | No
         uvicorn.run(site.app, host=host, port=port, log_level="warning")
 
 
-@click.command()
-@click.option("--ledger", required=True, help="the payee's voucher ledger, e.g. sqlite:///l.db")
-@click.option("--confirmations", default=2, show_default=True)
-@click.option("--poll", default=5.0, show_default=True, help="seconds between rounds")
-@click.pass_obj
-def watch(settings: Settings, ledger: str, confirmations: int, poll: float) -> None:
-    """Run the watchtower for a payee's ledger until Ctrl-C or SIGTERM (claims in time)."""
-    from micropay.channels import ChannelClient
-    from micropay.ledger import Ledger
-    from micropay.watchtower import Watchtower, run_until_signalled
-
-    with session(settings) as (connection, deployment):
-        client = ChannelClient(connection.w3, deployment.channels)
-        with Ledger.open(ledger, client.domain) as book:
-            tower = Watchtower(
-                client,
-                book,
-                signer(settings, connection),
-                confirmations=confirmations,
-                poll_interval=poll,
-            )
-            console.print(
-                f"watching {len(book.channel_ids())} channel(s) of {ledger} "
-                f"on {connection.name}; Ctrl-C stops"
-            )
-            run_until_signalled(tower)
-            console.print("stopped")
-
-
-COMMANDS: list[click.Command] = [node, deploy, demo, serve, watch]
+COMMANDS: list[click.Command] = [node, deploy, demo, serve]

@@ -32,12 +32,12 @@ if TYPE_CHECKING:
     from micropay.payee import VoucherBook
 
 
-def open_store(url: str, max_connections: int = 8) -> Store:
+def open_store(url: str, max_connections: int = 8, *, create: bool = True) -> Store:
     """The back end a URL names, in the convention SQLAlchemy made familiar:
 
     - ``sqlite:///ledger.db`` (relative to the working directory) or
       ``sqlite:////var/lib/shop/ledger.db`` (absolute): whatever follows the third slash is
-      the file's path;
+      the file's path (without ``create``, the file must exist);
     - ``postgresql://user:password@host:5432/dbname`` (libpq's URI form; ``postgres://`` too).
     """
     if not isinstance(url, str):
@@ -56,7 +56,7 @@ def open_store(url: str, max_connections: int = 8) -> Store:
             raise LedgerURLError(f"{url!r} names no file (a ledger must be durable)")
         from micropay.ledger._sqlite import SqliteStore
 
-        return SqliteStore(Path(path), max_connections)
+        return SqliteStore(Path(path), max_connections, create=create)
     if scheme in ("postgresql", "postgres"):
         from micropay.ledger._postgres import PostgresStore
 
@@ -75,8 +75,9 @@ class Ledger:
     from many threads.
     """
 
-    def __init__(self, store: Store, domain: VoucherDomain) -> None:
-        """Use :meth:`open`; this binds an already constructed store."""
+    def __init__(self, store: Store, domain: VoucherDomain, *, create: bool = True) -> None:
+        """Use :meth:`open`; this binds an already constructed store (``create``: as
+        :meth:`open` says)."""
         self._store = store
         self.domain = domain
         self._verifier = VoucherVerifier(domain)
@@ -87,7 +88,9 @@ class Ledger:
         """The chain view the watchtower keeps here (cursor, block hashes, channel events)."""
         try:
             store.check_integrity()
-            chain_id, contract = store.bind(domain.chain_id, domain.verifying_contract)
+            chain_id, contract = store.bind(
+                domain.chain_id, domain.verifying_contract, create=create
+            )
         except BaseException:
             store.close()
             raise
@@ -100,8 +103,14 @@ class Ledger:
             )
 
     @classmethod
-    def open(cls, url: str, domain: VoucherDomain, *, max_connections: int = 8) -> Ledger:
+    def open(
+        cls, url: str, domain: VoucherDomain, *, max_connections: int = 8, create: bool = True
+    ) -> Ledger:
         """Open (creating if needed) the ledger at ``url`` for vouchers of ``domain``.
+
+        With ``create=False`` a ledger that does not exist yet raises :class:`LedgerError`
+        and nothing is created: a command reading a site's ledger (``micropay settle``)
+        must take a mistyped URL for an error, not for an empty ledger.
 
         At most ``max_connections`` database connections are open at once; threads beyond
         that wait their turn (each operation holds one only briefly).
@@ -111,7 +120,7 @@ class Ledger:
         """
         if not isinstance(domain, VoucherDomain):
             raise VoucherError("a ledger needs the VoucherDomain its vouchers are signed for")
-        return cls(open_store(url, max_connections), domain)
+        return cls(open_store(url, max_connections, create=create), domain, create=create)
 
     @property
     def location(self) -> str:

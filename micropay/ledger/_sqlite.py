@@ -77,9 +77,12 @@ class SqliteStore(Store):
 
     scheme = "sqlite"
 
-    def __init__(self, path: Path, max_connections: int = 8) -> None:
+    def __init__(self, path: Path, max_connections: int = 8, *, create: bool = True) -> None:
         super().__init__(str(path), max_connections)
         self.path = path
+        if not create and not path.is_file():
+            what = "is a directory" if path.is_dir() else "does not exist"
+            raise LedgerError(f"no voucher ledger at {path}: the file {what}")
         if not path.parent.is_dir():
             raise LedgerError(f"cannot create the ledger {path}: {path.parent} is not a directory")
         if path.is_dir():

@@ -248,14 +248,20 @@ class Store(ABC):
 
     # -- schema and binding --------------------------------------------------------------------
 
-    def bind(self, chain_id: int, verifying_contract: str) -> tuple[int, str]:
+    def bind(
+        self, chain_id: int, verifying_contract: str, *, create: bool = True
+    ) -> tuple[int, str]:
         """Create the tables if needed and record the domain on first use; return the domain
-        the ledger is bound to (the caller compares it with the one it was opened for)."""
+        the ledger is bound to (the caller compares it with the one it was opened for).
+        Without ``create``, a ledger never bound raises :class:`LedgerError` and the
+        transaction (tables included) is rolled back."""
 
         def work(execute: Execute) -> tuple[int, str]:
             for statement in self._schema():
                 execute(statement, ())
             meta: dict[str, str] = dict(execute("SELECT key, value FROM ledger_meta", ()))
+            if not meta and not create:
+                raise LedgerError(f"no voucher ledger at {self.location} (it holds none yet)")
             if not meta:
                 for key, value in (
                     ("schema_version", str(SCHEMA_VERSION)),

@@ -1,0 +1,408 @@
+"""``micropay settle|ledger show|watch``: a site's side, from its voucher ledger to its money.
+
+A site that took vouchers over HTTP holds them in its ledger; these commands show what it
+holds (``ledger show``), cash it out now (``settle``, with ``--dry-run`` to see the claims and
+their gas first) and keep claiming in time (``watch``, the watchtower). All three settle by
+the one path in :mod:`micropay.claims` and take the settlement-policy options of
+``python -m micropay.watchtower`` (:data:`~micropay.settlement.POLICY_OPTIONS`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import click
+from web3 import Web3
+
+from micropay.channels import ChannelClient
+from micropay.claims import Claim, ClaimOutcome, Settlement, claim_from, settle
+from micropay.cli._context import (
+    CliError,
+    Settings,
+    emit_table,
+    session,
+    show_amount,
+    signer,
+    token_units,
+)
+from micropay.ledger import Ledger
+from micropay.settlement import POLICY_OPTIONS, SettlementPolicy, policy_from_options
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def policy_options(command: _F) -> _F:
+    """Add the settlement-policy options (declared once, in micropay.settlement)."""
+    for option in reversed(POLICY_OPTIONS):
+        command = click.option(
+            option.flag,
+            option.dest,
+            multiple=option.repeated,
+            metavar=option.metavar,
+            help=option.help,
+        )(command)
+    return command
+
+
+def _policy(values: dict[str, Any]) -> SettlementPolicy:
+    """The policy the options give (checked before anything connects)."""
+    return policy_from_options({option.dest: values.pop(option.dest) for option in POLICY_OPTIONS})
+
+
+class _Units:
+    """Decimals and symbols of the tokens shown, each looked up once."""
+
+    def __init__(self, w3: Web3) -> None:
+        self.w3 = w3
+        self._known: dict[str, tuple[int, str]] = {}
+
+    def symbol(self, token: str) -> str:
+        return self._units(token)[1]
+
+    def show(self, token: str, amount: int) -> str:
+        decimals, symbol = self._units(token)
+        return show_amount(amount, decimals, symbol)
+
+    def _units(self, token: str) -> tuple[int, str]:
+        if token not in self._known:
+            self._known[token] = token_units(self.w3, token)
+        return self._known[token]
+
+
+@contextmanager
+def _site(
+    settings: Settings, url: str, *, create: bool
+) -> Iterator[tuple[Any, ChannelClient, Ledger]]:
+    """Connect, find the deployment and open the site's ledger, bound to its contract."""
+    with session(settings) as (connection, deployment):
+        client = ChannelClient(connection.w3, deployment.channels)
+        with Ledger.open(url, client.domain, create=create) as ledger:
+            yield connection, client, ledger
+
+
+# -- ledger show -----------------------------------------------------------------------------
+
+
+@click.group()
+def ledger() -> None:
+    """A site's voucher ledger: what it holds, per channel."""
+
+
+@ledger.command("show")
+@click.option(
+    "--ledger", "url", required=True, help="the site's voucher ledger, e.g. sqlite:///site.db"
+)
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@click.pass_obj
+def show(settings: Settings, url: str, as_json: bool) -> None:
+    """List the channels the ledger holds: deposit, best voucher, claimed on chain, state."""
+    with _site(settings, url, create=False) as (connection, client, book):
+        units = _Units(connection.w3)
+        data, shown = [], []
+        for position in book.positions():
+            state = client.state(position.channel_id)
+            token = position.config.token
+            best = position.voucher.cumulative_amount
+            claim = claim_from(position.config, position.voucher, position.covered, state)
+            condition = (
+                "finished"
+                if state.finished
+                else "withdrawing"
+                if state.withdraw_requested
+                else "open"
+                if state.exists
+                else "not on chain"
+            )
+            unclaimed = max(best - state.claimed, 0)
+            row = {
+                "channel_id": "0x" + position.channel_id.hex(),
+                "payer": position.config.payer,
+                "token": token,
+                "deposit": state.deposited,
+                "best_voucher": best,
+                "claimed": state.claimed,
+                "unclaimed": unclaimed,
+                "claimable": 0 if claim is None else claim.amount,
+                "withdraw_requested": state.withdraw_requested,
+                "withdraw_at": state.closes_at or None,
+                "state": condition,
+            }
+            data.append(row)
+            shown.append(
+                {
+                    "channel": row["channel_id"],
+                    "payer": row["payer"],
+                    "token": units.symbol(token),
+                    "deposit": units.show(token, state.deposited),
+                    "best voucher": units.show(token, best),
+                    "claimed": units.show(token, state.claimed),
+                    "unclaimed": units.show(token, unclaimed),
+                    "withdraw at": state.closes_at or "-",
+                    "state": condition,
+                }
+            )
+        if not data and not as_json:
+            click.echo(f"the ledger {book.location} holds no channels")
+            return
+        emit_table(shown, data, as_json, f"channels in {book.location}")
+
+
+# -- settle ----------------------------------------------------------------------------------
+
+
+@click.command("settle")
+@click.option(
+    "--ledger", "url", required=True, help="the site's voucher ledger, e.g. sqlite:///site.db"
+)
+@click.option(
+    "--dry-run", is_flag=True, help="show the claims and their estimated gas; send nothing"
+)
+@click.option("--due-only", is_flag=True, help="claim only what the policy finds due (and riders)")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@policy_options
+@click.pass_obj
+def settle_command(
+    settings: Settings, /, url: str, dry_run: bool, due_only: bool, as_json: bool, **options: Any
+) -> None:
+    """Claim every channel's best voucher (the covered one if a reorg left the deposit short)
+    in claim-many transactions of at most --max-batch, and show what moved and its gas."""
+    policy = _policy(options)
+    with _site(settings, url, create=False) as (connection, client, book):
+        result = settle(
+            client, book, signer(settings, connection), policy, due_only=due_only, dry_run=dry_run
+        )
+        units = _Units(connection.w3)
+        if not result.claims:
+            if as_json:
+                emit_table([], _settlement_data(result, units), True, "")
+            else:
+                why = (
+                    "none is due under the policy"
+                    if due_only
+                    else "no channel has a claimable voucher"
+                )
+                click.echo(f"nothing to claim in {book.location}: {why}")
+            return
+        _show_settlement(result, units, as_json)
+    failed = [o for o in _final(result).values() if not o.ok]
+    if failed and not dry_run:
+        raise CliError(f"{len(failed)} claim(s) failed: {failed[0].error}")
+
+
+def _final(result: Settlement) -> dict[bytes, ClaimOutcome]:
+    """Per channel, the attempt that settled it, or its last failed one."""
+    final: dict[bytes, ClaimOutcome] = {}
+    for outcome in result.outcomes:
+        for claim in outcome.claims:
+            held = final.get(claim.channel_id)
+            if held is None or not held.ok:
+                final[claim.channel_id] = outcome
+    return final
+
+
+def _settlement_data(result: Settlement, units: _Units) -> dict[str, Any]:
+    number = {id(outcome): n for n, outcome in enumerate(result.outcomes, 1)}
+    final = _final(result)
+    gas_key = "estimated_gas" if result.dry_run else "gas_used"
+    totals: dict[str, int] = {}
+    for claim in result.claims if result.dry_run else result.claimed:
+        totals[claim.config.token] = totals.get(claim.config.token, 0) + claim.amount
+    return {
+        "dry_run": result.dry_run,
+        "claims": [
+            {
+                "channel_id": "0x" + claim.channel_id.hex(),
+                "payer": claim.config.payer,
+                "token": claim.config.token,
+                "symbol": units.symbol(claim.config.token),
+                "amount": claim.amount,
+                "voucher": claim.voucher.cumulative_amount,
+                "covered_voucher": claim.covered,
+                "reason": str(claim.reason),
+                "transaction": number[id(final[claim.channel_id])],
+                "status": _status(result, final[claim.channel_id]),
+            }
+            for claim in result.claims
+        ],
+        "transactions": [
+            {
+                "transaction": n,
+                "claims": len(outcome.claims),
+                gas_key: outcome.gas_used if outcome.ok else None,
+                "tx_hash": None if outcome.tx_hash is None else "0x" + outcome.tx_hash.hex(),
+                "block_number": outcome.block_number,
+                "error": outcome.error,
+            }
+            for n, outcome in enumerate(result.outcomes, 1)
+        ],
+        "totals": {
+            "amounts": [
+                {"token": token, "symbol": units.symbol(token), "amount": amount}
+                for token, amount in totals.items()
+            ],
+            gas_key: sum(o.gas_used for o in result.outcomes if o.ok),
+        },
+    }
+
+
+def _status(result: Settlement, outcome: ClaimOutcome) -> str:
+    if not outcome.ok:
+        return "failed"
+    return "would claim" if result.dry_run else "claimed"
+
+
+def _show_settlement(result: Settlement, units: _Units, as_json: bool) -> None:
+    data = _settlement_data(result, units)
+    if as_json:
+        emit_table([], data, True, "")
+        return
+    gas_key = "estimated_gas" if result.dry_run else "gas_used"
+    gas_label = "estimated gas" if result.dry_run else "gas used"
+    emit_table(
+        [
+            {
+                "channel": row["channel_id"],
+                "payer": row["payer"],
+                "token": row["symbol"],
+                "amount": units.show(row["token"], row["amount"])
+                + (" (covered voucher)" if row["covered_voucher"] else ""),
+                "reason": row["reason"],
+                "tx": row["transaction"],
+                "status": row["status"],
+            }
+            for row in data["claims"]
+        ],
+        data,
+        False,
+        "claims (dry run: nothing sent)" if result.dry_run else "claims",
+    )
+    emit_table(
+        [
+            {
+                "tx": row["transaction"],
+                "claims": row["claims"],
+                gas_label: "-" if row[gas_key] is None else f"{row[gas_key]:,}",
+                "hash": row["tx_hash"]
+                or ("-" if row["error"] is None else f"failed: {row['error']}"),
+            }
+            for row in data["transactions"]
+        ],
+        data,
+        False,
+        "transactions",
+    )
+    amounts = ", ".join(units.show(t["token"], t["amount"]) for t in data["totals"]["amounts"])
+    verb = "would move" if result.dry_run else "moved"
+    click.echo(
+        f"total: {verb} {amounts or 'nothing'} in {len(data['transactions'])} transaction(s), "
+        f"{gas_label} {data['totals'][gas_key]:,}"
+    )
+
+
+# -- watch -----------------------------------------------------------------------------------
+
+
+class _OneLine(logging.Formatter):
+    """``warning: message`` and the exception's message, never a traceback."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = f"{record.levelname.lower()}: {record.getMessage()}"
+        if record.exc_info and record.exc_info[1] is not None:
+            error = record.exc_info[1]
+            text += f": {type(error).__name__}: {error}"
+        return text
+
+
+@contextmanager
+def _logging_to_stderr(quiet: bool) -> Iterator[None]:
+    """micropay's warnings (errors only, when quiet) as one line each on stderr."""
+    logger = logging.getLogger("micropay")
+    handler = logging.StreamHandler()
+    handler.setFormatter(_OneLine())
+    handler.setLevel(logging.ERROR if quiet else logging.WARNING)
+    logger.addHandler(handler)
+    previous, logger.propagate = logger.propagate, False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = previous
+
+
+@click.command()
+@click.option(
+    "--ledger", "url", required=True, help="the site's voucher ledger, e.g. sqlite:///site.db"
+)
+@click.option(
+    "--confirmations", default=2, show_default=True, help="blocks on top before one is believed"
+)
+@click.option("--poll", default=5.0, show_default=True, help="seconds between rounds")
+@click.option("--once", is_flag=True, help="run one round and exit")
+@click.option("--quiet", is_flag=True, help="print only claims and errors, not every round")
+@policy_options
+@click.pass_obj
+def watch(
+    settings: Settings,
+    /,
+    url: str,
+    confirmations: int,
+    poll: float,
+    once: bool,
+    quiet: bool,
+    **options: Any,
+) -> None:
+    """Run the watchtower for a site's ledger until Ctrl-C or SIGTERM: follow the chain and
+    claim by the policy (by default as soon as a payer asks to withdraw)."""
+    from micropay.watchtower import RunReport, Watchtower, run_until_signalled
+
+    policy = _policy(options)
+    with _site(settings, url, create=True) as (connection, client, book):
+        units = _Units(connection.w3)
+
+        def report(round_report: RunReport) -> None:
+            for outcome in round_report.outcomes:
+                if outcome.ok:
+                    for claim in outcome.claims:
+                        click.echo(_claim_line(claim, outcome, units))
+            if not quiet:
+                made = sum(len(o.claims) for o in round_report.outcomes if o.ok)
+                click.echo(
+                    f"round {tower.rounds}: {round_report.watched} channel(s) watched, "
+                    f"{made} claim(s) made"
+                )
+
+        tower = Watchtower(
+            client,
+            book,
+            signer(settings, connection),
+            policy,
+            confirmations=confirmations,
+            poll_interval=poll,
+            on_report=report,
+        )
+        with _logging_to_stderr(quiet):
+            if not quiet:
+                click.echo(
+                    f"watching {len(book.channel_ids())} channel(s) of {url} on "
+                    f"{connection.name}" + ("" if once else "; Ctrl-C stops")
+                )
+            if once:
+                tower.run_once()
+            else:
+                run_until_signalled(tower)
+        if not quiet:
+            click.echo("stopped")
+
+
+def _claim_line(claim: Claim, outcome: ClaimOutcome, units: _Units) -> str:
+    tx = "0x" + (outcome.tx_hash or b"").hex()
+    return (
+        f"claimed {units.show(claim.config.token, claim.amount)} on 0x{claim.channel_id.hex()} "
+        f"({claim.reason}) in tx {tx}, gas {outcome.gas_used:,} for {len(outcome.claims)} claim(s)"
+    )
+
+
+COMMANDS: list[click.Command] = [settle_command, ledger, watch]
