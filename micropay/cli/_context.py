@@ -173,21 +173,20 @@ def emit(rows: dict[str, Any], as_json: bool, title: str) -> None:
     console.print(table)
 
 
-def emit_table(
-    shown: Sequence[Mapping[str, Any]],
-    data: Any,
-    as_json: bool,
-    title: str,
+def emit_records(
+    records: Sequence[Mapping[str, Any]], data: Any, as_json: bool, title: str
 ) -> None:
-    """Print a list read result: ``shown`` as a table (a column per key, every cell folded
-    rather than cut, so ids stay whole), or ``data`` as JSON for scripts (snake_case keys,
-    raw integers)."""
+    """Print a list read result: each record as its first field on a line of its own (an id,
+    never folded or cut, whatever the width or a pipe) and the others as ``key  value`` lines
+    under it; or ``data`` as JSON for scripts (snake_case keys, raw integers)."""
     if as_json:
         click.echo(json.dumps(data, indent=2, default=str))
         return
-    table = Table(title=title)
-    for key in shown[0] if shown else ():
-        table.add_column(key, overflow="fold")
-    for row in shown:
-        table.add_row(*(str(value) for value in row.values()))
-    console.print(table)
+    if title:
+        click.echo(title)
+    for record in records:
+        (key, value), *rest = record.items()
+        click.echo(f"{key} {value}")
+        width = max((len(name) for name, _ in rest), default=0)
+        for name, shown in rest:
+            click.echo(f"  {name:<{width}}  {shown}")

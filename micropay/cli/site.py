@@ -22,7 +22,7 @@ from micropay.claims import Claim, ClaimOutcome, Settlement, claim_from, settle
 from micropay.cli._context import (
     CliError,
     Settings,
-    emit_table,
+    emit_records,
     session,
     show_amount,
     signer,
@@ -147,7 +147,7 @@ def show(settings: Settings, url: str, as_json: bool) -> None:
         if not data and not as_json:
             click.echo(f"the ledger {book.location} holds no channels")
             return
-        emit_table(shown, data, as_json, f"channels in {book.location}")
+        emit_records(shown, data, as_json, f"channels in {book.location}")
 
 
 # -- settle ----------------------------------------------------------------------------------
@@ -177,7 +177,7 @@ def settle_command(
         units = _Units(connection.w3)
         if not result.claims:
             if as_json:
-                emit_table([], _settlement_data(result, units), True, "")
+                emit_records([], _settlement_data(result, units), True, "")
             else:
                 why = (
                     "none is due under the policy"
@@ -257,11 +257,11 @@ def _status(result: Settlement, outcome: ClaimOutcome) -> str:
 def _show_settlement(result: Settlement, units: _Units, as_json: bool) -> None:
     data = _settlement_data(result, units)
     if as_json:
-        emit_table([], data, True, "")
+        emit_records([], data, True, "")
         return
     gas_key = "estimated_gas" if result.dry_run else "gas_used"
     gas_label = "estimated gas" if result.dry_run else "gas used"
-    emit_table(
+    emit_records(
         [
             {
                 "channel": row["channel_id"],
@@ -270,8 +270,8 @@ def _show_settlement(result: Settlement, units: _Units, as_json: bool) -> None:
                 "amount": units.show(row["token"], row["amount"])
                 + (" (covered voucher)" if row["covered_voucher"] else ""),
                 "reason": row["reason"],
-                "tx": row["transaction"],
                 "status": row["status"],
+                "in tx": _tx_summary(data["transactions"][row["transaction"] - 1], gas_key),
             }
             for row in data["claims"]
         ],
@@ -279,7 +279,7 @@ def _show_settlement(result: Settlement, units: _Units, as_json: bool) -> None:
         False,
         "claims (dry run: nothing sent)" if result.dry_run else "claims",
     )
-    emit_table(
+    emit_records(
         [
             {
                 "tx": row["transaction"],
@@ -300,6 +300,14 @@ def _show_settlement(result: Settlement, units: _Units, as_json: bool) -> None:
         f"total: {verb} {amounts or 'nothing'} in {len(data['transactions'])} transaction(s), "
         f"{gas_label} {data['totals'][gas_key]:,}"
     )
+
+
+def _tx_summary(tx: dict[str, Any], gas_key: str) -> str:
+    """``1: estimated gas 85,000 for 2 claim(s)``: the transaction a claim rides in."""
+    if tx["error"] is not None:
+        return f"{tx['transaction']}: failed"
+    gas = gas_key.replace("_", " ")
+    return f"{tx['transaction']}: {gas} {tx[gas_key]:,} for {tx['claims']} claim(s)"
 
 
 # -- watch -----------------------------------------------------------------------------------
