@@ -21,11 +21,15 @@ from micropay.channels import ChannelClient
 from micropay.claims import Claim, ClaimOutcome, Settlement, claim_from, settle
 from micropay.cli._context import (
     CliError,
+    Moment,
+    Money,
     Settings,
-    emit_records,
+    console,
+    emit,
+    emit_json,
     session,
-    show_amount,
     signer,
+    table,
     token_units,
 )
 from micropay.ledger import Ledger
@@ -62,9 +66,9 @@ class _Units:
     def symbol(self, token: str) -> str:
         return self._units(token)[1]
 
-    def show(self, token: str, amount: int) -> str:
+    def money(self, token: str, amount: int) -> Money:
         decimals, symbol = self._units(token)
-        return show_amount(amount, decimals, symbol)
+        return Money(amount, decimals, symbol)
 
     def _units(self, token: str) -> tuple[int, str]:
         if token not in self._known:
@@ -101,53 +105,35 @@ def show(settings: Settings, url: str, as_json: bool) -> None:
     """List the channels the ledger holds: deposit, best voucher, claimed on chain, state."""
     with _site(settings, url, create=False) as (connection, client, book):
         units = _Units(connection.w3)
-        data, shown = [], []
+        now = int(connection.w3.eth.get_block("latest")["timestamp"])  # withdraws use its clock
+        records = []
         for position in book.positions():
             state = client.state(position.channel_id)
             token = position.config.token
             best = position.voucher.cumulative_amount
             claim = claim_from(position.config, position.voucher, position.covered, state)
-            condition = (
-                "finished"
-                if state.finished
-                else "withdrawing"
-                if state.withdraw_requested
-                else "open"
-                if state.exists
-                else "not on chain"
-            )
-            unclaimed = max(best - state.claimed, 0)
-            row = {
-                "channel_id": "0x" + position.channel_id.hex(),
-                "payer": position.config.payer,
-                "token": token,
-                "deposit": state.deposited,
-                "best_voucher": best,
-                "claimed": state.claimed,
-                "unclaimed": unclaimed,
-                "claimable": 0 if claim is None else claim.amount,
-                "withdraw_requested": state.withdraw_requested,
-                "withdraw_at": state.closes_at or None,
-                "state": condition,
-            }
-            data.append(row)
-            shown.append(
+            records.append(
                 {
-                    "channel": row["channel_id"],
-                    "payer": row["payer"],
-                    "token": units.symbol(token),
-                    "deposit": units.show(token, state.deposited),
-                    "best voucher": units.show(token, best),
-                    "claimed": units.show(token, state.claimed),
-                    "unclaimed": units.show(token, unclaimed),
-                    "withdraw at": state.closes_at or "-",
-                    "state": condition,
+                    "channel id": "0x" + position.channel_id.hex(),
+                    "payer": position.config.payer,
+                    "token": token,
+                    "deposit": units.money(token, state.deposited),
+                    "best voucher": units.money(token, best),
+                    "claimed": units.money(token, state.claimed),
+                    "unclaimed": units.money(token, max(best - state.claimed, 0)),
+                    "claimable now": units.money(token, 0 if claim is None else claim.amount),
+                    "withdraw requested": state.withdraw_requested,
+                    "withdraw at": Moment(state.closes_at, now) if state.closes_at else None,
+                    "state": state.phase,
                 }
             )
-        if not data and not as_json:
-            click.echo(f"the ledger {book.location} holds no channels")
-            return
-        emit_records(shown, data, as_json, f"channels in {book.location}")
+        if as_json:
+            emit_json(records)
+        elif not records:
+            console.print(f"the ledger {book.location} holds no channels", markup=False)
+        for record in [] if as_json else records:
+            title, *rest = record.items()
+            emit(dict(rest), False, f"channel {title[1]}")
 
 
 # -- settle ----------------------------------------------------------------------------------
@@ -177,7 +163,7 @@ def settle_command(
         units = _Units(connection.w3)
         if not result.claims:
             if as_json:
-                emit_records([], _settlement_data(result, units), True, "")
+                emit_json(_settlement_data(result, units))
             else:
                 why = (
                     "none is due under the policy"
@@ -257,48 +243,48 @@ def _status(result: Settlement, outcome: ClaimOutcome) -> str:
 def _show_settlement(result: Settlement, units: _Units, as_json: bool) -> None:
     data = _settlement_data(result, units)
     if as_json:
-        emit_records([], data, True, "")
+        emit_json(data)
         return
     gas_key = "estimated_gas" if result.dry_run else "gas_used"
-    gas_label = "estimated gas" if result.dry_run else "gas used"
-    emit_records(
-        [
-            {
-                "channel": row["channel_id"],
-                "payer": row["payer"],
-                "token": row["symbol"],
-                "amount": units.show(row["token"], row["amount"])
-                + (" (covered voucher)" if row["covered_voucher"] else ""),
-                "reason": row["reason"],
-                "status": row["status"],
-                "in tx": _tx_summary(data["transactions"][row["transaction"] - 1], gas_key),
-            }
-            for row in data["claims"]
-        ],
-        data,
-        False,
+    gas_label = gas_key.replace("_", " ")
+    claims = table(
         "claims (dry run: nothing sent)" if result.dry_run else "claims",
+        "channel",
+        "payer",
+        "amount",
+        "reason",
+        "status",
+        "tx",
+        ids=("channel", "payer"),
     )
-    emit_records(
-        [
-            {
-                "tx": row["transaction"],
-                "claims": row["claims"],
-                gas_label: "-" if row[gas_key] is None else f"{row[gas_key]:,}",
-                "hash": row["tx_hash"]
-                or ("-" if row["error"] is None else f"failed: {row['error']}"),
-            }
-            for row in data["transactions"]
-        ],
-        data,
-        False,
-        "transactions",
+    for row in data["claims"]:
+        amount = str(units.money(row["token"], row["amount"]))
+        claims.add_row(
+            row["channel_id"],
+            row["payer"],
+            amount + (" (covered voucher)" if row["covered_voucher"] else ""),
+            row["reason"],
+            row["status"],
+            _tx_summary(data["transactions"][row["transaction"] - 1], gas_key),
+        )
+    console.print(claims)
+    sent = table("transactions", "tx", "claims", gas_label, "hash", ids=("hash",))
+    for tx in data["transactions"]:
+        sent.add_row(
+            str(tx["transaction"]),
+            str(tx["claims"]),
+            "-" if tx[gas_key] is None else f"{tx[gas_key]:,}",
+            tx["tx_hash"] or ("-" if tx["error"] is None else f"failed: {tx['error']}"),
+        )
+    console.print(sent)
+    amounts = ", ".join(
+        str(units.money(total["token"], total["amount"])) for total in data["totals"]["amounts"]
     )
-    amounts = ", ".join(units.show(t["token"], t["amount"]) for t in data["totals"]["amounts"])
     verb = "would move" if result.dry_run else "moved"
-    click.echo(
+    console.print(
         f"total: {verb} {amounts or 'nothing'} in {len(data['transactions'])} transaction(s), "
-        f"{gas_label} {data['totals'][gas_key]:,}"
+        f"{gas_label} {data['totals'][gas_key]:,}",
+        markup=False,
     )
 
 
@@ -408,7 +394,7 @@ def watch(
 def _claim_line(claim: Claim, outcome: ClaimOutcome, units: _Units) -> str:
     tx = "0x" + (outcome.tx_hash or b"").hex()
     return (
-        f"claimed {units.show(claim.config.token, claim.amount)} on 0x{claim.channel_id.hex()} "
+        f"claimed {units.money(claim.config.token, claim.amount)} on 0x{claim.channel_id.hex()} "
         f"({claim.reason}) in tx {tx}, gas {outcome.gas_used:,} for {len(outcome.claims)} claim(s)"
     )
 
