@@ -1,11 +1,19 @@
-"""``micropay stream create|status|withdraw|cancel`` (fixed streams)."""
+"""``micropay stream``: fixed streams (``create``, ``cancel``), open-ended streams (``open``,
+``deposit``, ``pause``, ``resume``, ``adjust``, ``refund``), and ``status``, ``withdraw`` and
+``transfer`` for either kind.
+
+A stream is named by its id alone: its kind and parameters are read back from the chain
+(:meth:`~micropay.streams.StreamsClient.stream_config`), so no local state is kept.
+"""
 
 from __future__ import annotations
 
 import os
+from decimal import Decimal, localcontext
 from typing import Any
 
 import click
+from eth_account.signers.local import LocalAccount
 
 from micropay.cli._context import (
     CliError,
@@ -21,34 +29,123 @@ from micropay.cli._context import (
     token_address,
     token_units,
 )
-from micropay.errors import ContractRevertError
-from micropay.streams import FixedStreamConfig, StreamsClient
+from micropay.stream_model import RATE_SCALE, FixedStatus, rate_for
+from micropay.streams import (
+    FixedStreamConfig,
+    OpenStreamConfig,
+    StreamsClient,
+    UnknownStreamError,
+)
 from micropay.tokens import TokenClient
 from micropay.vouchers import ZERO_ADDRESS
 
+StreamConfig = FixedStreamConfig | OpenStreamConfig
 
-def _config(client: StreamsClient, text: str) -> FixedStreamConfig:
+_PERIODS = {
+    "s": 1,
+    "sec": 1,
+    "second": 1,
+    "min": 60,
+    "minute": 60,
+    "h": 3_600,
+    "hour": 3_600,
+    "d": 86_400,
+    "day": 86_400,
+    "week": 7 * 86_400,
+    "month": 30 * 86_400,
+    "year": 365 * 86_400,
+}
+_RATE_HELP = (
+    "amount per period: 1gwei/s, 0.1eth/day, 1000units/month (30 days), /min, /h, /week, "
+    "/year; a bare amount is per second"
+)
+_TOKEN_HELP = "ERC-20 address (default: ETH); approved for the amount first if needed"
+
+
+def parse_rate(text: str, decimals: int) -> int:
+    """A rate option as the contract's ``ratePerSecond`` (base units a second times RATE_SCALE).
+
+    Per-period amounts keep sub-unit rates exact enough: 1000 USDC a month is 385.8 base
+    units a second, which no whole amount per second can say.
+    """
+    amount_text, _, period = text.partition("/")
+    seconds = _PERIODS.get(period.strip().lower() or "s")
+    if seconds is None:
+        raise CliError(
+            f"bad rate {text!r}: the period after / is s, min, h, day, week, month or year"
+        )
+    rate = rate_for(parse_amount(amount_text, decimals), seconds)
+    if rate <= 0:
+        raise CliError(f"bad rate {text!r}: a stream must stream something (pause it to stop it)")
+    return rate
+
+
+def show_rate(rate_per_second: int, decimals: int = 18, symbol: str = "ETH") -> str:
+    """``0.000000001 ETH/s = 0.0000864 ETH/day (1000000000 wei/s)``: a scaled contract rate
+    in token units a second and a day (12 significant digits), the exact base units beside."""
+    with localcontext() as context:
+        context.prec = 100
+        base = Decimal(rate_per_second) / RATE_SCALE
+        human = base / (Decimal(10) ** decimals)
+        exact = f"{_decimal(base)} {'wei' if symbol == 'ETH' else 'base units'}/s"
+        context.prec = 12
+        per_second, per_day = _decimal(+human), _decimal(human * 86_400)
+    return f"{per_second} {symbol}/s = {per_day} {symbol}/day ({exact})"
+
+
+def _decimal(value: Decimal) -> str:
+    return format(value.normalize(), "f") if value else "0"
+
+
+def _find(client: StreamsClient, text: str) -> StreamConfig:
     try:
-        return client.fixed_config(hex32(text, "stream id"))
-    except ContractRevertError:
-        raise CliError(f"no fixed stream {text} on this deployment") from None
+        return client.stream_config(hex32(text, "stream id"))
+    except UnknownStreamError:
+        raise CliError(
+            f"no stream {text} on this deployment (neither a fixed nor an open-ended one)"
+        ) from None
+
+
+def _open_only(config: StreamConfig, what: str) -> OpenStreamConfig:
+    """Refuse a fixed stream for an open-ended stream's command, saying why."""
+    if isinstance(config, FixedStreamConfig):
+        raise CliError(
+            f"0x{config.stream_id.hex()} is a fixed stream: only open-ended streams can be {what}"
+        )
+    return config
+
+
+def _allow(client: StreamsClient, token: str, key: LocalAccount, amount: int) -> None:
+    """ERC-20 money reaches the contract by its own pull: approve it first where short."""
+    if token != ZERO_ADDRESS and amount:
+        TokenClient(client.w3, token).ensure_allowance(client.address, amount, key)
+
+
+def _salt() -> bytes:
+    """A random salt, so the same sender can open the same stream again."""
+    return os.urandom(8).rjust(32, b"\0")
+
+
+def _say(text: str) -> None:
+    console.print(text, soft_wrap=True)  # ids are never wrapped or cut
 
 
 @click.group()
 def stream() -> None:
-    """Fixed payment streams: money paid out per second between a start and an end."""
+    """Payment streams: fixed (an amount between a start and an end) or open-ended (a rate
+    per second funded by deposits)."""
 
 
-@stream.command("create")
-@click.option("--recipient", required=True)
+@stream.command("create", short_help="Create and fund a fixed stream.")
+@click.option("--recipient", required=True, help="who the stream pays")
 @click.option("--amount", "amount_text", required=True, help="total, e.g. 1eth or 1000")
 @click.option("--duration", required=True, type=int, help="seconds from start to end")
 @click.option(
     "--cliff", default=0, show_default=True, help="seconds after start before anything streams"
 )
 @click.option("--start-in", default=0, show_default=True, help="seconds from now until the start")
-@click.option("--token", default=None, help="ERC-20 address (default: ETH)")
-@click.option("--non-cancelable", is_flag=True)
+@click.option("--token", default=None, help=_TOKEN_HELP)
+@click.option("--non-cancelable", is_flag=True, help="the sender can never cancel it")
 @click.pass_obj
 def create(
     settings: Settings,
@@ -80,78 +177,266 @@ def create(
             end=start + duration,
             cliff=start + cliff if cliff else 0,
             cancelable=not non_cancelable,
-            salt=os.urandom(8).rjust(32, b"\0"),
+            salt=_salt(),
         )
-        if token_addr != ZERO_ADDRESS:
-            erc20 = TokenClient(connection.w3, token_addr)
-            if erc20.allowance(key.address, client.address) < amount:
-                erc20.approve(client.address, amount, key)
+        _allow(client, token_addr, key, amount)
         receipt = client.create_fixed(config, key)
-        console.print(
+        _say(
             f"created stream [bold]0x{config.stream_id.hex()}[/bold]: "
             f"{show_amount(amount, decimals, symbol)} over {duration} s "
             f"(gas {receipt.gas_used:,})"
         )
 
 
-@stream.command("status")
-@click.argument("stream_id")
-@click.option("--json", "as_json", is_flag=True)
+@stream.command("open", short_help="Open and fund an open-ended stream.")
+@click.option("--recipient", required=True, help="who the stream pays")
+@click.option("--rate", "rate_text", required=True, help=_RATE_HELP)
+@click.option(
+    "--deposit",
+    "deposit_text",
+    default="0",
+    show_default=True,
+    help="first deposit, e.g. 0.1eth; anyone can add more with `stream deposit`",
+)
+@click.option("--token", default=None, help=_TOKEN_HELP)
 @click.pass_obj
-def status(settings: Settings, stream_id: str, as_json: bool) -> None:
-    """Show a fixed stream's schedule and amounts now."""
+def open_stream(
+    settings: Settings, recipient: str, rate_text: str, deposit_text: str, token: str | None
+) -> None:
+    """Open an open-ended stream: it pays the rate from now until paused, funded by deposits
+    (what streams beyond them is owed as debt)."""
     with session(settings) as (connection, deployment):
         client = StreamsClient(connection.w3, deployment.streams)
-        config = _config(client, stream_id)
-        amounts = client.fixed_amounts(config)
+        token_addr = token_address(token)
+        decimals, symbol = token_units(client.w3, token_addr)
+        rate = parse_rate(rate_text, decimals)
+        deposit = parse_amount(deposit_text, decimals)
+        key = signer(settings, connection)
+        config = OpenStreamConfig(
+            key.address, address(recipient, "recipient"), token_addr, salt=_salt()
+        )
+        _allow(client, token_addr, key, deposit)
+        receipt = client.create_open(config, rate, deposit, key)
+        _say(
+            f"opened stream [bold]0x{config.stream_id.hex()}[/bold]: "
+            f"{show_rate(rate, decimals, symbol)}, deposit "
+            f"{show_amount(receipt.amount, decimals, symbol)} (gas {receipt.gas_used:,})"
+        )
+
+
+@stream.command("status", short_help="Show a stream now, fixed or open-ended.")
+@click.argument("stream_id")
+@click.option("--json", "as_json", is_flag=True, help="print JSON (amounts in base units)")
+@click.pass_obj
+def status(settings: Settings, stream_id: str, as_json: bool) -> None:
+    """Show a stream's parameters and its amounts now, fixed or open-ended."""
+    with session(settings) as (connection, deployment):
+        client = StreamsClient(connection.w3, deployment.streams)
+        config = _find(client, stream_id)
         decimals, symbol = token_units(client.w3, config.token)
 
         def money(value: int) -> Any:
             return value if as_json else show_amount(value, decimals, symbol)
 
-        emit(
-            {
-                "stream": "0x" + config.stream_id.hex(),
-                "sender": config.sender,
-                "recipient": client.recipient_of(config),
+        def optional(value: int | None) -> Any:
+            return value if value else (None if as_json else "-")
+
+        rows: dict[str, Any] = {
+            "stream": "0x" + config.stream_id.hex(),
+            "kind": "fixed" if isinstance(config, FixedStreamConfig) else "open-ended",
+            "sender": config.sender,
+            "recipient": client.recipient_of(config),
+            "token": config.token if as_json or not config.is_eth else "ETH",
+        }
+        if isinstance(config, FixedStreamConfig):
+            state = client.fixed_state(config)
+            amounts = client.fixed_amounts(config)
+            stage = client.fixed_status(config)
+            refunded = state.refunded(config.schedule)
+            ended = stage in (FixedStatus.SETTLED, FixedStatus.DEPLETED)
+            rows |= {
                 "amount": money(config.amount),
                 "start": config.start,
-                "cliff": config.cliff or "-",
+                "cliff": optional(config.cliff),
                 "end": config.end,
                 "streamed": money(amounts.streamed),
+                "withdrawn": money(state.withdrawn),
                 "withdrawable": money(amounts.withdrawable),
-                "status": client.fixed_status(config).name.lower(),
+                # Canceled or ended: nothing more will stream, whatever the schedule said.
+                "to_stream": money(
+                    0 if state.canceled_at or ended else config.amount - amounts.streamed
+                ),
+                "refunded": money(refunded),
+                "remaining": money(config.amount - state.withdrawn - refunded),
+                "status": stage.name.lower(),
                 "cancelable": config.cancelable,
-            },
-            as_json,
-            "stream",
-        )
+                "canceled_at": optional(state.canceled_at),
+            }
+        else:
+            state_open = client.open_state(config)
+            now_open = client.open_amounts(config)
+            rows |= {
+                "rate_per_second": (
+                    state_open.rate_per_second
+                    if as_json
+                    else show_rate(state_open.rate_per_second, decimals, symbol)
+                ),
+                "deposited": money(state_open.deposited),
+                "streamed": money(now_open.streamed),
+                "withdrawn": money(state_open.withdrawn),
+                "withdrawable": money(now_open.withdrawable),
+                "refunded": money(state_open.refunded),
+                "refundable": money(now_open.refundable),
+                "debt": money(now_open.debt),
+                "remaining": money(state_open.balance),
+                "runs_dry_at": optional(state_open.runs_dry_at()),
+                "status": client.open_status(config).name.lower(),
+            }
+            if as_json:
+                rows["rate_scale"] = RATE_SCALE
+        emit(rows, as_json, "stream")
 
 
-@stream.command("withdraw")
+@stream.command("withdraw", short_help="Pay out what has streamed to the recipient.")
 @click.argument("stream_id")
-@click.option("--to", default=None, help="recipient only: pay to this address instead")
+@click.option("--to", default=None, help="recipient only: pay to this address instead of its own")
 @click.pass_obj
 def withdraw(settings: Settings, stream_id: str, to: str | None) -> None:
-    """Pay out what has streamed (to the recipient, or where the recipient says)."""
+    """Pay out what has streamed. The recipient may name where; anyone else (the sender, a
+    relayer) can only pay the recipient, and pays the gas."""
     with session(settings) as (connection, deployment):
         client = StreamsClient(connection.w3, deployment.streams)
-        config = _config(client, stream_id)
-        receipt = client.withdraw(
-            config, signer(settings, connection), address(to, "--to") if to else None
-        )
+        config = _find(client, stream_id)
+        key = signer(settings, connection)
+        recipient = client.recipient_of(config)
+        destination = address(to, "--to") if to else recipient
+        receipt = client.withdraw(config, key, destination)
         decimals, symbol = token_units(client.w3, config.token)
-        console.print(f"withdrew {show_amount(receipt.amount, decimals, symbol)}")
+        if destination != recipient:
+            where = f"{destination}, as the recipient {recipient} asked"
+        elif key.address == recipient:
+            where = f"you, the recipient {recipient}"
+        else:
+            where = f"the recipient {recipient} (a stream pays out only to its recipient)"
+        _say(f"withdrew {show_amount(receipt.amount, decimals, symbol)} to {where}")
 
 
-@stream.command("cancel")
+@stream.command("transfer", short_help="Recipient: hand a stream to a new recipient.")
+@click.argument("stream_id")
+@click.option("--to", "new_recipient", required=True, help="the stream's new recipient")
+@click.pass_obj
+def transfer(settings: Settings, stream_id: str, new_recipient: str) -> None:
+    """As the recipient: hand the stream, with everything streamed and not yet withdrawn,
+    to a new recipient (either kind; the sender cannot)."""
+    with session(settings) as (connection, deployment):
+        client = StreamsClient(connection.w3, deployment.streams)
+        config = _find(client, stream_id)
+        target = address(new_recipient, "--to")
+        client.transfer(config, target, signer(settings, connection))
+        _say(f"stream 0x{config.stream_id.hex()} now pays {target}")
+
+
+@stream.command("cancel", short_help="Sender: cancel a fixed stream, refund the rest.")
 @click.argument("stream_id")
 @click.pass_obj
 def cancel(settings: Settings, stream_id: str) -> None:
-    """As the sender: stop the stream; what streamed stays the recipient's, the rest returns."""
+    """As the sender of a fixed stream: stop it; what streamed stays the recipient's, the
+    rest returns."""
     with session(settings) as (connection, deployment):
         client = StreamsClient(connection.w3, deployment.streams)
-        config = _config(client, stream_id)
+        config = _find(client, stream_id)
+        if isinstance(config, OpenStreamConfig):
+            raise CliError(
+                f"{stream_id} is open-ended: `stream pause` it, then `stream refund` its balance"
+            )
         receipt = client.cancel(config, signer(settings, connection))
         decimals, symbol = token_units(client.w3, config.token)
-        console.print(f"canceled: {show_amount(receipt.amount, decimals, symbol)} returned")
+        _say(f"canceled: {show_amount(receipt.amount, decimals, symbol)} returned to the sender")
+
+
+@stream.command("deposit", short_help="Top up an open-ended stream (anyone may).")
+@click.argument("stream_id")
+@click.argument("amount_text", metavar="AMOUNT")
+@click.pass_obj
+def deposit(settings: Settings, stream_id: str, amount_text: str) -> None:
+    """Add AMOUNT (e.g. 0.1eth) to an open-ended stream; anyone may. It pays any debt
+    first."""
+    with session(settings) as (connection, deployment):
+        client = StreamsClient(connection.w3, deployment.streams)
+        config = _open_only(_find(client, stream_id), "topped up (fixed ones are funded in full)")
+        decimals, symbol = token_units(client.w3, config.token)
+        amount = parse_amount(amount_text, decimals)
+        if amount <= 0:
+            raise CliError("the deposit must be more than zero")
+        key = signer(settings, connection)
+        _allow(client, config.token, key, amount)
+        receipt = client.top_up(config, amount, key)
+        _say(
+            f"deposited {show_amount(receipt.amount, decimals, symbol)} into stream "
+            f"0x{config.stream_id.hex()}"
+        )
+
+
+@stream.command("pause", short_help="Sender: pause an open-ended stream.")
+@click.argument("stream_id")
+@click.pass_obj
+def pause(settings: Settings, stream_id: str) -> None:
+    """As the sender: stop an open-ended stream accruing; what it owes stays owed."""
+    with session(settings) as (connection, deployment):
+        client = StreamsClient(connection.w3, deployment.streams)
+        config = _open_only(_find(client, stream_id), "paused")
+        client.pause(config, signer(settings, connection))
+        _say(f"paused stream 0x{config.stream_id.hex()}")
+
+
+@stream.command("resume", short_help="Sender: resume a paused open-ended stream.")
+@click.argument("stream_id")
+@click.option(
+    "--rate", "rate_text", default=None, help=_RATE_HELP + " (default: the rate before the pause)"
+)
+@click.pass_obj
+def resume(settings: Settings, stream_id: str, rate_text: str | None) -> None:
+    """As the sender: restart a paused open-ended stream."""
+    with session(settings) as (connection, deployment):
+        client = StreamsClient(connection.w3, deployment.streams)
+        config = _open_only(_find(client, stream_id), "resumed")
+        decimals, symbol = token_units(client.w3, config.token)
+        rate = parse_rate(rate_text, decimals) if rate_text else client.last_rate(config)
+        client.resume(config, rate, signer(settings, connection))
+        _say(f"resumed stream 0x{config.stream_id.hex()} at {show_rate(rate, decimals, symbol)}")
+
+
+@stream.command("adjust", short_help="Sender: change an open-ended stream's rate.")
+@click.argument("stream_id")
+@click.option("--rate", "rate_text", required=True, help=_RATE_HELP)
+@click.pass_obj
+def adjust(settings: Settings, stream_id: str, rate_text: str) -> None:
+    """As the sender: change a running open-ended stream's rate from now on."""
+    with session(settings) as (connection, deployment):
+        client = StreamsClient(connection.w3, deployment.streams)
+        config = _open_only(_find(client, stream_id), "adjusted")
+        decimals, symbol = token_units(client.w3, config.token)
+        rate = parse_rate(rate_text, decimals)
+        client.adjust_rate(config, rate, signer(settings, connection))
+        _say(f"stream 0x{config.stream_id.hex()} now streams {show_rate(rate, decimals, symbol)}")
+
+
+@stream.command("refund", short_help="Sender: take back deposit not yet owed.")
+@click.argument("stream_id")
+@click.argument("amount_text", metavar="AMOUNT")
+@click.pass_obj
+def refund(settings: Settings, stream_id: str, amount_text: str) -> None:
+    """As the sender: take back AMOUNT of an open-ended stream's balance not yet owed (it
+    shrinks every second while the stream runs: pause first to take it all)."""
+    with session(settings) as (connection, deployment):
+        client = StreamsClient(connection.w3, deployment.streams)
+        config = _open_only(_find(client, stream_id), "refunded (cancel a fixed one)")
+        decimals, symbol = token_units(client.w3, config.token)
+        amount = parse_amount(amount_text, decimals)
+        if amount <= 0:
+            raise CliError("the refund must be more than zero")
+        receipt = client.refund(config, amount, signer(settings, connection))
+        _say(
+            f"refunded {show_amount(receipt.amount, decimals, symbol)} to the sender "
+            f"{config.sender}"
+        )
