@@ -191,7 +191,11 @@ class StreamPauseError(ContractRevertError):
 
 
 for _name, _message in [
-    ("Streams_NotPaused", "stream {streamId} is running at {ratePerSecond}; pause it first"),
+    (
+        "Streams_NotPaused",
+        "stream {streamId} is running (ratePerSecond {ratePerSecond}, base units a second "
+        "times 10**18); pause it first",
+    ),
     ("Streams_StreamPaused", "stream {streamId} is paused: resume it with the new rate"),
 ]:
     register_revert(_name, _message)(StreamPauseError)

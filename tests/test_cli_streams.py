@@ -103,6 +103,14 @@ def last_gas(w3: Web3, sender: str) -> int:
     return int(receipt["gasUsed"]) * int(receipt["effectiveGasPrice"])
 
 
+def open_stream(cli: Any, *options: str) -> subprocess.CompletedProcess[str]:
+    """`micropay stream open` as the sender, paying the recipient."""
+    result: subprocess.CompletedProcess[str] = cli(
+        "stream", "open", "--recipient", RECIPIENT.address, *options
+    )
+    return result
+
+
 def one_error(result: subprocess.CompletedProcess[str], message: str) -> None:
     assert result.returncode == 1, result.stdout
     assert result.stderr.startswith("error: ") and message in result.stderr, result.stderr
@@ -118,16 +126,7 @@ def status_json(cli: Any, stream_id: bytes) -> dict[str, Any]:
 
 def test_an_eth_open_ended_stream_through_every_command(streams_cli, streams_sdk, streams_node):
     w3, cli, sdk = streams_node, streams_cli, streams_sdk
-    opened = cli(
-        "stream",
-        "open",
-        "--recipient",
-        RECIPIENT.address,
-        "--rate",
-        "1gwei/s",
-        "--deposit",
-        "0.001eth",
-    )
+    opened = open_stream(cli, "--rate", "1gwei/s", "--deposit", "0.001eth")
     assert "0.000000001 ETH/s = 0.0000864 ETH/day (1000000000 wei/s)" in opened.stdout
     sid = stream_id_in(opened.stdout)
     sid_text = "0x" + sid.hex()
@@ -197,19 +196,10 @@ def test_an_erc20_open_ended_stream_approves_and_adds_up(
     streams_cli, streams_sdk, streams_node, usdc
 ):
     w3, cli, sdk = streams_node, streams_cli, streams_sdk
-    opened = cli(
-        "stream",
-        "open",
-        "--recipient",
-        RECIPIENT.address,
-        "--token",
-        usdc.address,
-        "--rate",
-        "1000units/month",
-        "--deposit",
-        "100units",
+    opened = open_stream(
+        cli, "--token", usdc.address, "--rate", "1000units/month", "--deposit", "100units"
     )
-    assert "USDC/s (385.802469135802469135 base units/s)" in opened.stdout
+    assert "33.3333333333 USDC/day (385.802469135802469135 base units/s)" in opened.stdout
     sid = stream_id_in(opened.stdout)
     sid_text, config = "0x" + sid.hex(), sdk.stream_config(sid)
     assert isinstance(config, OpenStreamConfig) and config.token == usdc.address

@@ -9,6 +9,9 @@ A stream is named by its id alone: its kind and parameters are read back from th
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from decimal import Decimal, localcontext
 from typing import Any
 
@@ -29,6 +32,7 @@ from micropay.cli._context import (
     token_address,
     token_units,
 )
+from micropay.networks import Connection
 from micropay.stream_model import RATE_SCALE, FixedStatus, rate_for
 from micropay.streams import (
     FixedStreamConfig,
@@ -97,24 +101,6 @@ def _decimal(value: Decimal) -> str:
     return format(value.normalize(), "f") if value else "0"
 
 
-def _find(client: StreamsClient, text: str) -> StreamConfig:
-    try:
-        return client.stream_config(hex32(text, "stream id"))
-    except UnknownStreamError:
-        raise CliError(
-            f"no stream {text} on this deployment (neither a fixed nor an open-ended one)"
-        ) from None
-
-
-def _open_only(config: StreamConfig, what: str) -> OpenStreamConfig:
-    """Refuse a fixed stream for an open-ended stream's command, saying why."""
-    if isinstance(config, FixedStreamConfig):
-        raise CliError(
-            f"0x{config.stream_id.hex()} is a fixed stream: only open-ended streams can be {what}"
-        )
-    return config
-
-
 def _allow(client: StreamsClient, token: str, key: LocalAccount, amount: int) -> None:
     """ERC-20 money reaches the contract by its own pull: approve it first where short."""
     if token != ZERO_ADDRESS and amount:
@@ -128,6 +114,60 @@ def _salt() -> bytes:
 
 def _say(text: str) -> None:
     console.print(text, soft_wrap=True)  # ids are never wrapped or cut
+
+
+@dataclass(frozen=True)
+class _Stream:
+    """A stream named on the command line, with what every command about it needs."""
+
+    settings: Settings
+    connection: Connection
+    client: StreamsClient
+    config: StreamConfig
+    decimals: int
+    symbol: str
+
+    @property
+    def id(self) -> str:
+        return "0x" + self.config.stream_id.hex()
+
+    def key(self) -> LocalAccount:
+        return signer(self.settings, self.connection)
+
+    def money(self, amount: int) -> str:
+        return show_amount(amount, self.decimals, self.symbol)
+
+    def rate(self, rate_per_second: int) -> str:
+        return show_rate(rate_per_second, self.decimals, self.symbol)
+
+    def amount(self, text: str, what: str) -> int:
+        value = parse_amount(text, self.decimals)
+        if value <= 0:
+            raise CliError(f"the {what} must be more than zero")
+        return value
+
+    def parse_rate(self, text: str) -> int:
+        return parse_rate(text, self.decimals)
+
+    def open_only(self, what: str) -> OpenStreamConfig:
+        """Refuse a fixed stream for an open-ended stream's command, saying why."""
+        if isinstance(self.config, FixedStreamConfig):
+            raise CliError(f"{self.id} is a fixed stream: only open-ended streams can be {what}")
+        return self.config
+
+
+@contextmanager
+def _stream(settings: Settings, text: str) -> Iterator[_Stream]:
+    """Connect and find the stream with id ``text``, of either kind."""
+    with session(settings) as (connection, deployment):
+        client = StreamsClient(connection.w3, deployment.streams)
+        try:
+            config = client.stream_config(hex32(text, "stream id"))
+        except UnknownStreamError:
+            raise CliError(
+                f"no stream {text} on this deployment (neither a fixed nor an open-ended one)"
+            ) from None
+        yield _Stream(settings, connection, client, config, *token_units(client.w3, config.token))
 
 
 @click.group()
@@ -230,19 +270,17 @@ def open_stream(
 @click.pass_obj
 def status(settings: Settings, stream_id: str, as_json: bool) -> None:
     """Show a stream's parameters and its amounts now, fixed or open-ended."""
-    with session(settings) as (connection, deployment):
-        client = StreamsClient(connection.w3, deployment.streams)
-        config = _find(client, stream_id)
-        decimals, symbol = token_units(client.w3, config.token)
+    with _stream(settings, stream_id) as target:
+        config, client = target.config, target.client
 
         def money(value: int) -> Any:
-            return value if as_json else show_amount(value, decimals, symbol)
+            return value if as_json else target.money(value)
 
         def optional(value: int | None) -> Any:
             return value if value else (None if as_json else "-")
 
         rows: dict[str, Any] = {
-            "stream": "0x" + config.stream_id.hex(),
+            "stream": target.id,
             "kind": "fixed" if isinstance(config, FixedStreamConfig) else "open-ended",
             "sender": config.sender,
             "recipient": client.recipient_of(config),
@@ -253,7 +291,7 @@ def status(settings: Settings, stream_id: str, as_json: bool) -> None:
             amounts = client.fixed_amounts(config)
             stage = client.fixed_status(config)
             refunded = state.refunded(config.schedule)
-            ended = stage in (FixedStatus.SETTLED, FixedStatus.DEPLETED)
+            over = state.canceled_at or stage in (FixedStatus.SETTLED, FixedStatus.DEPLETED)
             rows |= {
                 "amount": money(config.amount),
                 "start": config.start,
@@ -263,9 +301,7 @@ def status(settings: Settings, stream_id: str, as_json: bool) -> None:
                 "withdrawn": money(state.withdrawn),
                 "withdrawable": money(amounts.withdrawable),
                 # Canceled or ended: nothing more will stream, whatever the schedule said.
-                "to_stream": money(
-                    0 if state.canceled_at or ended else config.amount - amounts.streamed
-                ),
+                "to_stream": money(0 if over else config.amount - amounts.streamed),
                 "refunded": money(refunded),
                 "remaining": money(config.amount - state.withdrawn - refunded),
                 "status": stage.name.lower(),
@@ -273,23 +309,19 @@ def status(settings: Settings, stream_id: str, as_json: bool) -> None:
                 "canceled_at": optional(state.canceled_at),
             }
         else:
-            state_open = client.open_state(config)
-            now_open = client.open_amounts(config)
+            stored, now = client.open_state(config), client.open_amounts(config)
+            rate = stored.rate_per_second
             rows |= {
-                "rate_per_second": (
-                    state_open.rate_per_second
-                    if as_json
-                    else show_rate(state_open.rate_per_second, decimals, symbol)
-                ),
-                "deposited": money(state_open.deposited),
-                "streamed": money(now_open.streamed),
-                "withdrawn": money(state_open.withdrawn),
-                "withdrawable": money(now_open.withdrawable),
-                "refunded": money(state_open.refunded),
-                "refundable": money(now_open.refundable),
-                "debt": money(now_open.debt),
-                "remaining": money(state_open.balance),
-                "runs_dry_at": optional(state_open.runs_dry_at()),
+                "rate_per_second": rate if as_json else target.rate(rate),
+                "deposited": money(stored.deposited),
+                "streamed": money(now.streamed),
+                "withdrawn": money(stored.withdrawn),
+                "withdrawable": money(now.withdrawable),
+                "refunded": money(stored.refunded),
+                "refundable": money(now.refundable),
+                "debt": money(now.debt),
+                "remaining": money(stored.balance),
+                "runs_dry_at": optional(stored.runs_dry_at()),
                 "status": client.open_status(config).name.lower(),
             }
             if as_json:
@@ -304,21 +336,18 @@ def status(settings: Settings, stream_id: str, as_json: bool) -> None:
 def withdraw(settings: Settings, stream_id: str, to: str | None) -> None:
     """Pay out what has streamed. The recipient may name where; anyone else (the sender, a
     relayer) can only pay the recipient, and pays the gas."""
-    with session(settings) as (connection, deployment):
-        client = StreamsClient(connection.w3, deployment.streams)
-        config = _find(client, stream_id)
-        key = signer(settings, connection)
-        recipient = client.recipient_of(config)
+    with _stream(settings, stream_id) as target:
+        key = target.key()
+        recipient = target.client.recipient_of(target.config)
         destination = address(to, "--to") if to else recipient
-        receipt = client.withdraw(config, key, destination)
-        decimals, symbol = token_units(client.w3, config.token)
+        receipt = target.client.withdraw(target.config, key, destination)
         if destination != recipient:
             where = f"{destination}, as the recipient {recipient} asked"
         elif key.address == recipient:
             where = f"you, the recipient {recipient}"
         else:
             where = f"the recipient {recipient} (a stream pays out only to its recipient)"
-        _say(f"withdrew {show_amount(receipt.amount, decimals, symbol)} to {where}")
+        _say(f"withdrew {target.money(receipt.amount)} to {where}")
 
 
 @stream.command("transfer", short_help="Recipient: hand a stream to a new recipient.")
@@ -328,12 +357,10 @@ def withdraw(settings: Settings, stream_id: str, to: str | None) -> None:
 def transfer(settings: Settings, stream_id: str, new_recipient: str) -> None:
     """As the recipient: hand the stream, with everything streamed and not yet withdrawn,
     to a new recipient (either kind; the sender cannot)."""
-    with session(settings) as (connection, deployment):
-        client = StreamsClient(connection.w3, deployment.streams)
-        config = _find(client, stream_id)
-        target = address(new_recipient, "--to")
-        client.transfer(config, target, signer(settings, connection))
-        _say(f"stream 0x{config.stream_id.hex()} now pays {target}")
+    with _stream(settings, stream_id) as target:
+        new = address(new_recipient, "--to")
+        target.client.transfer(target.config, new, target.key())
+        _say(f"stream {target.id} now pays {new}")
 
 
 @stream.command("cancel", short_help="Sender: cancel a fixed stream, refund the rest.")
@@ -342,16 +369,13 @@ def transfer(settings: Settings, stream_id: str, new_recipient: str) -> None:
 def cancel(settings: Settings, stream_id: str) -> None:
     """As the sender of a fixed stream: stop it; what streamed stays the recipient's, the
     rest returns."""
-    with session(settings) as (connection, deployment):
-        client = StreamsClient(connection.w3, deployment.streams)
-        config = _find(client, stream_id)
-        if isinstance(config, OpenStreamConfig):
+    with _stream(settings, stream_id) as target:
+        if isinstance(target.config, OpenStreamConfig):
             raise CliError(
-                f"{stream_id} is open-ended: `stream pause` it, then `stream refund` its balance"
+                f"{target.id} is open-ended: `stream pause` it, then `stream refund` its balance"
             )
-        receipt = client.cancel(config, signer(settings, connection))
-        decimals, symbol = token_units(client.w3, config.token)
-        _say(f"canceled: {show_amount(receipt.amount, decimals, symbol)} returned to the sender")
+        receipt = target.client.cancel(target.config, target.key())
+        _say(f"canceled: {target.money(receipt.amount)} returned to the sender")
 
 
 @stream.command("deposit", short_help="Top up an open-ended stream (anyone may).")
@@ -361,20 +385,13 @@ def cancel(settings: Settings, stream_id: str) -> None:
 def deposit(settings: Settings, stream_id: str, amount_text: str) -> None:
     """Add AMOUNT (e.g. 0.1eth) to an open-ended stream; anyone may. It pays any debt
     first."""
-    with session(settings) as (connection, deployment):
-        client = StreamsClient(connection.w3, deployment.streams)
-        config = _open_only(_find(client, stream_id), "topped up (fixed ones are funded in full)")
-        decimals, symbol = token_units(client.w3, config.token)
-        amount = parse_amount(amount_text, decimals)
-        if amount <= 0:
-            raise CliError("the deposit must be more than zero")
-        key = signer(settings, connection)
-        _allow(client, config.token, key, amount)
-        receipt = client.top_up(config, amount, key)
-        _say(
-            f"deposited {show_amount(receipt.amount, decimals, symbol)} into stream "
-            f"0x{config.stream_id.hex()}"
-        )
+    with _stream(settings, stream_id) as target:
+        config = target.open_only("topped up (fixed ones are funded in full)")
+        amount = target.amount(amount_text, "deposit")
+        key = target.key()
+        _allow(target.client, config.token, key, amount)
+        receipt = target.client.top_up(config, amount, key)
+        _say(f"deposited {target.money(receipt.amount)} into stream {target.id}")
 
 
 @stream.command("pause", short_help="Sender: pause an open-ended stream.")
@@ -382,11 +399,9 @@ def deposit(settings: Settings, stream_id: str, amount_text: str) -> None:
 @click.pass_obj
 def pause(settings: Settings, stream_id: str) -> None:
     """As the sender: stop an open-ended stream accruing; what it owes stays owed."""
-    with session(settings) as (connection, deployment):
-        client = StreamsClient(connection.w3, deployment.streams)
-        config = _open_only(_find(client, stream_id), "paused")
-        client.pause(config, signer(settings, connection))
-        _say(f"paused stream 0x{config.stream_id.hex()}")
+    with _stream(settings, stream_id) as target:
+        target.client.pause(target.open_only("paused"), target.key())
+        _say(f"paused stream {target.id}")
 
 
 @stream.command("resume", short_help="Sender: resume a paused open-ended stream.")
@@ -397,13 +412,11 @@ def pause(settings: Settings, stream_id: str) -> None:
 @click.pass_obj
 def resume(settings: Settings, stream_id: str, rate_text: str | None) -> None:
     """As the sender: restart a paused open-ended stream."""
-    with session(settings) as (connection, deployment):
-        client = StreamsClient(connection.w3, deployment.streams)
-        config = _open_only(_find(client, stream_id), "resumed")
-        decimals, symbol = token_units(client.w3, config.token)
-        rate = parse_rate(rate_text, decimals) if rate_text else client.last_rate(config)
-        client.resume(config, rate, signer(settings, connection))
-        _say(f"resumed stream 0x{config.stream_id.hex()} at {show_rate(rate, decimals, symbol)}")
+    with _stream(settings, stream_id) as target:
+        config = target.open_only("resumed")
+        rate = target.parse_rate(rate_text) if rate_text else target.client.last_rate(config)
+        target.client.resume(config, rate, target.key())
+        _say(f"resumed stream {target.id} at {target.rate(rate)}")
 
 
 @stream.command("adjust", short_help="Sender: change an open-ended stream's rate.")
@@ -412,13 +425,11 @@ def resume(settings: Settings, stream_id: str, rate_text: str | None) -> None:
 @click.pass_obj
 def adjust(settings: Settings, stream_id: str, rate_text: str) -> None:
     """As the sender: change a running open-ended stream's rate from now on."""
-    with session(settings) as (connection, deployment):
-        client = StreamsClient(connection.w3, deployment.streams)
-        config = _open_only(_find(client, stream_id), "adjusted")
-        decimals, symbol = token_units(client.w3, config.token)
-        rate = parse_rate(rate_text, decimals)
-        client.adjust_rate(config, rate, signer(settings, connection))
-        _say(f"stream 0x{config.stream_id.hex()} now streams {show_rate(rate, decimals, symbol)}")
+    with _stream(settings, stream_id) as target:
+        config = target.open_only("adjusted")
+        rate = target.parse_rate(rate_text)
+        target.client.adjust_rate(config, rate, target.key())
+        _say(f"stream {target.id} now streams {target.rate(rate)}")
 
 
 @stream.command("refund", short_help="Sender: take back deposit not yet owed.")
@@ -428,15 +439,8 @@ def adjust(settings: Settings, stream_id: str, rate_text: str) -> None:
 def refund(settings: Settings, stream_id: str, amount_text: str) -> None:
     """As the sender: take back AMOUNT of an open-ended stream's balance not yet owed (it
     shrinks every second while the stream runs: pause first to take it all)."""
-    with session(settings) as (connection, deployment):
-        client = StreamsClient(connection.w3, deployment.streams)
-        config = _open_only(_find(client, stream_id), "refunded (cancel a fixed one)")
-        decimals, symbol = token_units(client.w3, config.token)
-        amount = parse_amount(amount_text, decimals)
-        if amount <= 0:
-            raise CliError("the refund must be more than zero")
-        receipt = client.refund(config, amount, signer(settings, connection))
-        _say(
-            f"refunded {show_amount(receipt.amount, decimals, symbol)} to the sender "
-            f"{config.sender}"
-        )
+    with _stream(settings, stream_id) as target:
+        config = target.open_only("refunded (cancel a fixed one)")
+        amount = target.amount(amount_text, "refund")
+        receipt = target.client.refund(config, amount, target.key())
+        _say(f"refunded {target.money(receipt.amount)} to the sender {config.sender}")
