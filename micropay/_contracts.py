@@ -171,7 +171,7 @@ class ContractClient:
             except Exception:  # malformed revert data: report it raw below
                 values = None
             if values is not None:
-                arguments = {n: _plain(v) for n, v in zip(names, values, strict=True)}
+                arguments = {n: _plain(v, t) for n, v, t in zip(names, values, types, strict=True)}
                 return revert_error(name, arguments)
         return ContractRevertError("Unknown", {"data": str(data)}, f"call reverted: {err}")
 
@@ -224,9 +224,12 @@ def _revert_bytes(data: object) -> bytes | None:
     return None
 
 
-def _plain(value: Any) -> Any:
+def _plain(value: Any, abi_type: str) -> Any:
+    """A decoded argument as a person reads it: hex bytes, checksummed addresses."""
     if isinstance(value, bytes):
         return "0x" + value.hex()
+    if abi_type == "address":
+        return to_checksum_address(value)
     return value
 
 

@@ -237,13 +237,18 @@ class ContractRevertError(MicropayError, RuntimeError):
     """A contract call reverted with a custom error (or a reason we could not decode).
 
     ``error_name`` is the Solidity error's name (``PaymentChannels_ChannelFinished``) and
-    ``arguments`` its decoded parameters by name.
+    ``arguments`` its decoded parameters by name. ``detail`` is the human part of the
+    message alone (what happened and what to do), for a front end that shows one line
+    and the error's name beside it; it is the whole message where no template is known.
     """
 
-    def __init__(self, error_name: str, arguments: Mapping[str, Any], message: str) -> None:
+    def __init__(
+        self, error_name: str, arguments: Mapping[str, Any], message: str, detail: str = ""
+    ) -> None:
         super().__init__(message)
         self.error_name = error_name
         self.arguments = dict(arguments)
+        self.detail = detail or message
 
 
 # error name -> (exception class, message template over the error's arguments)
@@ -275,4 +280,4 @@ def revert_error(error_name: str, arguments: Mapping[str, Any]) -> ContractRever
         detail = ""
     shown = ", ".join(f"{k}={v}" for k, v in arguments.items())
     message = f"{error_name}({shown})" + (f": {detail}" if detail else "")
-    return cls(error_name, arguments, message)
+    return cls(error_name, arguments, message, detail)

@@ -133,9 +133,9 @@ class Payer:
     def top_up(self, amount: int) -> TxReceipt:
         """Add to the deposit; for an ERC-20 the allowance is raised first if it is short."""
         if self.config.token != ZERO_ADDRESS:
-            token = TokenClient(self.client.w3, self.config.token)
-            if token.allowance(self.account.address, self.client.address) < amount:
-                token.approve(self.client.address, amount, self.account)
+            TokenClient(self.client.w3, self.config.token).ensure_allowance(
+                self.client.address, amount, self.account
+            )
         receipt = self.client.deposit(self.config, amount, self.account)
         self.deposited = self.client.state(self.config).deposited
         return receipt

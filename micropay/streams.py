@@ -39,7 +39,7 @@ from web3.logs import DISCARD
 from web3.types import TxReceipt
 
 from micropay._contracts import ContractClient, Sender
-from micropay.errors import ContractRevertError, register_revert
+from micropay.errors import ContractRevertError, register_revert, revert_error
 from micropay.stream_model import (
     RATE_SCALE,
     FixedSchedule,
@@ -191,7 +191,11 @@ class StreamPauseError(ContractRevertError):
 
 
 for _name, _message in [
-    ("Streams_NotPaused", "stream {streamId} is running at {ratePerSecond}; pause it first"),
+    (
+        "Streams_NotPaused",
+        "stream {streamId} is running (ratePerSecond {ratePerSecond}, base units a second "
+        "times 10**18); pause it first",
+    ),
     ("Streams_StreamPaused", "stream {streamId} is paused: resume it with the new rate"),
 ]:
     register_revert(_name, _message)(StreamPauseError)
@@ -520,6 +524,43 @@ class StreamsClient(ContractClient):
         """Who may withdraw now: the original recipient or whoever it was handed to."""
         call = self.contract.functions.recipientOf(config.stream_id, config.recipient)
         return to_checksum_address(self._read(call))
+
+    def stream_config(
+        self, stream_id: bytes, from_block: int = 0
+    ) -> FixedStreamConfig | OpenStreamConfig:
+        """Recover either kind of stream's parameters from its id alone.
+
+        The stored state says which kind it is (a fixed stream is ``created``, an
+        open-ended one has a ``snapshotTime``), so a caller holding only an id, like the
+        command line, need not know. Raises :class:`UnknownStreamError` for neither.
+        """
+        fixed = self._read(self.contract.functions.getFixedStream(stream_id))
+        if fixed[2]:
+            return self.fixed_config(stream_id, from_block)
+        if self.open_state(stream_id).exists:
+            return self.open_config(stream_id, from_block)
+        raise revert_error("Streams_UnknownStream", {"streamId": "0x" + stream_id.hex()})
+
+    def last_rate(self, config: OpenStreamConfig, from_block: int = 0) -> int:
+        """The rate an open-ended stream last streamed at, paused or not.
+
+        A pause stores rate 0, so the rate before it lives only in the events that set it
+        (creation, resume, rate change); resuming "where it was" needs it.
+        """
+        latest: tuple[int, int, int] = (-1, -1, 0)
+        filters = {"streamId": config.stream_id}
+        for event, field in [
+            ("OpenStreamCreated", "ratePerSecond"),
+            ("Resumed", "ratePerSecond"),
+            ("RateAdjusted", "newRatePerSecond"),
+        ]:
+            for log in self.contract.events[event].get_logs(
+                from_block=from_block, argument_filters=filters
+            ):
+                latest = max(latest, (log["blockNumber"], log["logIndex"], log["args"][field]))
+        if latest[0] < 0:
+            raise revert_error("Streams_UnknownStream", {"streamId": "0x" + config.stream_id.hex()})
+        return int(latest[2])
 
     def fixed_config(self, stream_id: bytes, from_block: int = 0) -> FixedStreamConfig:
         """Recover a fixed stream's parameters from its creation event."""

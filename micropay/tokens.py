@@ -72,6 +72,14 @@ class TokenClient(ContractClient):
     def approve(self, spender: str, amount: int, sender: Sender) -> TxReceipt:
         return self._transact(self.contract.functions.approve(spender, amount), sender)
 
+    def ensure_allowance(self, spender: str, amount: int, sender: Sender) -> TxReceipt | None:
+        """Approve ``spender`` for ``amount`` unless ``sender`` already allows that much:
+        what every payer does before a contract pulls its tokens (``None``: nothing sent)."""
+        owner = sender if isinstance(sender, str) else sender.address
+        if self.allowance(owner, spender) >= amount:
+            return None
+        return self.approve(spender, amount, sender)
+
     def transfer(self, to: str, amount: int, sender: Sender) -> TxReceipt:
         return self._transact(self.contract.functions.transfer(to, amount), sender)
 

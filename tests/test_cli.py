@@ -177,7 +177,7 @@ def test_stream_create_status_withdraw_cancel(run, node):
         (("channel", "status", "0x12"), {}, "bad channel id"),
         (("channel", "pay", "0x" + "00" * 32, "5"), {}, "no stored channel"),
         (("channel", "claim", "missing.json"), {}, "missing.json"),
-        (("stream", "status", "0x" + "00" * 32), {}, "no fixed stream"),
+        (("stream", "status", "0x" + "00" * 32), {}, "no stream 0x"),
     ],
 )
 def test_user_errors_are_one_line_and_non_zero(run, args, env, message):

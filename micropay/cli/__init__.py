@@ -17,7 +17,7 @@ import click
 
 from micropay import __version__
 from micropay.cli._context import CliError, Settings
-from micropay.errors import MicropayError
+from micropay.errors import ContractRevertError, MicropayError
 
 
 @click.group()
@@ -80,6 +80,13 @@ def main() -> None:
         sys.exit(2)
     except click.ClickException as err:
         err.show()
+        sys.exit(1)
+    except ContractRevertError as err:
+        if os.environ.get("MICROPAY_DEBUG"):
+            raise
+        # The contract's reason in words, its error's name after it for a search.
+        name = f" ({err.error_name})" if err.error_name != "Unknown" else ""
+        click.echo(f"error: {err.detail}{name}", err=True)
         sys.exit(1)
     except (MicropayError, CliError, OSError, ValueError) as err:
         if os.environ.get("MICROPAY_DEBUG"):
