@@ -97,7 +97,10 @@ def test_embedded_serve_prints_a_command_that_pays_from_its_reader(serve_env):
         assert f"http://127.0.0.1:{port}/rpc" in command and "20000000000 wei" in "".join(lines)
         words = shlex.split(command)
         key = words[0].split("=", 1)[1]
-        assert words[1] == "micropay" and words[2:4] == ["--network", f"http://127.0.0.1:{port}/rpc"]
+        assert words[1] == "micropay" and words[2:4] == [
+            "--network",
+            f"http://127.0.0.1:{port}/rpc",
+        ]
         env = {**serve_env, "MICROPAY_PRIVATE_KEY": key}
         for charged_total in (20_000_000_000, 40_000_000_000):  # a new channel, then reused
             paid = subprocess.run(
