@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import anyio.to_thread
@@ -23,6 +23,8 @@ from hexbytes import HexBytes
 from starlette.types import ASGIApp, Receive, Scope, Send
 from web3 import Web3
 from web3.exceptions import ContractCustomError, ContractLogicError, Web3RPCError
+from web3.middleware import Web3Middleware
+from web3.types import RPCEndpoint, RPCResponse
 
 RPC_PATH = "/rpc"
 _MAX_BODY = 1 << 20  # a raw transaction deploying a contract is far below a megabyte
@@ -43,12 +45,34 @@ def to_wire(value: Any) -> Any:
     return str(value)
 
 
+MakeRequest = Callable[[RPCEndpoint, Any], RPCResponse]
+
+
+def one_request_at_a_time(w3: Web3) -> None:
+    """Make every request through ``w3`` wait for the one before it.
+
+    eth-tester is not made for concurrent callers, and once its chain is served the site's
+    worker threads and the RPC's reach it at the same time.
+    """
+    lock = threading.RLock()
+
+    class _OneAtATime(Web3Middleware):
+        def wrap_make_request(self, make_request: MakeRequest) -> MakeRequest:
+            def middleware(method: RPCEndpoint, params: Any) -> RPCResponse:
+                with lock:
+                    return make_request(method, params)
+
+            return middleware
+
+    w3.middleware_onion.add(_OneAtATime, name="micropay_one_request_at_a_time")
+
+
 class ChainRpc:
     """An ASGI app answering JSON-RPC POSTs (single or batch) from ``w3``'s chain."""
 
     def __init__(self, w3: Web3) -> None:
         self.w3 = w3
-        self._lock = threading.Lock()  # eth-tester is not made for concurrent callers
+        one_request_at_a_time(w3)
 
     def answer(self, request: Any) -> dict[str, Any]:
         """One JSON-RPC request object to its response object."""
@@ -59,8 +83,7 @@ class ChainRpc:
         if not isinstance(params, list):
             return _error(ident, -32602, "params must be a list")
         try:
-            with self._lock:
-                result = self.w3.manager.request_blocking(request["method"], params)
+            result = self.w3.manager.request_blocking(request["method"], params)
         except (ContractLogicError, ContractCustomError) as err:  # a revert: keep its data
             data = err.data if isinstance(err.data, str) else None
             return _error(ident, 3, str(err.message or "execution reverted"), data)

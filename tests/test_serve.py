@@ -82,6 +82,14 @@ def test_embedded_serve_prints_a_command_that_pays_from_its_reader(serve_env):
     )
     assert refused.returncode == 1 and "not loopback" in refused.stderr
     assert refused.stderr.count("\n") == 1 and "Traceback" not in refused.stderr
+    bad_price = subprocess.run(
+        [MICROPAY, "--network", "embedded", "serve", "--port", str(port), "--price", "1.5"],
+        capture_output=True,
+        text=True,
+        env=serve_env,
+        timeout=60,
+    )
+    assert bad_price.returncode == 1 and "plain numbers are base units" in bad_price.stderr
 
     server = subprocess.Popen(
         [MICROPAY, "--network", "embedded", "serve", "--port", str(port), "--price", "20gwei"],
@@ -116,6 +124,16 @@ def test_embedded_serve_prints_a_command_that_pays_from_its_reader(serve_env):
         )
         assert refused.returncode == 1 and "error:" in refused.stderr
         assert "Traceback" not in refused.stderr
+        # the channel get opened is in the CLI's wallet, beside the channel commands' own
+        listed = subprocess.run(
+            [MICROPAY, *words[2:4], "channel", "list"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+        assert listed.returncode == 0, listed.stderr
+        assert "open" in listed.stdout and "40000000000" in listed.stdout
     finally:
         _, err = _stop(server)
     assert "Traceback" not in err

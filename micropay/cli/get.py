@@ -41,6 +41,12 @@ from micropay.networks import connect
 @click.option("--max-spend", "max_spend_text", default=None, help="the most paid to this site")
 @click.option("--token", default=None, help="pay in this ERC-20 (default: ETH only)")
 @click.option(
+    "--max-deposit",
+    "max_deposit_text",
+    default=None,
+    help="the most a new channel (or a top-up) locks; default: 1000 prices at most",
+)
+@click.option(
     "--deposit-requests",
     default=100,
     show_default=True,
@@ -54,6 +60,7 @@ def get(
     max_price_text: str,
     max_spend_text: str | None,
     token: str | None,
+    max_deposit_text: str | None,
     deposit_requests: int,
     as_json: bool,
 ) -> None:
@@ -70,11 +77,12 @@ def get(
         decimals, symbol = token_units(connection.w3, asset)
         max_price = parse_amount(max_price_text, decimals)
         max_spend = parse_amount(max_spend_text, decimals) if max_spend_text else None
+        max_deposit = parse_amount(max_deposit_text, decimals) if max_deposit_text else None
         policy = PaymentPolicy(
             max_price=max_price,
             max_spend_per_site=max_spend,
             assets=frozenset({asset}),
-            deposit=DepositPolicy(requests=deposit_requests),
+            deposit=DepositPolicy(requests=deposit_requests, maximum=max_deposit),
         )
         payer = HttpPayer(
             connection.w3, signer(settings, connection), policy, store=_wallet(settings)
