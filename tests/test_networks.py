@@ -3,7 +3,6 @@ script, and the top-up error that names its command; against anvils these tests 
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -12,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cli_process import ROOT, checkout_env
 from web3 import Web3
 
 from micropay.channels import ChannelClient
@@ -23,7 +23,6 @@ from micropay.payer import Payer
 
 pytestmark = pytest.mark.standalone
 
-ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 MICROPAY = shutil.which("micropay", path=str(BIN))
 
@@ -43,16 +42,7 @@ def other_chain() -> Iterator[Web3]:
 
 @pytest.fixture(scope="module")
 def net_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "MICROPAY_HOME": str(tmp_path_factory.mktemp("networks") / "home"),
-        "NO_COLOR": "1",
-        "COLUMNS": "200",
-    }
-    env.pop("MICROPAY_PRIVATE_KEY", None)
-    env.pop("MICROPAY_NETWORK", None)
-    return env
+    return checkout_env(tmp_path_factory.mktemp("networks") / "home")
 
 
 def test_loopback_names_and_only_they_are_loopback():

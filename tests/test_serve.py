@@ -3,11 +3,9 @@ site's own app (examples/token_site.py) run for real under uvicorn against anvil
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -16,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from cli_process import ROOT, checkout_env, stop_group
 
 from micropay.channels import ChannelClient
 from micropay.deployments import deploy
@@ -26,34 +25,12 @@ from micropay.tokens import TokenClient
 
 pytestmark = pytest.mark.standalone
 
-ROOT = Path(__file__).resolve().parent.parent
 MICROPAY = shutil.which("micropay", path=str(Path(sys.executable).parent))
 
 
 @pytest.fixture(scope="module")
 def serve_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """The checkout first on the path, so subprocesses run this code; no key of the caller's."""
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "MICROPAY_HOME": str(tmp_path_factory.mktemp("serve") / "home"),
-        "NO_COLOR": "1",
-        "COLUMNS": "80",
-    }
-    env.pop("MICROPAY_PRIVATE_KEY", None)
-    env.pop("MICROPAY_NETWORK", None)
-    return env
-
-
-def _stop(process: subprocess.Popen[str]) -> tuple[str, str]:
-    """SIGTERM the process group; kill it if it lingers; return what it printed."""
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        return process.communicate(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        return process.communicate()
+    return checkout_env(tmp_path_factory.mktemp("serve") / "home", columns=80)
 
 
 def _wait_for_line(process: subprocess.Popen[str], pattern: str, timeout: float = 60) -> list[str]:
@@ -135,7 +112,7 @@ def test_embedded_serve_prints_a_command_that_pays_from_its_reader(serve_env):
         assert listed.returncode == 0, listed.stderr
         assert "open" in listed.stdout and "40000000000" in listed.stdout
     finally:
-        _, err = _stop(server)
+        _, err = stop_group(server)
     assert "Traceback" not in err
 
 
@@ -216,6 +193,6 @@ def test_token_site_example_takes_token_payments_and_its_watchtower_claims(
             time.sleep(0.2)
         assert usdc.balance_of(site.address) == 3 * price
     finally:
-        _, err = _stop(app)
+        _, err = stop_group(app)
     assert "watchtower started" in err and "watchtower stopped" in err, err
     assert "Traceback" not in err
