@@ -155,24 +155,31 @@ def serve(
             f"{show_amount(price, decimals, symbol)} an article, PaymentChannels {contract})",
             soft_wrap=True,
         )
+        article = f"{base}/articles/{next(iter(ARTICLES))}"
+        token_option = f" --token {asset}" if asset != ZERO_ADDRESS else ""
         if embedded:
             from micropay._chain_rpc import RPC_PATH, ChainRpc, with_rpc
 
             reader = Account.create()
             send_transaction(w3, RawCall(w3, reader.address), site_key, value=READER_FUNDING)
             app = with_rpc(site.app, ChainRpc(w3))
-            article = next(iter(ARTICLES))
             console.print(
                 f"the embedded chain's JSON-RPC: {base}{RPC_PATH} (lives as long as this "
                 f"process)\na reader key funded with {show_amount(READER_FUNDING)}; "
                 "pay for an article from it with:\n",
                 soft_wrap=True,
             )
-            click.echo(
-                f"  MICROPAY_PRIVATE_KEY=0x{bytes(reader.key).hex()} micropay "
-                f"--network {base}{RPC_PATH} get --max-price {price} "
-                f"{base}/articles/{article}\n"
+            reader_env, network = (
+                f"MICROPAY_PRIVATE_KEY=0x{bytes(reader.key).hex()} ",
+                base + RPC_PATH,
             )
+        else:
+            console.print("pay for an article with a funded key of yours:\n", soft_wrap=True)
+            reader_env, network = "MICROPAY_PRIVATE_KEY=0x… ", settings.network
+        click.echo(
+            f"  {reader_env}micropay --network {network} get --max-price {price}"
+            f"{token_option} {article}\n"
+        )
         console.print("Ctrl-C stops")
         uvicorn.run(app, host=host, port=port, log_level="warning")
 
