@@ -9,8 +9,9 @@ points elsewhere) or, with
 Local networks come with the well-known test mnemonic's keys, funded on every local chain
 here. So does an RPC URL on loopback (127.0.0.1, localhost, ::1) that serves a dev chain:
 chain id 31337 (anvil, hardhat) with the mnemonic's first account funded. Any other URL
-has none, and keys must come from the caller: a public node never gets a key whose secret
-everyone knows.
+(and ``anvil`` or ``hardhat`` whose MICROPAY_LOCAL_RPC is off this machine) has none, and
+keys must come from the caller: a node elsewhere never gets a key whose secret everyone
+knows.
 """
 
 from __future__ import annotations
@@ -125,8 +126,9 @@ def _http(url: str, name: str, local: bool) -> Connection:
     if not w3.is_connected():
         hint = " (start one with `micropay node " + name + "`)" if local else ""
         raise NetworkError(f"no node answers at {url}{hint}")
-    if not local:
-        local = is_loopback_url(url) and is_dev_chain(w3)
+    # A node named anvil or hardhat is taken for a dev chain, a URL only once it shows it is
+    # one; neither gets the test keys off this machine.
+    local = is_loopback_url(url) and (local or is_dev_chain(w3))
     return Connection(name, w3, dev_keys() if local else (), rpc_advance(w3) if local else None)
 
 
