@@ -26,7 +26,7 @@ import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 
 from eth_account import Account
 from fastapi import FastAPI, HTTPException, Request
@@ -55,13 +55,24 @@ def _setting(name: str, default: str | None = None) -> str:
     return value
 
 
+def _token_amount(text: str, decimals: int) -> int:
+    """``0.01`` token units in base units; refuses what is not a positive whole base unit."""
+    try:
+        value = Decimal(text) * 10**decimals
+    except InvalidOperation:
+        value = Decimal(-1)
+    if value <= 0 or value != value.to_integral_value():
+        raise SystemExit(f"error: $MICROPAY_PRICE={text!r} is not a positive token amount")
+    return int(value)
+
+
 def create_app() -> FastAPI:
     """Build the app from the environment (uvicorn ``--factory`` calls this)."""
     w3 = Web3(HTTPProvider(_setting("MICROPAY_RPC", "http://127.0.0.1:8545")))
     site_key = Account.from_key(_setting("MICROPAY_PRIVATE_KEY"))
     token = TokenClient(w3, _setting("MICROPAY_TOKEN"))
     decimals = token.decimals()
-    price = int(Decimal(_setting("MICROPAY_PRICE", "0.01")) * 10**decimals)
+    price = _token_amount(_setting("MICROPAY_PRICE", "0.01"), decimals)
     default_contract = create2_address(bytes.fromhex(load_artifact("PaymentChannels").bytecode[2:]))
     channels = ChannelClient.attach(w3, _setting("MICROPAY_CONTRACT", default_contract))
     ledger = Ledger.open(_setting("MICROPAY_LEDGER", "sqlite:///token-site.db"), channels.domain)

@@ -30,7 +30,7 @@ from micropay.vouchers import ZERO_ADDRESS
 
 @click.command()
 @click.argument("kind", type=click.Choice(["anvil", "hardhat"]), default="anvil")
-@click.option("--port", default=8545, show_default=True)
+@click.option("--port", default=8545, show_default=True, help="port on 127.0.0.1 to listen on")
 def node(kind: str, port: int) -> None:
     """Run a local node on 127.0.0.1 until Ctrl-C, SIGTERM or SIGHUP (its test accounts are
     funded); the node stops with this command."""
@@ -49,7 +49,7 @@ def node(kind: str, port: int) -> None:
 
 
 @click.command()
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="print the addresses as JSON")
 @click.pass_obj
 def deploy(settings: Settings, as_json: bool) -> None:
     """Deploy PaymentChannels and Streams (same address wherever the CREATE2 proxy exists)."""
