@@ -190,7 +190,7 @@ def test_user_errors_are_one_line_and_non_zero(run, args, env, message):
 def test_a_loopback_dev_chain_url_signs_with_a_test_account(run, node):
     # (a URL that is no loopback dev chain gets no test account: tests/test_networks.py)
     result = run("--network", node.provider.endpoint_uri, "deploy", "--json")
-    assert json.loads(result.stdout)["PaymentChannels"]
+    assert json.loads(result.stdout)["payment_channels"]
 
 
 def test_unknown_command_is_a_usage_error(run):

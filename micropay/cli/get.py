@@ -64,9 +64,10 @@ def get(
     deposit_requests: int,
     as_json: bool,
 ) -> None:
-    """Fetch URL, paying its HTTP 402 from a channel of your key; print the body.
+    """Fetch a URL, paying its HTTP 402.
 
-    The receipt (what was charged, the channel's total) goes to stderr, the body to stdout.
+    It pays from a channel of your key (opened on first contact), and prints the body. The
+    receipt (what was charged, the channel's total) goes to stderr, the body to stdout.
     """
     if not url.startswith(("http://", "https://")):
         raise CliError(f"bad URL {url!r}: expected http:// or https://")

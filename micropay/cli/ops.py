@@ -32,8 +32,10 @@ from micropay.vouchers import ZERO_ADDRESS
 @click.argument("kind", type=click.Choice(["anvil", "hardhat"]), default="anvil")
 @click.option("--port", default=8545, show_default=True, help="port on 127.0.0.1 to listen on")
 def node(kind: str, port: int) -> None:
-    """Run a local node on 127.0.0.1 until Ctrl-C, SIGTERM or SIGHUP (its test accounts are
-    funded); the node stops with this command."""
+    """Run a local dev node until Ctrl-C.
+
+    The node (anvil or hardhat) listens on 127.0.0.1 with its test accounts funded, and
+    stops with this command on Ctrl-C, SIGTERM or SIGHUP."""
     if not port_is_free(port):
         raise CliError(
             f"127.0.0.1:{port} is already in use (another node?): stop it or pass --port"
@@ -52,7 +54,9 @@ def node(kind: str, port: int) -> None:
 @click.option("--json", "as_json", is_flag=True, help="print the addresses as JSON")
 @click.pass_obj
 def deploy(settings: Settings, as_json: bool) -> None:
-    """Deploy PaymentChannels and Streams (same address wherever the CREATE2 proxy exists)."""
+    """Deploy PaymentChannels and Streams.
+
+    Both land at the same addresses on every chain where the CREATE2 proxy exists."""
     with connect(settings.network) as connection:
         deployment = deploy_contracts(connection.w3, signer(settings, connection))
         if connection.name == "embedded":  # the chain ends with this process: keep no record
@@ -78,10 +82,11 @@ def deploy(settings: Settings, as_json: bool) -> None:
 @click.option("--articles", default=1_000, show_default=True, help="paid articles to read")
 @click.pass_obj
 def demo(settings: Settings, articles: int) -> None:
-    """The whole story: channel over HTTP 402, settlement, replay, watchtower, salary stream.
+    """Tell the whole story, from deposit to summary.
 
-    Runs on the embedded chain unless --network names another (anvil and hardhat get a
-    throw-away node of their own).
+    A channel paid over HTTP 402, one settlement, a replay refused, the watchtower, a salary
+    stream. Runs on the embedded chain unless --network names another (anvil and hardhat
+    get a throw-away node of their own; a loopback URL must serve a dev chain).
     """
     from micropay import demo as story
 
@@ -152,8 +157,7 @@ def serve(
         app: Any = site.app
         console.print(
             f"micropay news on {base} (payee {site.payee.account.address}, "
-            f"{show_amount(price, decimals, symbol)} an article, PaymentChannels {contract})",
-            soft_wrap=True,
+            f"{show_amount(price, decimals, symbol)} an article, PaymentChannels {contract})"
         )
         article = f"{base}/articles/{next(iter(ARTICLES))}"
         token_option = f" --token {asset}" if asset != ZERO_ADDRESS else ""
@@ -166,15 +170,14 @@ def serve(
             console.print(
                 f"the embedded chain's JSON-RPC: {base}{RPC_PATH} (lives as long as this "
                 f"process)\na reader key funded with {show_amount(READER_FUNDING)}; "
-                "pay for an article from it with:\n",
-                soft_wrap=True,
+                "pay for an article from it with:\n"
             )
             reader_env, network = (
                 f"MICROPAY_PRIVATE_KEY=0x{bytes(reader.key).hex()} ",
                 base + RPC_PATH,
             )
         else:
-            console.print("pay for an article with a funded key of yours:\n", soft_wrap=True)
+            console.print("pay for an article with a funded key of yours:\n")
             reader_env, network = "MICROPAY_PRIVATE_KEY=0x… ", settings.network
         click.echo(
             f"  {reader_env}micropay --network {network} get --max-price {price}"
