@@ -73,7 +73,7 @@ artifacts: setup
 	$(BIN)/python tools/build_artifacts.py
 
 lint: $(STAMP_PY)
-	$(BIN)/ruff check micropay tools tests scripts bench
+	$(BIN)/ruff check micropay tools tests scripts bench examples
 	$(BIN)/mypy
 
 clean:

@@ -12,8 +12,9 @@
    and an ERC-20 transfer, measured in the same run), and every balance, showing that
    every wei is accounted for.
 
-It runs on any network :func:`micropay.networks.connect` knows: the embedded chain by
-default, a throw-away anvil or hardhat, or an RPC URL with funded keys.
+It runs on any network :func:`micropay.networks.connect` knows with funded test accounts:
+the embedded chain by default, a throw-away anvil or hardhat, or an RPC URL on loopback
+serving a dev chain (``MICROPAY_DEMO_NETWORK=http://127.0.0.1:8545``).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from micropay._x402 import PAYMENT_SIGNATURE
 from micropay.channels import ChannelClient
 from micropay.deployments import deploy
 from micropay.devnode import free_port
+from micropay.errors import NetworkError
 from micropay.example_site import ARTICLES, create_site
 from micropay.http_client import DepositPolicy, HttpPayer, PaymentPolicy, PaymentTransport
 from micropay.ledger import Ledger
@@ -139,7 +141,10 @@ def run(connection: Connection, articles: int = 1_000, console: Console | None =
     w3 = connection.w3
     keys = connection.dev_keys
     if len(keys) < 7:
-        raise RuntimeError("the demo needs 7 funded keys (a local network has them)")
+        raise NetworkError(
+            f"the demo needs 7 funded test accounts, which {connection.name} does not offer: "
+            "run it on embedded, anvil, hardhat or a loopback RPC URL serving a dev chain"
+        )
     deployer, site_key, reader, other_reader, leaver, employer, employee = keys[:7]
     actors: dict[str, LocalAccount] = {
         "deployer": deployer,

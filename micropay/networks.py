@@ -7,16 +7,22 @@ points elsewhere) or, with
 ``start_node=True``, start a throw-away one. Anything starting with ``http`` is an RPC URL.
 
 Local networks come with the well-known test mnemonic's keys, funded on every local chain
-here; a URL network has none, and keys must come from the caller.
+here. So does an RPC URL on loopback (127.0.0.1, localhost, ::1) that serves a dev chain:
+chain id 31337 (anvil, hardhat) with the mnemonic's first account funded. Any other URL
+(and ``anvil`` or ``hardhat`` whose MICROPAY_LOCAL_RPC is off this machine) has none, and
+keys must come from the caller: a node elsewhere never gets a key whose secret everyone
+knows.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
@@ -27,6 +33,7 @@ from micropay.errors import NetworkError
 TEST_MNEMONIC = "test test test test test test test test test test test junk"
 LOCAL_RPC = "http://127.0.0.1:8545"  # MICROPAY_LOCAL_RPC overrides it
 NETWORK_NAMES = ("embedded", "anvil", "hardhat")
+DEV_CHAIN_ID = 31337  # anvil's and hardhat's
 
 
 def dev_keys(count: int = 10) -> tuple[LocalAccount, ...]:
@@ -89,11 +96,39 @@ def embedded_chain() -> Connection:
     return Connection("embedded", w3, dev_keys(), advance)
 
 
+def is_loopback_url(url: str) -> bool:
+    """Whether ``url`` names this machine (127.0.0.0/8, ::1, localhost): only such a node can
+    be a throw-away dev chain of ours rather than someone's real one."""
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def is_dev_chain(w3: Web3) -> bool:
+    """Whether the node is a dev chain funding the test mnemonic: chain id 31337 and its
+    first account unlocked on the node or holding ether."""
+    if w3.eth.chain_id != DEV_CHAIN_ID:
+        return False
+    first = dev_keys(1)[0].address
+    try:
+        unlocked = first in w3.eth.accounts
+    except Exception:  # a node without eth_accounts: the balance decides
+        unlocked = False
+    return unlocked or w3.eth.get_balance(first) > 0
+
+
 def _http(url: str, name: str, local: bool) -> Connection:
     w3 = Web3(HTTPProvider(url, request_kwargs={"timeout": 30}))
     if not w3.is_connected():
         hint = " (start one with `micropay node " + name + "`)" if local else ""
         raise NetworkError(f"no node answers at {url}{hint}")
+    # A node named anvil or hardhat is taken for a dev chain, a URL only once it shows it is
+    # one; neither gets the test keys off this machine.
+    local = is_loopback_url(url) and (local or is_dev_chain(w3))
     return Connection(name, w3, dev_keys() if local else (), rpc_advance(w3) if local else None)
 
 

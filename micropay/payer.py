@@ -177,9 +177,10 @@ class Payer:
                 "already holds"
             )
         if cumulative_amount > self.deposited:
+            missing = cumulative_amount - self.deposited
             raise PaymentRefusedError(
                 f"cumulative {cumulative_amount} would exceed the deposit of {self.deposited}; "
-                "top up first"
+                f"top up first: micropay channel topup 0x{self.config.channel_id.hex()} {missing}"
             )
         voucher = sign_voucher(
             self.client.domain, self.config.channel_id, cumulative_amount, self._signing_secret

@@ -39,7 +39,8 @@ from micropay.errors import ContractRevertError, MicropayError
     "--dev-account",
     default=0,
     show_default=True,
-    help="on local networks without a key: which test account signs",
+    help="without a key, which test account signs: on embedded, anvil, hardhat, and a loopback"
+    " RPC URL serving a dev chain (chain id 31337, test accounts funded); never elsewhere",
 )
 @click.option(
     "--home",
@@ -57,10 +58,11 @@ def cli(
 
 
 def _register() -> None:
-    from micropay.cli import channel, ops, site, stream
+    from micropay.cli import channel, get, ops, site, stream
 
     cli.add_command(channel.channel)
     cli.add_command(stream.stream)
+    cli.add_command(get.get)
     for command in (*ops.COMMANDS, *site.COMMANDS):
         cli.add_command(command)
 

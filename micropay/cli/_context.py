@@ -96,7 +96,10 @@ def signer(settings: Settings, connection: Connection) -> LocalAccount:
         if not 0 <= settings.dev_account < len(connection.dev_keys):
             raise CliError(f"--dev-account must be between 0 and {len(connection.dev_keys) - 1}")
         return connection.dev_keys[settings.dev_account]
-    raise CliError(f"missing key: set ${settings.key_env} to a private key or pass --account ALIAS")
+    raise CliError(
+        f"missing key: set ${settings.key_env} to a private key or pass --account ALIAS "
+        "(test accounts sign only on embedded, anvil, hardhat and loopback dev chains)"
+    )
 
 
 def address(value: str, what: str = "address") -> str:
