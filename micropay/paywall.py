@@ -112,15 +112,23 @@ class Payment:
 
 @dataclass(frozen=True)
 class PricedRoute:
-    """``METHOD /path/{param}/{rest:path}`` and its price in base units (``*`` = any method)."""
+    """``METHOD /path/{param}/{rest:path}`` and its price in base units (``*`` = any method).
+
+    ``description`` and ``mime_type`` say what the resource is, in the 402 (x402's
+    ResourceInfo); without a description the 402 names the route and its price.
+    """
 
     method: str
     pattern: str
     price: int
     regex: re.Pattern[str]
+    description: str = ""
+    mime_type: str = ""
 
     @classmethod
-    def parse(cls, route: str, price: int) -> PricedRoute:
+    def parse(
+        cls, route: str, price: int, *, description: str = "", mime_type: str = ""
+    ) -> PricedRoute:
         method, _, pattern = route.strip().partition(" ")
         if not pattern:
             method, pattern = "*", method
@@ -135,7 +143,14 @@ class PricedRoute:
                 parts.append(".*" if kind == "path" else "[^/]+")
             else:
                 parts.append(re.escape(piece))
-        return cls(method.upper(), pattern, price, re.compile("".join(parts)))
+        return cls(
+            method.upper(), pattern, price, re.compile("".join(parts)), description, mime_type
+        )
+
+    @property
+    def what(self) -> str:
+        """The resource's description in a 402."""
+        return self.description or f"{self.method} {self.pattern}, paid per request"
 
     def matches(self, method: str, path: str) -> bool:
         if self.method not in ("*", method) and not (self.method == "GET" and method == "HEAD"):
@@ -234,11 +249,12 @@ class Paywall:
             await self.app(scope, receive, send)
             return
         route = route_path(scope)
-        price = self.price_of(scope["method"], route)
-        if price is None:
+        priced = self.route_of(scope["method"], route)
+        if priced is None:
             await self._pass_unpriced(scope, receive, send, route)
             return
-        path: str = scope["path"]
+        price = priced.price
+        path = _Resource(request_url(scope), priced)
         raw: bytes | None = None
         count = 0
         for name, value in scope["headers"]:
@@ -275,7 +291,7 @@ class Paywall:
             except _Refusal as check_refusal:
                 await self._refuse(send, price, path, check_refusal)
                 return
-            await self._serve(scope, receive, send, payload, price, checked, held)
+            await self._serve(scope, receive, send, payload, path, checked, held)
         finally:
             self._busy.discard(channel_id)
 
@@ -319,10 +335,15 @@ class Paywall:
     def price_of(self, method: str, path: str) -> int | None:
         """The price of a request (``path`` as the app routes on it, see
         :func:`route_path`), or None if its route is free."""
+        route = self.route_of(method, path)
+        return None if route is None else route.price
+
+    def route_of(self, method: str, path: str) -> PricedRoute | None:
+        """The priced route a request falls under, or None if it is free."""
         path = _normalise(path)
         for route in self.routes:
             if route.matches(method, path):
-                return route.price
+                return route
         return None
 
     def offer(self, price: int) -> Offer:
@@ -447,10 +468,11 @@ class Paywall:
         receive: Receive,
         send: Send,
         payload: PaymentPayload,
-        price: int,
+        path: _Resource,
         checked: Checked,
         held: int,
     ) -> None:
+        price = path.route.price
         config, voucher = payload.config, payload.voucher
         state = checked.state
         scope.setdefault("state", {})["payment"] = Payment(
@@ -479,7 +501,7 @@ class Paywall:
                     read = functools.partial(self.book.best, config.channel_id)
                     view = _view(config.channel_id, await self._with_book(read), state)
                     refusal = _Refusal(402, Reason.STALE_VOUCHER, str(err), view)
-                    await self._refuse(send, price, scope["path"], refusal)
+                    await self._refuse(send, price, path, refusal)
                     return
                 receipt = Receipt(
                     network=self.network,
@@ -499,13 +521,14 @@ class Paywall:
 
         await self.app(scope, receive, send_charging)
 
-    async def _refuse(self, send: Send, price: int, path: str, refusal: _Refusal) -> None:
+    async def _refuse(self, send: Send, price: int, path: _Resource, refusal: _Refusal) -> None:
         required = PaymentRequired(
             offers=(self.offer(price),),
             error=refusal.reason,
-            message=refusal.message,
-            resource=path,
+            description=path.route.what,
+            resource=path.url,
             channel=refusal.view,
+            mime_type=path.route.mime_type,
         )
         header = [(b"payment-required", required.encode().encode("ascii"))]
         await _send_json(send, refusal.status, refusal.reason, refusal.message, header)
@@ -556,6 +579,30 @@ class _Unpaid:
             "paywall prices no route that matches it: add the route to its prices"
         )
         raise self.read
+
+
+@dataclass(frozen=True)
+class _Resource:
+    """The request a 402 is about: its absolute URL and the priced route it falls under."""
+
+    url: str
+    route: PricedRoute
+
+
+def request_url(scope: Scope) -> str:
+    """The absolute URL of a request, as x402 names a resource: the scheme the server saw,
+    the ``Host`` header (or the server's address), the full path and the query."""
+    host = None
+    for name, value in scope.get("headers", ()):
+        if name == b"host":
+            host = value.decode("latin-1")
+            break
+    if not host:
+        server = scope.get("server") or ("localhost", None)
+        host = server[0] if server[1] in (None, 80, 443) else f"{server[0]}:{server[1]}"
+    query = scope.get("query_string", b"")
+    suffix = "?" + query.decode("latin-1") if query else ""
+    return f"{scope.get('scheme', 'http')}://{host}{scope['path']}{suffix}"
 
 
 def route_path(scope: Scope) -> str:
