@@ -528,18 +528,17 @@ class PaymentPayload:
     resource: str = ""  # the 402's resource URL, echoed
 
     def encode(self) -> str:
-        if self.offer is not None:
-            accepted = self.offer.to_json()
-        else:
-            accepted = {
-                "scheme": SCHEME,
-                "network": self.network,
-                "amount": str(self.price),
-                "asset": self.asset,
-                "payTo": self.pay_to,
-                "maxTimeoutSeconds": Offer.max_timeout_seconds,
-                "extra": {},
-            }
+        # The offer's terms (timeout, extra) with what this payload pays.
+        accepted = {
+            **(self.offer.to_json() if self.offer is not None else {}),
+            "scheme": SCHEME,
+            "network": self.network,
+            "amount": str(self.price),
+            "asset": self.asset,
+            "payTo": self.pay_to,
+        }
+        accepted.setdefault("maxTimeoutSeconds", Offer.max_timeout_seconds)
+        accepted.setdefault("extra", {})
         obj: dict[str, Any] = {"x402Version": X402_VERSION}
         if self.resource:
             obj["resource"] = resource_json(self.resource)

@@ -54,6 +54,7 @@ import functools
 import json
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any, Final, NoReturn, TypeAlias, TypeVar
@@ -61,8 +62,12 @@ from typing import Any, Final, NoReturn, TypeAlias, TypeVar
 import anyio.to_thread
 
 from micropay._x402 import (
+    SCHEME as CHANNEL,
+)
+from micropay._x402 import (
     ChannelView,
     Offer,
+    OfferJSON,
     PaymentPayload,
     PaymentRequired,
     Reason,
@@ -73,12 +78,15 @@ from micropay.channels import ChannelState
 from micropay.errors import (
     InsufficientDepositError,
     InvalidSignatureError,
+    PaymentDeclinedError,
     PaymentHeaderError,
     RouteNotPricedError,
     StaleVoucherError,
     VoucherError,
     VoucherRejectedError,
 )
+from micropay.exact import SCHEME as EXACT
+from micropay.exact import ExactOffer, ExactPayload, ExactSettler, payload_scheme
 from micropay.payee import Checked, MemoryVoucherBook, Payee, VoucherBook
 from micropay.vouchers import ZERO_ADDRESS, ChannelConfig, Voucher, VoucherVerifier
 
@@ -105,6 +113,8 @@ class Payment:
     amount: int
     channel_id: bytes
     cumulative_amount: int
+    scheme: str = "channel"
+    transaction: bytes | None = None  # ``exact``: the settled transfer (channel_id is b"")
 
 
 # -- prices --------------------------------------------------------------------------------
@@ -124,11 +134,22 @@ class PricedRoute:
     regex: re.Pattern[str]
     description: str = ""
     mime_type: str = ""
+    schemes: tuple[str, ...] = (CHANNEL,)
 
     @classmethod
     def parse(
-        cls, route: str, price: int, *, description: str = "", mime_type: str = ""
+        cls,
+        route: str,
+        price: int,
+        *,
+        description: str = "",
+        mime_type: str = "",
+        schemes: Iterable[str] = (CHANNEL,),
     ) -> PricedRoute:
+        """``schemes``: how the route may be paid, in the order the 402 offers them:
+        ``channel``, ``exact`` (one EIP-3009 transfer per request: the paywall needs an
+        :class:`~micropay.exact.ExactSettler`) or both, ``channel`` first, as it is the
+        cheaper for a reader who comes back."""
         method, _, pattern = route.strip().partition(" ")
         if not pattern:
             method, pattern = "*", method
@@ -143,8 +164,17 @@ class PricedRoute:
                 parts.append(".*" if kind == "path" else "[^/]+")
             else:
                 parts.append(re.escape(piece))
+        offered = tuple(schemes)
+        if not offered or set(offered) - {CHANNEL, EXACT} or len(set(offered)) != len(offered):
+            raise ValueError(f"{route!r}: schemes are 'channel' and/or 'exact', not {offered!r}")
         return cls(
-            method.upper(), pattern, price, re.compile("".join(parts)), description, mime_type
+            method.upper(),
+            pattern,
+            price,
+            re.compile("".join(parts)),
+            description,
+            mime_type,
+            offered,
         )
 
     @property
@@ -199,6 +229,7 @@ class Paywall:
         min_deposit: int | None = None,
         min_withdraw_delay: int | None = None,
         book_in_thread: bool | None = None,
+        exact: ExactSettler | None = None,
     ) -> None:
         """``payee`` settles later (``payee.claim_all()``); its book records the vouchers.
 
@@ -209,6 +240,7 @@ class Paywall:
         payee's safety margin, so a payer's withdraw request leaves time to claim).
         ``book_in_thread``: call the book off the event loop (default: unless it is the
         in-memory book, whose calls take microseconds).
+        ``exact``: settles the routes offered in ``exact`` (their price is in its token).
         """
         self.app = app
         self.payee = payee
@@ -220,6 +252,9 @@ class Paywall:
         if not routes:
             raise ValueError("a paywall needs at least one priced route")
         self.routes: tuple[PricedRoute, ...] = tuple(routes)
+        if exact is None and any(EXACT in r.schemes for r in routes):
+            raise ValueError("a route offered in 'exact' needs an ExactSettler (exact=...)")
+        self.exact = exact
         self.asset = payee.client.w3.to_checksum_address(asset)
         self.min_deposit = (
             min_deposit if min_deposit is not None else 10 * max(r.price for r in routes)
@@ -268,6 +303,15 @@ class Paywall:
             refusal = _Refusal(400, Reason.DUPLICATE_HEADER, "send one PAYMENT-SIGNATURE header")
             await self._refuse(send, price, path, refusal)
             return
+        # Only routes sold in ``exact`` peek at the scheme: the channel hot path decodes once.
+        if EXACT in priced.schemes:
+            if payload_scheme(raw) == EXACT:
+                await self._serve_exact(scope, receive, send, raw, path)
+                return
+            if CHANNEL not in priced.schemes:
+                refusal = _Refusal(400, Reason.UNSUPPORTED_SCHEME, "this route is paid in 'exact'")
+                await self._refuse(send, price, path, refusal)
+                return
         try:
             payload = PaymentPayload.decode(raw)
             self._check_offer(payload, price)
@@ -360,6 +404,51 @@ class Paywall:
             )
             self._offers[price] = offer
         return offer
+
+    def exact_offer(self, price: int) -> ExactOffer:
+        """What a 402 offers in ``exact`` for a route of this price."""
+        if self.exact is None:
+            raise ValueError("this paywall has no ExactSettler")
+        return self.exact.offer(price, self._pay_to)
+
+    def _offers_for(self, route: PricedRoute) -> tuple[Offer | OfferJSON, ...]:
+        return tuple(
+            self.offer(route.price)
+            if scheme == CHANNEL
+            else OfferJSON(EXACT, self.exact_offer(route.price).to_json())
+            for scheme in route.schemes
+        )
+
+    async def _serve_exact(
+        self, scope: Scope, receive: Receive, send: Send, raw: bytes, path: _Resource
+    ) -> None:
+        """Check an ``exact`` payment, settle it (off the event loop), then serve: the
+        content leaves only after the transfer is mined."""
+        assert self.exact is not None
+        price = path.route.price
+        try:
+            payload = ExactPayload.decode(raw)
+            self.exact.check(payload, self.exact_offer(price), time.time())
+            receipt = await anyio.to_thread.run_sync(self.exact.settle, payload)
+        except (PaymentHeaderError, PaymentDeclinedError) as err:
+            await self._refuse(send, price, path, _Refusal(err.status, err.reason, str(err)))
+            return
+        except Exception as err:  # the node is down or unreachable: say so, serve nothing
+            _log.warning("cannot settle an exact payment: %s", err)
+            refusal = _Refusal(503, Reason.CHAIN_UNAVAILABLE, "the site cannot reach its chain")
+            await self._refuse(send, price, path, refusal)
+            return
+        scope.setdefault("state", {})["payment"] = Payment(
+            receipt.payer, price, b"", price, EXACT, receipt.transaction
+        )
+        header = (b"payment-response", receipt.encode().encode("ascii"))
+
+        async def send_with_receipt(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": _paid_headers(message, header)}
+            await send(message)
+
+        await self.app(scope, receive, send_with_receipt)
 
     # -- checks ------------------------------------------------------------------------------
 
@@ -511,19 +600,15 @@ class Paywall:
                     cumulative_amount=voucher.cumulative_amount,
                     remaining=state.deposited - voucher.cumulative_amount,
                 )
-                headers = list(message.get("headers", ()))
-                headers.append((b"payment-response", receipt.encode().encode("ascii")))
-                if not any(name.lower() == b"cache-control" for name, _ in headers):
-                    # paid content must not be served from a shared cache to the next reader
-                    headers.append((b"cache-control", b"private, no-store"))
-                message = {**message, "headers": headers}
+                header = (b"payment-response", receipt.encode().encode("ascii"))
+                message = {**message, "headers": _paid_headers(message, header)}
             await send(message)
 
         await self.app(scope, receive, send_charging)
 
     async def _refuse(self, send: Send, price: int, path: _Resource, refusal: _Refusal) -> None:
         required = PaymentRequired(
-            offers=(self.offer(price),),
+            offers=self._offers_for(path.route),
             error=refusal.reason,
             description=path.route.what,
             resource=path.url,
@@ -532,6 +617,16 @@ class Paywall:
         )
         header = [(b"payment-required", required.encode().encode("ascii"))]
         await _send_json(send, refusal.status, refusal.reason, refusal.message, header)
+
+
+def _paid_headers(message: Message, receipt: tuple[bytes, bytes]) -> list[tuple[bytes, bytes]]:
+    """A paid response's headers: the handler's, the receipt, and no shared caching."""
+    headers = list(message.get("headers", ()))
+    headers.append(receipt)
+    if not any(name.lower() == b"cache-control" for name, _ in headers):
+        # paid content must not be served from a shared cache to the next reader
+        headers.append((b"cache-control", b"private, no-store"))
+    return headers
 
 
 async def _send_json(
