@@ -130,12 +130,27 @@ class ChannelState:
 
     @property
     def remaining(self) -> int:
-        """What the payer's vouchers can still add on top of what is claimed."""
-        return self.deposited - self.claimed
+        """What the payer's vouchers can still add on top of what is claimed: nothing once
+        the channel finished (the rest went back to the payer: :attr:`returned`)."""
+        return 0 if self.finished else self.deposited - self.claimed
+
+    @property
+    def returned(self) -> int:
+        """What went back to the payer when the channel finished (0 while it is open)."""
+        return self.deposited - self.claimed if self.finished else 0
 
     @property
     def withdraw_requested(self) -> bool:
         return self.closes_at != 0
+
+    @property
+    def phase(self) -> str:
+        """``open``, ``withdrawing``, ``finished``, or ``absent`` (no deposit on chain)."""
+        if self.finished:
+            return "finished"
+        if not self.exists:
+            return "absent"
+        return "withdrawing" if self.withdraw_requested else "open"
 
 
 def voucher_to_claim(

@@ -239,13 +239,8 @@ class ChannelStatus:
 
     @property
     def state(self) -> str:
-        if self.chain.finished:
-            return "finished"
-        if not self.chain.exists:
-            return "absent"
-        if self.chain.withdraw_requested:
-            return "withdrawing"
-        return "retired" if self.channel.retired else "open"
+        phase = self.chain.phase
+        return "retired" if phase == "open" and self.channel.retired else phase
 
     @property
     def spent(self) -> int:

@@ -90,11 +90,11 @@ def channel_id_of(output: str) -> str:
 def test_deploy_records_the_same_addresses_again(run, tmp_path):
     first = json.loads(run("deploy", "--json").stdout)
     again = json.loads(run("deploy", "--json").stdout)
-    assert first["PaymentChannels"] == again["PaymentChannels"]
-    assert first["deterministic (CREATE2)"] is True
+    assert first["payment_channels"] == again["payment_channels"]
+    assert first["deterministic_create2"] is True
     registry = json.loads((tmp_path / "home" / "deployments.json").read_text())
     [entry] = registry.values()
-    assert (entry["chain_id"], entry["channels"]) == (31337, first["PaymentChannels"])
+    assert (entry["chain_id"], entry["channels"]) == (31337, first["payment_channels"])
 
 
 def test_channel_open_pay_claim_close_adds_up(run, tmp_path, node):
@@ -104,7 +104,7 @@ def test_channel_open_pay_claim_close_adds_up(run, tmp_path, node):
     payment = json.loads((tmp_path / "pay.json").read_text())
     assert payment["voucher"]["cumulativeAmount"] == "120000"
     status = json.loads(run("channel", "status", cid, "--json").stdout)
-    assert status["deposited"] == 25 * 10**16 and status["promised by this payer"] == 120000
+    assert status["deposited"] == 25 * 10**16 and status["promised_by_this_payer"] == 120000
     before = node.eth.get_balance(PAYEE)
     claimed = run("--dev-account", "2", "channel", "claim", "pay.json")  # a relayer claims
     assert "120000 wei" in claimed.stdout
@@ -113,7 +113,10 @@ def test_channel_open_pay_claim_close_adds_up(run, tmp_path, node):
     closed = run("--dev-account", "1", "channel", "close", "pay2.json")
     assert "120005 wei" in closed.stdout
     final = json.loads(run("channel", "status", cid, "--json").stdout)
-    assert final["finished"] is True and final["claimed"] == 120005
+    assert (final["state"], final["claimed"], final["remaining"]) == ("finished", 120005, 0)
+    assert final["returned_to_the_payer"] == 25 * 10**16 - 120005
+    shown = run("channel", "status", cid, extra_env={"COLUMNS": "80"}).stdout
+    assert cid in shown and "remaining" in shown  # piped in 80 columns: the id is whole
 
 
 def test_a_payment_file_with_a_compact_signature_is_claimed(run, tmp_path, node):
@@ -396,7 +399,7 @@ def test_an_embedded_deploy_records_nothing(tmp_path_factory):
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    assert "embedded chain ends" in json.loads(result.stdout)["recorded in"]
+    assert "embedded chain ends" in json.loads(result.stdout)["recorded_in"]
     assert not (home / "deployments.json").exists()
 
 
@@ -464,7 +467,7 @@ def _listed(run, cid: str) -> dict:
 def _opened_elsewhere(run, node, session_key):
     """A channel opened on chain as micropay 0.1 did (its own random session key)."""
     contracts = json.loads(run("deploy", "--json").stdout)
-    client = ChannelClient(node, contracts["PaymentChannels"])
+    client = ChannelClient(node, contracts["payment_channels"])
     return Payer.open(client, PAYER, PAYEE, 1000, withdraw_delay=600, session_key=session_key)
 
 
@@ -522,7 +525,7 @@ def test_a_channel_paid_over_http_is_seen_and_withdrawn_from_the_cli(run, node, 
     """One wallet: the HTTP client's channels are the CLI's, and the SDK withdraws them too."""
     contracts = json.loads(run("deploy", "--json").stdout)
     site_key = dev_keys(3)[2]
-    site = create_site(node, site_key=site_key, contract=contracts["PaymentChannels"], price=1000)
+    site = create_site(node, site_key=site_key, contract=contracts["payment_channels"], price=1000)
     wallet = tmp_path / "home" / "wallet.json"
     with Server(site.app) as server:
         reader = HttpPayer(node, PAYER, PaymentPolicy(max_price=1000), store=wallet)
@@ -538,12 +541,12 @@ def test_a_channel_paid_over_http_is_seen_and_withdrawn_from_the_cli(run, node, 
         cid = entry["channel"]
         assert "withdraw requested" in run("channel", "withdraw", cid).stdout
         advance(node, 86_400)
-        held = node.eth.get_balance(contracts["PaymentChannels"])
+        held = node.eth.get_balance(contracts["payment_channels"])
         again = HttpPayer(node, PAYER, PaymentPolicy(max_price=1000), store=wallet)
         [status] = again.withdraw(server.url + "/any/page")
         assert status.state == "finished" and status.unspent == 0
         # The site never claimed: the whole deposit goes back to the reader, to the wei.
-        assert held - node.eth.get_balance(contracts["PaymentChannels"]) == entry["deposited"]
+        assert held - node.eth.get_balance(contracts["payment_channels"]) == entry["deposited"]
         assert again.withdraw(server.url) == []  # nothing left to withdraw
         assert [s.state for s in again.channels() if s.channel.sites] == ["finished"]
 

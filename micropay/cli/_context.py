@@ -11,9 +11,12 @@ import getpass
 import json
 import os
 import re
+import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
@@ -32,7 +35,9 @@ from micropay.networks import Connection, connect
 from micropay.tokens import TokenClient
 from micropay.vouchers import ZERO_ADDRESS
 
-console = Console(highlight=False)
+console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 1_000)
+"""Soft wrap, and no width limit when piped: the CLI never breaks a line, so an id printed
+in 80 columns or piped into a file stays whole and can be copied."""
 
 
 class CliError(click.ClickException):
@@ -160,14 +165,96 @@ def show_amount(base_units: int, decimals: int = 18, symbol: str = "ETH") -> str
     return f"{text} {symbol} ({base_units} {unit})"
 
 
+@dataclass(frozen=True)
+class Money:
+    """An amount for :func:`emit`: the exact integer in JSON, human units beside it in a table."""
+
+    base_units: int
+    decimals: int = 18
+    symbol: str = "ETH"
+
+    def __str__(self) -> str:
+        return show_amount(self.base_units, self.decimals, self.symbol)
+
+
+@dataclass(frozen=True)
+class Moment:
+    """A unix time for :func:`emit`: the raw integer in JSON; in a table an ISO date in UTC,
+    how far it is from ``now`` (the chain's clock where it matters, which a dev node may have
+    moved ahead of the wall clock) and the raw integer, so it can be pasted back."""
+
+    timestamp: int
+    now: int | None = None
+
+    def __str__(self) -> str:
+        when = datetime.fromtimestamp(self.timestamp, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+        now = int(time.time()) if self.now is None else self.now
+        return f"{when} ({relative(self.timestamp - now)}; {self.timestamp})"
+
+
+def relative(seconds: int) -> str:
+    """``in 2 h 5 min``, ``3 d ago``, ``now``: the two largest units, enough to act on."""
+    if seconds == 0:
+        return "now"
+    left = abs(seconds)
+    parts: list[str] = []
+    for unit, size in (("d", 86_400), ("h", 3_600), ("min", 60), ("s", 1)):
+        if left >= size:
+            parts.append(f"{left // size} {unit}")
+            left %= size
+        if len(parts) == 2 or (parts and left == 0):
+            break
+    text = " ".join(parts)
+    return f"in {text}" if seconds > 0 else f"{text} ago"
+
+
+def snake_case(key: str) -> str:
+    """A row's label as a JSON key: ``withdraw closes at`` and ``PaymentChannels`` become
+    ``withdraw_closes_at`` and ``payment_channels``."""
+    split = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", key)
+    return re.sub(r"[^a-z0-9]+", "_", split.lower()).strip("_")
+
+
+def json_value(value: Any) -> Any:
+    """What a value of a row is in JSON: amounts in base units, times as unix seconds."""
+    if isinstance(value, Money):
+        return value.base_units
+    if isinstance(value, Moment):
+        return value.timestamp
+    if isinstance(value, dict):
+        return {snake_case(str(key)): json_value(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_value(item) for item in value]
+    return value
+
+
+def emit_json(value: Any) -> None:
+    """Print a result as JSON for scripts: snake_case keys, integers for money and times."""
+    click.echo(json.dumps(json_value(value), indent=2, default=str))
+
+
 def emit(rows: dict[str, Any], as_json: bool, title: str) -> None:
-    """Print a read command's result: a two-column table, or JSON for scripts."""
+    """Print a read command's result: one ``label  value`` line a row, or JSON for scripts.
+
+    Rows are lines, not a boxed table, so an id or an address is never folded to fit 80
+    columns. ``None`` shows as ``-`` (and ``null`` in JSON)."""
     if as_json:
-        click.echo(json.dumps(rows, indent=2, default=str))
+        emit_json(rows)
         return
-    table = Table(title=title, show_header=False)
-    table.add_column(style="bold")
-    table.add_column()
+    console.print(f"[bold]{title}[/bold]")
+    width = max(len(key) for key in rows) if rows else 0
     for key, value in rows.items():
-        table.add_row(key, str(value))
-    console.print(table)
+        shown = "-" if value is None else str(value)
+        console.print(f"  {key.ljust(width)}  {shown}", markup=False)
+
+
+def table(title: str, *columns: str, ids: tuple[str, ...] = ()) -> Table:
+    """A multi-column table whose ``ids`` columns (channel ids, addresses) are never folded:
+    the other columns wrap instead."""
+    grid = Table(title=title, title_justify="left")
+    for name in columns:
+        if name in ids:
+            grid.add_column(name, no_wrap=True, overflow="ignore", min_width=10)
+        else:
+            grid.add_column(name, overflow="fold")
+    return grid

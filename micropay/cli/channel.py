@@ -8,20 +8,23 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import click
 from rich.progress import Progress
+from web3 import Web3
 
 from micropay.channels import ChannelClient
 from micropay.cli._context import (
     CliError,
+    Moment,
+    Money,
     Settings,
     address,
     console,
     emit,
+    emit_json,
     hex32,
     parse_amount,
     session,
@@ -52,7 +55,9 @@ def _payer(wallet: Wallet, connection: Connection, account: Any, channel_id: str
 
 @click.group()
 def channel() -> None:
-    """Payment channels: the payer opens and pays, the payee claims and closes."""
+    """Payment channels: open, pay, claim, close, withdraw.
+
+    The payer opens a channel and pays with vouchers; the payee claims and closes."""
 
 
 @channel.command("open")
@@ -70,7 +75,9 @@ def open_channel(
     delay: int,
     no_session_key: bool,
 ) -> None:
-    """Open a channel with a first deposit; its state is kept under --home."""
+    """Open a channel with a first deposit.
+
+    The channel is kept in the wallet under --home."""
     with session(settings) as (connection, deployment):
         client = ChannelClient(connection.w3, deployment.channels)
         token_addr = token_address(token)
@@ -104,7 +111,9 @@ def open_channel(
 )
 @click.pass_obj
 def pay(settings: Settings, channel_id: str, amount_text: str, times: int, out: str | None) -> None:
-    """Sign the next voucher(s); print the payment JSON a payee accepts."""
+    """Sign the next voucher(s) as payment JSON.
+
+    The JSON (config and voucher) is what a payee accepts and `channel claim` reads."""
     if times < 1:
         raise CliError("--times must be at least 1")
     with connect(settings.network) as connection:
@@ -146,7 +155,9 @@ def _payment(source: str) -> tuple[ChannelConfig, Voucher]:
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 @click.pass_obj
 def status(settings: Settings, channel_id: str, as_json: bool) -> None:
-    """Show a channel's on-chain balances (and what this payer has promised)."""
+    """Show a channel's balances on chain.
+
+    With the channel in the wallet, also what this payer has promised."""
     with session(settings) as (connection, deployment):
         client = ChannelClient(connection.w3, deployment.channels)
         cid = hex32(channel_id, "channel id")
@@ -157,22 +168,24 @@ def status(settings: Settings, channel_id: str, as_json: bool) -> None:
         if stored is not None:
             token, promised = stored.config.token, stored.highest_signed
         decimals, symbol = token_units(client.w3, token)
+
+        def money(value: int) -> Money:
+            return Money(value, decimals, symbol)
+
         rows: dict[str, Any] = {
             "channel": "0x" + cid.hex(),
-            "deposited": state.deposited
-            if as_json
-            else show_amount(state.deposited, decimals, symbol),
-            "claimed": state.claimed if as_json else show_amount(state.claimed, decimals, symbol),
-            "remaining": state.remaining
-            if as_json
-            else show_amount(state.remaining, decimals, symbol),
-            "withdraw closes at": state.closes_at or "-",
-            "finished": state.finished,
+            "state": state.phase,
+            "deposited": money(state.deposited),
+            "claimed": money(state.claimed),
+            "remaining": money(state.remaining),
         }
+        if state.finished:
+            rows["returned to the payer"] = money(state.returned)
+        rows["withdraw closes at"] = (
+            Moment(state.closes_at, _chain_now(client.w3)) if state.withdraw_requested else None
+        )
         if promised is not None:
-            rows["promised by this payer"] = (
-                promised if as_json else show_amount(promised, decimals, symbol)
-            )
+            rows["promised by this payer"] = money(promised)
         if not state.exists:
             rows["note"] = "no deposit on chain: unknown channel"
         emit(rows, as_json, "channel")
@@ -182,7 +195,9 @@ def status(settings: Settings, channel_id: str, as_json: bool) -> None:
 @click.argument("payment", metavar="PAYMENT_JSON")
 @click.pass_obj
 def claim(settings: Settings, payment: str) -> None:
-    """Claim up to a payment's voucher (payee or any relayer); the channel stays open."""
+    """Claim up to a payment's voucher; the channel stays open.
+
+    The payee or any relayer may send the claim: the money goes to the payee."""
     config, voucher = _payment(payment)
     with session(settings) as (connection, deployment):
         client = ChannelClient(connection.w3, deployment.channels)
@@ -199,7 +214,9 @@ def claim(settings: Settings, payment: str) -> None:
 @click.argument("payment", metavar="PAYMENT_JSON")
 @click.pass_obj
 def close(settings: Settings, payment: str) -> None:
-    """As the payee: claim the payment's voucher and refund the rest to the payer."""
+    """As the payee: claim a voucher and refund the rest.
+
+    One transaction pays the payee the voucher's total and returns the rest to the payer."""
     config, voucher = _payment(payment)
     with session(settings) as (connection, deployment):
         client = ChannelClient(connection.w3, deployment.channels)
@@ -210,7 +227,7 @@ def close(settings: Settings, payment: str) -> None:
         decimals, symbol = token_units(client.w3, config.token)
         console.print(
             f"closed: payee has {show_amount(final.claimed, decimals, symbol)}, payer "
-            f"refunded {show_amount(final.remaining, decimals, symbol)} "
+            f"refunded {show_amount(final.returned, decimals, symbol)} "
             f"(gas {receipt['gasUsed']:,})"
         )
 
@@ -220,7 +237,10 @@ def close(settings: Settings, payment: str) -> None:
 @click.option("--finish", is_flag=True, help="finish after the delay (default: request)")
 @click.pass_obj
 def withdraw(settings: Settings, channel_id: str, finish: bool) -> None:
-    """As the payer: request a withdraw, or finish it once the delay has passed."""
+    """As the payer: request a withdraw, or --finish it.
+
+    The withdraw can finish once the channel's delay has passed; until then the payee may
+    still claim."""
     with connect(settings.network) as connection:
         wallet = _wallet(settings)
         payer = _payer(wallet, connection, signer(settings, connection), channel_id)
@@ -230,11 +250,16 @@ def withdraw(settings: Settings, channel_id: str, finish: bool) -> None:
         if finish:
             payer.finish_withdraw()
             state = client.state(payer.config)
-            console.print(f"withdrawn: {show_amount(state.remaining, decimals, symbol)} returned")
+            console.print(
+                f"withdrawn: {show_amount(state.returned, decimals, symbol)} returned to "
+                f"{payer.config.payer}"
+            )
         else:
             payer.request_withdraw()
+            closes_at = Moment(client.state(payer.config).closes_at, _chain_now(client.w3))
             console.print(
-                f"withdraw requested; finish after {client.state(payer.config).closes_at}"
+                f"withdraw requested; finish with `micropay channel withdraw "
+                f"0x{payer.config.channel_id.hex()} --finish` after {closes_at}"
                 " (the payee may claim until then)"
             )
 
@@ -243,31 +268,33 @@ def withdraw(settings: Settings, channel_id: str, finish: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 @click.pass_obj
 def list_channels(settings: Settings, as_json: bool) -> None:
-    """Every channel of this payer key in the wallet (opened here or over HTTP), with its
-    state, what was spent, the unspent deposit and when a withdraw may finish."""
+    """Every channel of this payer key in the wallet.
+
+    Channels opened here or over HTTP, with their state, what was spent, the unspent
+    deposit and when a withdraw may finish."""
     with connect(settings.network) as connection:
         account = signer(settings, connection)
         statuses = _wallet(settings).statuses(connection.w3, account.address)
         if as_json:
-            click.echo(json.dumps([_status_json(status) for status in statuses], indent=2))
+            emit_json([_status_row(status) for status in statuses])
             return
         if not statuses:
             console.print(f"no channels of {account.address} on this chain in the wallet")
+        now = _chain_now(connection.w3)
         for status in statuses:
             config = status.channel.config
             decimals, symbol = token_units(connection.w3, config.token)
             withdraw = status.withdraw_at
-            console.print(f"[bold]0x{config.channel_id.hex()}[/bold]", soft_wrap=True)
+            console.print(f"[bold]0x{config.channel_id.hex()}[/bold]")
             console.print(
                 f"  {status.state}, payee {config.payee}; spent "
                 f"{show_amount(status.spent, decimals, symbol)}, unspent "
                 f"{show_amount(status.unspent, decimals, symbol)}"
-                + (f"; withdraw may finish at {_iso(withdraw)}" if withdraw else ""),
-                soft_wrap=True,
+                + (f"; withdraw may finish at {Moment(withdraw, now)}" if withdraw else "")
             )
 
 
-def _status_json(status: ChannelStatus) -> dict[str, Any]:
+def _status_row(status: ChannelStatus) -> dict[str, Any]:
     config = status.channel.config
     return {
         "channel": "0x" + config.channel_id.hex(),
@@ -282,8 +309,10 @@ def _status_json(status: ChannelStatus) -> dict[str, Any]:
     }
 
 
-def _iso(timestamp: int) -> str:
-    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
+def _chain_now(w3: Web3) -> int:
+    """The chain's clock, which decides when a withdraw may finish (a dev node's clock may
+    run ahead of the wall clock)."""
+    return int(w3.eth.get_block("latest")["timestamp"])
 
 
 @channel.command("topup")
@@ -291,7 +320,7 @@ def _iso(timestamp: int) -> str:
 @click.argument("amount_text", metavar="AMOUNT")
 @click.pass_obj
 def topup(settings: Settings, channel_id: str, amount_text: str) -> None:
-    """Add to a channel's deposit (e.g. 0.05eth, 1000, 2.5units)."""
+    """Add to a channel's deposit: 0.05eth, 1000, 2.5units."""
     with connect(settings.network) as connection:
         wallet = _wallet(settings)
         payer = _payer(wallet, connection, signer(settings, connection), channel_id)
