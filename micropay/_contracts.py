@@ -301,6 +301,23 @@ def send_transaction(
     is raised as web3's revert exception (which contract clients name), anything else as
     :class:`TransactionFailedError`, saying whether it ran out of gas.
     """
+    tx_hash, tx = submit_transaction(w3, call, sender, value, gas=gas)
+    receipt = w3.eth.wait_for_transaction_receipt(tx_hash)
+    if receipt["status"] != 1:
+        raise _why_it_failed(w3, tx, receipt)
+    return receipt
+
+
+def submit_transaction(
+    w3: Web3,
+    call: ContractFunction | Any,
+    sender: Sender,
+    value: int = 0,
+    *,
+    gas: int | None = None,
+) -> tuple[HexBytes, TxParams]:
+    """The sending half of :func:`send_transaction`: returns the hash (and what was sent)
+    without waiting, for a caller that must record the hash before the wait can time out."""
     address = sender_address(sender)
     params: TxParams = {"from": address, "value": Web3.to_wei(value, "wei")}
     sent: TxParams | None = None  # the transaction, once built
@@ -311,11 +328,10 @@ def send_transaction(
             tx = call.build_transaction({**params, "gas": gas})
         sent = tx
         if isinstance(sender, str):
-            tx_hash = w3.eth.send_transaction(tx)
-        else:
-            tx["nonce"] = w3.eth.get_transaction_count(address, "pending")
-            signed = sender.sign_transaction(dict(tx))  # type: ignore[arg-type]
-            tx_hash = w3.eth.send_raw_transaction(signed.raw_transaction)
+            return HexBytes(w3.eth.send_transaction(tx)), tx
+        tx["nonce"] = w3.eth.get_transaction_count(address, "pending")
+        signed = sender.sign_transaction(dict(tx))  # type: ignore[arg-type]
+        return HexBytes(w3.eth.send_raw_transaction(signed.raw_transaction)), tx
     except Web3RPCError as err:
         # A node that runs a transaction as it takes it (hardhat) reports its failure here.
         revert = _revert_in(err)
@@ -332,10 +348,6 @@ def send_transaction(
                 f"{w3.eth.get_balance(address)} wei"
             ) from None
         raise TransactionFailedError(f"the node refused the transaction: {message}") from None
-    receipt = w3.eth.wait_for_transaction_receipt(tx_hash)
-    if receipt["status"] != 1:
-        raise _why_it_failed(w3, tx, receipt)
-    return receipt
 
 
 _REPLAYED = ("from", "to", "data", "value", "gas")

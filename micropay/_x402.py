@@ -3,22 +3,28 @@
 We follow the header transport of x402 version 2 with our own scheme, ``channel``:
 
 ``PAYMENT-REQUIRED`` (server, with 402)
-    base64 JSON ``{"x402Version": 2, "error", "resource": {"url"}, "accepts": [offer],
-    "extensions": {"channel": view}}``. An *offer* is x402's PaymentRequirements:
-    ``scheme``, ``network`` (CAIP-2 ``eip155:<chainId>``), ``amount`` (the price per
-    request in base units, a decimal string), ``asset`` (token address, zero for ETH),
-    ``payTo``, ``maxTimeoutSeconds`` and ``extra``: the channels ``contract``, the voucher
-    ``domain``, ``minDeposit`` and ``minWithdrawDelay``. The optional *view* is the server's
-    record of one channel (its best voucher), sent when a voucher does not follow it, so a
-    client that lost its state resynchronises instead of paying twice.
+    base64 JSON ``{"x402Version": 2, "error", "resource": {"url", "description",
+    "mimeType"}, "accepts": [offer], "extensions": {"channel": view}}``: ``error`` is the
+    reason code (:class:`Reason`), ``resource.url`` the absolute URL of the request. An
+    *offer* is x402's PaymentRequirements: ``scheme``, ``network`` (CAIP-2
+    ``eip155:<chainId>``), ``amount`` (the price per request in base units, a decimal
+    string), ``asset`` (token address, zero for ETH), ``payTo``, ``maxTimeoutSeconds`` and
+    ``extra``: the channels ``contract``, the voucher ``domain``, ``minDeposit`` and
+    ``minWithdrawDelay``. The optional *view* is the server's record of one channel (its
+    best voucher), sent when a voucher does not follow it, so a client that lost its state
+    resynchronises instead of paying twice. Offers in other schemes (``exact``,
+    :mod:`micropay.exact`) are kept as :class:`OfferJSON` for their own parser.
 ``PAYMENT-SIGNATURE`` (client, on the retry)
-    base64 JSON ``{"x402Version": 2, "accepted": {scheme, network, amount, asset, payTo},
-    "payload": {"channel": config, "cumulativeAmount", "signature"}}``.
+    base64 JSON ``{"x402Version": 2, "resource": {"url"}, "accepted": offer, "payload":
+    {"channel": config, "cumulativeAmount", "signature"}}``: ``accepted`` echoes the offer
+    paid, as x402's PaymentPayload does.
 ``PAYMENT-RESPONSE`` (server, with the paid content)
-    base64 JSON receipt ``{"success": true, "scheme", "network", "payer", "channelId",
-    "amount", "cumulativeAmount", "remaining"}``: what this request cost, the channel's new
-    total and what is left of the deposit. Settlement is deferred, so there is no
-    transaction hash.
+    base64 JSON receipt, x402's SettleResponse: ``{"success": true, "transaction": "",
+    "scheme", "network", "payer", "channelId", "amount", "cumulativeAmount",
+    "remaining"}``: what this request cost, the channel's new total and what is left of
+    the deposit. Settlement is deferred to the payee's claim, so no transaction exists
+    yet: ``transaction`` is the empty string (x402's value when there is no transaction
+    hash), and the channel id says where the payment went.
 
 Decoding is strict because the paywall decodes what strangers send: a size cap before
 anything else, canonical base64, UTF-8 JSON without duplicate keys or NaN, every field of
@@ -34,7 +40,7 @@ import binascii
 import json
 import re
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from micropay._keccak import keccak256
@@ -96,6 +102,14 @@ class Reason:
     CUMULATIVE_MISMATCH = "cumulative_mismatch"
     INSUFFICIENT_DEPOSIT = "insufficient_deposit"
     CHANNEL_CLOSING = "channel_closing"
+    # 402/409: an ``exact`` authorization the site does not take or could not settle
+    AUTHORIZATION_USED = "authorization_used"
+    AUTHORIZATION_NOT_YET_VALID = "authorization_not_yet_valid"
+    AUTHORIZATION_EXPIRED = "authorization_expired"
+    INSUFFICIENT_FUNDS = "insufficient_funds"
+    SETTLEMENT_FAILED = "settlement_failed"
+    SETTLEMENT_TIMEOUT = "settlement_timeout"
+    SETTLEMENT_PENDING = "settlement_pending"
     # 403: the handler expects a payment but the paywall prices no route for the request
     ROUTE_NOT_PRICED = "route_not_priced"
     # 409: another request on the same channel is being served
@@ -373,21 +387,37 @@ class ChannelView:
 # -- PAYMENT-REQUIRED ----------------------------------------------------------------------
 
 
+def resource_json(url: str, description: str = "", mime_type: str = "") -> dict[str, Any]:
+    """x402's ResourceInfo: the absolute URL, and what it is where the site says so."""
+    obj: dict[str, Any] = {"url": url}
+    if description:
+        obj["description"] = description
+    if mime_type:
+        obj["mimeType"] = mime_type
+    return obj
+
+
 @dataclass(frozen=True)
 class PaymentRequired:
-    """A 402's ``PAYMENT-REQUIRED``: what the resource costs, why the last try failed."""
+    """A 402's ``PAYMENT-REQUIRED``: what the resource costs, why the last try failed.
 
-    offers: tuple[Offer, ...]
+    ``error`` is the reason code (:class:`Reason`); ``resource`` the resource's absolute URL,
+    ``description`` and ``mime_type`` what it is (x402's ResourceInfo). Why a payment was
+    refused, in words, is in the JSON body, not here: x402 has no field for it.
+    """
+
+    offers: tuple[Offer | OfferJSON, ...]
     error: str = Reason.PAYMENT_REQUIRED
-    message: str = ""
+    description: str = ""
     resource: str = ""
     channel: ChannelView | None = None
+    mime_type: str = ""
 
     def encode(self) -> str:
         obj: dict[str, Any] = {
             "x402Version": X402_VERSION,
             "error": self.error,
-            "resource": {"url": self.resource, "description": self.message},
+            "resource": resource_json(self.resource, self.description, self.mime_type),
             "accepts": [offer.to_json() for offer in self.offers],
         }
         if self.channel is not None:
@@ -396,26 +426,52 @@ class PaymentRequired:
 
     @classmethod
     def decode(cls, value: str | bytes) -> PaymentRequired:
-        """Parse a server's header; offers in other schemes are skipped, not errors."""
+        """Parse a server's header; offers in schemes other than ``channel`` are kept as
+        :class:`OfferJSON` for the schemes' own parsers (a client skips what it cannot pay)."""
         obj = _decode(value, MAX_SERVER_HEADER, PAYMENT_REQUIRED)
         _version(obj, PAYMENT_REQUIRED)
         accepts = _field(obj, "accepts", list, PAYMENT_REQUIRED)
-        offers = tuple(o for o in (Offer.from_json(item) for item in accepts) if o is not None)
+        offers: list[Offer | OfferJSON] = []
+        for item in accepts:
+            offer = Offer.from_json(item)
+            if offer is not None:
+                offers.append(offer)
+            elif isinstance(item.get("scheme"), str):
+                offers.append(OfferJSON(item["scheme"], item))
         extensions = obj.get("extensions")
         channel = None
         if isinstance(extensions, dict) and extensions.get("channel") is not None:
             channel = ChannelView.from_json(extensions["channel"])
         error = obj.get("error")
         resource = obj.get("resource")
-        description = resource.get("description") if isinstance(resource, dict) else None
-        url = resource.get("url") if isinstance(resource, dict) else None
+        resource = resource if isinstance(resource, dict) else {}
+        description, url, mime_type = (
+            resource.get(name) for name in ("description", "url", "mimeType")
+        )
         return cls(
-            offers=offers,
+            offers=tuple(offers),
             error=error if isinstance(error, str) else Reason.PAYMENT_REQUIRED,
-            message=description if isinstance(description, str) else "",
+            description=description if isinstance(description, str) else "",
             resource=url if isinstance(url, str) else "",
             channel=channel,
+            mime_type=mime_type if isinstance(mime_type, str) else "",
         )
+
+    @property
+    def channel_offers(self) -> tuple[Offer, ...]:
+        return tuple(offer for offer in self.offers if isinstance(offer, Offer))
+
+
+@dataclass(frozen=True)
+class OfferJSON:
+    """An offer in a scheme other than ``channel``, kept as the server sent it, for that
+    scheme's own parser (:mod:`micropay.exact` for ``exact``)."""
+
+    scheme: str
+    obj: dict[str, Any] = field(hash=False)
+
+    def to_json(self) -> dict[str, Any]:
+        return self.obj
 
 
 # -- PAYMENT-SIGNATURE ---------------------------------------------------------------------
@@ -468,25 +524,31 @@ class PaymentPayload:
     pay_to: str
     config: ChannelConfig
     voucher: Voucher
+    offer: Offer | None = None  # what ``accepted`` echoes, as x402 clients do
+    resource: str = ""  # the 402's resource URL, echoed
 
     def encode(self) -> str:
-        return _encode(
-            {
-                "x402Version": X402_VERSION,
-                "accepted": {
-                    "scheme": SCHEME,
-                    "network": self.network,
-                    "amount": str(self.price),
-                    "asset": self.asset,
-                    "payTo": self.pay_to,
-                },
-                "payload": {
-                    "channel": self.config.to_json(),
-                    "cumulativeAmount": str(self.voucher.cumulative_amount),
-                    "signature": "0x" + self.voucher.signature.hex(),
-                },
-            }
-        )
+        # The offer's terms (timeout, extra) with what this payload pays.
+        accepted = {
+            **(self.offer.to_json() if self.offer is not None else {}),
+            "scheme": SCHEME,
+            "network": self.network,
+            "amount": str(self.price),
+            "asset": self.asset,
+            "payTo": self.pay_to,
+        }
+        accepted.setdefault("maxTimeoutSeconds", Offer.max_timeout_seconds)
+        accepted.setdefault("extra", {})
+        obj: dict[str, Any] = {"x402Version": X402_VERSION}
+        if self.resource:
+            obj["resource"] = resource_json(self.resource)
+        obj["accepted"] = accepted
+        obj["payload"] = {
+            "channel": self.config.to_json(),
+            "cumulativeAmount": str(self.voucher.cumulative_amount),
+            "signature": "0x" + self.voucher.signature.hex(),
+        }
+        return _encode(obj)
 
     @classmethod
     def decode(cls, value: str | bytes) -> PaymentPayload:
@@ -530,7 +592,7 @@ class Receipt:
         # Written out rather than json.dumps'd: one per paid request, and every field is a
         # plain ASCII token (CAIP-2 name, address, hex, digits) that needs no escaping.
         text = (
-            f'{{"success":true,"scheme":"{SCHEME}","network":"{self.network}",'
+            f'{{"success":true,"transaction":"","scheme":"{SCHEME}","network":"{self.network}",'
             f'"payer":"{self.payer}","channelId":"0x{self.channel_id.hex()}",'
             f'"amount":"{self.amount}","cumulativeAmount":"{self.cumulative_amount}",'
             f'"remaining":"{self.remaining}"}}'

@@ -18,6 +18,8 @@ Catch :class:`MicropayError` to catch anything the toolkit raises on purpose::
     │       ├── DepositLimitError          the deposit the site needs is above the cap
     │       └── OfferNotAllowedError       network, asset, contract or delay not allowed
     ├── PaymentHeaderError (ValueError)    a payment header is malformed (.reason, .status)
+    ├── PaymentDeclinedError (ValueError)  an ``exact`` payment the site does not take or
+    │                                      could not settle (.reason, .status)
     ├── PaymentProtocolError (RuntimeError) a paywall answered outside the protocol: an
     │   │                                  undecodable 402, a receipt that contradicts the
     │   │                                  voucher
@@ -144,6 +146,19 @@ class PaymentHeaderError(MicropayError, ValueError):
     """
 
     def __init__(self, reason: str, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.status = status
+
+
+class PaymentDeclinedError(MicropayError, ValueError):
+    """A well-formed ``exact`` payment the site does not take, or could not settle.
+
+    Like :class:`PaymentHeaderError`, it carries the ``reason`` code and HTTP ``status``
+    (402, or 409 while another worker settles the same authorization) the paywall answers.
+    """
+
+    def __init__(self, reason: str, message: str, status: int = 402) -> None:
         super().__init__(message)
         self.reason = reason
         self.status = status

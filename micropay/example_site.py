@@ -30,7 +30,7 @@ from web3 import HTTPProvider, Web3
 from micropay.channels import ChannelClient
 from micropay.networks import embedded_chain
 from micropay.payee import Payee, VoucherBook
-from micropay.paywall import Paywall
+from micropay.paywall import Paywall, PricedRoute
 from micropay.vouchers import ZERO_ADDRESS
 
 DEFAULT_PRICE = 10**13  # 0.00001 ETH per article
@@ -157,7 +157,13 @@ def create_site(
 
     pages = Starlette(routes=[Route("/", index), Route("/articles/{slug}", article)])
     # Wrapping (rather than pages.add_middleware) hands us the instance to show the demo.
-    paywall = Paywall(pages, payee=payee, prices={"GET /articles/{slug}": price}, asset=asset)
+    route = PricedRoute.parse(
+        "GET /articles/{slug}",
+        price,
+        description="One article of micropay news, paid per read",
+        mime_type="text/html",
+    )
+    paywall = Paywall(pages, payee=payee, prices=[route], asset=asset)
     return ContentSite(paywall, payee, channels, w3, price)
 
 

@@ -290,14 +290,14 @@ class HttpPayer:
     def choose(self, required: PaymentRequired) -> Offer:
         """The first offer the policy allows, or the reason none is."""
         reasons = []
-        for offer in required.offers:
+        for offer in required.channel_offers:
             why = self._refusal(offer)
             if why is None:
                 return offer
             reasons.append(why)
         if not reasons:
             raise PaymentProtocolError("the 402 offers no 'channel' payment")
-        prices = [o.price for o in required.offers if o.price > self.policy.max_price]
+        prices = [o.price for o in required.channel_offers if o.price > self.policy.max_price]
         if len(prices) == len(reasons):
             raise PriceLimitError(
                 f"the price {min(prices)} is above the maximum of {self.policy.max_price} per "
@@ -441,7 +441,9 @@ class HttpPayer:
 
     # -- signing (fast; under the channel's lock) ------------------------------------------------
 
-    def sign(self, site: str, offer: Offer, channel: _Channel, floors: Floors) -> Pending:
+    def sign(
+        self, site: str, offer: Offer, channel: _Channel, floors: Floors, resource: str = ""
+    ) -> Pending:
         """Check the spending caps, then sign the voucher for one more request.
 
         ``floors`` belongs to the request (one per pay() call): the first voucher it signs
@@ -481,7 +483,7 @@ class HttpPayer:
             raise
         channel.signed_here.add(total)
         payload = PaymentPayload(
-            offer.network, price, offer.asset, offer.pay_to, payer.config, voucher
+            offer.network, price, offer.asset, offer.pay_to, payer.config, voucher, offer, resource
         )
         return Pending(site, offer, channel, voucher, payload.encode(), floor)
 
@@ -680,13 +682,14 @@ class HttpPayer:
         offered nothing payable after a refusal)."""
         floors: Floors = {}
         for round_ in range(self.max_rounds):
-            offer = yield _Blocking(self.choose, (_decode_required(required_header),))
+            required = _decode_required(required_header)
+            offer = yield _Blocking(self.choose, (required,))
             self._one_channel_per_request(site, offer, floors)
             channel = yield _Blocking(self.channel_for, (offer,))
             yield _Hold(channel)
             try:
                 yield _Blocking(self.ensure_funded, (channel, offer))
-                pending = self.sign(site, offer, channel, floors)
+                pending = self.sign(site, offer, channel, floors, required.resource)
                 try:
                     response = yield _Send(pending.header)
                 except BaseException:

@@ -54,6 +54,7 @@ import functools
 import json
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any, Final, NoReturn, TypeAlias, TypeVar
@@ -61,8 +62,12 @@ from typing import Any, Final, NoReturn, TypeAlias, TypeVar
 import anyio.to_thread
 
 from micropay._x402 import (
+    SCHEME as CHANNEL,
+)
+from micropay._x402 import (
     ChannelView,
     Offer,
+    OfferJSON,
     PaymentPayload,
     PaymentRequired,
     Reason,
@@ -73,12 +78,15 @@ from micropay.channels import ChannelState
 from micropay.errors import (
     InsufficientDepositError,
     InvalidSignatureError,
+    PaymentDeclinedError,
     PaymentHeaderError,
     RouteNotPricedError,
     StaleVoucherError,
     VoucherError,
     VoucherRejectedError,
 )
+from micropay.exact import SCHEME as EXACT
+from micropay.exact import ExactOffer, ExactPayload, ExactSettler, payload_scheme
 from micropay.payee import Checked, MemoryVoucherBook, Payee, VoucherBook
 from micropay.vouchers import ZERO_ADDRESS, ChannelConfig, Voucher, VoucherVerifier
 
@@ -105,6 +113,8 @@ class Payment:
     amount: int
     channel_id: bytes
     cumulative_amount: int
+    scheme: str = "channel"
+    transaction: bytes | None = None  # ``exact``: the settled transfer (channel_id is b"")
 
 
 # -- prices --------------------------------------------------------------------------------
@@ -112,15 +122,34 @@ class Payment:
 
 @dataclass(frozen=True)
 class PricedRoute:
-    """``METHOD /path/{param}/{rest:path}`` and its price in base units (``*`` = any method)."""
+    """``METHOD /path/{param}/{rest:path}`` and its price in base units (``*`` = any method).
+
+    ``description`` and ``mime_type`` say what the resource is, in the 402 (x402's
+    ResourceInfo); without a description the 402 names the route and its price.
+    """
 
     method: str
     pattern: str
     price: int
     regex: re.Pattern[str]
+    description: str = ""
+    mime_type: str = ""
+    schemes: tuple[str, ...] = (CHANNEL,)
 
     @classmethod
-    def parse(cls, route: str, price: int) -> PricedRoute:
+    def parse(
+        cls,
+        route: str,
+        price: int,
+        *,
+        description: str = "",
+        mime_type: str = "",
+        schemes: Iterable[str] = (CHANNEL,),
+    ) -> PricedRoute:
+        """``schemes``: how the route may be paid, in the order the 402 offers them:
+        ``channel``, ``exact`` (one EIP-3009 transfer per request: the paywall needs an
+        :class:`~micropay.exact.ExactSettler`) or both, ``channel`` first, as it is the
+        cheaper for a reader who comes back."""
         method, _, pattern = route.strip().partition(" ")
         if not pattern:
             method, pattern = "*", method
@@ -135,7 +164,23 @@ class PricedRoute:
                 parts.append(".*" if kind == "path" else "[^/]+")
             else:
                 parts.append(re.escape(piece))
-        return cls(method.upper(), pattern, price, re.compile("".join(parts)))
+        offered = tuple(schemes)
+        if not offered or set(offered) - {CHANNEL, EXACT} or len(set(offered)) != len(offered):
+            raise ValueError(f"{route!r}: schemes are 'channel' and/or 'exact', not {offered!r}")
+        return cls(
+            method.upper(),
+            pattern,
+            price,
+            re.compile("".join(parts)),
+            description,
+            mime_type,
+            offered,
+        )
+
+    @property
+    def what(self) -> str:
+        """The resource's description in a 402."""
+        return self.description or f"{self.method} {self.pattern}, paid per request"
 
     def matches(self, method: str, path: str) -> bool:
         if self.method not in ("*", method) and not (self.method == "GET" and method == "HEAD"):
@@ -184,6 +229,7 @@ class Paywall:
         min_deposit: int | None = None,
         min_withdraw_delay: int | None = None,
         book_in_thread: bool | None = None,
+        exact: ExactSettler | None = None,
     ) -> None:
         """``payee`` settles later (``payee.claim_all()``); its book records the vouchers.
 
@@ -194,6 +240,7 @@ class Paywall:
         payee's safety margin, so a payer's withdraw request leaves time to claim).
         ``book_in_thread``: call the book off the event loop (default: unless it is the
         in-memory book, whose calls take microseconds).
+        ``exact``: settles the routes offered in ``exact`` (their price is in its token).
         """
         self.app = app
         self.payee = payee
@@ -205,6 +252,9 @@ class Paywall:
         if not routes:
             raise ValueError("a paywall needs at least one priced route")
         self.routes: tuple[PricedRoute, ...] = tuple(routes)
+        if exact is None and any(EXACT in r.schemes for r in routes):
+            raise ValueError("a route offered in 'exact' needs an ExactSettler (exact=...)")
+        self.exact = exact
         self.asset = payee.client.w3.to_checksum_address(asset)
         self.min_deposit = (
             min_deposit if min_deposit is not None else 10 * max(r.price for r in routes)
@@ -234,11 +284,12 @@ class Paywall:
             await self.app(scope, receive, send)
             return
         route = route_path(scope)
-        price = self.price_of(scope["method"], route)
-        if price is None:
+        priced = self.route_of(scope["method"], route)
+        if priced is None:
             await self._pass_unpriced(scope, receive, send, route)
             return
-        path: str = scope["path"]
+        price = priced.price
+        path = _Resource(request_url(scope), priced)
         raw: bytes | None = None
         count = 0
         for name, value in scope["headers"]:
@@ -252,6 +303,15 @@ class Paywall:
             refusal = _Refusal(400, Reason.DUPLICATE_HEADER, "send one PAYMENT-SIGNATURE header")
             await self._refuse(send, price, path, refusal)
             return
+        # Only routes sold in ``exact`` peek at the scheme: the channel hot path decodes once.
+        if EXACT in priced.schemes:
+            if payload_scheme(raw) == EXACT:
+                await self._serve_exact(scope, receive, send, raw, path)
+                return
+            if CHANNEL not in priced.schemes:
+                refusal = _Refusal(400, Reason.UNSUPPORTED_SCHEME, "this route is paid in 'exact'")
+                await self._refuse(send, price, path, refusal)
+                return
         try:
             payload = PaymentPayload.decode(raw)
             self._check_offer(payload, price)
@@ -275,7 +335,7 @@ class Paywall:
             except _Refusal as check_refusal:
                 await self._refuse(send, price, path, check_refusal)
                 return
-            await self._serve(scope, receive, send, payload, price, checked, held)
+            await self._serve(scope, receive, send, payload, path, checked, held)
         finally:
             self._busy.discard(channel_id)
 
@@ -319,10 +379,15 @@ class Paywall:
     def price_of(self, method: str, path: str) -> int | None:
         """The price of a request (``path`` as the app routes on it, see
         :func:`route_path`), or None if its route is free."""
+        route = self.route_of(method, path)
+        return None if route is None else route.price
+
+    def route_of(self, method: str, path: str) -> PricedRoute | None:
+        """The priced route a request falls under, or None if it is free."""
         path = _normalise(path)
         for route in self.routes:
             if route.matches(method, path):
-                return route.price
+                return route
         return None
 
     def offer(self, price: int) -> Offer:
@@ -339,6 +404,51 @@ class Paywall:
             )
             self._offers[price] = offer
         return offer
+
+    def exact_offer(self, price: int) -> ExactOffer:
+        """What a 402 offers in ``exact`` for a route of this price."""
+        if self.exact is None:
+            raise ValueError("this paywall has no ExactSettler")
+        return self.exact.offer(price, self._pay_to)
+
+    def _offers_for(self, route: PricedRoute) -> tuple[Offer | OfferJSON, ...]:
+        return tuple(
+            self.offer(route.price)
+            if scheme == CHANNEL
+            else OfferJSON(EXACT, self.exact_offer(route.price).to_json())
+            for scheme in route.schemes
+        )
+
+    async def _serve_exact(
+        self, scope: Scope, receive: Receive, send: Send, raw: bytes, path: _Resource
+    ) -> None:
+        """Check an ``exact`` payment, settle it (off the event loop), then serve: the
+        content leaves only after the transfer is mined."""
+        assert self.exact is not None
+        price = path.route.price
+        try:
+            payload = ExactPayload.decode(raw)
+            self.exact.check(payload, self.exact_offer(price), time.time())
+            receipt = await anyio.to_thread.run_sync(self.exact.settle, payload)
+        except (PaymentHeaderError, PaymentDeclinedError) as err:
+            await self._refuse(send, price, path, _Refusal(err.status, err.reason, str(err)))
+            return
+        except Exception as err:  # the node is down or unreachable: say so, serve nothing
+            _log.warning("cannot settle an exact payment: %s", err)
+            refusal = _Refusal(503, Reason.CHAIN_UNAVAILABLE, "the site cannot reach its chain")
+            await self._refuse(send, price, path, refusal)
+            return
+        scope.setdefault("state", {})["payment"] = Payment(
+            receipt.payer, price, b"", price, EXACT, receipt.transaction
+        )
+        header = (b"payment-response", receipt.encode().encode("ascii"))
+
+        async def send_with_receipt(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": _paid_headers(message, header)}
+            await send(message)
+
+        await self.app(scope, receive, send_with_receipt)
 
     # -- checks ------------------------------------------------------------------------------
 
@@ -447,10 +557,11 @@ class Paywall:
         receive: Receive,
         send: Send,
         payload: PaymentPayload,
-        price: int,
+        path: _Resource,
         checked: Checked,
         held: int,
     ) -> None:
+        price = path.route.price
         config, voucher = payload.config, payload.voucher
         state = checked.state
         scope.setdefault("state", {})["payment"] = Payment(
@@ -479,7 +590,7 @@ class Paywall:
                     read = functools.partial(self.book.best, config.channel_id)
                     view = _view(config.channel_id, await self._with_book(read), state)
                     refusal = _Refusal(402, Reason.STALE_VOUCHER, str(err), view)
-                    await self._refuse(send, price, scope["path"], refusal)
+                    await self._refuse(send, price, path, refusal)
                     return
                 receipt = Receipt(
                     network=self.network,
@@ -489,26 +600,33 @@ class Paywall:
                     cumulative_amount=voucher.cumulative_amount,
                     remaining=state.deposited - voucher.cumulative_amount,
                 )
-                headers = list(message.get("headers", ()))
-                headers.append((b"payment-response", receipt.encode().encode("ascii")))
-                if not any(name.lower() == b"cache-control" for name, _ in headers):
-                    # paid content must not be served from a shared cache to the next reader
-                    headers.append((b"cache-control", b"private, no-store"))
-                message = {**message, "headers": headers}
+                header = (b"payment-response", receipt.encode().encode("ascii"))
+                message = {**message, "headers": _paid_headers(message, header)}
             await send(message)
 
         await self.app(scope, receive, send_charging)
 
-    async def _refuse(self, send: Send, price: int, path: str, refusal: _Refusal) -> None:
+    async def _refuse(self, send: Send, price: int, path: _Resource, refusal: _Refusal) -> None:
         required = PaymentRequired(
-            offers=(self.offer(price),),
+            offers=self._offers_for(path.route),
             error=refusal.reason,
-            message=refusal.message,
-            resource=path,
+            description=path.route.what,
+            resource=path.url,
             channel=refusal.view,
+            mime_type=path.route.mime_type,
         )
         header = [(b"payment-required", required.encode().encode("ascii"))]
         await _send_json(send, refusal.status, refusal.reason, refusal.message, header)
+
+
+def _paid_headers(message: Message, receipt: tuple[bytes, bytes]) -> list[tuple[bytes, bytes]]:
+    """A paid response's headers: the handler's, the receipt, and no shared caching."""
+    headers = list(message.get("headers", ()))
+    headers.append(receipt)
+    if not any(name.lower() == b"cache-control" for name, _ in headers):
+        # paid content must not be served from a shared cache to the next reader
+        headers.append((b"cache-control", b"private, no-store"))
+    return headers
 
 
 async def _send_json(
@@ -556,6 +674,30 @@ class _Unpaid:
             "paywall prices no route that matches it: add the route to its prices"
         )
         raise self.read
+
+
+@dataclass(frozen=True)
+class _Resource:
+    """The request a 402 is about: its absolute URL and the priced route it falls under."""
+
+    url: str
+    route: PricedRoute
+
+
+def request_url(scope: Scope) -> str:
+    """The absolute URL of a request, as x402 names a resource: the scheme the server saw,
+    the ``Host`` header (or the server's address), the full path and the query."""
+    host = None
+    for name, value in scope.get("headers", ()):
+        if name == b"host":
+            host = value.decode("latin-1")
+            break
+    if not host:
+        server = scope.get("server") or ("localhost", None)
+        host = server[0] if server[1] in (None, 80, 443) else f"{server[0]}:{server[1]}"
+    query = scope.get("query_string", b"")
+    suffix = "?" + query.decode("latin-1") if query else ""
+    return f"{scope.get('scheme', 'http')}://{host}{scope['path']}{suffix}"
 
 
 def route_path(scope: Scope) -> str:

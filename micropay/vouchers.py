@@ -299,11 +299,35 @@ def sign_voucher(
 
     Signatures come out canonical (low s, v of 27 or 28), the only form the contract takes.
     """
-    secret = key if isinstance(key, bytes) else bytes(key.key)
     digest = domain.digest(channel_id, cumulative_amount)
+    return Voucher(channel_id, cumulative_amount, sign_digest(digest, key))
+
+
+def sign_digest(digest: bytes, key: LocalAccount | bytes) -> bytes:
+    """A canonical 65-byte ``r ‖ s ‖ v`` signature of a 32-byte EIP-712 digest."""
+    secret = key if isinstance(key, bytes) else bytes(key.key)
     rsv = coincurve.PrivateKey(secret).sign_recoverable(digest, hasher=None)
     # libsecp256k1 always produces low-s signatures; v is the recovery id + 27.
-    return Voucher(channel_id, cumulative_amount, rsv[:64] + bytes([rsv[64] + 27]))
+    return rsv[:64] + bytes([rsv[64] + 27])
+
+
+def recover_digest_signer(digest: bytes, signature: bytes) -> bytes:
+    """The 20-byte address that made a 65-byte signature of ``digest``, checked as the
+    contracts check it (v of 27 or 28, low s), or :class:`InvalidSignatureError`."""
+    v = signature[64]
+    if v != 27 and v != 28:
+        raise InvalidSignatureError(f"signature v must be 27 or 28, not {v}")
+    if int.from_bytes(signature[32:64], "big") > _HALF_N:
+        raise InvalidSignatureError(
+            "high-s signature (the malleable twin); the contract refuses it"
+        )
+    try:
+        public_key = coincurve.PublicKey.from_signature_and_message(
+            signature[:64] + bytes([v - 27]), digest, hasher=None
+        )
+    except Exception as err:  # coincurve raises bare Exception/ValueError on bad points
+        raise InvalidSignatureError(f"signature does not recover a key: {err}") from None
+    return keccak256(public_key.format(compressed=False)[1:])[12:]
 
 
 class VoucherVerifier:
@@ -328,22 +352,8 @@ class VoucherVerifier:
 
     def recover(self, voucher: Voucher) -> bytes:
         """The signer's 20-byte address, or :class:`InvalidSignatureError`."""
-        signature = voucher.signature
-        v = signature[64]
-        if v != 27 and v != 28:
-            raise InvalidSignatureError(f"signature v must be 27 or 28, not {v}")
-        if int.from_bytes(signature[32:64], "big") > _HALF_N:
-            raise InvalidSignatureError(
-                "high-s signature (the malleable twin); the contract refuses it"
-            )
         digest = self.digest(voucher.channel_id, voucher.cumulative_amount)
-        try:
-            public_key = coincurve.PublicKey.from_signature_and_message(
-                signature[:64] + bytes([v - 27]), digest, hasher=None
-            )
-        except Exception as err:  # coincurve raises bare Exception/ValueError on bad points
-            raise InvalidSignatureError(f"signature does not recover a key: {err}") from None
-        return keccak256(public_key.format(compressed=False)[1:])[12:]
+        return recover_digest_signer(digest, voucher.signature)
 
     def verify(self, voucher: Voucher, authorizer: bytes) -> None:
         """Raise :class:`InvalidSignatureError` unless ``authorizer`` (20 bytes) signed it."""

@@ -91,10 +91,13 @@ def test_payment_required_uses_x402_v2_field_names():
     assert (offer["extra"]["minDeposit"], offer["extra"]["minWithdrawDelay"]) == ("10000", 7200)
 
 
-def test_offers_in_other_schemes_are_skipped_not_errors():
+def test_offers_in_other_schemes_are_kept_for_their_parsers_not_errors():
     obj = json.loads(base64.b64decode(PaymentRequired((OFFER,)).encode()))
-    obj["accepts"].insert(0, {"scheme": "exact", "network": "eip155:8453", "amount": "1"})
-    assert PaymentRequired.decode(encode(obj)).offers == (OFFER,)
+    other = {"scheme": "exact", "network": "eip155:8453", "amount": "1"}
+    obj["accepts"].insert(0, other)
+    decoded = PaymentRequired.decode(encode(obj))
+    assert decoded.channel_offers == (OFFER,)
+    assert decoded.offers[0].scheme == "exact" and decoded.offers[0].to_json() == other
 
 
 def test_receipt_round_trips():

@@ -23,6 +23,7 @@ from micropay.errors import (
     StaleVoucherError,
     VoucherError,
 )
+from micropay.ledger._authorizations import AuthorizationJournal
 from micropay.ledger._journal import ChainJournal
 from micropay.ledger._records import Position
 from micropay.ledger._store import Store, VoucherRow
@@ -86,6 +87,8 @@ class Ledger:
         self._verified_covered: dict[bytes, tuple[int, bytes]] = {}
         self.chain = ChainJournal(store)
         """The chain view the watchtower keeps here (cursor, block hashes, channel events)."""
+        self.authorizations = AuthorizationJournal(store)
+        """Claims on ``exact`` authorizations (a :class:`~micropay.exact.AuthorizationBook`)."""
         try:
             store.check_integrity()
             chain_id, contract = store.bind(

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from micropay.errors import LedgerError
+from micropay.ledger._authorizations import POSTGRES_TABLE
 from micropay.ledger._store import Execute, Store
 
 _T = TypeVar("_T")
@@ -61,6 +62,8 @@ _SCHEMA = [
         PRIMARY KEY (block_number, log_index, channel_id)
     )""",
     "CREATE INDEX IF NOT EXISTS chain_events_by_channel ON chain_events (channel_id)",
+    # exact payments: the claim on each authorization (micropay/ledger/_authorizations.py)
+    POSTGRES_TABLE,
 ]
 
 # Version 2: the best voucher the confirmed deposit covers (a v1 ledger never kept one).

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from micropay.errors import LedgerCorruptError, LedgerError
+from micropay.ledger._authorizations import SQLITE_TABLE
 from micropay.ledger._store import Execute, Store
 
 _T = TypeVar("_T")
@@ -61,6 +62,8 @@ _SCHEMA = [
         PRIMARY KEY (block_number, log_index, channel_id)
     )""",
     "CREATE INDEX IF NOT EXISTS chain_events_by_channel ON chain_events (channel_id)",
+    # exact payments: the claim on each authorization (micropay/ledger/_authorizations.py)
+    SQLITE_TABLE,
 ]
 
 # Version 2: the best voucher the confirmed deposit covers (a v1 ledger never kept one).

@@ -1,0 +1,497 @@
+"""x402's ``exact`` EVM scheme: one request, one EIP-3009 ``transferWithAuthorization``.
+
+The site offers ``{"scheme": "exact", "network", "amount", "asset": token, "payTo",
+"maxTimeoutSeconds", "extra": {"name", "version"}}`` (the token's EIP-712 domain); the client
+signs a transfer of exactly ``amount`` to ``payTo`` under that domain and sends
+``{"accepted": offer, "payload": {"signature", "authorization": {"from", "to", "value",
+"validAfter", "validBefore", "nonce"}}}``. The site settles it itself
+(:class:`ExactSettler`: its key submits the transfer on its node and waits for the receipt)
+before it serves, and answers with x402's SettleResponse carrying the transaction hash.
+
+One authorization is settled at most once: the token marks its nonce used, and before any
+gas is spent the settler *claims* the nonce in an :class:`AuthorizationBook` (the ledger's
+``exact_authorizations`` table, SQLite or PostgreSQL, shared by every worker process; or
+:class:`MemoryAuthorizationBook` for one process). The claim is the arbiter between
+workers: the loser answers 409 ``settlement_pending``. A resent payment that was settled
+gets the same receipt again (and the content) while its authorization is still within
+its window: a client whose response was lost can retry, and one payment buys no more than
+what a retry within ``maxTimeoutSeconds`` fetches.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, replace
+from typing import Any, Final, Protocol
+
+from eth_account.signers.local import LocalAccount
+from hexbytes import HexBytes
+from web3.exceptions import TimeExhausted, TransactionNotFound
+
+from micropay._contracts import _REVERTS, submit_transaction
+from micropay._eip3009 import Authorization, AuthorizationToken, TokenDomain
+from micropay._x402 import (
+    _BYTES32_RE,
+    _SIGNATURE_RE,
+    MAX_PAYMENT_HEADER,
+    MAX_SERVER_HEADER,
+    PAYMENT_RESPONSE,
+    PAYMENT_SIGNATURE,
+    X402_VERSION,
+    Reason,
+    _address,
+    _decode,
+    _encode,
+    _field,
+    _hex,
+    _uint,
+    _version,
+    chain_id_of,
+    network_of,
+    resource_json,
+)
+from micropay.errors import (
+    InvalidSignatureError,
+    MicropayError,
+    PaymentDeclinedError,
+    PaymentHeaderError,
+    VoucherError,
+)
+
+SCHEME: Final = "exact"
+# Time the settler keeps for itself: an authorization that expires sooner could be mined
+# after its window closes (x402's own facilitator keeps six seconds too).
+SETTLE_MARGIN: Final = 6
+# A claim without a transaction after this long was left by a worker that died before it
+# submitted: another worker may take it over.
+STALE_CLAIM: Final = 120.0
+
+
+# -- the offer -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExactOffer:
+    """What a 402 offers for one request in ``exact``: ``price`` of ``asset`` to ``pay_to``."""
+
+    price: int
+    asset: str
+    pay_to: str
+    chain_id: int
+    token_name: str
+    token_version: str
+    max_timeout_seconds: int = 60
+
+    @property
+    def network(self) -> str:
+        return network_of(self.chain_id)
+
+    @property
+    def domain(self) -> TokenDomain:
+        return TokenDomain(self.token_name, self.token_version, self.chain_id, self.asset)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "scheme": SCHEME,
+            "network": self.network,
+            "amount": str(self.price),
+            "asset": self.asset,
+            "payTo": self.pay_to,
+            "maxTimeoutSeconds": self.max_timeout_seconds,
+            "extra": {"name": self.token_name, "version": self.token_version},
+        }
+
+    @classmethod
+    def from_json(cls, obj: Any) -> ExactOffer:
+        where = "accepts[]"
+        if not isinstance(obj, dict) or obj.get("scheme") != SCHEME:
+            raise PaymentHeaderError(Reason.INVALID_PAYLOAD, f"{where} is not an exact offer")
+        chain_id = chain_id_of(_field(obj, "network", str, where))
+        if chain_id is None:
+            raise PaymentHeaderError(Reason.INVALID_PAYLOAD, f"{where}.network is not eip155")
+        extra = _field(obj, "extra", dict, where)
+        if extra.get("assetTransferMethod", "eip3009") != "eip3009":
+            raise PaymentHeaderError(
+                Reason.INVALID_PAYLOAD, f"{where} asks for {extra['assetTransferMethod']!r}"
+            )
+        timeout = _field(obj, "maxTimeoutSeconds", int, where)
+        if timeout <= 0:
+            raise PaymentHeaderError(Reason.INVALID_PAYLOAD, f"{where} has no time to pay in")
+        return cls(
+            price=_uint(obj, "amount", where),
+            asset=_address(obj, "asset", where),
+            pay_to=_address(obj, "payTo", where),
+            chain_id=chain_id,
+            token_name=_field(extra, "name", str, f"{where}.extra"),
+            token_version=_field(extra, "version", str, f"{where}.extra"),
+            max_timeout_seconds=timeout,
+        )
+
+
+# -- PAYMENT-SIGNATURE -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExactPayload:
+    """An ``exact`` PAYMENT-SIGNATURE: the offer accepted and the signed authorization."""
+
+    network: str
+    price: int
+    asset: str
+    pay_to: str
+    authorization: Authorization
+    signature: bytes
+    offer: ExactOffer | None = None
+    resource: str = ""
+
+    def encode(self) -> str:
+        # The offer's terms (timeout, extra) with what this payload pays.
+        accepted = {
+            **(self.offer.to_json() if self.offer is not None else {}),
+            "scheme": SCHEME,
+            "network": self.network,
+            "amount": str(self.price),
+            "asset": self.asset,
+            "payTo": self.pay_to,
+        }
+        accepted.setdefault("maxTimeoutSeconds", ExactOffer.max_timeout_seconds)
+        accepted.setdefault("extra", {})
+        obj: dict[str, Any] = {"x402Version": X402_VERSION}
+        if self.resource:
+            obj["resource"] = resource_json(self.resource)
+        obj["accepted"] = accepted
+        obj["payload"] = {
+            "signature": "0x" + self.signature.hex(),
+            "authorization": self.authorization.to_json(),
+        }
+        return _encode(obj)
+
+    @classmethod
+    def decode(cls, value: str | bytes) -> ExactPayload:
+        obj = _decode(value, MAX_PAYMENT_HEADER, PAYMENT_SIGNATURE)
+        _version(obj, PAYMENT_SIGNATURE)
+        accepted = _field(obj, "accepted", dict, PAYMENT_SIGNATURE)
+        if accepted.get("scheme") != SCHEME:
+            raise PaymentHeaderError(Reason.UNSUPPORTED_SCHEME, "not an exact payment")
+        payload = _field(obj, "payload", dict, PAYMENT_SIGNATURE)
+        auth = _field(payload, "authorization", dict, "payload")
+        where = "payload.authorization"
+        try:
+            authorization = Authorization(
+                payer=_address(auth, "from", where),
+                pay_to=_address(auth, "to", where),
+                value=_uint(auth, "value", where),
+                valid_after=_uint(auth, "validAfter", where),
+                valid_before=_uint(auth, "validBefore", where),
+                nonce=_hex(auth, "nonce", _BYTES32_RE, where),
+            )
+        except VoucherError as err:
+            raise PaymentHeaderError(Reason.INVALID_PAYLOAD, f"{where}: {err}") from None
+        signature = _hex(payload, "signature", _SIGNATURE_RE, "payload")
+        if len(signature) != 65:
+            raise PaymentHeaderError(
+                Reason.INVALID_PAYLOAD, "payload.signature must be 65 bytes (r, s, v)"
+            )
+        return cls(
+            network=_field(accepted, "network", str, "accepted"),
+            price=_uint(accepted, "amount", "accepted"),
+            asset=_address(accepted, "asset", "accepted"),
+            pay_to=_address(accepted, "payTo", "accepted"),
+            authorization=authorization,
+            signature=signature,
+        )
+
+
+# -- PAYMENT-RESPONSE ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExactReceipt:
+    """x402's SettleResponse for a settled ``exact`` payment: the transaction that paid."""
+
+    network: str
+    payer: str
+    transaction: bytes
+    amount: int
+
+    def encode(self) -> str:
+        return _encode(
+            {
+                "success": True,
+                "transaction": "0x" + self.transaction.hex(),
+                "network": self.network,
+                "payer": self.payer,
+                "amount": str(self.amount),
+                "scheme": SCHEME,
+            }
+        )
+
+    @classmethod
+    def decode(cls, value: str | bytes) -> ExactReceipt:
+        obj = _decode(value, MAX_SERVER_HEADER, PAYMENT_RESPONSE)
+        if obj.get("success") is not True:
+            raise PaymentHeaderError(Reason.INVALID_PAYLOAD, "not a successful settlement")
+        return cls(
+            network=_field(obj, "network", str, PAYMENT_RESPONSE),
+            payer=_address(obj, "payer", PAYMENT_RESPONSE),
+            transaction=_hex(obj, "transaction", _BYTES32_RE, PAYMENT_RESPONSE),
+            amount=_uint(obj, "amount", PAYMENT_RESPONSE),
+        )
+
+
+# -- the book of authorizations --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """One authorization the site has taken on: ``claimed`` (being settled, ``transaction``
+    once submitted), ``settled`` (``receipt`` is the PAYMENT-RESPONSE) or ``failed``."""
+
+    token: str
+    authorizer: str
+    nonce: bytes
+    signature: bytes
+    valid_before: int
+    state: str
+    claimed_at: float
+    transaction: bytes | None = None
+    receipt: str | None = None
+    reason: str | None = None
+
+
+class AuthorizationBook(Protocol):
+    """Where claims on authorizations live; ``claim`` is atomic across its users."""
+
+    def claim(self, settlement: Settlement, stale_before: float) -> Settlement | None:
+        """Take ``settlement`` (state ``claimed``): None if this caller now holds it, else
+        the record that stands (a claim older than ``stale_before`` without a transaction
+        is taken over)."""
+
+    def update(self, settlement: Settlement) -> None:
+        """Record the claim's progress (its transaction, or its outcome)."""
+
+
+class MemoryAuthorizationBook:
+    """An :class:`AuthorizationBook` for one process (lost on restart: use the ledger)."""
+
+    def __init__(self) -> None:
+        self._records: dict[tuple[str, str, bytes], Settlement] = {}
+        self._lock = threading.Lock()
+
+    def claim(self, settlement: Settlement, stale_before: float) -> Settlement | None:
+        key = (settlement.token, settlement.authorizer, settlement.nonce)
+        with self._lock:
+            held = self._records.get(key)
+            stale = (
+                held is not None
+                and held.state == "claimed"
+                and held.transaction is None
+                and held.claimed_at < stale_before
+            )
+            if held is None or stale:
+                self._records[key] = settlement
+                return None
+            return held
+
+    def update(self, settlement: Settlement) -> None:
+        with self._lock:
+            self._records[(settlement.token, settlement.authorizer, settlement.nonce)] = settlement
+
+
+# -- verifying and settling ------------------------------------------------------------------
+
+
+class ExactSettler:
+    """Checks ``exact`` payments for one token and settles them with the site's key.
+
+    ``timeout``: how long a request waits for its transfer to be mined; past it the request
+    gets 402 ``settlement_timeout`` and the claim keeps the transaction, so the payer's
+    resend is served once it is mined (and never submitted again).
+    """
+
+    def __init__(
+        self,
+        token: AuthorizationToken,
+        account: LocalAccount,
+        *,
+        book: AuthorizationBook | None = None,
+        timeout: float = 30.0,
+        max_timeout_seconds: int = 60,
+    ) -> None:
+        self.token = token
+        self.account = account
+        self.book: AuthorizationBook = book if book is not None else MemoryAuthorizationBook()
+        self.timeout = timeout
+        self.max_timeout_seconds = max_timeout_seconds
+        self.domain = token.domain()
+        self.network = network_of(self.domain.chain_id)
+
+    def offer(self, price: int, pay_to: str) -> ExactOffer:
+        d = self.domain
+        return ExactOffer(
+            price, d.verifying_contract, pay_to, d.chain_id, d.name, d.version,
+            self.max_timeout_seconds,
+        )  # fmt: skip
+
+    def check(self, payload: ExactPayload, offer: ExactOffer, now: float) -> None:
+        """Everything that needs no chain: the payment is for this offer, in its window,
+        signed by its ``from``. Raises :class:`PaymentDeclinedError`."""
+        a = payload.authorization
+        if payload.network != offer.network:
+            raise PaymentDeclinedError(
+                Reason.WRONG_NETWORK, f"this site is paid on {offer.network}"
+            )
+        if payload.asset != offer.asset:
+            raise PaymentDeclinedError(Reason.WRONG_ASSET, f"this site is paid in {offer.asset}")
+        if payload.pay_to != offer.pay_to or a.pay_to != offer.pay_to:
+            raise PaymentDeclinedError(Reason.WRONG_PAYEE, f"this site is paid to {offer.pay_to}")
+        if payload.price != offer.price or a.value != offer.price:
+            raise PaymentDeclinedError(
+                Reason.PRICE_MISMATCH,
+                f"this resource costs exactly {offer.price}; the authorization is for {a.value}",
+            )
+        if a.valid_after >= now:
+            raise PaymentDeclinedError(
+                Reason.AUTHORIZATION_NOT_YET_VALID,
+                f"the authorization is valid only after {a.valid_after}",
+            )
+        if a.valid_before <= now + SETTLE_MARGIN:
+            raise PaymentDeclinedError(
+                Reason.AUTHORIZATION_EXPIRED,
+                f"the authorization expires at {a.valid_before}, too soon to settle",
+            )
+        try:
+            signer = a.signer(self.domain, payload.signature)
+        except InvalidSignatureError as err:
+            raise PaymentDeclinedError(Reason.INVALID_SIGNATURE, str(err)) from None
+        if signer != a.payer:
+            raise PaymentDeclinedError(
+                Reason.INVALID_SIGNATURE,
+                "the authorization is not signed by its 'from' under this token's domain",
+            )
+
+    def settle(self, payload: ExactPayload) -> ExactReceipt:
+        """Settle a checked payment (blocking: call it off the event loop) and return its
+        receipt, or the receipt it already has; :class:`PaymentDeclinedError` otherwise."""
+        a = payload.authorization
+        now = time.time()
+        claim = Settlement(
+            self.token.address, a.payer, a.nonce, payload.signature, a.valid_before,
+            "claimed", now,
+        )  # fmt: skip
+        held = self.book.claim(claim, stale_before=now - STALE_CLAIM)
+        if held is not None:
+            return self._resent(held, payload, now)
+        return self._submit(claim, payload)
+
+    def _resent(self, held: Settlement, payload: ExactPayload, now: float) -> ExactReceipt:
+        """A payment whose nonce the book already holds."""
+        if held.signature != payload.signature:
+            raise PaymentDeclinedError(
+                Reason.AUTHORIZATION_USED, "this authorization's nonce was already used"
+            )
+        if held.state == "claimed" and held.transaction is not None:
+            held = self._await(held, payload, timeout=0)
+        if held.state == "claimed":
+            raise PaymentDeclinedError(
+                Reason.SETTLEMENT_PENDING, "this payment is being settled; resend it soon", 409
+            )
+        if held.state == "failed":
+            raise PaymentDeclinedError(Reason.SETTLEMENT_FAILED, held.reason or "failed")
+        if now >= held.valid_before or held.receipt is None:
+            raise PaymentDeclinedError(
+                Reason.AUTHORIZATION_USED, "this payment was settled and its window has closed"
+            )
+        return ExactReceipt.decode(held.receipt)
+
+    def _submit(self, claim: Settlement, payload: ExactPayload) -> ExactReceipt:
+        a = payload.authorization
+        try:
+            if self.token.authorization_used(a.payer, a.nonce):
+                raise PaymentDeclinedError(
+                    Reason.AUTHORIZATION_USED, "the token shows this nonce used or cancelled"
+                )
+            balance = self.token.balance_of(a.payer)
+            if balance < a.value:
+                raise PaymentDeclinedError(
+                    Reason.INSUFFICIENT_FUNDS, f"{a.payer} holds {balance}, less than {a.value}"
+                )
+            call = self.token.contract.functions.transferWithAuthorization(
+                a.payer, a.pay_to, a.value, a.valid_after, a.valid_before, a.nonce,
+                payload.signature[64], payload.signature[:32], payload.signature[32:64],
+            )  # fmt: skip
+            try:
+                tx_hash, _ = submit_transaction(self.token.w3, call, self.account)
+            except _REVERTS as err:  # the estimate ran it and it reverts: nothing was sent
+                raise PaymentDeclinedError(
+                    Reason.SETTLEMENT_FAILED, str(self.token.decode_revert(err))
+                ) from None
+        except PaymentDeclinedError as declined:
+            self.book.update(replace(claim, state="failed", reason=str(declined)))
+            raise
+        except MicropayError as err:  # the node refused the transaction: nothing was sent
+            self.book.update(replace(claim, state="failed", reason=str(err)))
+            raise PaymentDeclinedError(Reason.SETTLEMENT_FAILED, str(err)) from None
+        except Exception:  # the node is unreachable: let a resend try again later
+            self.book.update(replace(claim, claimed_at=0.0))
+            raise
+        submitted = replace(claim, transaction=bytes(tx_hash))
+        self.book.update(submitted)
+        settled = self._await(submitted, payload, timeout=self.timeout)
+        if settled.state == "claimed":
+            raise PaymentDeclinedError(
+                Reason.SETTLEMENT_TIMEOUT,
+                f"transaction 0x{tx_hash.hex()} is not mined yet; resend the same payment",
+            )
+        if settled.state == "failed":
+            raise PaymentDeclinedError(Reason.SETTLEMENT_FAILED, settled.reason or "failed")
+        assert settled.receipt is not None
+        return ExactReceipt.decode(settled.receipt)
+
+    def _await(self, held: Settlement, payload: ExactPayload, timeout: float) -> Settlement:
+        """Wait up to ``timeout`` for the claim's transaction; record and return the outcome
+        (still ``claimed`` if it is not mined yet)."""
+        assert held.transaction is not None
+        w3 = self.token.w3
+        tx_hash = HexBytes(held.transaction)
+        try:
+            if timeout > 0:
+                mined = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=timeout)
+            else:
+                mined = w3.eth.get_transaction_receipt(tx_hash)
+        except (TimeExhausted, TransactionNotFound):
+            return held
+        if mined["status"] != 1:
+            reason = f"transaction 0x{tx_hash.hex()} was mined and reverted"
+            outcome = replace(held, state="failed", reason=reason)
+        else:
+            a = payload.authorization
+            receipt = ExactReceipt(self.network, a.payer, bytes(tx_hash), a.value)
+            outcome = replace(held, state="settled", receipt=receipt.encode())
+        self.book.update(outcome)
+        return outcome
+
+
+def payload_scheme(value: str | bytes) -> str | None:
+    """The scheme a PAYMENT-SIGNATURE names, or None if it names none (cheap: no checks)."""
+    try:
+        obj = _decode(value, MAX_PAYMENT_HEADER, PAYMENT_SIGNATURE)
+    except PaymentHeaderError:
+        return None
+    accepted = obj.get("accepted")
+    scheme = accepted.get("scheme") if isinstance(accepted, dict) else None
+    return scheme if isinstance(scheme, str) else None
+
+
+__all__ = [
+    "SCHEME",
+    "AuthorizationBook",
+    "ExactOffer",
+    "ExactPayload",
+    "ExactReceipt",
+    "ExactSettler",
+    "MemoryAuthorizationBook",
+    "Settlement",
+    "payload_scheme",
+]
