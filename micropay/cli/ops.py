@@ -17,7 +17,6 @@ from micropay.cli._context import (
     console,
     emit,
     parse_amount,
-    session,
     show_amount,
     signer,
     token_address,

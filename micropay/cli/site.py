@@ -102,7 +102,9 @@ def ledger() -> None:
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 @click.pass_obj
 def show(settings: Settings, url: str, as_json: bool) -> None:
-    """List the channels the ledger holds: deposit, best voucher, claimed on chain, state."""
+    """List the channels the ledger holds.
+
+    Per channel: deposit, best voucher, what is claimed on chain, and its state."""
     with _site(settings, url, create=False) as (connection, client, book):
         units = _Units(connection.w3)
         now = int(connection.w3.eth.get_block("latest")["timestamp"])  # withdraws use its clock
@@ -153,8 +155,10 @@ def show(settings: Settings, url: str, as_json: bool) -> None:
 def settle_command(
     settings: Settings, /, url: str, dry_run: bool, due_only: bool, as_json: bool, **options: Any
 ) -> None:
-    """Claim every channel's best voucher (the covered one if a reorg left the deposit short)
-    in claim-many transactions of at most --max-batch, and show what moved and its gas."""
+    """Cash out: claim every channel's best voucher.
+
+    Claims go in claim-many transactions of at most --max-batch (the covered voucher where a
+    reorg left the deposit short), and the command shows what moved and its gas."""
     policy = _policy(options)
     with _site(settings, url, create=False) as (connection, client, book):
         result = settle(
@@ -348,8 +352,10 @@ def watch(
     quiet: bool,
     **options: Any,
 ) -> None:
-    """Run the watchtower for a site's ledger until Ctrl-C or SIGTERM: follow the chain and
-    claim by the policy (by default as soon as a payer asks to withdraw)."""
+    """Run the watchtower for a site's ledger.
+
+    It follows the chain until Ctrl-C or SIGTERM and claims by the policy (by default as
+    soon as a payer asks to withdraw)."""
     from micropay.watchtower import RunReport, Watchtower, run_until_signalled
 
     policy = _policy(options)

@@ -172,8 +172,10 @@ def _stream(settings: Settings, text: str) -> Iterator[_Stream]:
 
 @click.group()
 def stream() -> None:
-    """Payment streams: fixed (an amount between a start and an end) or open-ended (a rate
-    per second funded by deposits)."""
+    """Payment streams: fixed or open-ended.
+
+    A fixed stream pays an amount between a start and an end; an open-ended one pays a rate
+    per second out of deposits."""
 
 
 @stream.command("create", short_help="Create and fund a fixed stream.")
