@@ -271,13 +271,11 @@ class Offer:
         return self.domain.verifying_contract
 
     def to_json(self) -> dict[str, Any]:
+        terms = offer_terms(
+            SCHEME, self.network, self.price, self.asset, self.pay_to, self.max_timeout_seconds
+        )
         return {
-            "scheme": SCHEME,
-            "network": self.network,
-            "amount": str(self.price),
-            "asset": self.asset,
-            "payTo": self.pay_to,
-            "maxTimeoutSeconds": self.max_timeout_seconds,
+            **terms,
             "extra": {
                 "contract": self.contract,
                 "domain": self.domain.to_json(),
@@ -385,6 +383,40 @@ class ChannelView:
 
 
 # -- PAYMENT-REQUIRED ----------------------------------------------------------------------
+
+
+def offer_terms(
+    scheme: str, network: str, price: int, asset: str, pay_to: str, timeout: int | None = None
+) -> dict[str, Any]:
+    """The terms every x402 offer states, in x402's order and spelling (``amount`` a decimal
+    string); the scheme adds its ``extra``."""
+    terms: dict[str, Any] = {
+        "scheme": scheme,
+        "network": network,
+        "amount": str(price),
+        "asset": asset,
+        "payTo": pay_to,
+    }
+    if timeout is not None:
+        terms["maxTimeoutSeconds"] = timeout
+    return terms
+
+
+def encode_payment(
+    paid: dict[str, Any], offer: dict[str, Any] | None, resource: str, payload: dict[str, Any]
+) -> str:
+    """A ``PAYMENT-SIGNATURE`` header in any scheme: x402's PaymentPayload, whose ``accepted``
+    echoes the offer's terms (timeout, extra), as x402 clients do, under what this payload
+    pays (``paid``: :func:`offer_terms`)."""
+    accepted = {**(offer or {}), **paid}
+    accepted.setdefault("maxTimeoutSeconds", Offer.max_timeout_seconds)
+    accepted.setdefault("extra", {})
+    obj: dict[str, Any] = {"x402Version": X402_VERSION}
+    if resource:
+        obj["resource"] = resource_json(resource)
+    obj["accepted"] = accepted
+    obj["payload"] = payload
+    return _encode(obj)
 
 
 def resource_json(url: str, description: str = "", mime_type: str = "") -> dict[str, Any]:
@@ -528,27 +560,16 @@ class PaymentPayload:
     resource: str = ""  # the 402's resource URL, echoed
 
     def encode(self) -> str:
-        # The offer's terms (timeout, extra) with what this payload pays.
-        accepted = {
-            **(self.offer.to_json() if self.offer is not None else {}),
-            "scheme": SCHEME,
-            "network": self.network,
-            "amount": str(self.price),
-            "asset": self.asset,
-            "payTo": self.pay_to,
-        }
-        accepted.setdefault("maxTimeoutSeconds", Offer.max_timeout_seconds)
-        accepted.setdefault("extra", {})
-        obj: dict[str, Any] = {"x402Version": X402_VERSION}
-        if self.resource:
-            obj["resource"] = resource_json(self.resource)
-        obj["accepted"] = accepted
-        obj["payload"] = {
-            "channel": self.config.to_json(),
-            "cumulativeAmount": str(self.voucher.cumulative_amount),
-            "signature": "0x" + self.voucher.signature.hex(),
-        }
-        return _encode(obj)
+        return encode_payment(
+            offer_terms(SCHEME, self.network, self.price, self.asset, self.pay_to),
+            self.offer.to_json() if self.offer is not None else None,
+            self.resource,
+            {
+                "channel": self.config.to_json(),
+                "cumulativeAmount": str(self.voucher.cumulative_amount),
+                "signature": "0x" + self.voucher.signature.hex(),
+            },
+        )
 
     @classmethod
     def decode(cls, value: str | bytes) -> PaymentPayload:

@@ -38,7 +38,6 @@ from micropay._x402 import (
     MAX_SERVER_HEADER,
     PAYMENT_RESPONSE,
     PAYMENT_SIGNATURE,
-    X402_VERSION,
     Reason,
     _address,
     _decode,
@@ -48,8 +47,9 @@ from micropay._x402 import (
     _uint,
     _version,
     chain_id_of,
+    encode_payment,
     network_of,
-    resource_json,
+    offer_terms,
 )
 from micropay.errors import (
     InvalidSignatureError,
@@ -92,15 +92,10 @@ class ExactOffer:
         return TokenDomain(self.token_name, self.token_version, self.chain_id, self.asset)
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "scheme": SCHEME,
-            "network": self.network,
-            "amount": str(self.price),
-            "asset": self.asset,
-            "payTo": self.pay_to,
-            "maxTimeoutSeconds": self.max_timeout_seconds,
-            "extra": {"name": self.token_name, "version": self.token_version},
-        }
+        terms = offer_terms(
+            SCHEME, self.network, self.price, self.asset, self.pay_to, self.max_timeout_seconds
+        )
+        return {**terms, "extra": {"name": self.token_name, "version": self.token_version}}
 
     @classmethod
     def from_json(cls, obj: Any) -> ExactOffer:
@@ -146,26 +141,15 @@ class ExactPayload:
     resource: str = ""
 
     def encode(self) -> str:
-        # The offer's terms (timeout, extra) with what this payload pays.
-        accepted = {
-            **(self.offer.to_json() if self.offer is not None else {}),
-            "scheme": SCHEME,
-            "network": self.network,
-            "amount": str(self.price),
-            "asset": self.asset,
-            "payTo": self.pay_to,
-        }
-        accepted.setdefault("maxTimeoutSeconds", ExactOffer.max_timeout_seconds)
-        accepted.setdefault("extra", {})
-        obj: dict[str, Any] = {"x402Version": X402_VERSION}
-        if self.resource:
-            obj["resource"] = resource_json(self.resource)
-        obj["accepted"] = accepted
-        obj["payload"] = {
-            "signature": "0x" + self.signature.hex(),
-            "authorization": self.authorization.to_json(),
-        }
-        return _encode(obj)
+        return encode_payment(
+            offer_terms(SCHEME, self.network, self.price, self.asset, self.pay_to),
+            self.offer.to_json() if self.offer is not None else None,
+            self.resource,
+            {
+                "signature": "0x" + self.signature.hex(),
+                "authorization": self.authorization.to_json(),
+            },
+        )
 
     @classmethod
     def decode(cls, value: str | bytes) -> ExactPayload:
