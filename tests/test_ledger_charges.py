@@ -3,6 +3,7 @@ back ends; and the upgrade of a version 2 ledger, which kept none."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 
 import pytest
@@ -62,12 +63,10 @@ def test_threads_racing_one_voucher_record_one_charge(ledger):
 
     def race() -> None:
         start.wait()
-        try:
+        with contextlib.suppress(StaleVoucherError):
             taken.append(
                 ledger.accept_if_higher(config, signed, over=0, charge=charge(config, 1_000))
             )
-        except StaleVoucherError:
-            pass
 
     threads = [threading.Thread(target=race) for _ in range(8)]
     for thread in threads:

@@ -56,11 +56,11 @@ def cli(
 
 
 def _register() -> None:
-    from micropay.cli import channel, ops, stream
+    from micropay.cli import channel, ops, statement, stream
 
     cli.add_command(channel.channel)
     cli.add_command(stream.stream)
-    for command in ops.COMMANDS:
+    for command in (*ops.COMMANDS, *statement.COMMANDS):
         cli.add_command(command)
 
 
