@@ -18,7 +18,13 @@ We follow the header transport of x402 version 2 with our own scheme, ``channel`
     base64 JSON receipt ``{"success": true, "scheme", "network", "payer", "channelId",
     "amount", "cumulativeAmount", "remaining"}``: what this request cost, the channel's new
     total and what is left of the deposit. Settlement is deferred, so there is no
-    transaction hash.
+    transaction hash. A signed receipt (:mod:`micropay.receipts`) adds ``"contract",
+    "asset", "resource", "issuedAt", "receiptId", "signature"``; older readers ignore them.
+``PAYMENT-ACCESS`` (client, instead of paying, where the site opts in)
+    base64 JSON ``{"x402Version": 2, "receipt": {signed receipt}, "nonce", "proof"}``: an
+    earlier receipt of the same resource, the nonce of the site's 402
+    (``extensions.access``) and the session key's signature over both
+    (:mod:`micropay.access`).
 
 Decoding is strict because the paywall decodes what strangers send: a size cap before
 anything else, canonical base64, UTF-8 JSON without duplicate keys or NaN, every field of

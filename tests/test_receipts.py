@@ -4,16 +4,21 @@ field bound by the signature, the header codec, and the access proof."""
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from eth_account import Account
 from eth_account.messages import encode_typed_data
 from ledger_helpers import AUTHORIZER, DOMAIN, SITE, channel, charge
 
+from micropay._keccak import keccak256
 from micropay._x402 import AccessRequest, Receipt
 from micropay.errors import PaymentHeaderError, ReceiptError
 from micropay.receipts import (
+    ACCESS_TYPE,
+    RECEIPT_TYPE,
     access_digest,
     receipt_problem,
     recover_access,
@@ -127,3 +132,15 @@ def test_the_access_proof_is_eip712_and_names_the_nonce_and_resource():
     assert signer == bytes.fromhex(AUTHORIZER.address[2:])
     request = AccessRequest(receipt, nonce, proof)
     assert AccessRequest.decode(request.encode()) == request
+
+
+def test_the_protocol_document_shows_a_receipt_that_verifies_as_it_says():
+    text = (Path(__file__).parent.parent / "docs" / "protocol.md").read_text()
+    [wire] = re.findall(r"^PAYMENT-RESPONSE: (\S+)$", text, re.M)
+    signed = Receipt.decode(wire).signed
+    assert signed is not None
+    assert verify_receipt(signed) == Account.from_key(b"\x03" * 32).address
+    assert f"0x{signed.digest.hex()}" in text
+    assert RECEIPT_TYPE in text and ACCESS_TYPE in text
+    assert f"0x{keccak256(RECEIPT_TYPE.encode()).hex()}" in text
+    assert f"0x{keccak256(ACCESS_TYPE.encode()).hex()}" in text
