@@ -22,7 +22,7 @@ from web3.types import TxReceipt
 from micropay._contracts import ContractClient, Sender
 from micropay._keccak import keccak256
 from micropay.errors import VoucherError
-from micropay.vouchers import recover_digest_signer, sign_digest
+from micropay.vouchers import recover_digest, sign_digest
 
 _DOMAIN_TYPEHASH: Final = keccak256(
     b"EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"
@@ -107,7 +107,7 @@ class Authorization:
 
     def signer(self, domain: TokenDomain, signature: bytes) -> ChecksumAddress:
         """Who signed it (raises :class:`~micropay.errors.InvalidSignatureError`)."""
-        return to_checksum_address(recover_digest_signer(self.digest(domain), signature))
+        return to_checksum_address(recover_digest(self.digest(domain), signature))
 
     def to_json(self) -> dict[str, Any]:
         """x402's ``exact`` EVM ``payload.authorization`` object."""

@@ -24,7 +24,14 @@ We follow the header transport of x402 version 2 with our own scheme, ``channel`
     "remaining"}``: what this request cost, the channel's new total and what is left of
     the deposit. Settlement is deferred to the payee's claim, so no transaction exists
     yet: ``transaction`` is the empty string (x402's value when there is no transaction
-    hash), and the channel id says where the payment went.
+    hash), and the channel id says where the payment went. A signed receipt
+    (:mod:`micropay.receipts`) adds ``"contract", "asset", "resource", "issuedAt",
+    "receiptId", "signature"``; older readers ignore them.
+``PAYMENT-ACCESS`` (client, instead of paying, where the site opts in)
+    base64 JSON ``{"x402Version": 2, "receipt": {signed receipt}, "nonce", "proof"}``: an
+    earlier receipt of the same resource, the nonce of the site's 402
+    (``extensions.access``) and the session key's signature over both
+    (:mod:`micropay.access`).
 
 Decoding is strict because the paywall decodes what strangers send: a size cap before
 anything else, canonical base64, UTF-8 JSON without duplicate keys or NaN, every field of
@@ -44,7 +51,8 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from micropay._keccak import keccak256
-from micropay.errors import PaymentHeaderError, VoucherError
+from micropay.errors import PaymentHeaderError, ReceiptError, VoucherError
+from micropay.receipts import SignedReceipt
 from micropay.vouchers import (
     DOMAIN_NAME,
     DOMAIN_VERSION,
@@ -60,11 +68,14 @@ SCHEME: Final = "channel"
 PAYMENT_REQUIRED: Final = "PAYMENT-REQUIRED"
 PAYMENT_SIGNATURE: Final = "PAYMENT-SIGNATURE"
 PAYMENT_RESPONSE: Final = "PAYMENT-RESPONSE"
+PAYMENT_ACCESS: Final = "PAYMENT-ACCESS"
 
 # A PAYMENT-SIGNATURE is about 700 bytes; 4 KiB leaves room without inviting abuse.
 MAX_PAYMENT_HEADER: Final = 4096
 # What a client accepts from a server: a 402 may list several offers.
 MAX_SERVER_HEADER: Final = 32768
+# A PAYMENT-ACCESS holds a whole receipt, whose resource may be up to 2 KiB.
+MAX_ACCESS_HEADER: Final = 8192
 
 _UINT256_MAX: Final = 2**256 - 1
 _UINT_RE: Final = re.compile(r"(?:0|[1-9][0-9]{0,77})")
@@ -110,6 +121,7 @@ class Reason:
     SETTLEMENT_FAILED = "settlement_failed"
     SETTLEMENT_TIMEOUT = "settlement_timeout"
     SETTLEMENT_PENDING = "settlement_pending"
+    ACCESS_DENIED = "access_denied"  # an access receipt that does not let the reader in
     # 403: the handler expects a payment but the paywall prices no route for the request
     ROUTE_NOT_PRICED = "route_not_priced"
     # 409: another request on the same channel is being served
@@ -444,6 +456,7 @@ class PaymentRequired:
     resource: str = ""
     channel: ChannelView | None = None
     mime_type: str = ""
+    access: AccessOffer | None = None
 
     def encode(self) -> str:
         obj: dict[str, Any] = {
@@ -452,8 +465,13 @@ class PaymentRequired:
             "resource": resource_json(self.resource, self.description, self.mime_type),
             "accepts": [offer.to_json() for offer in self.offers],
         }
+        extensions: dict[str, Any] = {}
         if self.channel is not None:
-            obj["extensions"] = {"channel": self.channel.to_json()}
+            extensions["channel"] = self.channel.to_json()
+        if self.access is not None:
+            extensions["access"] = self.access.to_json()
+        if extensions:
+            obj["extensions"] = extensions
         return _encode(obj)
 
     @classmethod
@@ -474,6 +492,9 @@ class PaymentRequired:
         channel = None
         if isinstance(extensions, dict) and extensions.get("channel") is not None:
             channel = ChannelView.from_json(extensions["channel"])
+        access = None
+        if isinstance(extensions, dict) and extensions.get("access") is not None:
+            access = AccessOffer.from_json(extensions["access"])
         error = obj.get("error")
         resource = obj.get("resource")
         resource = resource if isinstance(resource, dict) else {}
@@ -487,6 +508,7 @@ class PaymentRequired:
             resource=url if isinstance(url, str) else "",
             channel=channel,
             mime_type=mime_type if isinstance(mime_type, str) else "",
+            access=access,
         )
 
     @property
@@ -600,7 +622,12 @@ class PaymentPayload:
 
 @dataclass(frozen=True)
 class Receipt:
-    """A ``PAYMENT-RESPONSE``: what a served request was charged and what the channel holds."""
+    """A ``PAYMENT-RESPONSE``: what a served request was charged and what the channel holds.
+
+    ``signed`` is the site's signed receipt of the charge (None from a site that signs
+    none, as micropay sites did before receipts were signed): the same channel, payer,
+    amount and total, with the resource, time, asset and receipt id, and the signature.
+    """
 
     network: str
     payer: str
@@ -608,28 +635,161 @@ class Receipt:
     amount: int
     cumulative_amount: int
     remaining: int
+    signed: SignedReceipt | None = None
+
+    def __post_init__(self) -> None:
+        signed = self.signed
+        if signed is not None and (
+            network_of(signed.domain.chain_id),
+            signed.payer,
+            signed.channel_id,
+            signed.amount,
+            signed.cumulative_amount,
+        ) != (self.network, self.payer, self.channel_id, self.amount, self.cumulative_amount):
+            raise PaymentHeaderError(
+                Reason.INVALID_PAYLOAD, "the signed receipt is of another charge"
+            )
+
+    @classmethod
+    def of(cls, signed: SignedReceipt, remaining: int) -> Receipt:
+        """The ``PAYMENT-RESPONSE`` carrying a signed receipt."""
+        return cls(
+            network=network_of(signed.domain.chain_id),
+            payer=signed.payer,
+            channel_id=signed.channel_id,
+            amount=signed.amount,
+            cumulative_amount=signed.cumulative_amount,
+            remaining=remaining,
+            signed=signed,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        obj: dict[str, Any] = {
+            "success": True,
+            "transaction": "",
+            "scheme": SCHEME,
+            "network": self.network,
+            "payer": self.payer,
+            "channelId": "0x" + self.channel_id.hex(),
+            "amount": str(self.amount),
+            "cumulativeAmount": str(self.cumulative_amount),
+            "remaining": str(self.remaining),
+        }
+        signed = self.signed
+        if signed is not None:
+            obj.update(
+                contract=signed.domain.verifying_contract,
+                asset=signed.asset,
+                resource=signed.resource,
+                issuedAt=signed.issued_at,
+                receiptId="0x" + signed.receipt_id.hex(),
+                signature="0x" + signed.signature.hex(),
+            )
+        return obj
 
     def encode(self) -> str:
-        # Written out rather than json.dumps'd: one per paid request, and every field is a
-        # plain ASCII token (CAIP-2 name, address, hex, digits) that needs no escaping.
-        text = (
-            f'{{"success":true,"transaction":"","scheme":"{SCHEME}","network":"{self.network}",'
-            f'"payer":"{self.payer}","channelId":"0x{self.channel_id.hex()}",'
-            f'"amount":"{self.amount}","cumulativeAmount":"{self.cumulative_amount}",'
-            f'"remaining":"{self.remaining}"}}'
-        )
-        return base64.b64encode(text.encode("ascii")).decode("ascii")
+        return _encode(self.to_json())
 
     @classmethod
     def decode(cls, value: str | bytes) -> Receipt:
-        obj = _decode(value, MAX_SERVER_HEADER, PAYMENT_RESPONSE)
+        return cls.from_json(_decode(value, MAX_SERVER_HEADER, PAYMENT_RESPONSE))
+
+    @classmethod
+    def from_json(cls, obj: Any) -> Receipt:
+        """Parse :meth:`to_json`'s form as strictly as a header (receipts files hold it)."""
+        where = PAYMENT_RESPONSE
+        if not isinstance(obj, dict):
+            raise PaymentHeaderError(Reason.INVALID_PAYLOAD, f"{where} must be an object")
         if obj.get("success") is not True or obj.get("scheme") != SCHEME:
             raise PaymentHeaderError(Reason.INVALID_PAYLOAD, "not a successful channel receipt")
+        network = _field(obj, "network", str, where)
+        payer = _address(obj, "payer", where)
+        channel_id = _hex(obj, "channelId", _BYTES32_RE, where)
+        amount = _uint(obj, "amount", where)
+        cumulative = _uint(obj, "cumulativeAmount", where)
+        signed = None
+        if obj.get("signature") is not None:
+            chain_id = chain_id_of(network)
+            if chain_id is None:
+                raise PaymentHeaderError(Reason.INVALID_PAYLOAD, f"{where}.network is not eip155")
+            issued_at = _field(obj, "issuedAt", int, where)
+            resource = _field(obj, "resource", str, where)
+            try:
+                signed = SignedReceipt(
+                    domain=VoucherDomain(chain_id, _address(obj, "contract", where)),
+                    receipt_id=_hex(obj, "receiptId", _BYTES32_RE, where),
+                    channel_id=channel_id,
+                    payer=payer,
+                    asset=_address(obj, "asset", where),
+                    resource=resource,
+                    amount=amount,
+                    cumulative_amount=cumulative,
+                    issued_at=issued_at,
+                    signature=_hex(obj, "signature", _SIGNATURE_RE, where),
+                )
+            except (ReceiptError, VoucherError) as err:
+                raise PaymentHeaderError(Reason.INVALID_PAYLOAD, f"{where}: {err}") from None
         return cls(
-            network=_field(obj, "network", str, PAYMENT_RESPONSE),
-            payer=_address(obj, "payer", PAYMENT_RESPONSE),
-            channel_id=_hex(obj, "channelId", _BYTES32_RE, PAYMENT_RESPONSE),
-            amount=_uint(obj, "amount", PAYMENT_RESPONSE),
-            cumulative_amount=_uint(obj, "cumulativeAmount", PAYMENT_RESPONSE),
-            remaining=_uint(obj, "remaining", PAYMENT_RESPONSE),
+            network=network,
+            payer=payer,
+            channel_id=channel_id,
+            amount=amount,
+            cumulative_amount=cumulative,
+            remaining=_uint(obj, "remaining", where),
+            signed=signed,
         )
+
+
+# -- access receipts -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AccessOffer:
+    """In a 402 of a site that takes access receipts: for how long (seconds) a receipt of
+    the same resource lets its reader in again, and the nonce to sign for it."""
+
+    period: int
+    nonce: bytes
+
+    def to_json(self) -> dict[str, Any]:
+        return {"period": self.period, "nonce": "0x" + self.nonce.hex()}
+
+    @classmethod
+    def from_json(cls, obj: Any) -> AccessOffer:
+        where = "extensions.access"
+        if not isinstance(obj, dict):
+            raise PaymentHeaderError(Reason.INVALID_PAYLOAD, f"{where} must be an object")
+        period = _field(obj, "period", int, where)
+        if period <= 0:
+            raise PaymentHeaderError(Reason.INVALID_PAYLOAD, f"{where}.period must be positive")
+        return cls(period, _hex(obj, "nonce", _BYTES32_RE, where))
+
+
+@dataclass(frozen=True)
+class AccessRequest:
+    """A ``PAYMENT-ACCESS``: an earlier site-signed receipt, the site's nonce, and the
+    proof (signed with the channel's session key) that the presenter controls the channel."""
+
+    receipt: SignedReceipt
+    nonce: bytes
+    proof: bytes
+
+    def encode(self) -> str:
+        return _encode(
+            {
+                "x402Version": X402_VERSION,
+                "receipt": Receipt.of(self.receipt, 0).to_json(),
+                "nonce": "0x" + self.nonce.hex(),
+                "proof": "0x" + self.proof.hex(),
+            }
+        )
+
+    @classmethod
+    def decode(cls, value: str | bytes) -> AccessRequest:
+        obj = _decode(value, MAX_ACCESS_HEADER, PAYMENT_ACCESS)
+        _version(obj, PAYMENT_ACCESS)
+        receipt = Receipt.from_json(_field(obj, "receipt", dict, PAYMENT_ACCESS)).signed
+        if receipt is None:
+            raise PaymentHeaderError(Reason.INVALID_PAYLOAD, "an access receipt must be signed")
+        proof = _hex(obj, "proof", _SIGNATURE_RE, PAYMENT_ACCESS)
+        return cls(receipt, _hex(obj, "nonce", _BYTES32_RE, PAYMENT_ACCESS), full_signature(proof))

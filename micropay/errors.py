@@ -26,6 +26,8 @@ Catch :class:`MicropayError` to catch anything the toolkit raises on purpose::
     │   └── HostileSiteError               a site claims the client owes it a total it cannot
     │                                      back with a signature the client made before
     │                                      this request (.site, .claimed)
+    ├── ReceiptError (ValueError)          a site's receipt is malformed or not signed by
+    │                                      the key it should be (the site's payee)
     ├── PayerStoreError (OSError)          the payer's wallet is unreadable, or lacks a channel
     ├── LedgerError (RuntimeError)         the voucher ledger cannot be opened or used
     │   ├── LedgerURLError (ValueError)    the ledger URL is malformed or names no back end
@@ -182,6 +184,10 @@ class HostileSiteError(PaymentProtocolError):
         super().__init__(message)
         self.site = site
         self.claimed = claimed
+
+
+class ReceiptError(MicropayError, ValueError):
+    """A receipt is malformed, or its signature is not the site's."""
 
 
 class PayerStoreError(MicropayError, OSError):

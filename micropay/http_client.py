@@ -36,6 +36,7 @@ acknowledged total. See ``micropay.requests_adapter`` for the requests library.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable, Generator, Mapping
@@ -54,9 +55,11 @@ from web3 import Web3
 
 from micropay._artifacts import runtime_code_matches
 from micropay._x402 import (
+    PAYMENT_ACCESS,
     PAYMENT_REQUIRED,
     PAYMENT_RESPONSE,
     PAYMENT_SIGNATURE,
+    AccessRequest,
     ChannelView,
     Offer,
     PaymentPayload,
@@ -76,6 +79,8 @@ from micropay.errors import (
     SpendingLimitError,
 )
 from micropay.payer import Payer
+from micropay.receipt_log import KeptReceipt
+from micropay.receipts import receipt_problem, sign_access
 from micropay.vouchers import ChannelConfig, Voucher, VoucherVerifier
 from micropay.wallet import (
     ChannelStatus,
@@ -96,6 +101,7 @@ __all__ = [
 ]
 
 _R = TypeVar("_R")
+_log = logging.getLogger("micropay.http_client")
 _BUSY_PAUSE = 0.05
 
 
@@ -254,6 +260,7 @@ class Pending:
     voucher: Voucher
     header: str
     floor: int  # the channel's highest signed total before this request signed on it
+    resource: str | None = None  # "METHOD /path" of the request, for its receipt
 
 
 class HttpPayer:
@@ -442,11 +449,19 @@ class HttpPayer:
     # -- signing (fast; under the channel's lock) ------------------------------------------------
 
     def sign(
-        self, site: str, offer: Offer, channel: _Channel, floors: Floors, resource: str = ""
+        self,
+        site: str,
+        offer: Offer,
+        channel: _Channel,
+        floors: Floors,
+        resource: str | None = None,
+        resource_url: str = "",
     ) -> Pending:
         """Check the spending caps, then sign the voucher for one more request.
 
-        ``floors`` belongs to the request (one per pay() call): the first voucher it signs
+        ``resource`` ("METHOD /path") binds the receipt; ``resource_url`` is the 402's absolute
+        URL, echoed in the payload as x402 clients do. ``floors`` belongs to the request (one
+        per pay() call): the first voucher it signs
         on a channel fixes what later views in the same request may move the base to. The
         new highest total is saved before the voucher is returned to be sent, so a later
         request (or run) knows the site may hold it."""
@@ -483,9 +498,16 @@ class HttpPayer:
             raise
         channel.signed_here.add(total)
         payload = PaymentPayload(
-            offer.network, price, offer.asset, offer.pay_to, payer.config, voucher, offer, resource
+            offer.network,
+            price,
+            offer.asset,
+            offer.pay_to,
+            payer.config,
+            voucher,
+            offer,
+            resource_url,
         )
-        return Pending(site, offer, channel, voucher, payload.encode(), floor)
+        return Pending(site, offer, channel, voucher, payload.encode(), floor, resource)
 
     def _one_channel_per_request(self, site: str, offer: Offer, floors: Floors) -> None:
         """Refuse to pay ``offer`` on a second channel within one request (before one is
@@ -525,7 +547,8 @@ class HttpPayer:
                 pending.voucher.signature,
                 spent=pending.offer.price,
             )
-            self._check_receipt(pending, headers.get(PAYMENT_RESPONSE))
+            receipt = self._check_receipt(pending, headers.get(PAYMENT_RESPONSE))
+            self._keep(pending, receipt)
             return Verdict.PAID
         if status == 409:
             return Verdict.BUSY
@@ -573,7 +596,7 @@ class HttpPayer:
         channel.payer.deposited = deposited
         self._saved(channel)
 
-    def _check_receipt(self, pending: Pending, value: str | None) -> None:
+    def _check_receipt(self, pending: Pending, value: str | None) -> Receipt:
         if value is None:
             raise PaymentProtocolError("the site served a paid request without a receipt")
         try:
@@ -591,6 +614,58 @@ class HttpPayer:
                 f"does not match the voucher (price {pending.offer.price}, total "
                 f"{pending.voucher.cumulative_amount})"
             )
+        return receipt
+
+    def _keep(self, pending: Pending, receipt: Receipt) -> None:
+        """Append the receipt to the wallet's receipts, flagged if its signature is not the
+        channel payee's or it names another resource than the one requested: the content
+        was paid for either way, and is returned (see :mod:`micropay.receipt_log`)."""
+        problem = receipt_problem(
+            receipt.signed, pending.channel.config.payee, pending.offer.domain
+        )
+        if problem is None and pending.resource is not None:
+            assert receipt.signed is not None
+            if receipt.signed.resource != pending.resource:
+                problem = (
+                    f"the receipt is for {receipt.signed.resource!r}, not {pending.resource!r}"
+                )
+        if problem is not None:
+            _log.warning("%s: %s", pending.site, problem)
+        kept = KeptReceipt(
+            site=pending.site,
+            resource=pending.resource or (receipt.signed.resource if receipt.signed else ""),
+            recorded_at=int(time.time()),
+            problem=problem,
+            receipt=receipt,
+        )
+        self.store.receipts.append(kept)
+
+    def _access_header(self, site: str, resource: str, required_header: str) -> str | None:
+        """A ``PAYMENT-ACCESS`` for ``resource``, if the site takes access receipts and the
+        wallet holds an unflagged receipt of it within the site's period, on a channel of
+        this payer. It moves no money: it proves, with the channel's session key, that
+        this reader is the one the receipt was given to (see :mod:`micropay.access`)."""
+        try:
+            access = PaymentRequired.decode(required_header).access
+        except PaymentHeaderError:
+            return None
+        if access is None:
+            return None
+        kept = self.store.receipts.latest(site, resource, int(time.time()) - access.period)
+        if kept is None or kept.receipt.signed is None:
+            return None
+        signed = kept.receipt.signed
+        record = self.store.channel(signed.channel_id)
+        if record is None or record.config.payer != self.account.address:
+            return None
+        proof = sign_access(
+            signed.domain,
+            record.authorizer(self.account),
+            signed.receipt_id,
+            access.nonce,
+            resource,
+        )
+        return AccessRequest(signed, access.nonce, proof).encode()
 
     def _resync(self, pending: Pending, view: ChannelView) -> None:
         """Adopt the site's total for the channel, if it stands for requests already paid.
@@ -671,7 +746,11 @@ class HttpPayer:
     # -- the 402 exchange: written once, driven by the sync and the async transports ---------
 
     def exchange(
-        self, site: str, required_header: str, answer: Callable[[_R], tuple[int, Mapping[str, str]]]
+        self,
+        site: str,
+        required_header: str,
+        answer: Callable[[_R], tuple[int, Mapping[str, str]]],
+        resource: str | None = None,
     ) -> Generator[_Step, Any, _R | None]:
         """Pay for one request, as a generator of the I/O it needs (as httpx writes
         ``DigestAuth.auth_flow``): it yields steps (:class:`_Blocking` chain calls, the
@@ -679,8 +758,21 @@ class HttpPayer:
         a step that fails is thrown back in. :meth:`pay` and :meth:`apay` perform the steps,
         one with plain calls, the other without blocking its event loop, so the protocol
         (rounds, floors, verdicts) exists once. Returns the final response (None if the site
-        offered nothing payable after a refusal)."""
+        offered nothing payable after a refusal).
+
+        ``resource`` (``"METHOD /path"``) names what is requested: receipts are kept under
+        it, and where the site takes access receipts and the wallet holds one for it, the
+        first try presents that receipt instead of paying."""
         floors: Floors = {}
+        if resource is not None:
+            access = self._access_header(site, resource, required_header)
+            if access is not None:
+                response = yield _Send(PAYMENT_ACCESS, access)
+                status, headers = answer(response)
+                if status != 402 or PAYMENT_REQUIRED not in headers:
+                    return response  # type: ignore[no-any-return]
+                yield _Discard(response)  # refused (expired, say): pay as usual
+                required_header = headers[PAYMENT_REQUIRED]
         for round_ in range(self.max_rounds):
             required = _decode_required(required_header)
             offer = yield _Blocking(self.choose, (required,))
@@ -689,9 +781,11 @@ class HttpPayer:
             yield _Hold(channel)
             try:
                 yield _Blocking(self.ensure_funded, (channel, offer))
-                pending = self.sign(site, offer, channel, floors, required.resource)
+                pending = self.sign(
+                    site, offer, channel, floors, resource, resource_url=required.resource
+                )
                 try:
-                    response = yield _Send(pending.header)
+                    response = yield _Send(PAYMENT_SIGNATURE, pending.header)
                 except BaseException:
                     self.conclude(pending, 0, {})  # not answered: nothing was charged
                     raise
@@ -714,20 +808,22 @@ class HttpPayer:
         self,
         site: str,
         required_header: str,
-        send: Callable[[str], _R],
+        send: Callable[[str, str], _R],
         answer: Callable[[_R], tuple[int, Mapping[str, str]]],
         discard: Callable[[_R], None],
+        resource: str | None = None,
     ) -> _R | None:
-        """Drive :meth:`exchange` with plain calls: ``send(header)`` retries the request with
-        a voucher, ``discard`` drops a response that is not the final one."""
-        flow = self.exchange(site, required_header, answer)
+        """Drive :meth:`exchange` with plain calls: ``send(name, value)`` retries the
+        request with that header added (a voucher, or an access receipt), ``discard``
+        drops a response that is not the final one."""
+        flow = self.exchange(site, required_header, answer, resource)
         run = _Run(flow)
         while (step := run.next_step()) is not None:
             try:
                 if isinstance(step, _Blocking):
                     run.result_of_step = step.call(*step.args)
                 elif isinstance(step, _Send):
-                    run.result_of_step = send(step.header)
+                    run.result_of_step = send(step.name, step.value)
                 elif isinstance(step, _Hold):
                     step.channel.lock.acquire()
                 elif isinstance(step, _Release):
@@ -744,22 +840,23 @@ class HttpPayer:
         self,
         site: str,
         required_header: str,
-        send: Callable[[str], Awaitable[_R]],
+        send: Callable[[str, str], Awaitable[_R]],
         answer: Callable[[_R], tuple[int, Mapping[str, str]]],
         discard: Callable[[_R], Awaitable[None]],
         locks: dict[bytes, anyio.Lock],
+        resource: str | None = None,
     ) -> _R | None:
         """Drive :meth:`exchange` for async transports: chain calls run in a worker thread,
         and requests on one channel are serialised by ``locks`` (the transport's, bound to
         its event loop)."""
-        flow = self.exchange(site, required_header, answer)
+        flow = self.exchange(site, required_header, answer, resource)
         run = _Run(flow)
         while (step := run.next_step()) is not None:
             try:
                 if isinstance(step, _Blocking):
                     run.result_of_step = await anyio.to_thread.run_sync(step.call, *step.args)
                 elif isinstance(step, _Send):
-                    run.result_of_step = await send(step.header)
+                    run.result_of_step = await send(step.name, step.value)
                 elif isinstance(step, _Hold):
                     channel_id = step.channel.config.channel_id
                     await locks.setdefault(channel_id, anyio.Lock()).acquire()
@@ -787,9 +884,11 @@ class _Blocking:
 
 @dataclass(frozen=True)
 class _Send:
-    """Resend the request with this ``PAYMENT-SIGNATURE``; the response is sent back."""
+    """Resend the request with this header (``PAYMENT-SIGNATURE`` or ``PAYMENT-ACCESS``);
+    the response is sent back."""
 
-    header: str
+    name: str
+    value: str
 
 
 @dataclass(frozen=True)
@@ -864,9 +963,9 @@ def _httpx_answer(response: httpx.Response) -> tuple[int, Mapping[str, str]]:
     return response.status_code, response.headers
 
 
-def _with_payment(request: httpx.Request, header: str) -> httpx.Request:
+def _with_payment(request: httpx.Request, name: str, value: str) -> httpx.Request:
     headers = httpx.Headers(request.headers)
-    headers[PAYMENT_SIGNATURE] = header
+    headers[name] = value
     return httpx.Request(
         request.method,
         request.url,
@@ -881,7 +980,13 @@ def _payable(request: httpx.Request, response: httpx.Response) -> bool:
         response.status_code == 402
         and PAYMENT_REQUIRED in response.headers
         and PAYMENT_SIGNATURE not in request.headers
+        and PAYMENT_ACCESS not in request.headers
     )
+
+
+def resource_of(method: str, path: str) -> str:
+    """``"METHOD /path"``: what a receipt names, from a request's (decoded) path."""
+    return f"{method.upper()} {path or '/'}"
 
 
 class PaymentTransport(httpx.BaseTransport):
@@ -900,14 +1005,21 @@ class PaymentTransport(httpx.BaseTransport):
         response.close()
         request.read()
 
-        def send(header: str) -> httpx.Response:
-            return self._inner.handle_request(_with_payment(request, header))
+        def send(name: str, value: str) -> httpx.Response:
+            return self._inner.handle_request(_with_payment(request, name, value))
 
         def discard(answer: httpx.Response) -> None:
             answer.read()
             answer.close()
 
-        paid = self.payer.pay(site_of(str(request.url)), required, send, _httpx_answer, discard)
+        paid = self.payer.pay(
+            site_of(str(request.url)),
+            required,
+            send,
+            _httpx_answer,
+            discard,
+            resource_of(request.method, request.url.path),
+        )
         return paid if paid is not None else response
 
     def close(self) -> None:
@@ -931,15 +1043,21 @@ class AsyncPaymentTransport(httpx.AsyncBaseTransport):
         await response.aclose()
         await request.aread()
 
-        async def send(header: str) -> httpx.Response:
-            return await self._inner.handle_async_request(_with_payment(request, header))
+        async def send(name: str, value: str) -> httpx.Response:
+            return await self._inner.handle_async_request(_with_payment(request, name, value))
 
         async def discard(answer: httpx.Response) -> None:
             await answer.aread()
             await answer.aclose()
 
         paid = await self.payer.apay(
-            site_of(str(request.url)), required, send, _httpx_answer, discard, self._locks
+            site_of(str(request.url)),
+            required,
+            send,
+            _httpx_answer,
+            discard,
+            self._locks,
+            resource_of(request.method, request.url.path),
         )
         return paid if paid is not None else response
 

@@ -40,6 +40,7 @@ from micropay.errors import (
     StaleVoucherError,
     UnknownChannelError,
 )
+from micropay.receipts import SignedReceipt
 from micropay.vouchers import ChannelConfig, Voucher, VoucherVerifier
 
 
@@ -73,6 +74,7 @@ class VoucherBook(Protocol):
         *,
         over: int | None = None,
         covered: bool = False,
+        charge: SignedReceipt | None = None,
     ) -> int:
         """Store ``voucher`` atomically if it beats the stored one; return the increment.
 
@@ -85,7 +87,13 @@ class VoucherBook(Protocol):
         the channel's best covered voucher. Otherwise the covered one stays as it was, in
         the same atomic step: a reorg that removes the top-up the new voucher relies on
         cannot take it.
+
+        ``charge``: the signed receipt the request that paid it is answered with; the book
+        records it with the voucher, in the same atomic step, or not at all.
         """
+
+    def charges(self, since: int | None = None, until: int | None = None) -> list[SignedReceipt]:
+        """The recorded charges issued in ``[since, until)`` (Unix seconds), oldest first."""
 
     def best(self, channel_id: bytes) -> Voucher | None: ...
 
@@ -104,6 +112,7 @@ class MemoryVoucherBook:
         self._lock = threading.Lock()
         self._best: dict[bytes, tuple[ChannelConfig, Voucher]] = {}
         self._covered: dict[bytes, Voucher] = {}
+        self._charges: list[SignedReceipt] = []
 
     def accept_if_higher(
         self,
@@ -112,6 +121,7 @@ class MemoryVoucherBook:
         *,
         over: int | None = None,
         covered: bool = False,
+        charge: SignedReceipt | None = None,
     ) -> int:
         with self._lock:
             held = self._best.get(voucher.channel_id)
@@ -125,7 +135,18 @@ class MemoryVoucherBook:
             self._best[voucher.channel_id] = (config, voucher)
             if covered:
                 self._covered[voucher.channel_id] = voucher
+            if charge is not None:
+                self._charges.append(charge)
             return voucher.cumulative_amount - previous
+
+    def charges(self, since: int | None = None, until: int | None = None) -> list[SignedReceipt]:
+        with self._lock:
+            held = list(self._charges)
+        low, high = since if since is not None else 0, until if until is not None else 2**64
+        return sorted(
+            (c for c in held if low <= c.issued_at < high),
+            key=lambda c: (c.issued_at, c.channel_id, c.cumulative_amount),
+        )
 
     def best(self, channel_id: bytes) -> Voucher | None:
         held = self._best.get(channel_id)

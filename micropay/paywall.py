@@ -53,6 +53,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
@@ -65,6 +66,7 @@ from micropay._x402 import (
     SCHEME as CHANNEL,
 )
 from micropay._x402 import (
+    AccessRequest,
     ChannelView,
     Offer,
     OfferJSON,
@@ -74,12 +76,14 @@ from micropay._x402 import (
     Receipt,
     network_of,
 )
+from micropay.access import AccessGate
 from micropay.channels import ChannelState
 from micropay.errors import (
     InsufficientDepositError,
     InvalidSignatureError,
     PaymentDeclinedError,
     PaymentHeaderError,
+    ReceiptError,
     RouteNotPricedError,
     StaleVoucherError,
     VoucherError,
@@ -88,6 +92,7 @@ from micropay.errors import (
 from micropay.exact import SCHEME as EXACT
 from micropay.exact import ExactOffer, ExactPayload, ExactSettler, payload_scheme
 from micropay.payee import Checked, MemoryVoucherBook, Payee, VoucherBook
+from micropay.receipts import sign_receipt
 from micropay.vouchers import ZERO_ADDRESS, ChannelConfig, Voucher, VoucherVerifier
 
 Scope: TypeAlias = MutableMapping[str, Any]
@@ -99,6 +104,7 @@ ASGIApp: TypeAlias = Callable[[Scope, Receive, Send], Awaitable[None]]
 _log = logging.getLogger("micropay.paywall")
 _T = TypeVar("_T")
 _HEADER: Final = b"payment-signature"
+_ACCESS_HEADER: Final = b"payment-access"
 
 
 @dataclass(frozen=True)
@@ -230,6 +236,7 @@ class Paywall:
         min_withdraw_delay: int | None = None,
         book_in_thread: bool | None = None,
         exact: ExactSettler | None = None,
+        access_period: int | None = None,
     ) -> None:
         """``payee`` settles later (``payee.claim_all()``); its book records the vouchers.
 
@@ -241,6 +248,10 @@ class Paywall:
         ``book_in_thread``: call the book off the event loop (default: unless it is the
         in-memory book, whose calls take microseconds).
         ``exact``: settles the routes offered in ``exact`` (their price is in its token).
+        ``access_period``: opt in to access receipts: a reader who paid for a resource
+        within this many seconds is let in again without a charge when it presents the
+        receipt and proves it holds the channel's session key (see :mod:`micropay.access`;
+        None, the default: every request pays).
         """
         self.app = app
         self.payee = payee
@@ -265,10 +276,14 @@ class Paywall:
         self.domain = payee.client.domain
         self.network = network_of(self.domain.chain_id)
         self._pay_to = payee.account.address
+        self._payee_key = bytes(payee.account.key)
         self._verifier = VoucherVerifier(self.domain)
         # The payee's cached chain state is read again (in a thread) before the checker would
         # find it expired, so the checker never reads the chain on the event loop.
         self._state_ttl = payee.state_ttl * 0.8
+        self.access = (
+            None if access_period is None else AccessGate(self.domain, payee.account, access_period)
+        )
         self._busy: set[bytes] = set()
         self._offers: dict[int, Offer] = {}
         self._book_in_thread = (
@@ -289,7 +304,7 @@ class Paywall:
             await self._pass_unpriced(scope, receive, send, route)
             return
         price = priced.price
-        path = _Resource(request_url(scope), priced)
+        path = _Resource(request_url(scope), priced, f"{scope['method']} {scope['path']}")
         raw: bytes | None = None
         count = 0
         for name, value in scope["headers"]:
@@ -297,6 +312,10 @@ class Paywall:
                 raw = value
                 count += 1
         if raw is None:
+            access = self._access_header(scope)
+            if access is not None:
+                await self._serve_access(scope, receive, send, price, path, access)
+                return
             await self._refuse(send, price, path, _Refusal(402, Reason.PAYMENT_REQUIRED, _ASK))
             return
         if count > 1:
@@ -338,6 +357,42 @@ class Paywall:
             await self._serve(scope, receive, send, payload, path, checked, held)
         finally:
             self._busy.discard(channel_id)
+
+    def _access_header(self, scope: Scope) -> bytes | None:
+        """The request's one ``PAYMENT-ACCESS``, if this paywall takes access receipts
+        (without the opt-in a receipt never stands for a payment: the header is ignored)."""
+        if self.access is None:
+            return None
+        values = [value for name, value in scope["headers"] if name == _ACCESS_HEADER]
+        return values[0] if len(values) == 1 else None
+
+    async def _serve_access(
+        self, scope: Scope, receive: Receive, send: Send, price: int, path: _Resource, raw: bytes
+    ) -> None:
+        """Serve, charging nothing, a reader who shows an access receipt (see
+        :mod:`micropay.access` for what is checked); anything else gets the 402 it would
+        have had, with a fresh nonce, and pays."""
+        assert self.access is not None
+        try:
+            request = AccessRequest.decode(raw)
+            admit = functools.partial(self.access.admit, request, path.name, self.book.config)
+            receipt = await self._with_book(admit)
+        except PaymentHeaderError as err:
+            await self._refuse(send, price, path, _Refusal(err.status, err.reason, str(err)))
+            return
+        except ReceiptError as err:
+            await self._refuse(send, price, path, _Refusal(402, Reason.ACCESS_DENIED, str(err)))
+            return
+        scope.setdefault("state", {})["payment"] = Payment(
+            receipt.payer, 0, receipt.channel_id, receipt.cumulative_amount
+        )
+
+        async def send_private(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": _private(list(message.get("headers", ())))}
+            await send(message)
+
+        await self.app(scope, receive, send_private)
 
     async def _pass_unpriced(self, scope: Scope, receive: Receive, send: Send, route: str) -> None:
         """Run the app on a route this paywall does not price, failing closed if the handler
@@ -574,12 +629,26 @@ class Paywall:
             if replaced:
                 return  # the handler's response was replaced by a refusal: drop its body
             if message["type"] == "http.response.start" and 200 <= message["status"] < 300:
+                signed = sign_receipt(
+                    self.domain,
+                    self._payee_key,
+                    receipt_id=os.urandom(32),
+                    channel_id=config.channel_id,
+                    payer=config.payer,
+                    asset=config.token,
+                    resource=path.name,
+                    amount=price,
+                    cumulative_amount=voucher.cumulative_amount,
+                    issued_at=int(time.time()),
+                )
+                # The charge is recorded with the voucher, in one transaction, or not at all.
                 accept = functools.partial(
                     self.book.accept_if_higher,
                     config,
                     voucher,
                     over=held,
                     covered=checked.covered,
+                    charge=signed,
                 )
                 try:
                     await self._with_book(accept)
@@ -592,14 +661,7 @@ class Paywall:
                     refusal = _Refusal(402, Reason.STALE_VOUCHER, str(err), view)
                     await self._refuse(send, price, path, refusal)
                     return
-                receipt = Receipt(
-                    network=self.network,
-                    payer=config.payer,
-                    channel_id=config.channel_id,
-                    amount=price,
-                    cumulative_amount=voucher.cumulative_amount,
-                    remaining=state.deposited - voucher.cumulative_amount,
-                )
+                receipt = Receipt.of(signed, state.deposited - voucher.cumulative_amount)
                 header = (b"payment-response", receipt.encode().encode("ascii"))
                 message = {**message, "headers": _paid_headers(message, header)}
             await send(message)
@@ -614,6 +676,7 @@ class Paywall:
             resource=path.url,
             channel=refusal.view,
             mime_type=path.route.mime_type,
+            access=None if self.access is None else self.access.offer(path.name),
         )
         header = [(b"payment-required", required.encode().encode("ascii"))]
         await _send_json(send, refusal.status, refusal.reason, refusal.message, header)
@@ -621,10 +684,12 @@ class Paywall:
 
 def _paid_headers(message: Message, receipt: tuple[bytes, bytes]) -> list[tuple[bytes, bytes]]:
     """A paid response's headers: the handler's, the receipt, and no shared caching."""
-    headers = list(message.get("headers", ()))
-    headers.append(receipt)
+    return _private([*message.get("headers", ()), receipt])
+
+
+def _private(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """Paid content must not be served from a shared cache to the next reader."""
     if not any(name.lower() == b"cache-control" for name, _ in headers):
-        # paid content must not be served from a shared cache to the next reader
         headers.append((b"cache-control", b"private, no-store"))
     return headers
 
@@ -682,6 +747,8 @@ class _Resource:
 
     url: str
     route: PricedRoute
+    name: str
+    """``METHOD /path``: what a receipt and an access receipt name."""
 
 
 def request_url(scope: Scope) -> str:

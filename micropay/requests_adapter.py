@@ -16,12 +16,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from requests import PreparedRequest, Response
 from requests.adapters import HTTPAdapter
 
-from micropay._x402 import PAYMENT_REQUIRED, PAYMENT_SIGNATURE
-from micropay.http_client import HttpPayer, site_of
+from micropay._x402 import PAYMENT_ACCESS, PAYMENT_REQUIRED, PAYMENT_SIGNATURE
+from micropay.http_client import HttpPayer, resource_of, site_of
 
 __all__ = ["PaymentAdapter"]
 
@@ -49,15 +50,20 @@ class PaymentAdapter(HTTPAdapter):
             response.status_code != 402
             or PAYMENT_REQUIRED not in response.headers
             or PAYMENT_SIGNATURE in request.headers
+            or PAYMENT_ACCESS in request.headers
         ):
             return response
         required = response.headers[PAYMENT_REQUIRED]
         response.close()
 
-        def send(header: str) -> Response:
+        def send(name: str, value: str) -> Response:
             retry = request.copy()
-            retry.headers[PAYMENT_SIGNATURE] = header
+            retry.headers[name] = value
             return super(PaymentAdapter, self).send(retry, **kwargs)
 
-        paid = self.payer.pay(site_of(str(request.url)), required, send, _answer, _discard)
+        path = unquote(urlsplit(str(request.url)).path)
+        resource = resource_of(str(request.method), path)
+        paid = self.payer.pay(
+            site_of(str(request.url)), required, send, _answer, _discard, resource
+        )
         return paid if paid is not None else response

@@ -54,6 +54,18 @@ def _address_word(address: str) -> bytes:
     return bytes(12) + bytes.fromhex(address[2:])
 
 
+def domain_separator(name: str, version: str, chain_id: int, verifying_contract: str) -> bytes:
+    """The EIP-712 separator of ``EIP712Domain(string name,string version,uint256 chainId,
+    address verifyingContract)``: vouchers and site receipts each have their own name."""
+    return keccak256(
+        _DOMAIN_TYPEHASH
+        + keccak256(name.encode())
+        + keccak256(version.encode())
+        + _word(chain_id)
+        + _address_word(verifying_contract)
+    )
+
+
 @dataclass(frozen=True)
 class ChannelConfig:
     """The immutable configuration of a channel; :attr:`channel_id` is its hash.
@@ -152,13 +164,7 @@ class VoucherDomain:
             raise VoucherError(f"chain_id must be a positive integer: {self.chain_id!r}")
         contract = _address(self.verifying_contract, "verifying_contract")
         object.__setattr__(self, "verifying_contract", contract)
-        separator = keccak256(
-            _DOMAIN_TYPEHASH
-            + keccak256(DOMAIN_NAME.encode())
-            + keccak256(DOMAIN_VERSION.encode())
-            + _word(self.chain_id)
-            + _address_word(contract)
-        )
+        separator = domain_separator(DOMAIN_NAME, DOMAIN_VERSION, self.chain_id, contract)
         object.__setattr__(self, "separator", separator)
 
     def digest(self, channel_id: bytes, cumulative_amount: int) -> bytes:
@@ -303,33 +309,6 @@ def sign_voucher(
     return Voucher(channel_id, cumulative_amount, sign_digest(digest, key))
 
 
-def sign_digest(digest: bytes, key: LocalAccount | bytes) -> bytes:
-    """A canonical 65-byte ``r ‖ s ‖ v`` signature of a 32-byte EIP-712 digest."""
-    secret = key if isinstance(key, bytes) else bytes(key.key)
-    rsv = coincurve.PrivateKey(secret).sign_recoverable(digest, hasher=None)
-    # libsecp256k1 always produces low-s signatures; v is the recovery id + 27.
-    return rsv[:64] + bytes([rsv[64] + 27])
-
-
-def recover_digest_signer(digest: bytes, signature: bytes) -> bytes:
-    """The 20-byte address that made a 65-byte signature of ``digest``, checked as the
-    contracts check it (v of 27 or 28, low s), or :class:`InvalidSignatureError`."""
-    v = signature[64]
-    if v != 27 and v != 28:
-        raise InvalidSignatureError(f"signature v must be 27 or 28, not {v}")
-    if int.from_bytes(signature[32:64], "big") > _HALF_N:
-        raise InvalidSignatureError(
-            "high-s signature (the malleable twin); the contract refuses it"
-        )
-    try:
-        public_key = coincurve.PublicKey.from_signature_and_message(
-            signature[:64] + bytes([v - 27]), digest, hasher=None
-        )
-    except Exception as err:  # coincurve raises bare Exception/ValueError on bad points
-        raise InvalidSignatureError(f"signature does not recover a key: {err}") from None
-    return keccak256(public_key.format(compressed=False)[1:])[12:]
-
-
 class VoucherVerifier:
     """Recovers voucher signers at the speed of libsecp256k1 for one domain.
 
@@ -352,13 +331,43 @@ class VoucherVerifier:
 
     def recover(self, voucher: Voucher) -> bytes:
         """The signer's 20-byte address, or :class:`InvalidSignatureError`."""
-        digest = self.digest(voucher.channel_id, voucher.cumulative_amount)
-        return recover_digest_signer(digest, voucher.signature)
+        return recover_digest(
+            self.digest(voucher.channel_id, voucher.cumulative_amount), voucher.signature
+        )
 
     def verify(self, voucher: Voucher, authorizer: bytes) -> None:
         """Raise :class:`InvalidSignatureError` unless ``authorizer`` (20 bytes) signed it."""
         if self.recover(voucher) != authorizer:
             raise InvalidSignatureError("voucher is not signed by the channel's authorizer")
+
+
+def sign_digest(digest: bytes, key: LocalAccount | bytes) -> bytes:
+    """A canonical 65-byte signature (low s, v of 27 or 28) of a 32-byte digest."""
+    secret = key if isinstance(key, bytes) else bytes(key.key)
+    rsv = coincurve.PrivateKey(secret).sign_recoverable(digest, hasher=None)
+    # libsecp256k1 always produces low-s signatures; v is the recovery id + 27.
+    return rsv[:64] + bytes([rsv[64] + 27])
+
+
+def recover_digest(digest: bytes, signature: bytes) -> bytes:
+    """The 20-byte address that signed ``digest``, accepting only what the contract accepts
+    (65 bytes, v of 27 or 28, low s), or :class:`InvalidSignatureError`."""
+    if len(signature) != 65:
+        raise InvalidSignatureError(f"a signature is 65 bytes, not {len(signature)}")
+    v = signature[64]
+    if v != 27 and v != 28:
+        raise InvalidSignatureError(f"signature v must be 27 or 28, not {v}")
+    if int.from_bytes(signature[32:64], "big") > _HALF_N:
+        raise InvalidSignatureError(
+            "high-s signature (the malleable twin); the contract refuses it"
+        )
+    try:
+        public_key = coincurve.PublicKey.from_signature_and_message(
+            signature[:64] + bytes([v - 27]), digest, hasher=None
+        )
+    except Exception as err:  # coincurve raises bare Exception/ValueError on bad points
+        raise InvalidSignatureError(f"signature does not recover a key: {err}") from None
+    return keccak256(public_key.format(compressed=False)[1:])[12:]
 
 
 def recover_signer(domain: VoucherDomain, voucher: Voucher) -> ChecksumAddress:

@@ -14,7 +14,8 @@ keeps that key, since nothing else can sign for the channel.
 Per channel the wallet keeps what :class:`~micropay.payer.Payer` knows: the acknowledged
 total and its signature, the highest total signed (saved before each voucher leaves), the
 deposit; and the sites that were paid through it. It also keeps what was spent per site and
-over time, for the HTTP client's caps. A file of the HTTP client's first format is upgraded
+over time, for the HTTP client's caps, and beside it (:mod:`micropay.receipt_log`) every
+receipt the sites gave. A file of the HTTP client's first format is upgraded
 in place when opened.
 """
 
@@ -38,6 +39,7 @@ from micropay._files import write_json_atomically
 from micropay.channels import ChannelClient, ChannelState
 from micropay.errors import PayerStoreError, VoucherError
 from micropay.payer import Payer
+from micropay.receipt_log import ReceiptLog, receipts_path
 from micropay.vouchers import SECP256K1_N, ChannelConfig, Voucher
 
 __all__ = ["ChannelStatus", "Wallet", "WalletChannel", "channel_salt", "derive_session_key"]
@@ -273,6 +275,8 @@ class Wallet:
         self._channels: dict[bytes, WalletChannel] = {}
         self._site_spend: dict[str, int] = {}
         self._recent: list[tuple[float, int]] = []
+        self.receipts = ReceiptLog(None if self.path is None else receipts_path(self.path))
+        """The receipts the sites gave for the payments made from this wallet."""
         if self.path is not None and self.path.exists():
             self._load(self.path)
         if legacy_folder is not None and legacy_folder.is_dir():

@@ -21,6 +21,7 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
 from micropay.ledger import Ledger
+from micropay.receipts import SignedReceipt, sign_receipt
 from micropay.vouchers import ZERO_ADDRESS, ChannelConfig, Voucher, VoucherDomain, sign_voucher
 
 DOMAIN = VoucherDomain(31337, "0x" + "c0ffee" * 6 + "c0ff")
@@ -45,6 +46,33 @@ def channel(
 
 def voucher(config: ChannelConfig, amount: int, domain: VoucherDomain = DOMAIN) -> Voucher:
     return sign_voucher(domain, config.channel_id, amount, AUTHORIZER)
+
+
+SITE: LocalAccount = Account.from_key(b"\x22" * 32)
+"""The key that signs the test receipts (charges)."""
+
+
+def charge(
+    config: ChannelConfig,
+    cumulative: int,
+    amount: int = 1,
+    resource: str = "GET /articles/1",
+    issued_at: int = 1_767_225_600,
+    domain: VoucherDomain = DOMAIN,
+) -> SignedReceipt:
+    """A site-signed receipt of a charge of ``amount`` taking the channel to ``cumulative``."""
+    return sign_receipt(
+        domain,
+        SITE,
+        receipt_id=os.urandom(32),
+        channel_id=config.channel_id,
+        payer=config.payer,
+        asset=config.token,
+        resource=resource,
+        amount=amount,
+        cumulative_amount=cumulative,
+        issued_at=issued_at,
+    )
 
 
 def raw_execute(url: str, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
@@ -97,19 +125,26 @@ def interleaved_jobs(
     ]
 
 
-def run_accept_job(job: AcceptJob, start: Callable[[], object]) -> dict[int, int]:
-    """Accept a job's vouchers (once ``start`` returns, so all workers collide); return the
-    increments this worker was credited with, summed per channel."""
+def run_accept_job(job: AcceptJob, start: Callable[[], object]) -> dict[int, list[int]]:
+    """Accept a job's vouchers, each with its charge (once ``start`` returns, so all
+    workers collide); return per channel the increments this worker was credited with,
+    summed, and how many of its vouchers were taken."""
     from micropay.errors import StaleVoucherError
 
     configs = {index: channel(index, job.salt) for index, _ in job.items}
-    signed = [(configs[index], voucher(configs[index], amount)) for index, amount in job.items]
-    credited: dict[int, int] = dict.fromkeys(configs, 0)
+    signed = [
+        (configs[index], voucher(configs[index], amount), charge(configs[index], amount))
+        for index, amount in job.items
+    ]
+    credited: dict[int, list[int]] = {index: [0, 0] for index in configs}
     with Ledger.open(job.url, DOMAIN) as ledger:
         start()
-        for (index, _), (config, signed_voucher) in zip(job.items, signed, strict=True):
+        for (index, _), (config, signed_voucher, receipt) in zip(job.items, signed, strict=True):
             with contextlib.suppress(StaleVoucherError):
-                credited[index] += ledger.accept_if_higher(config, signed_voucher)
+                credited[index][0] += ledger.accept_if_higher(
+                    config, signed_voucher, charge=receipt
+                )
+                credited[index][1] += 1
     return credited
 
 

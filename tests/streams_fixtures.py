@@ -130,8 +130,15 @@ def fixed_config(
     recipient: str | None = None,
 ) -> FixedStreamConfig:
     return FixedStreamConfig(
-        sender=people.sender, recipient=recipient or people.recipient, token=token,
-        amount=amount, start=start, cliff=cliff, end=end, cancelable=cancelable, salt=salt(),
+        sender=people.sender,
+        recipient=recipient or people.recipient,
+        token=token,
+        amount=amount,
+        start=start,
+        cliff=cliff,
+        end=end,
+        cancelable=cancelable,
+        salt=salt(),
     )
 
 

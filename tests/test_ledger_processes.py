@@ -94,17 +94,25 @@ def test_eight_processes_never_lose_the_highest_voucher_or_count_twice(
     assert sorted(ready) == sorted(f"READY {n}" for n in range(workers)), ready
     launcher.send("go")  # every worker has opened the ledger and signed: release them at once
     credited = dict.fromkeys(range(channels), 0)
+    taken = dict.fromkeys(range(channels), 0)
     while not (line := launcher.next_line()).startswith("RACED"):
         tag, _, result = line.split(" ", 2)
         assert tag == "DONE", line
-        for index, amount in json.loads(result).items():
+        for index, (amount, count) in json.loads(result).items():
             credited[int(index)] += amount
+            taken[int(index)] += count
     assert line == "RACED " + " ".join(["0"] * workers), line
 
     with Ledger.open(ledger_url, DOMAIN) as ledger:
         best = {
             i: ledger.best(channel(i, salt).channel_id).cumulative_amount for i in range(channels)
         }
+        charged = dict.fromkeys(range(channels), 0)
+        index_of = {channel(i, salt).channel_id: i for i in range(channels)}
+        for receipt in ledger.charges():
+            charged[index_of[receipt.channel_id]] += 1
+    # one charge row per voucher taken, none for a voucher refused: no row counted twice
+    assert charged == taken
     print(
         f"\n{workers} processes raced {channels * top} vouchers for {channels} channels "
         f"(1..{top} each): best {best}, sum of increments credited {credited}"

@@ -210,9 +210,7 @@ def test_a_durable_ledger_works_as_the_book(node, tmp_path):
     assert ledger.best(reader.payer.config.channel_id).cumulative_amount == 3 * PRICE
 
 
-def test_the_paywall_keeps_the_covered_voucher_beside_one_against_a_fresh_top_up(
-    node, tmp_path
-):
+def test_the_paywall_keeps_the_covered_voucher_beside_one_against_a_fresh_top_up(node, tmp_path):
     ledger = Ledger.open(f"sqlite:///{tmp_path / 'ledger.db'}", node.channels.domain)
     site = make_site(node, book=ledger, state_ttl=0.0, min_deposit=2 * PRICE)
     reader = Reader(node, deposit=2 * PRICE)
@@ -442,9 +440,7 @@ def test_concurrent_vouchers_of_different_prices_on_one_channel_never_undercount
     assert best.cumulative_amount == served
 
 
-def test_two_processes_on_one_ledger_never_store_a_voucher_for_less_than_its_price(
-    node, tmp_path
-):
+def test_two_processes_on_one_ledger_never_store_a_voucher_for_less_than_its_price(node, tmp_path):
     """Two sites (as two worker processes) share one ledger file. Both read the channel at
     0; the cheap request is stored first, so the dear one's voucher (2 x price over 0) would
     add only one price: it is refused with 402 and its content is never sent."""

@@ -31,8 +31,9 @@ def test_the_readme_has_samples():
 def test_python_samples_run(tmp_path):
     script = tmp_path / "readme_samples.py"
     script.write_text("\n\n".join(PYTHON), encoding="utf8")
-    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                            cwd=tmp_path, timeout=600)
+    result = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path, timeout=600
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "settled 1000000000000000 wei for 100 payments" in result.stdout
 

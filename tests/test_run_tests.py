@@ -28,7 +28,10 @@ def _orphaned_anvil(env: dict[str, str]) -> int:
     anvil = find_binary("anvil")
     shell = subprocess.run(
         ["sh", "-c", f"'{anvil}' --port {free_port()} --silent >/dev/null 2>&1 & echo $!"],
-        capture_output=True, text=True, env=env, check=True,
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
     )
     return int(shell.stdout)
 
@@ -73,7 +76,10 @@ def test_a_run_that_leaves_a_node_running_fails(tmp_path):
     try:
         result = subprocess.run(
             [sys.executable, "tools/run_tests.py", "--networks", "in-process", str(leaky)],
-            cwd=ROOT, capture_output=True, text=True, timeout=300,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
     finally:
         leaked = int(pid_file.read_text()) if pid_file.exists() else None

@@ -272,8 +272,11 @@ def test_refund_returns_only_what_is_not_yet_owed(w3, streams, people, tok18):
     at(receipt.timestamp + 100)
     with pytest.raises(RefundExceedsUnownedError) as raised:
         streams.refund(config, 901, people.sender)
-    assert raised.value.arguments == {"streamId": "0x" + config.stream_id.hex(), "amount": 901,
-                                      "refundable": 900}
+    assert raised.value.arguments == {
+        "streamId": "0x" + config.stream_id.hex(),
+        "amount": 901,
+        "refundable": 900,
+    }
     with pytest.raises(StreamConfigError) as raised:
         streams.refund(config, 0, people.sender)
     assert raised.value.error_name == "Streams_ZeroAmount"
@@ -328,7 +331,9 @@ def test_open_batch_creates_each_stream_with_its_rate_and_deposit(w3, streams, p
     for config, rate, deposit in batch:
         state = streams.open_state(config)
         assert (state.rate_per_second, state.deposited, state.snapshot_time) == (
-            rate, deposit, receipt.timestamp
+            rate,
+            deposit,
+            receipt.timestamp,
         )
 
 

@@ -46,9 +46,7 @@ def test_one_base_unit_over_ten_years_streams_nothing_until_the_end(
     assert streams.withdraw(config, people.recipient).amount == 1
 
 
-def test_the_largest_amount_over_a_thousand_years_agrees_with_the_model(
-    w3, streams, people, tok18
-):
+def test_the_largest_amount_over_a_thousand_years_agrees_with_the_model(w3, streams, people, tok18):
     t0 = now(w3) + 10
     config = fixed_config(
         people, tok18.address, amount=UINT128_MAX, start=t0, end=t0 + 1_000 * YEAR, cliff=t0 + 7

@@ -134,9 +134,15 @@ class StreamsMachine(RuleBasedStateMachine):
 
     # -- fixed streams -------------------------------------------------------------------------
 
-    @rule(eth=st.booleans(), amount=st.integers(1, 10**24), start=st.integers(-500, 500),
-          duration=st.integers(1, 10**6), cliff=st.one_of(st.none(), st.floats(0, 1)),
-          cancelable=st.booleans(), delay=delays)
+    @rule(
+        eth=st.booleans(),
+        amount=st.integers(1, 10**24),
+        start=st.integers(-500, 500),
+        duration=st.integers(1, 10**6),
+        cliff=st.one_of(st.none(), st.floats(0, 1)),
+        cancelable=st.booleans(),
+        delay=delays,
+    )
     def create_fixed(self, eth, amount, start, duration, cliff, cancelable, delay):
         self._step("create fixed")
         t = self._time(delay)
@@ -144,9 +150,15 @@ class StreamsMachine(RuleBasedStateMachine):
         if eth:  # the funder holds 10,000 ETH
             amount = amount % 10**19 + 1
         config = FixedStreamConfig(
-            self.people.sender, self.people.recipient, self._token(eth), amount, begin,
-            begin + duration, 0 if cliff is None else begin + int(cliff * duration),
-            cancelable, self._salt(),
+            self.people.sender,
+            self.people.recipient,
+            self._token(eth),
+            amount,
+            begin,
+            begin + duration,
+            0 if cliff is None else begin + int(cliff * duration),
+            cancelable,
+            self._salt(),
         )
         if config.end <= t:
             with pytest.raises(StreamConfigError) as raised:
@@ -159,8 +171,11 @@ class StreamsMachine(RuleBasedStateMachine):
         self.touched.append(self.fixed[-1])
 
     @precondition(lambda self: self.fixed)
-    @rule(index=indices, near=st.sampled_from(["start", "cliff", "end"]),
-          offset=st.sampled_from([-1, 0, 1]))
+    @rule(
+        index=indices,
+        near=st.sampled_from(["start", "cliff", "end"]),
+        offset=st.sampled_from([-1, 0, 1]),
+    )
     def jump_to_a_boundary(self, index, near, offset):
         """Mine a block at start-1, start, cliff-1, ... of a stream, when still ahead."""
         tracked = self.fixed[index % len(self.fixed)]
@@ -210,9 +225,12 @@ class StreamsMachine(RuleBasedStateMachine):
         assert isinstance(config, FixedStreamConfig)
         t = self._time(delay)
         reason = (
-            "Streams_NotCancelable" if not config.cancelable
-            else "Streams_AlreadyCanceled" if tracked.model.canceled_at
-            else "Streams_AlreadySettled" if t >= config.end
+            "Streams_NotCancelable"
+            if not config.cancelable
+            else "Streams_AlreadyCanceled"
+            if tracked.model.canceled_at
+            else "Streams_AlreadySettled"
+            if t >= config.end
             else None
         )
         if reason:
@@ -371,7 +389,9 @@ class StreamsMachine(RuleBasedStateMachine):
         assert self.streams.open_state(config) == model
         amounts = self.streams.open_amounts(config)
         assert (amounts.streamed, amounts.withdrawable, amounts.refundable, amounts.debt) == (
-            model.streamed_at(t), model.withdrawable_at(t), model.refundable_at(t),
+            model.streamed_at(t),
+            model.withdrawable_at(t),
+            model.refundable_at(t),
             model.debt_at(t),
         )
         assert amounts.withdrawable + amounts.debt == model.owed_at(t)
@@ -392,4 +412,3 @@ def test_random_operations_keep_chain_model_and_invariants_in_step(w3, streams, 
         )
     finally:
         log.write()
-

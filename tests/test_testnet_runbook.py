@@ -6,8 +6,8 @@ nothing else is special-cased. The money adds up afterwards, on chain."""
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path

@@ -58,12 +58,12 @@ def cli(
 
 
 def _register() -> None:
-    from micropay.cli import channel, get, ops, site, stream
+    from micropay.cli import channel, get, ops, site, statement, stream
 
     cli.add_command(channel.channel)
     cli.add_command(stream.stream)
     cli.add_command(get.get)
-    for command in (*ops.COMMANDS, *site.COMMANDS):
+    for command in (*ops.COMMANDS, *site.COMMANDS, *statement.COMMANDS):
         cli.add_command(command)
 
 

@@ -26,7 +26,8 @@ from micropay.errors import (
 from micropay.ledger._authorizations import AuthorizationJournal
 from micropay.ledger._journal import ChainJournal
 from micropay.ledger._records import Position
-from micropay.ledger._store import Store, VoucherRow
+from micropay.ledger._store import ChargeRow, Store, VoucherRow
+from micropay.receipts import SignedReceipt
 from micropay.vouchers import ChannelConfig, Voucher, VoucherDomain, VoucherVerifier
 
 if TYPE_CHECKING:
@@ -153,9 +154,12 @@ class Ledger:
         *,
         over: int | None = None,
         covered: bool = False,
+        charge: SignedReceipt | None = None,
     ) -> int:
         """Store ``voucher`` if it beats the stored one, durably, in one atomic step; with
-        ``covered`` (the confirmed deposit covers it) as the best covered voucher too.
+        ``covered`` (the confirmed deposit covers it) as the best covered voucher too, and
+        with ``charge`` (the receipt the request is answered with) a row of ``charges``,
+        in the same transaction.
 
         Returns the increment (new cumulative amount minus the one it replaced); raises
         :class:`StaleVoucherError` if it does not beat the stored voucher, or if ``over`` is
@@ -165,6 +169,7 @@ class Ledger:
         if voucher.channel_id != config.channel_id:
             raise VoucherError("the voucher is for another channel than the configuration")
         self._verifier.verify(voucher, bytes.fromhex(config.authorizer[2:]))
+        charge_row = None if charge is None else self._charge_row(config, voucher, charge)
         now = time.time()
         replaced = self._store.accept(
             VoucherRow(
@@ -185,6 +190,7 @@ class Ledger:
                 covered_signature=voucher.signature if covered else None,
             ),
             over=over,
+            charge=charge_row,
         )
         if replaced is None:
             stored = self._store.voucher_row(config.channel_id)
@@ -196,6 +202,47 @@ class Ledger:
             )
         self._verified[config.channel_id] = (voucher.cumulative_amount, voucher.signature)
         return voucher.cumulative_amount - replaced
+
+    def _charge_row(
+        self, config: ChannelConfig, voucher: Voucher, charge: SignedReceipt
+    ) -> ChargeRow:
+        if (charge.domain, charge.channel_id, charge.payer, charge.cumulative_amount) != (
+            self.domain,
+            config.channel_id,
+            config.payer,
+            voucher.cumulative_amount,
+        ):
+            raise VoucherError("the charge's receipt is not of this voucher")
+        return ChargeRow(
+            receipt_id=charge.receipt_id,
+            channel_id=charge.channel_id,
+            payer=charge.payer,
+            asset=charge.asset,
+            resource=charge.resource,
+            amount=charge.amount,
+            cumulative_amount=charge.cumulative_amount,
+            issued_at=charge.issued_at,
+            signature=charge.signature,
+        )
+
+    def charges(self, since: int | None = None, until: int | None = None) -> list[SignedReceipt]:
+        """Every charge issued in ``[since, until)`` (Unix seconds; either end open), oldest
+        first, as the receipts the readers were given: the site's statement."""
+        return [
+            SignedReceipt(
+                domain=self.domain,
+                receipt_id=row.receipt_id,
+                channel_id=row.channel_id,
+                payer=row.payer,
+                asset=row.asset,
+                resource=row.resource,
+                amount=row.amount,
+                cumulative_amount=row.cumulative_amount,
+                issued_at=row.issued_at,
+                signature=row.signature,
+            )
+            for row in self._store.charges(since, until)
+        ]
 
     def best(self, channel_id: bytes) -> Voucher | None:
         """The best voucher accepted for the channel, verified, or None."""

@@ -28,6 +28,23 @@ _T = TypeVar("_T")
 # (concurrent CREATE TABLE IF NOT EXISTS can otherwise collide in the catalog).
 _SCHEMA_LOCK = 0x6D6963726F706179  # "micropay"
 
+# Version 3's table, also what the upgrade from 2 creates.
+_CHARGES = [
+    """CREATE TABLE IF NOT EXISTS charges (
+        receipt_id BYTEA PRIMARY KEY,
+        channel_id BYTEA NOT NULL,
+        payer TEXT NOT NULL,
+        asset TEXT NOT NULL,
+        resource TEXT NOT NULL,
+        amount NUMERIC(78, 0) NOT NULL,
+        cumulative_amount NUMERIC(78, 0) NOT NULL,
+        issued_at BIGINT NOT NULL,
+        signature BYTEA NOT NULL,
+        UNIQUE (channel_id, cumulative_amount)
+    )""",
+    "CREATE INDEX IF NOT EXISTS charges_by_time ON charges (issued_at)",
+]
+
 _SCHEMA = [
     f"SELECT pg_advisory_xact_lock({_SCHEMA_LOCK})",
     "CREATE TABLE IF NOT EXISTS ledger_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -64,10 +81,14 @@ _SCHEMA = [
     "CREATE INDEX IF NOT EXISTS chain_events_by_channel ON chain_events (channel_id)",
     # exact payments: the claim on each authorization (micropay/ledger/_authorizations.py)
     POSTGRES_TABLE,
+    *_CHARGES,
 ]
 
 # Version 2: the best voucher the confirmed deposit covers (a v1 ledger never kept one).
+# Version 3: the charges (a v2 ledger kept none); bind's CREATE ... IF NOT EXISTS made the
+# table already, the step is named for the record.
 _UPGRADES = {
+    3: _CHARGES,
     2: [
         "ALTER TABLE best_vouchers ADD COLUMN covered_amount NUMERIC(78, 0)",
         "ALTER TABLE best_vouchers ADD COLUMN covered_signature BYTEA",

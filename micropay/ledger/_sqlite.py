@@ -29,6 +29,23 @@ _DIGITS = 78  # len(str(2**256 - 1))
 _BUSY_TIMEOUT_MS = 60_000
 _HEADER = b"SQLite format 3\x00"
 
+# Version 3's table, also what the upgrade from 2 creates.
+_CHARGES = [
+    """CREATE TABLE IF NOT EXISTS charges (
+        receipt_id BLOB PRIMARY KEY,
+        channel_id BLOB NOT NULL,
+        payer TEXT NOT NULL,
+        asset TEXT NOT NULL,
+        resource TEXT NOT NULL,
+        amount TEXT NOT NULL,
+        cumulative_amount TEXT NOT NULL,
+        issued_at INTEGER NOT NULL,
+        signature BLOB NOT NULL,
+        UNIQUE (channel_id, cumulative_amount)
+    )""",
+    "CREATE INDEX IF NOT EXISTS charges_by_time ON charges (issued_at)",
+]
+
 _SCHEMA = [
     "CREATE TABLE IF NOT EXISTS ledger_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     """CREATE TABLE IF NOT EXISTS best_vouchers (
@@ -64,10 +81,14 @@ _SCHEMA = [
     "CREATE INDEX IF NOT EXISTS chain_events_by_channel ON chain_events (channel_id)",
     # exact payments: the claim on each authorization (micropay/ledger/_authorizations.py)
     SQLITE_TABLE,
+    *_CHARGES,
 ]
 
 # Version 2: the best voucher the confirmed deposit covers (a v1 ledger never kept one).
+# Version 3: the charges (a v2 ledger kept none); bind's CREATE ... IF NOT EXISTS made the
+# table already, the step is named for the record.
 _UPGRADES = {
+    3: _CHARGES,
     2: [
         "ALTER TABLE best_vouchers ADD COLUMN covered_amount TEXT",
         "ALTER TABLE best_vouchers ADD COLUMN covered_signature BLOB",

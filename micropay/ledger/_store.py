@@ -17,11 +17,16 @@ Tables:
   new voucher replaced) yields the increment without a second read that could race. A
   covered voucher fills the covered columns in the same statement; any other leaves them;
 - ``chain_blocks`` / ``chain_events``: what the chain follower has read (block hashes for
-  reorg detection, and per-channel totals by block, so a rollback is a ``DELETE``).
+  reorg detection, and per-channel totals by block, so a rollback is a ``DELETE``);
+- ``charges``: one row per charged request, the site-signed receipt it was answered with
+  (receipt id, channel, payer, asset, resource, amount, cumulative total, time,
+  signature). It is written in the transaction of the voucher accept that charged it, so
+  there is never a receipt without its row nor a charge counted twice (a channel's
+  cumulative totals are unique).
 
 Schema versions (``ledger_meta.schema_version``): 1, the first; 2 adds the covered voucher
-columns. Opening an older ledger upgrades it in place, in one transaction, before anything
-else reads it; a newer one is refused.
+columns; 3 adds ``charges``. Opening an older ledger upgrades it in place, in one
+transaction, before anything else reads it; a newer one is refused.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from typing import Any, ClassVar, TypeVar
 from micropay.errors import LedgerCorruptError, LedgerError
 from micropay.ledger._records import BlockRef, ChainEvent, ChainView, EventKind
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _T = TypeVar("_T")
 
 Execute = Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]
@@ -98,6 +103,22 @@ WHERE channel_id = ? AND cumulative_amount = ?
 RETURNING replaced_amount
 """
 
+_CHARGE_NAMES = (
+    "receipt_id",
+    "channel_id",
+    "payer",
+    "asset",
+    "resource",
+    "amount",
+    "cumulative_amount",
+    "issued_at",
+    "signature",
+)
+_CHARGE_COLUMNS = ", ".join(_CHARGE_NAMES)
+_INSERT_CHARGE = (
+    f"INSERT INTO charges ({_CHARGE_COLUMNS}) VALUES ({', '.join('?' * len(_CHARGE_NAMES))})"
+)
+
 # A channel's view is the maximum of each total over its rows; a channel with no seed row has
 # only some of its history here, so it has no view yet.
 _VIEW_COLUMNS = """
@@ -128,6 +149,21 @@ class VoucherRow:
     covered_amount: int | None = None
     """The best voucher covered by the confirmed deposit (None: none was accepted)."""
     covered_signature: bytes | None = None
+
+
+@dataclass(frozen=True)
+class ChargeRow:
+    """One ``charges`` row: a charged request and the receipt the site signed for it."""
+
+    receipt_id: bytes
+    channel_id: bytes
+    payer: str
+    asset: str
+    resource: str
+    amount: int
+    cumulative_amount: int
+    issued_at: int
+    signature: bytes
 
 
 class Store(ABC):
@@ -311,10 +347,13 @@ class Store(ABC):
 
     # -- vouchers ------------------------------------------------------------------------------
 
-    def accept(self, row: VoucherRow, *, over: int | None = None) -> int | None:
+    def accept(
+        self, row: VoucherRow, *, over: int | None = None, charge: ChargeRow | None = None
+    ) -> int | None:
         """Store ``row`` if its amount beats the stored one (and, with ``over``, the stored
         amount is exactly ``over``, 0 meaning none); return the amount it replaced (0 for a
-        new channel), or None if it did not."""
+        new channel), or None if it did not. ``charge`` is written in the same transaction
+        if, and only if, the voucher is."""
         if over is not None:
             if over < 0:
                 raise ValueError("over is an amount: 0 or more")
@@ -356,10 +395,39 @@ class Store(ABC):
                 row.covered_signature,
                 self.encode_amount(0),
             )
-        rows = self.transact(lambda execute: execute(sql, params))
+
+        def work(execute: Execute) -> list[tuple[Any, ...]]:
+            rows = execute(sql, params)
+            if rows and charge is not None:
+                execute(_INSERT_CHARGE, self._charge_params(charge))
+            return rows
+
+        rows = self.transact(work)
         if not rows:
             return None
         return self._amount(rows[0][0], row.channel_id, "replaced_amount")
+
+    def _charge_params(self, charge: ChargeRow) -> tuple[Any, ...]:
+        return (
+            charge.receipt_id,
+            charge.channel_id,
+            charge.payer,
+            charge.asset,
+            charge.resource,
+            self.encode_amount(charge.amount),
+            self.encode_amount(charge.cumulative_amount),
+            charge.issued_at,
+            charge.signature,
+        )
+
+    def charges(self, since: int | None = None, until: int | None = None) -> list[ChargeRow]:
+        """The charges issued in ``[since, until)`` (either end open), oldest first."""
+        rows = self.read(
+            f"SELECT {_CHARGE_COLUMNS} FROM charges WHERE issued_at >= ? AND issued_at < ? "
+            "ORDER BY issued_at, channel_id, cumulative_amount",
+            (0 if since is None else since, 2**63 - 1 if until is None else until),
+        )
+        return [self._charge_row(row) for row in rows]
 
     def voucher_row(self, channel_id: bytes) -> VoucherRow | None:
         rows = self.read(
@@ -532,6 +600,26 @@ class Store(ABC):
             )
         except (TypeError, ValueError) as err:
             raise self._corrupt(channel_id, f"malformed row: {err}") from None
+
+    def _charge_row(self, values: tuple[Any, ...]) -> ChargeRow:
+        row = dict(zip(_CHARGE_NAMES, values, strict=True))
+        channel_id = self._channel_id(row["channel_id"])
+        try:
+            return ChargeRow(
+                receipt_id=_blob(row["receipt_id"]),
+                channel_id=channel_id,
+                payer=_text(row["payer"]),
+                asset=_text(row["asset"]),
+                resource=_text(row["resource"]),
+                amount=self._amount(row["amount"], channel_id, "amount"),
+                cumulative_amount=self._amount(
+                    row["cumulative_amount"], channel_id, "cumulative_amount"
+                ),
+                issued_at=int(row["issued_at"]),
+                signature=_blob(row["signature"]),
+            )
+        except (TypeError, ValueError) as err:
+            raise self._corrupt(channel_id, f"malformed charge row: {err}") from None
 
     def _view(self, row: tuple[Any, ...]) -> ChainView:
         channel_id = self._channel_id(row[0])
