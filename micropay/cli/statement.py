@@ -94,7 +94,10 @@ def _line_json(line: StatementLine, by: str) -> dict[str, Any]:
 )
 @click.pass_obj
 def statement(settings: Settings, by: Grouping, output: str, ledger_url: str | None) -> None:
-    """What was paid, for what: count and total per site, day or resource, per asset."""
+    """What was paid, for what.
+
+    Count and total per site, day or resource, per asset: the reader's from its receipts,
+    or with --ledger the site's from its charges."""
     charges, whose = _charges(settings, ledger_url)
     lines = summarise(charges, by)
     rows = [_line_json(line, by) for line in lines]
@@ -162,8 +165,9 @@ def _read_receipt(text: str) -> SignedReceipt:
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 @click.pass_obj
 def verify(settings: Settings, receipt_text: str, site: str | None, as_json: bool) -> None:
-    """Check a receipt's signature (RECEIPT: the PAYMENT-RESPONSE value, or a file of it);
-    print who signed it and for what."""
+    """Check a receipt's signature; print who signed it, for what.
+
+    RECEIPT is the PAYMENT-RESPONSE value, or a file of it."""
     signed = _read_receipt(receipt_text)
     required = None if site is None else address(site, "site address")
     signer = verify_receipt(signed, required)
