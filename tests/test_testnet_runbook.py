@@ -28,7 +28,8 @@ BLOCKS = re.findall(r"```sh\n(.*?)```", RUNBOOK, re.S)
 
 def test_the_runbook_covers_the_operators_path():
     text = "\n".join(BLOCKS)
-    for command in ("deploy", "serve", "get", "watch", "ledger show", "settle --ledger"):
+    commands = ("deploy", "serve", "get", "watch", "ledger show", "settle --ledger", "statement")
+    for command in commands:
         assert f"micropay $SITE {command}" in text or f"micropay $READER {command}" in text
 
 
@@ -48,6 +49,7 @@ def test_every_command_in_the_runbook_runs_on_anvil(tmp_path: Path, postgres_led
             "RPC_URL": w3.provider.endpoint_uri,
             "SITE_KEY": "0x" + bytes(site.key).hex(),
             "READER_KEY": "0x" + bytes(reader.key).hex(),
+            "SITE_ADDRESS": site.address,
             "TOKEN": usdc.address,
             "LEDGER_URL": postgres_ledger_url,
         }
@@ -71,6 +73,9 @@ def test_every_command_in_the_runbook_runs_on_anvil(tmp_path: Path, postgres_led
 
         price = 10_000  # 0.01units of a 6-decimal token
         assert out.count(f"Paid {price} by {reader.address}") == 3  # three articles served
+        # The site's CSV statement: one day, three charges, three prices.
+        assert re.search(rf"^\d{{4}}-\d\d-\d\d,.*\b3\b.*\b{3 * price}\b", out, re.M), out
+        assert re.search(rf"^\s*signer\s+{site.address}$", out, re.M), "the receipt verified"
         # Three paid articles, settled to the site by the runbook's cash-out, to the unit.
         assert usdc.balance_of(site.address) == 3 * price
         [entry] = json.loads((tmp_path / "site" / "deployments.json").read_text()).values()
