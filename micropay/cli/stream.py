@@ -20,6 +20,7 @@ from eth_account.signers.local import LocalAccount
 
 from micropay.cli._context import (
     CliError,
+    Moment,
     Settings,
     address,
     console,
@@ -275,11 +276,14 @@ def status(settings: Settings, stream_id: str, as_json: bool) -> None:
     with _stream(settings, stream_id) as target:
         config, client = target.config, target.client
 
+        chain_now = int(target.connection.w3.eth.get_block("latest")["timestamp"])
+
         def money(value: int) -> Any:
             return value if as_json else target.money(value)
 
-        def optional(value: int | None) -> Any:
-            return value if value else (None if as_json else "-")
+        def when(value: int | None) -> Moment | None:
+            """A time on the stream's clock (the chain's): ISO date and how far from now."""
+            return Moment(value, chain_now) if value else None
 
         rows: dict[str, Any] = {
             "stream": target.id,
@@ -296,9 +300,9 @@ def status(settings: Settings, stream_id: str, as_json: bool) -> None:
             over = state.canceled_at or stage in (FixedStatus.SETTLED, FixedStatus.DEPLETED)
             rows |= {
                 "amount": money(config.amount),
-                "start": config.start,
-                "cliff": optional(config.cliff),
-                "end": config.end,
+                "start": when(config.start),
+                "cliff": when(config.cliff),
+                "end": when(config.end),
                 "streamed": money(amounts.streamed),
                 "withdrawn": money(state.withdrawn),
                 "withdrawable": money(amounts.withdrawable),
@@ -308,7 +312,7 @@ def status(settings: Settings, stream_id: str, as_json: bool) -> None:
                 "remaining": money(config.amount - state.withdrawn - refunded),
                 "status": stage.name.lower(),
                 "cancelable": config.cancelable,
-                "canceled_at": optional(state.canceled_at),
+                "canceled_at": when(state.canceled_at),
             }
         else:
             stored, now = client.open_state(config), client.open_amounts(config)
@@ -323,7 +327,7 @@ def status(settings: Settings, stream_id: str, as_json: bool) -> None:
                 "refundable": money(now.refundable),
                 "debt": money(now.debt),
                 "remaining": money(stored.balance),
-                "runs_dry_at": optional(stored.runs_dry_at()),
+                "runs_dry_at": when(stored.runs_dry_at()),
                 "status": client.open_status(config).name.lower(),
             }
             if as_json:
