@@ -33,6 +33,13 @@ failure, needs an undo in every book and leaves a window where a failed request 
 A 2xx response whose body breaks off after the status line stays charged: the status is
 the paywall's only signal.
 
+Receipts: at that same moment the paywall signs the charge's receipt with the payee key
+(:mod:`micropay.receipts`) and hands it to ``accept_if_higher`` with the voucher, so a
+durable book records the charge in the transaction that takes the voucher; the receipt
+goes out in ``PAYMENT-RESPONSE`` only if it was recorded. With ``access_period`` a reader
+may instead present an earlier receipt of the same resource and be served uncharged
+(:mod:`micropay.access` has the rule); without it ``PAYMENT-ACCESS`` is never read.
+
 Concurrency: requests on the same channel are served one at a time per process (a second
 one meanwhile gets 409 ``channel_busy``; a client pays one request after another), so the
 check before the handler and the write after it see the same book. Across processes the
@@ -112,7 +119,8 @@ class Payment:
     """``request.state.payment`` on a priced route: who pays and how much for this request.
 
     The amount is charged if the handler answers 2xx; ``cumulative_amount`` is the channel's
-    total once it is.
+    total once it is. A reader let in on an access receipt has ``amount`` 0 and the total
+    of the receipt it showed.
     """
 
     payer: str

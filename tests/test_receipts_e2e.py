@@ -8,6 +8,7 @@ import os
 import stat
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 
 import httpx
 import pytest
@@ -20,10 +21,11 @@ from starlette.routing import Route
 from micropay._x402 import AccessRequest, PaymentRequired, Receipt
 from micropay.http_client import HttpPayer, PaymentPolicy, PaymentTransport
 from micropay.ledger import Ledger
-from micropay.payee import Payee
+from micropay.payee import MemoryVoucherBook, Payee
 from micropay.paywall import Paywall
 from micropay.receipt_log import receipts_path
 from micropay.receipts import sign_access, sign_receipt, verify_receipt
+from micropay.statements import Charge, summarise
 
 pytestmark = pytest.mark.standalone
 pytest_plugins = ["ledger_fixtures"]
@@ -203,3 +205,76 @@ def test_a_site_without_the_opt_in_never_takes_a_receipt_as_payment(node, tmp_pa
             required = PaymentRequired.decode(refused.headers["payment-required"])
             assert required.access is None
         assert len(ledger.charges()) == 2
+
+
+def _rewriting(app, rewrite):
+    """The site's app with its PAYMENT-RESPONSE rewritten: a site that lies in receipts."""
+
+    async def lying(scope, receive, send):
+        async def send_rewritten(message):
+            if message["type"] == "http.response.start":
+                message = {
+                    **message,
+                    "headers": [
+                        (name, rewrite[0](value) if name == b"payment-response" else value)
+                        for name, value in message.get("headers", ())
+                    ],
+                }
+            await send(message)
+
+        await app(scope, receive, send_rewritten)
+
+    return lying
+
+
+def test_a_receipt_that_is_not_the_sites_is_kept_flagged_and_the_content_returned(node, tmp_path):
+    paywall = site(node, MemoryVoucherBook(), access_period=3600)
+    domain = node.channels.domain
+
+    def resigned(key, resource=None):
+        def rewrite(value: bytes) -> bytes:
+            receipt = Receipt.decode(value)
+            s = receipt.signed
+            forged = sign_receipt(
+                domain,
+                key,
+                receipt_id=s.receipt_id,
+                channel_id=s.channel_id,
+                payer=s.payer,
+                asset=s.asset,
+                resource=resource or s.resource,
+                amount=s.amount,
+                cumulative_amount=s.cumulative_amount,
+                issued_at=s.issued_at,
+            )
+            return Receipt.of(forged, receipt.remaining).encode().encode()
+
+        return rewrite
+
+    def unsigned(value: bytes) -> bytes:
+        return replace(Receipt.decode(value), signed=None).encode().encode()
+
+    rewrite = [unsigned]
+    payer = reader(node, 4, tmp_path)
+    with (
+        Server(_rewriting(paywall, rewrite)) as server,
+        httpx.Client(base_url=server.url, transport=PaymentTransport(payer)) as client,
+    ):
+        for lie in (unsigned, resigned(node.readers[5]), resigned(node.site, "GET /elsewhere")):
+            rewrite[0] = lie
+            response = client.get("/articles/a")
+            assert response.status_code == 200 and response.text.endswith(f": {PRICE}")
+        problems = [k.problem for k in payer.store.receipts.all()]
+        assert problems[0] == "the receipt is not signed"
+        assert problems[1].startswith("the receipt is signed by 0x") and "not by" in problems[1]
+        assert problems[2] == "the receipt is for 'GET /elsewhere', not 'GET /articles/a'"
+        lines = summarise([Charge.of_kept(k) for k in payer.store.receipts.all()], "site")
+        # The unsigned receipt names no asset, so it stands on a line of its own; every
+        # line counts its receipts as unverified, and together they hold the three prices.
+        assert sorted((line.asset is None, line.count) for line in lines) == [(False, 2), (True, 1)]
+        assert sum(line.total for line in lines) == 3 * PRICE
+        assert all(line.unverified == line.count for line in lines)
+        # flagged receipts are never presented for access: the reader pays again
+        rewrite[0] = lambda value: value
+        assert client.get("/articles/a").text.endswith(f": {PRICE}")
+    assert len(paywall.book.charges()) == 4
