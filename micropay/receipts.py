@@ -33,6 +33,7 @@ from eth_utils.address import to_checksum_address
 from micropay._keccak import keccak256
 from micropay.errors import InvalidSignatureError, ReceiptError
 from micropay.vouchers import (
+    EIP712_DOMAIN_TYPE,
     VoucherDomain,
     _address_word,
     _word,
@@ -137,12 +138,7 @@ class SignedReceipt:
         """The ``eth_signTypedData_v4`` form, for wallets and independent checkers."""
         return {
             "types": {
-                "EIP712Domain": [
-                    {"name": "name", "type": "string"},
-                    {"name": "version", "type": "string"},
-                    {"name": "chainId", "type": "uint256"},
-                    {"name": "verifyingContract", "type": "address"},
-                ],
+                "EIP712Domain": EIP712_DOMAIN_TYPE,
                 "Receipt": [
                     {"name": "receiptId", "type": "bytes32"},
                     {"name": "channelId", "type": "bytes32"},

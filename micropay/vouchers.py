@@ -40,6 +40,16 @@ _UINT256_MAX = 2**256 - 1
 _UINT32_MAX = 2**32 - 1
 
 
+EIP712_DOMAIN_TYPE: list[dict[str, str]] = [
+    {"name": "name", "type": "string"},
+    {"name": "version", "type": "string"},
+    {"name": "chainId", "type": "uint256"},
+    {"name": "verifyingContract", "type": "address"},
+]
+"""The EIP-712 domain's fields as ``eth_signTypedData_v4`` lists them, for every micropay
+domain (vouchers and receipts): name, version, chain id, contract."""
+
+
 def _address(value: str, what: str) -> ChecksumAddress:
     if not isinstance(value, str) or not is_address(value):
         raise VoucherError(f"{what} is not an address: {value!r}")
@@ -178,12 +188,7 @@ class VoucherDomain:
         _check_voucher_fields(channel_id, cumulative_amount)
         return {
             "types": {
-                "EIP712Domain": [
-                    {"name": "name", "type": "string"},
-                    {"name": "version", "type": "string"},
-                    {"name": "chainId", "type": "uint256"},
-                    {"name": "verifyingContract", "type": "address"},
-                ],
+                "EIP712Domain": EIP712_DOMAIN_TYPE,
                 "Voucher": [
                     {"name": "channelId", "type": "bytes32"},
                     {"name": "cumulativeAmount", "type": "uint256"},
