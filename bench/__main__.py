@@ -10,7 +10,9 @@ import importlib
 import sys
 
 # Each module has a main() that prints a section.
-BENCHMARKS = ["bench.vouchers", "bench.gas_channels", "bench.gas_streams", "bench.http_paywall"]
+BENCHMARKS = ["bench.vouchers", "bench.gas_channels", "bench.gas_streams", "bench.gas_exact",
+    "bench.http_paywall",
+]
 
 
 def main() -> int:
