@@ -31,11 +31,13 @@ from web3.exceptions import TimeExhausted, TransactionNotFound
 
 from micropay._contracts import _REVERTS, submit_transaction
 from micropay._eip3009 import Authorization, AuthorizationToken, TokenDomain
+from micropay._keccak import keccak256
 from micropay._x402 import (
     _BYTES32_RE,
     _SIGNATURE_RE,
     MAX_PAYMENT_HEADER,
     MAX_SERVER_HEADER,
+    PAYMENT_IDENTIFIER,
     PAYMENT_RESPONSE,
     PAYMENT_SIGNATURE,
     Reason,
@@ -50,6 +52,7 @@ from micropay._x402 import (
     encode_payment,
     network_of,
     offer_terms,
+    payment_id_of,
 )
 from micropay.errors import (
     InvalidSignatureError,
@@ -66,6 +69,8 @@ SETTLE_MARGIN: Final = 6
 # A claim without a transaction after this long was left by a worker that died before it
 # submitted: another worker may take it over.
 STALE_CLAIM: Final = 120.0
+# topic0 of EIP-3009's ``AuthorizationUsed(address indexed authorizer, bytes32 indexed nonce)``
+AUTHORIZATION_USED_TOPIC: Final = keccak256(b"AuthorizationUsed(address,bytes32)")
 
 
 # -- the offer -------------------------------------------------------------------------------
@@ -139,8 +144,13 @@ class ExactPayload:
     signature: bytes
     offer: ExactOffer | None = None
     resource: str = ""
+    payment_id: str | None = None  # x402's payment-identifier extension
 
     def encode(self) -> str:
+        extensions = None
+        if self.payment_id is not None:
+            info = {"required": False, "id": self.payment_id}
+            extensions = {PAYMENT_IDENTIFIER: {"info": info}}
         return encode_payment(
             offer_terms(SCHEME, self.network, self.price, self.asset, self.pay_to),
             self.offer.to_json() if self.offer is not None else None,
@@ -149,6 +159,7 @@ class ExactPayload:
                 "signature": "0x" + self.signature.hex(),
                 "authorization": self.authorization.to_json(),
             },
+            extensions,
         )
 
     @classmethod
@@ -184,6 +195,7 @@ class ExactPayload:
             pay_to=_address(accepted, "payTo", "accepted"),
             authorization=authorization,
             signature=signature,
+            payment_id=payment_id_of(obj),
         )
 
 
@@ -255,12 +267,18 @@ class AuthorizationBook(Protocol):
     def update(self, settlement: Settlement) -> None:
         """Record the claim's progress (its transaction, or its outcome)."""
 
+    def bind(self, payment_id: str, settlement: Settlement) -> bool:
+        """Tie a ``payment-identifier`` id to ``settlement``'s authorization (token,
+        authorizer, nonce, signature), atomically: True if the id is now, or already was,
+        this authorization's; False if it names another."""
+
 
 class MemoryAuthorizationBook:
     """An :class:`AuthorizationBook` for one process (lost on restart: use the ledger)."""
 
     def __init__(self) -> None:
         self._records: dict[tuple[str, str, bytes], Settlement] = {}
+        self._ids: dict[str, tuple[str, str, bytes, bytes]] = {}
         self._lock = threading.Lock()
 
     def claim(self, settlement: Settlement, stale_before: float) -> Settlement | None:
@@ -282,12 +300,25 @@ class MemoryAuthorizationBook:
         with self._lock:
             self._records[(settlement.token, settlement.authorizer, settlement.nonce)] = settlement
 
+    def bind(self, payment_id: str, settlement: Settlement) -> bool:
+        s = settlement
+        paid = (s.token, s.authorizer, s.nonce, s.signature)
+        with self._lock:
+            return self._ids.setdefault(payment_id, paid) == paid
+
 
 # -- verifying and settling ------------------------------------------------------------------
 
 
-class ExactSettler:
-    """Checks ``exact`` payments for one token and settles them with the site's key.
+class ExactSettlerBase:
+    """What every ``exact`` settler shares: the offer, the checks that need no chain, the
+    claim in the book, resends, and the site's own check of the mined transfer.
+
+    Subclasses say how a claimed authorization is put on chain (:meth:`_submit`):
+    :class:`ExactSettler` with the site's key, :class:`~micropay.facilitator.FacilitatorSettler`
+    through an x402 facilitator. Either way the content is served only once the site's own
+    node shows the transfer mined and the token's ``AuthorizationUsed`` event for this payer
+    and nonce in it.
 
     ``timeout``: how long a request waits for its transfer to be mined; past it the request
     gets 402 ``settlement_timeout`` and the claim keeps the transaction, so the payer's
@@ -297,14 +328,12 @@ class ExactSettler:
     def __init__(
         self,
         token: AuthorizationToken,
-        account: LocalAccount,
         *,
         book: AuthorizationBook | None = None,
         timeout: float = 30.0,
         max_timeout_seconds: int = 60,
     ) -> None:
         self.token = token
-        self.account = account
         self.book: AuthorizationBook = book if book is not None else MemoryAuthorizationBook()
         self.timeout = timeout
         self.max_timeout_seconds = max_timeout_seconds
@@ -357,13 +386,23 @@ class ExactSettler:
 
     def settle(self, payload: ExactPayload) -> ExactReceipt:
         """Settle a checked payment (blocking: call it off the event loop) and return its
-        receipt, or the receipt it already has; :class:`PaymentDeclinedError` otherwise."""
+        receipt, or the receipt it already has; :class:`PaymentDeclinedError` otherwise.
+
+        A payment carrying a ``payment-identifier`` id binds the id to its authorization
+        first: the same id on another authorization is refused (409
+        ``payment_id_conflict``) before anything is claimed or settled."""
         a = payload.authorization
         now = time.time()
         claim = Settlement(
             self.token.address, a.payer, a.nonce, payload.signature, a.valid_before,
             "claimed", now,
         )  # fmt: skip
+        if payload.payment_id is not None and not self.book.bind(payload.payment_id, claim):
+            raise PaymentDeclinedError(
+                Reason.PAYMENT_ID_CONFLICT,
+                f"payment id {payload.payment_id!r} was already used for another payment",
+                409,
+            )
         held = self.book.claim(claim, stale_before=now - STALE_CLAIM)
         if held is not None:
             return self._resent(held, payload, now)
@@ -390,6 +429,88 @@ class ExactSettler:
         return ExactReceipt.decode(held.receipt)
 
     def _submit(self, claim: Settlement, payload: ExactPayload) -> ExactReceipt:
+        """Put the claimed authorization on chain and :meth:`_finish`; on a failure that
+        sent nothing, record it (``failed``, or the claim released for a later resend)."""
+        raise NotImplementedError
+
+    def _finish(self, claim: Settlement, payload: ExactPayload, tx_hash: bytes) -> ExactReceipt:
+        """Record the submitted transaction, then wait for it on the site's own node."""
+        submitted = replace(claim, transaction=tx_hash)
+        self.book.update(submitted)
+        settled = self._await(submitted, payload, timeout=self.timeout)
+        if settled.state == "claimed":
+            raise PaymentDeclinedError(
+                Reason.SETTLEMENT_TIMEOUT,
+                f"transaction 0x{tx_hash.hex()} is not mined yet; resend the same payment",
+            )
+        if settled.state == "failed":
+            raise PaymentDeclinedError(Reason.SETTLEMENT_FAILED, settled.reason or "failed")
+        assert settled.receipt is not None
+        return ExactReceipt.decode(settled.receipt)
+
+    def _fail(self, claim: Settlement, declined: PaymentDeclinedError) -> PaymentDeclinedError:
+        """Record that ``claim`` will never settle (its nonce is not sent again)."""
+        self.book.update(replace(claim, state="failed", reason=str(declined)))
+        return declined
+
+    def _await(self, held: Settlement, payload: ExactPayload, timeout: float) -> Settlement:
+        """Wait up to ``timeout`` for the claim's transaction; record and return the outcome
+        (still ``claimed`` if it is not mined yet). Settled means: mined, succeeded, and the
+        token says in it that this payer's nonce was used."""
+        assert held.transaction is not None
+        w3 = self.token.w3
+        tx_hash = HexBytes(held.transaction)
+        try:
+            if timeout > 0:
+                mined = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=timeout)
+            else:
+                mined = w3.eth.get_transaction_receipt(tx_hash)
+        except (TimeExhausted, TransactionNotFound):
+            return held
+        a = payload.authorization
+        if mined["status"] != 1:
+            reason = f"transaction 0x{tx_hash.hex()} was mined and reverted"
+            outcome = replace(held, state="failed", reason=reason)
+        elif not self._uses_authorization(mined, a.payer, a.nonce):
+            reason = f"transaction 0x{tx_hash.hex()} does not use this authorization"
+            outcome = replace(held, state="failed", reason=reason)
+        else:
+            receipt = ExactReceipt(self.network, a.payer, bytes(tx_hash), a.value)
+            outcome = replace(held, state="settled", receipt=receipt.encode())
+        self.book.update(outcome)
+        return outcome
+
+    def _uses_authorization(self, mined: Any, payer: str, nonce: bytes) -> bool:
+        """Whether the receipt holds the token's ``AuthorizationUsed(payer, nonce)``."""
+        token = self.token.address.lower()
+        payer_topic = bytes(12) + bytes.fromhex(payer[2:])
+        for log in mined["logs"]:
+            topics = [bytes(t) for t in log["topics"]]
+            if (
+                str(log["address"]).lower() == token
+                and topics[:1] == [AUTHORIZATION_USED_TOPIC]
+                and topics[1:3] == [payer_topic, nonce]
+            ):
+                return True
+        return False
+
+
+class ExactSettler(ExactSettlerBase):
+    """Settles ``exact`` payments for one token with the site's own key on its node."""
+
+    def __init__(
+        self,
+        token: AuthorizationToken,
+        account: LocalAccount,
+        *,
+        book: AuthorizationBook | None = None,
+        timeout: float = 30.0,
+        max_timeout_seconds: int = 60,
+    ) -> None:
+        super().__init__(token, book=book, timeout=timeout, max_timeout_seconds=max_timeout_seconds)
+        self.account = account
+
+    def _submit(self, claim: Settlement, payload: ExactPayload) -> ExactReceipt:
         a = payload.authorization
         try:
             if self.token.authorization_used(a.payer, a.nonce):
@@ -412,49 +533,15 @@ class ExactSettler:
                     Reason.SETTLEMENT_FAILED, str(self.token.decode_revert(err))
                 ) from None
         except PaymentDeclinedError as declined:
-            self.book.update(replace(claim, state="failed", reason=str(declined)))
-            raise
+            raise self._fail(claim, declined) from None
         except MicropayError as err:  # the node refused the transaction: nothing was sent
-            self.book.update(replace(claim, state="failed", reason=str(err)))
-            raise PaymentDeclinedError(Reason.SETTLEMENT_FAILED, str(err)) from None
+            raise self._fail(
+                claim, PaymentDeclinedError(Reason.SETTLEMENT_FAILED, str(err))
+            ) from None
         except Exception:  # the node is unreachable: let a resend try again later
             self.book.update(replace(claim, claimed_at=0.0))
             raise
-        submitted = replace(claim, transaction=bytes(tx_hash))
-        self.book.update(submitted)
-        settled = self._await(submitted, payload, timeout=self.timeout)
-        if settled.state == "claimed":
-            raise PaymentDeclinedError(
-                Reason.SETTLEMENT_TIMEOUT,
-                f"transaction 0x{tx_hash.hex()} is not mined yet; resend the same payment",
-            )
-        if settled.state == "failed":
-            raise PaymentDeclinedError(Reason.SETTLEMENT_FAILED, settled.reason or "failed")
-        assert settled.receipt is not None
-        return ExactReceipt.decode(settled.receipt)
-
-    def _await(self, held: Settlement, payload: ExactPayload, timeout: float) -> Settlement:
-        """Wait up to ``timeout`` for the claim's transaction; record and return the outcome
-        (still ``claimed`` if it is not mined yet)."""
-        assert held.transaction is not None
-        w3 = self.token.w3
-        tx_hash = HexBytes(held.transaction)
-        try:
-            if timeout > 0:
-                mined = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=timeout)
-            else:
-                mined = w3.eth.get_transaction_receipt(tx_hash)
-        except (TimeExhausted, TransactionNotFound):
-            return held
-        if mined["status"] != 1:
-            reason = f"transaction 0x{tx_hash.hex()} was mined and reverted"
-            outcome = replace(held, state="failed", reason=reason)
-        else:
-            a = payload.authorization
-            receipt = ExactReceipt(self.network, a.payer, bytes(tx_hash), a.value)
-            outcome = replace(held, state="settled", receipt=receipt.encode())
-        self.book.update(outcome)
-        return outcome
+        return self._finish(claim, payload, bytes(tx_hash))
 
 
 def payload_scheme(value: str | bytes) -> str | None:
@@ -475,6 +562,7 @@ __all__ = [
     "ExactPayload",
     "ExactReceipt",
     "ExactSettler",
+    "ExactSettlerBase",
     "MemoryAuthorizationBook",
     "Settlement",
     "payload_scheme",

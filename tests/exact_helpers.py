@@ -5,9 +5,11 @@ worker process (``python tests/exact_helpers.py RPC CHANNELS TOKEN KEY LEDGER PO
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from starlette.applications import Starlette
@@ -15,10 +17,12 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 from web3 import Web3
+from x402_models import check_required
 
-from micropay._eip3009 import AuthorizationToken
+from micropay._eip3009 import AuthorizationToken, authorize
 from micropay.channels import ChannelClient
-from micropay.exact import ExactSettler
+from micropay.exact import ExactOffer, ExactPayload, ExactSettler, ExactSettlerBase
+from micropay.facilitator import FacilitatorSettler
 from micropay.ledger import Ledger
 from micropay.payee import Payee
 from micropay.paywall import Paywall, PricedRoute
@@ -35,14 +39,22 @@ def exact_site(
     *,
     timeout: float = 30.0,
     schemes: tuple[str, ...] = ("channel", "exact"),
+    facilitator: str | None = None,
+    verify_timeout: float = 10.0,
 ) -> Any:
-    """The paywalled app: ``GET /report`` costs PRICE of the token, in the given schemes."""
+    """The paywalled app: ``GET /report`` costs PRICE of the token, in the given schemes,
+    settled by the site's key, or by the x402 facilitator at the URL ``facilitator``."""
     client = ChannelClient.attach(w3, channels)
     ledger = Ledger.open(ledger_url, client.domain)
     payee = Payee(client, site_key, book=ledger)
-    settler = ExactSettler(
-        AuthorizationToken(w3, token), site_key, book=ledger.authorizations, timeout=timeout
-    )
+    usdc, book = AuthorizationToken(w3, token), ledger.authorizations
+    settler: ExactSettlerBase
+    if facilitator is None:
+        settler = ExactSettler(usdc, site_key, book=book, timeout=timeout)
+    else:
+        settler = FacilitatorSettler(
+            facilitator, usdc, book=book, timeout=timeout, verify_timeout=verify_timeout
+        )
 
     async def report(request: Request) -> Response:
         payment = request.state.payment
@@ -53,6 +65,37 @@ def exact_site(
     )
     app = Starlette(routes=[Route("/report", report)])
     return Paywall(app, payee=payee, prices=[route], asset=token, exact=settler)
+
+
+def exact_offer_of(response: httpx.Response) -> ExactOffer:
+    required = check_required(response.headers["payment-required"])
+    [offer] = [o for o in required.accepts if o.scheme == "exact"]
+    return ExactOffer.from_json(offer.model_dump(by_alias=True))
+
+
+def pay(url: str, payload: ExactPayload) -> httpx.Response:
+    return httpx.get(url, headers={"payment-signature": payload.encode()}, timeout=60)
+
+
+def signed(offer: ExactOffer, reader, **changes):  # type: ignore[no-untyped-def]
+    """An exact payload for ``offer``, with fields of the authorization or the offer changed."""
+    domain = changes.pop("domain", offer.domain)
+    valid_before = changes.pop("valid_before", int(time.time()) + 60)
+    authorization, signature = authorize(
+        domain,
+        reader,
+        changes.pop("to", offer.pay_to),
+        changes.pop("value", offer.price),
+        valid_before,
+        valid_after=changes.pop("valid_after", 0),
+        nonce=changes.pop("nonce", None),
+    )
+    fields = {"network": offer.network, "price": offer.price, "asset": offer.asset}
+    fields.update(changes)
+    return ExactPayload(
+        fields["network"], fields["price"], fields["asset"], offer.pay_to, authorization,
+        signature, offer,
+    )  # fmt: skip
 
 
 def main(argv: list[str]) -> None:

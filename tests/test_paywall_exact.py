@@ -22,17 +22,17 @@ from pathlib import Path
 import httpx
 import pytest
 from eth_account import Account
-from exact_helpers import PRICE, exact_site
+from exact_helpers import PRICE, exact_offer_of, exact_site, pay, signed
 from paywall_helpers import Server, chain
 from x402 import x402Client
 from x402.http.clients import x402_httpx_transport
 from x402.mechanisms.evm.exact import ExactEvmScheme
 from x402_models import check_receipt, check_required
 
-from micropay._eip3009 import AuthorizationToken, authorize, sign_cancel
+from micropay._eip3009 import AuthorizationToken, sign_cancel
 from micropay._x402 import Reason
 from micropay.devnode import free_port
-from micropay.exact import ExactOffer, ExactPayload, ExactReceipt
+from micropay.exact import ExactPayload, ExactReceipt
 
 pytestmark = pytest.mark.standalone
 
@@ -51,37 +51,6 @@ def usdc(node):  # type: ignore[no-untyped-def]
     for reader in node.readers:
         token.mint(reader.address, 10**9, node.deployer)
     return token
-
-
-def exact_offer_of(response: httpx.Response) -> ExactOffer:
-    required = check_required(response.headers["payment-required"])
-    [offer] = [o for o in required.accepts if o.scheme == "exact"]
-    return ExactOffer.from_json(offer.model_dump(by_alias=True))
-
-
-def pay(url: str, payload: ExactPayload) -> httpx.Response:
-    return httpx.get(url, headers={"payment-signature": payload.encode()}, timeout=60)
-
-
-def signed(offer: ExactOffer, reader, **changes):  # type: ignore[no-untyped-def]
-    """An exact payload for ``offer``, with fields of the authorization or the offer changed."""
-    domain = changes.pop("domain", offer.domain)
-    valid_before = changes.pop("valid_before", int(time.time()) + 60)
-    authorization, signature = authorize(
-        domain,
-        reader,
-        changes.pop("to", offer.pay_to),
-        changes.pop("value", offer.price),
-        valid_before,
-        valid_after=changes.pop("valid_after", 0),
-        nonce=changes.pop("nonce", None),
-    )
-    fields = {"network": offer.network, "price": offer.price, "asset": offer.asset}
-    fields.update(changes)
-    return ExactPayload(
-        fields["network"], fields["price"], fields["asset"], offer.pay_to, authorization,
-        signature, offer,
-    )  # fmt: skip
 
 
 def test_the_official_x402_client_pays_an_exact_offer(node, usdc, tmp_path):
