@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import threading
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, replace
 from typing import Any, Final, Protocol
 
@@ -310,7 +311,7 @@ class MemoryAuthorizationBook:
 # -- verifying and settling ------------------------------------------------------------------
 
 
-class ExactSettlerBase:
+class ExactSettlerBase(ABC):
     """What every ``exact`` settler shares: the offer, the checks that need no chain, the
     claim in the book, resends, and the site's own check of the mined transfer.
 
@@ -428,10 +429,10 @@ class ExactSettlerBase:
             )
         return ExactReceipt.decode(held.receipt)
 
+    @abstractmethod
     def _submit(self, claim: Settlement, payload: ExactPayload) -> ExactReceipt:
         """Put the claimed authorization on chain and :meth:`_finish`; on a failure that
         sent nothing, record it (``failed``, or the claim released for a later resend)."""
-        raise NotImplementedError
 
     def _finish(self, claim: Settlement, payload: ExactPayload, tx_hash: bytes) -> ExactReceipt:
         """Record the submitted transaction, then wait for it on the site's own node."""

@@ -30,6 +30,15 @@ from micropay.paywall import Paywall, PricedRoute
 PRICE = 10_000  # 0.01 of a 6-decimal token
 
 
+def funded_usdc(node: Any) -> AuthorizationToken:
+    """The USDC-like test token on a test chain (paywall_helpers.chain), every reader
+    holding 1,000 of it."""
+    token = AuthorizationToken.deploy(node.w3, node.deployer, "USD Coin", "USDC")
+    for reader in node.readers:
+        token.mint(reader.address, 10**9, node.deployer)
+    return token
+
+
 def exact_site(
     w3: Web3,
     channels: str,

@@ -22,14 +22,14 @@ from pathlib import Path
 import httpx
 import pytest
 from eth_account import Account
-from exact_helpers import PRICE, exact_offer_of, exact_site, pay, signed
+from exact_helpers import PRICE, exact_offer_of, exact_site, funded_usdc, pay, signed
 from paywall_helpers import Server, chain
 from x402 import x402Client
 from x402.http.clients import x402_httpx_transport
 from x402.mechanisms.evm.exact import ExactEvmScheme
 from x402_models import check_receipt, check_required
 
-from micropay._eip3009 import AuthorizationToken, sign_cancel
+from micropay._eip3009 import sign_cancel
 from micropay._x402 import Reason
 from micropay.devnode import free_port
 from micropay.exact import ExactPayload, ExactReceipt
@@ -47,10 +47,7 @@ def node() -> Iterator:
 
 @pytest.fixture(scope="module")
 def usdc(node):  # type: ignore[no-untyped-def]
-    token = AuthorizationToken.deploy(node.w3, node.deployer, "USD Coin", "USDC")
-    for reader in node.readers:
-        token.mint(reader.address, 10**9, node.deployer)
-    return token
+    return funded_usdc(node)
 
 
 def test_the_official_x402_client_pays_an_exact_offer(node, usdc, tmp_path):

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Iterator
 import anyio
 import httpx
 import pytest
-from exact_helpers import PRICE, exact_offer_of, exact_site, pay, signed
+from exact_helpers import PRICE, exact_offer_of, exact_site, funded_usdc, pay, signed
 from paywall_helpers import Server, chain, dev_key
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -29,7 +29,6 @@ from x402.mechanisms.evm.exact import ExactEvmScheme
 from x402_facilitator import x402_facilitator
 from x402_models import check_receipt, check_required
 
-from micropay._eip3009 import AuthorizationToken
 from micropay._x402 import Reason
 from micropay.facilitator import MAX_RESPONSE
 
@@ -45,10 +44,7 @@ def fac_node() -> Iterator:
 
 @pytest.fixture(scope="module")
 def fac_usdc(fac_node):  # type: ignore[no-untyped-def]
-    token = AuthorizationToken.deploy(fac_node.w3, fac_node.deployer, "USD Coin", "USDC")
-    for reader in fac_node.readers:
-        token.mint(reader.address, 10**9, fac_node.deployer)
-    return token
+    return funded_usdc(fac_node)
 
 
 @pytest.fixture(scope="module")

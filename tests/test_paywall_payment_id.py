@@ -17,18 +17,18 @@ import asyncio
 import base64
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import httpx
 import pytest
-from exact_helpers import PRICE, exact_offer_of, exact_site, pay, signed
+from exact_helpers import PRICE, exact_offer_of, exact_site, funded_usdc, pay, signed
 from paywall_helpers import Server, chain
 from x402 import x402Client
 from x402.http.clients import x402_httpx_transport
 from x402.mechanisms.evm.exact import ExactEvmScheme
 from x402_models import check_receipt, check_required
 
-from micropay._eip3009 import AuthorizationToken
 from micropay._x402 import PAYMENT_IDENTIFIER, Reason
 from micropay.exact import ExactPayload
 
@@ -46,10 +46,7 @@ def pid_node() -> Iterator:
 
 @pytest.fixture(scope="module")
 def pid_usdc(pid_node):  # type: ignore[no-untyped-def]
-    token = AuthorizationToken.deploy(pid_node.w3, pid_node.deployer, "USD Coin", "USDC")
-    for reader in pid_node.readers:
-        token.mint(reader.address, 10**9, pid_node.deployer)
-    return token
+    return funded_usdc(pid_node)
 
 
 class PaymentIdentifier:
@@ -73,10 +70,7 @@ class PaymentIdentifier:
 
 
 def with_id(payload: ExactPayload, payment_id: str) -> ExactPayload:
-    return ExactPayload(
-        payload.network, payload.price, payload.asset, payload.pay_to, payload.authorization,
-        payload.signature, payload.offer, payment_id=payment_id,
-    )  # fmt: skip
+    return replace(payload, payment_id=payment_id)
 
 
 def test_a_payment_id_makes_a_resend_the_same_payment_and_another_payment_a_conflict(

@@ -15,12 +15,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from exact_helpers import PRICE, exact_site
+from exact_helpers import PRICE, exact_site, funded_usdc
 from paywall_helpers import Server, chain, dev_key
 from x402_facilitator import x402_facilitator
 from x402_models import check_receipt
-
-from micropay._eip3009 import AuthorizationToken
 
 pytestmark = pytest.mark.standalone
 
@@ -36,10 +34,7 @@ def npm_node() -> Iterator:
 
 @pytest.fixture(scope="module")
 def npm_usdc(npm_node):  # type: ignore[no-untyped-def]
-    token = AuthorizationToken.deploy(npm_node.w3, npm_node.deployer, "USD Coin", "USDC")
-    for reader in npm_node.readers:
-        token.mint(reader.address, 10**9, npm_node.deployer)
-    return token
+    return funded_usdc(npm_node)
 
 
 def test_the_npm_client_is_pinned_exactly_in_package_json_and_its_lock():

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,33 +64,26 @@ def facilitator_app(facilitator: x402FacilitatorSync) -> Starlette:
         except (ValueError, ValidationError) as err:  # JSONDecodeError is a ValueError
             raise _BadRequest(str(err).splitlines()[0]) from None
 
-    async def verify(request: Request) -> Response:
-        try:
-            ask = await parsed(request, VerifyRequest)
-            result = await run_in_threadpool(
-                facilitator.verify, ask.payment_payload, ask.payment_requirements
-            )
-        except (_BadRequest, PaymentError) as err:
-            return JSONResponse({"error": str(err)}, status_code=400)
-        return JSONResponse(result.model_dump(by_alias=True, exclude_none=True))
+    def endpoint(
+        model: type[VerifyRequest] | type[SettleRequest], run: Callable[[Any, Any], Any]
+    ) -> Callable[[Request], Awaitable[Response]]:
+        async def answer(request: Request) -> Response:
+            try:
+                ask = await parsed(request, model)
+                result = await run_in_threadpool(run, ask.payment_payload, ask.payment_requirements)
+            except (_BadRequest, PaymentError) as err:
+                return JSONResponse({"error": str(err)}, status_code=400)
+            return JSONResponse(result.model_dump(by_alias=True, exclude_none=True))
 
-    async def settle(request: Request) -> Response:
-        try:
-            ask = await parsed(request, SettleRequest)
-            result = await run_in_threadpool(
-                facilitator.settle, ask.payment_payload, ask.payment_requirements
-            )
-        except (_BadRequest, PaymentError) as err:
-            return JSONResponse({"error": str(err)}, status_code=400)
-        return JSONResponse(result.model_dump(by_alias=True, exclude_none=True))
+        return answer
 
     async def supported(request: Request) -> Response:
         return JSONResponse(facilitator.get_supported().model_dump(by_alias=True))
 
     return Starlette(
         routes=[
-            Route("/verify", verify, methods=["POST"]),
-            Route("/settle", settle, methods=["POST"]),
+            Route("/verify", endpoint(VerifyRequest, facilitator.verify), methods=["POST"]),
+            Route("/settle", endpoint(SettleRequest, facilitator.settle), methods=["POST"]),
             Route("/supported", supported, methods=["GET"]),
         ]
     )
