@@ -1,11 +1,16 @@
 """A site sold in ``channel`` and ``exact``, for the exact-scheme tests, in-process or as a
-worker process (``python tests/exact_helpers.py RPC CHANNELS TOKEN KEY LEDGER PORT``).
+worker process (``python tests/exact_helpers.py RPC CHANNELS TOKEN KEY LEDGER PORT
+[FACILITATOR_URL]``), and the payments the tests send it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +26,7 @@ from x402_models import check_required
 
 from micropay._eip3009 import AuthorizationToken, authorize
 from micropay.channels import ChannelClient
+from micropay.devnode import free_port
 from micropay.exact import ExactOffer, ExactPayload, ExactSettler, ExactSettlerBase
 from micropay.facilitator import FacilitatorSettler
 from micropay.ledger import Ledger
@@ -107,12 +113,57 @@ def signed(offer: ExactOffer, reader, **changes):  # type: ignore[no-untyped-def
     )  # fmt: skip
 
 
+@contextlib.contextmanager
+def site_workers(
+    w3: Web3,
+    channels: str,
+    token: str,
+    site_key: LocalAccount,
+    ledger_url: str,
+    count: int = 2,
+    facilitator: str | None = None,
+) -> Iterator[list[str]]:
+    """``count`` worker processes serving :func:`exact_site` over one ledger; yields the
+    URL of ``GET /report`` on each, once every one answers."""
+    rpc = str(getattr(w3.provider, "endpoint_uri", ""))
+    ports = [free_port() for _ in range(count)]
+    key = "0x" + bytes(site_key.key).hex()
+    args = [rpc, channels, token, key, ledger_url]
+    workers = [
+        subprocess.Popen(
+            [sys.executable, __file__, *args, str(port), *([facilitator] if facilitator else [])],
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+        )
+        for port in ports
+    ]
+    try:
+        urls = [f"http://127.0.0.1:{port}/report" for port in ports]
+        deadline = time.monotonic() + 60
+        for url in urls:
+            while True:
+                try:
+                    httpx.get(url)
+                    break
+                except httpx.TransportError:
+                    assert time.monotonic() < deadline, "a worker did not start"
+                    time.sleep(0.2)
+        yield urls
+    finally:
+        for worker in workers:
+            worker.terminate()
+        for worker in workers:
+            worker.wait(timeout=30)
+
+
 def main(argv: list[str]) -> None:
     import uvicorn
 
-    rpc, channels, token, key, ledger_url, port = argv
+    rpc, channels, token, key, ledger_url, port, *facilitator = argv
     w3 = Web3(Web3.HTTPProvider(rpc))
-    app = exact_site(w3, channels, token, Account.from_key(key), ledger_url)
+    app = exact_site(
+        w3, channels, token, Account.from_key(key), ledger_url,
+        facilitator=facilitator[0] if facilitator else None,
+    )  # fmt: skip
     uvicorn.run(app, host="127.0.0.1", port=int(port), log_level="warning", lifespan="off")
 
 

@@ -13,11 +13,12 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import anyio
 import httpx
 import pytest
-from exact_helpers import PRICE, exact_offer_of, exact_site, funded_usdc, pay, signed
+from exact_helpers import PRICE, exact_offer_of, exact_site, funded_usdc, pay, signed, site_workers
 from paywall_helpers import Server, chain, dev_key
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -112,6 +113,29 @@ def test_a_resent_payment_is_served_again_and_not_sent_to_settle_twice(
     assert first.headers["payment-response"] == again.headers["payment-response"]
     assert seen == ["verify", "settle"]  # the resend was answered from the book
     assert fac_usdc.balance_of(fac_node.site.address) == before + PRICE
+
+
+def test_two_workers_send_one_authorization_to_settle_once(
+    fac_node, fac_usdc, official_facilitator, ledger_url
+):
+    reader = fac_node.readers[4]
+    seen: list[str] = []
+    with Server(_Spy(official_facilitator.url, seen).app()) as proxy, site_workers(
+        fac_node.w3, fac_node.channels.address, fac_usdc.address, fac_node.site,
+        ledger_url, facilitator=proxy.url,
+    ) as urls:  # fmt: skip
+        offer = exact_offer_of(httpx.get(urls[0]))
+        before = fac_usdc.balance_of(fac_node.site.address)
+        for _ in range(3):  # three authorizations, each sent to both workers at once
+            payment = signed(offer, reader)
+            with ThreadPoolExecutor(2) as pool:
+                answers = list(pool.map(pay, urls, [payment] * len(urls)))
+            statuses = sorted(a.status_code for a in answers)
+            assert statuses in ([200, 200], [200, 409]), [a.text for a in answers]
+            receipts = {a.headers["payment-response"] for a in answers if a.status_code == 200}
+            assert len(receipts) == 1
+    assert seen.count("settle") == 3  # one /settle per authorization, whichever worker sent it
+    assert fac_usdc.balance_of(fac_node.site.address) == before + 3 * PRICE
 
 
 class _Spy:
