@@ -42,6 +42,7 @@ from micropay._eip3009 import AuthorizationToken
 from micropay._x402 import X402_VERSION, Reason
 from micropay.errors import PaymentDeclinedError
 from micropay.exact import (
+    SCHEME,
     AuthorizationBook,
     ExactPayload,
     ExactReceipt,
@@ -88,6 +89,21 @@ class FacilitatorSettler(ExactSettlerBase):
 
     def close(self) -> None:
         self._http.close()
+
+    def supports(self) -> bool:
+        """Whether ``GET {url}/supported`` lists x402 v2 ``exact`` on this site's network
+        (a start-up check for the operator; any failure to answer that is a no)."""
+        try:
+            response = self._http.get(f"{self.url}/supported", timeout=self.verify_timeout)
+            if response.status_code != 200 or len(response.content) > MAX_RESPONSE:
+                return False
+            kinds = response.json().get("kinds")
+        except (httpx.HTTPError, ValueError, AttributeError):
+            return False
+        wanted = {"x402Version": X402_VERSION, "scheme": SCHEME, "network": self.network}
+        return isinstance(kinds, list) and any(
+            isinstance(kind, dict) and wanted.items() <= kind.items() for kind in kinds
+        )
 
     # -- what goes to the facilitator ----------------------------------------------------
 

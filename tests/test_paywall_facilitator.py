@@ -31,7 +31,7 @@ from x402_facilitator import x402_facilitator
 from x402_models import check_receipt, check_required
 
 from micropay._x402 import Reason
-from micropay.facilitator import MAX_RESPONSE
+from micropay.facilitator import MAX_RESPONSE, FacilitatorSettler
 
 pytestmark = pytest.mark.standalone
 pytest_plugins = ["ledger_fixtures"]
@@ -91,6 +91,15 @@ def test_the_official_client_pays_through_the_official_facilitator(
     assert fac_usdc.balance_of(reader.address) == reader_before - PRICE
     assert fac_usdc.balance_of(fac_node.site.address) == site_before + PRICE
     assert fac_usdc.balance_of(official_facilitator.address) == gas_payer_before
+
+
+def test_the_settler_reads_what_a_facilitator_supports(fac_usdc, official_facilitator):
+    usdc = fac_usdc
+    assert FacilitatorSettler(official_facilitator.url, usdc).supports()
+    with Server(Hostile().app()) as hostile:  # no /supported at all
+        assert not FacilitatorSettler(hostile.url, usdc).supports()
+    with pytest.raises(ValueError, match="http"):
+        FacilitatorSettler("file:///etc/passwd", usdc)
 
 
 def test_a_resent_payment_is_served_again_and_not_sent_to_settle_twice(
