@@ -72,6 +72,12 @@ SETTLE_MARGIN: Final = 6
 STALE_CLAIM: Final = 120.0
 # topic0 of EIP-3009's ``AuthorizationUsed(address indexed authorizer, bytes32 indexed nonce)``
 AUTHORIZATION_USED_TOPIC: Final = keccak256(b"AuthorizationUsed(address,bytes32)")
+TRANSFER_TOPIC: Final = keccak256(b"Transfer(address,address,uint256)")
+# How far back a resend looks for a transfer that settled a claim recorded failed: a claim
+# is made inside the authorization's window, and a resend is only honoured inside it too,
+# so the transfer is at most maxTimeoutSeconds old (5,000 blocks: over 20 minutes on the
+# fastest chains).
+LOOKBACK_BLOCKS: Final = 5_000
 
 
 # -- the offer -------------------------------------------------------------------------------
@@ -421,6 +427,8 @@ class ExactSettlerBase(ABC):
             raise PaymentDeclinedError(
                 Reason.SETTLEMENT_PENDING, "this payment is being settled; resend it soon", 409
             )
+        if held.state == "failed" and now < held.valid_before:
+            held = self._settled_elsewhere(held, payload)
         if held.state == "failed":
             raise PaymentDeclinedError(Reason.SETTLEMENT_FAILED, held.reason or "failed")
         if now >= held.valid_before or held.receipt is None:
@@ -472,7 +480,7 @@ class ExactSettlerBase(ABC):
         if mined["status"] != 1:
             reason = f"transaction 0x{tx_hash.hex()} was mined and reverted"
             outcome = replace(held, state="failed", reason=reason)
-        elif not self._uses_authorization(mined, a.payer, a.nonce):
+        elif not self._pays(mined, a):
             reason = f"transaction 0x{tx_hash.hex()} does not use this authorization"
             outcome = replace(held, state="failed", reason=reason)
         else:
@@ -481,19 +489,55 @@ class ExactSettlerBase(ABC):
         self.book.update(outcome)
         return outcome
 
-    def _uses_authorization(self, mined: Any, payer: str, nonce: bytes) -> bool:
-        """Whether the receipt holds the token's ``AuthorizationUsed(payer, nonce)``."""
+    def _pays(self, mined: Any, a: Authorization) -> bool:
+        """Whether the receipt holds the token's ``AuthorizationUsed(from, nonce)`` and its
+        ``Transfer(from, to, value)``: this authorization, paid as it says."""
         token = self.token.address.lower()
-        payer_topic = bytes(12) + bytes.fromhex(payer[2:])
+        payer, pay_to = _address_topic(a.payer), _address_topic(a.pay_to)
+        used = moved = False
         for log in mined["logs"]:
+            if str(log["address"]).lower() != token:
+                continue
             topics = [bytes(t) for t in log["topics"]]
-            if (
-                str(log["address"]).lower() == token
-                and topics[:1] == [AUTHORIZATION_USED_TOPIC]
-                and topics[1:3] == [payer_topic, nonce]
-            ):
-                return True
-        return False
+            used = used or topics == [AUTHORIZATION_USED_TOPIC, payer, a.nonce]
+            moved = moved or (
+                topics == [TRANSFER_TOPIC, payer, pay_to]
+                and bytes(log["data"]) == a.value.to_bytes(32, "big")
+            )
+        return used and moved
+
+    def _settled_elsewhere(self, held: Settlement, payload: ExactPayload) -> Settlement:
+        """A claim recorded ``failed`` whose authorization the token shows used after all
+        (a facilitator that settled but did not say so, a transfer someone else submitted):
+        find the transaction by the token's ``AuthorizationUsed`` event and, if it pays this
+        authorization, record the payment settled."""
+        a = payload.authorization
+        if not self.token.authorization_used(a.payer, a.nonce):
+            return held
+        w3 = self.token.w3
+        latest = w3.eth.block_number
+        logs = w3.eth.get_logs(
+            {
+                "address": self.token.address,
+                "topics": [
+                    "0x" + AUTHORIZATION_USED_TOPIC.hex(),
+                    "0x" + _address_topic(a.payer).hex(),
+                    "0x" + a.nonce.hex(),
+                ],
+                "fromBlock": max(0, latest - LOOKBACK_BLOCKS),
+                "toBlock": latest,
+            }
+        )
+        for log in logs:
+            found = replace(held, state="claimed", transaction=bytes(log["transactionHash"]))
+            outcome = self._await(found, payload, timeout=0)
+            if outcome.state == "settled":
+                return outcome
+        return held
+
+
+def _address_topic(address: str) -> bytes:
+    return bytes(12) + bytes.fromhex(address[2:])
 
 
 class ExactSettler(ExactSettlerBase):

@@ -24,9 +24,10 @@ A facilitator is trusted with nothing the site can check itself:
 What a failure leaves behind: before ``/settle`` was sent (``/verify`` timed out, refused
 or answered garbage) the claim is released, so a resend of the same payment tries again.
 Once ``/settle`` was sent and its outcome is not a clean success, the authorization is
-recorded ``failed`` and is never sent again, since the facilitator may have submitted it;
-if it did, the transfer is on chain under the authorization's nonce, which the 402
-message names, for the site's operator to reconcile.
+recorded ``failed`` and is never sent again, since the facilitator may have submitted it.
+If it did, the payer's resend (within the authorization's window) finds the transfer on
+the site's node by the token's ``AuthorizationUsed`` event and is served with its receipt;
+the 402 message names the nonce for the operator in any case.
 """
 
 from __future__ import annotations

@@ -316,5 +316,32 @@ def test_hostile_facilitators_get_a_402_with_a_reason_and_nothing_is_settled_twi
             assert (again.status_code, again.json()["error"]) == (409, Reason.SETTLEMENT_PENDING)
             assert hostile.calls == {"verify": 1, "settle": 1}
 
-    assert fac_usdc.balance_of(fac_node.site.address) == site_before
-    assert fac_usdc.balance_of(reader.address) == reader_before
+            # A facilitator that settles but answers too late: the site records the claim
+            # failed and never sends it again; the payer's resend finds the transfer on the
+            # site's node and is served, once.
+            late = signed(offer, reader)
+
+            async def settles_late(body: dict) -> Response:
+                def submit() -> None:
+                    fac_usdc.transfer_with_authorization(
+                        late.authorization, late.signature, fac_node.deployer
+                    )
+
+                await anyio.to_thread.run_sync(submit)
+                await anyio.sleep(4)
+                return JSONResponse({"success": False, "errorReason": "too late anyway"})
+
+            hostile.verify, hostile.settle = _valid, settles_late
+            hostile.calls = {"verify": 0, "settle": 0}
+            first = pay(url, late)
+            assert (first.status_code, first.json()["error"]) == (402, unavailable)
+            again, third = pay(url, late), pay(url, late)
+            assert again.status_code == third.status_code == 200, again.text
+            settled = check_receipt(again.headers["payment-response"])
+            assert settled.payer == reader.address and settled.amount == str(PRICE)
+            assert again.headers["payment-response"] == third.headers["payment-response"]
+            assert hostile.calls == {"verify": 1, "settle": 1}
+
+    # Of every payment above, only the one the facilitator did settle moved money.
+    assert fac_usdc.balance_of(fac_node.site.address) == site_before + PRICE
+    assert fac_usdc.balance_of(reader.address) == reader_before - PRICE
