@@ -6,7 +6,8 @@ signs a transfer of exactly ``amount`` to ``payTo`` under that domain and sends
 ``{"accepted": offer, "payload": {"signature", "authorization": {"from", "to", "value",
 "validAfter", "validBefore", "nonce"}}}``. The site settles it itself
 (:class:`ExactSettler`: its key submits the transfer on its node and waits for the receipt)
-before it serves, and answers with x402's SettleResponse carrying the transaction hash.
+or through an x402 facilitator (:class:`~micropay.facilitator.FacilitatorSettler`) before it
+serves, and answers with x402's SettleResponse carrying the transaction hash.
 
 One authorization is settled at most once: the token marks its nonce used, and before any
 gas is spent the settler *claims* the nonce in an :class:`AuthorizationBook` (the ledger's
@@ -15,7 +16,9 @@ gas is spent the settler *claims* the nonce in an :class:`AuthorizationBook` (th
 workers: the loser answers 409 ``settlement_pending``. A resent payment that was settled
 gets the same receipt again (and the content) while its authorization is still within
 its window: a client whose response was lost can retry, and one payment buys no more than
-what a retry within ``maxTimeoutSeconds`` fetches.
+what a retry within ``maxTimeoutSeconds`` fetches. A payment may carry x402's
+``payment-identifier`` extension: the id is bound to its authorization in the same book, so
+a second payment under one id is refused rather than settled.
 """
 
 from __future__ import annotations
@@ -324,8 +327,8 @@ class ExactSettlerBase(ABC):
     Subclasses say how a claimed authorization is put on chain (:meth:`_submit`):
     :class:`ExactSettler` with the site's key, :class:`~micropay.facilitator.FacilitatorSettler`
     through an x402 facilitator. Either way the content is served only once the site's own
-    node shows the transfer mined and the token's ``AuthorizationUsed`` event for this payer
-    and nonce in it.
+    node shows the transfer mined with the token's ``AuthorizationUsed(from, nonce)`` and
+    ``Transfer(from, to, value)`` events in it.
 
     ``timeout``: how long a request waits for its transfer to be mined; past it the request
     gets 402 ``settlement_timeout`` and the claim keeps the transaction, so the payer's
@@ -464,8 +467,8 @@ class ExactSettlerBase(ABC):
 
     def _await(self, held: Settlement, payload: ExactPayload, timeout: float) -> Settlement:
         """Wait up to ``timeout`` for the claim's transaction; record and return the outcome
-        (still ``claimed`` if it is not mined yet). Settled means: mined, succeeded, and the
-        token says in it that this payer's nonce was used."""
+        (still ``claimed`` if it is not mined yet). Settled means: mined, succeeded, and it
+        pays this authorization (:meth:`_pays`)."""
         assert held.transaction is not None
         w3 = self.token.w3
         tx_hash = HexBytes(held.transaction)
