@@ -36,6 +36,8 @@ $(STAMP_PY): pyproject.toml constraints.txt
 
 $(STAMP_NODE): package.json package-lock.json
 	@node -e 'if (+process.versions.node.split(".")[0] < 20) { console.error("micropay needs Node 20+, found " + process.version); process.exit(1) }'
+	# The locked tree: solc, anvil, hardhat, forge, and the x402 npm client (@x402/fetch,
+	# @x402/evm, @x402/core, viem) that tests/test_x402_npm_client.py pays with.
 	# Not `npm ci`: npm 11 drops other platforms' optional anvil binaries from the lock and
 	# then calls it out of sync. `install --no-save` still installs exactly the locked tree.
 	npm install --no-save --ignore-scripts --no-audit --no-fund

@@ -121,6 +121,11 @@ class Reason:
     SETTLEMENT_FAILED = "settlement_failed"
     SETTLEMENT_TIMEOUT = "settlement_timeout"
     SETTLEMENT_PENDING = "settlement_pending"
+    PAYMENT_ID_CONFLICT = "payment_id_conflict"  # 409: the id names another payment
+    # 402: the site settles through an x402 facilitator and it did not settle this payment
+    FACILITATOR_UNAVAILABLE = "facilitator_unavailable"  # timed out, unreachable, not 200
+    FACILITATOR_REFUSED = "facilitator_refused"  # /verify invalid, or /settle unsuccessful
+    FACILITATOR_INVALID_RESPONSE = "facilitator_invalid_response"  # garbage, or not this payment
     ACCESS_DENIED = "access_denied"  # an access receipt that does not let the reader in
     # 403: the handler expects a payment but the paywall prices no route for the request
     ROUTE_NOT_PRICED = "route_not_priced"
@@ -415,7 +420,11 @@ def offer_terms(
 
 
 def encode_payment(
-    paid: dict[str, Any], offer: dict[str, Any] | None, resource: str, payload: dict[str, Any]
+    paid: dict[str, Any],
+    offer: dict[str, Any] | None,
+    resource: str,
+    payload: dict[str, Any],
+    extensions: dict[str, Any] | None = None,
 ) -> str:
     """A ``PAYMENT-SIGNATURE`` header in any scheme: x402's PaymentPayload, whose ``accepted``
     echoes the offer's terms (timeout, extra), as x402 clients do, under what this payload
@@ -428,7 +437,56 @@ def encode_payment(
         obj["resource"] = resource_json(resource)
     obj["accepted"] = accepted
     obj["payload"] = payload
+    if extensions:
+        obj["extensions"] = extensions
     return _encode(obj)
+
+
+# x402's ``payment-identifier`` extension: the site declares it in the 402's extensions, a
+# client puts ``info.id`` in its PaymentPayload's extensions, and a resend under the same id
+# is the same payment (see micropay.exact).
+PAYMENT_IDENTIFIER: Final = "payment-identifier"
+_PAYMENT_ID_RE: Final = re.compile(r"[A-Za-z0-9_-]{16,128}")
+
+
+def payment_identifier_declaration(required: bool = False) -> dict[str, Any]:
+    """The extension as the 402 declares it (x402's ``declare_payment_identifier_extension``)."""
+    return {
+        "info": {"required": required},
+        "schema": {
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "type": "object",
+            "properties": {
+                "required": {"type": "boolean"},
+                "id": {
+                    "type": "string",
+                    "minLength": 16,
+                    "maxLength": 128,
+                    "pattern": "^[a-zA-Z0-9_-]+$",
+                },
+            },
+            "required": ["required"],
+        },
+    }
+
+
+def payment_id_of(obj: dict[str, Any]) -> str | None:
+    """The ``payment-identifier`` id a PaymentPayload carries: None if it carries none (an
+    x402 client echoes the site's declaration without an id); a malformed one is refused."""
+    extensions = obj.get("extensions")
+    if not isinstance(extensions, dict) or extensions.get(PAYMENT_IDENTIFIER) is None:
+        return None
+    where = f"extensions.{PAYMENT_IDENTIFIER}"
+    info = _field(_field(extensions, PAYMENT_IDENTIFIER, dict, "extensions"), "info", dict, where)
+    payment_id = info.get("id")
+    if payment_id is None:
+        return None
+    if not isinstance(payment_id, str) or not _PAYMENT_ID_RE.fullmatch(payment_id):
+        raise PaymentHeaderError(
+            Reason.INVALID_PAYLOAD,
+            f"{where}.info.id must be 16-128 letters, digits, '-' or '_'",
+        )
+    return payment_id
 
 
 def resource_json(url: str, description: str = "", mime_type: str = "") -> dict[str, Any]:
@@ -457,6 +515,7 @@ class PaymentRequired:
     channel: ChannelView | None = None
     mime_type: str = ""
     access: AccessOffer | None = None
+    payment_identifier: bool = False  # declare x402's payment-identifier extension
 
     def encode(self) -> str:
         obj: dict[str, Any] = {
@@ -470,6 +529,8 @@ class PaymentRequired:
             extensions["channel"] = self.channel.to_json()
         if self.access is not None:
             extensions["access"] = self.access.to_json()
+        if self.payment_identifier:
+            extensions[PAYMENT_IDENTIFIER] = payment_identifier_declaration()
         if extensions:
             obj["extensions"] = extensions
         return _encode(obj)
@@ -509,6 +570,7 @@ class PaymentRequired:
             channel=channel,
             mime_type=mime_type if isinstance(mime_type, str) else "",
             access=access,
+            payment_identifier=isinstance(extensions, dict) and PAYMENT_IDENTIFIER in extensions,
         )
 
     @property

@@ -6,7 +6,8 @@ signs a transfer of exactly ``amount`` to ``payTo`` under that domain and sends
 ``{"accepted": offer, "payload": {"signature", "authorization": {"from", "to", "value",
 "validAfter", "validBefore", "nonce"}}}``. The site settles it itself
 (:class:`ExactSettler`: its key submits the transfer on its node and waits for the receipt)
-before it serves, and answers with x402's SettleResponse carrying the transaction hash.
+or through an x402 facilitator (:class:`~micropay.facilitator.FacilitatorSettler`) before it
+serves, and answers with x402's SettleResponse carrying the transaction hash.
 
 One authorization is settled at most once: the token marks its nonce used, and before any
 gas is spent the settler *claims* the nonce in an :class:`AuthorizationBook` (the ledger's
@@ -15,13 +16,16 @@ gas is spent the settler *claims* the nonce in an :class:`AuthorizationBook` (th
 workers: the loser answers 409 ``settlement_pending``. A resent payment that was settled
 gets the same receipt again (and the content) while its authorization is still within
 its window: a client whose response was lost can retry, and one payment buys no more than
-what a retry within ``maxTimeoutSeconds`` fetches.
+what a retry within ``maxTimeoutSeconds`` fetches. A payment may carry x402's
+``payment-identifier`` extension: the id is bound to its authorization in the same book, so
+a second payment under one id is refused rather than settled.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, replace
 from typing import Any, Final, Protocol
 
@@ -31,11 +35,13 @@ from web3.exceptions import TimeExhausted, TransactionNotFound
 
 from micropay._contracts import _REVERTS, submit_transaction
 from micropay._eip3009 import Authorization, AuthorizationToken, TokenDomain
+from micropay._keccak import keccak256
 from micropay._x402 import (
     _BYTES32_RE,
     _SIGNATURE_RE,
     MAX_PAYMENT_HEADER,
     MAX_SERVER_HEADER,
+    PAYMENT_IDENTIFIER,
     PAYMENT_RESPONSE,
     PAYMENT_SIGNATURE,
     Reason,
@@ -50,6 +56,7 @@ from micropay._x402 import (
     encode_payment,
     network_of,
     offer_terms,
+    payment_id_of,
 )
 from micropay.errors import (
     InvalidSignatureError,
@@ -66,6 +73,14 @@ SETTLE_MARGIN: Final = 6
 # A claim without a transaction after this long was left by a worker that died before it
 # submitted: another worker may take it over.
 STALE_CLAIM: Final = 120.0
+# topic0 of EIP-3009's ``AuthorizationUsed(address indexed authorizer, bytes32 indexed nonce)``
+AUTHORIZATION_USED_TOPIC: Final = keccak256(b"AuthorizationUsed(address,bytes32)")
+TRANSFER_TOPIC: Final = keccak256(b"Transfer(address,address,uint256)")
+# How far back a resend looks for a transfer that settled a claim recorded failed: a claim
+# is made inside the authorization's window, and a resend is only honoured inside it too,
+# so the transfer is at most maxTimeoutSeconds old (5,000 blocks: over 20 minutes on the
+# fastest chains).
+LOOKBACK_BLOCKS: Final = 5_000
 
 
 # -- the offer -------------------------------------------------------------------------------
@@ -139,8 +154,13 @@ class ExactPayload:
     signature: bytes
     offer: ExactOffer | None = None
     resource: str = ""
+    payment_id: str | None = None  # x402's payment-identifier extension
 
     def encode(self) -> str:
+        extensions = None
+        if self.payment_id is not None:
+            info = {"required": False, "id": self.payment_id}
+            extensions = {PAYMENT_IDENTIFIER: {"info": info}}
         return encode_payment(
             offer_terms(SCHEME, self.network, self.price, self.asset, self.pay_to),
             self.offer.to_json() if self.offer is not None else None,
@@ -149,6 +169,7 @@ class ExactPayload:
                 "signature": "0x" + self.signature.hex(),
                 "authorization": self.authorization.to_json(),
             },
+            extensions,
         )
 
     @classmethod
@@ -184,6 +205,7 @@ class ExactPayload:
             pay_to=_address(accepted, "payTo", "accepted"),
             authorization=authorization,
             signature=signature,
+            payment_id=payment_id_of(obj),
         )
 
 
@@ -255,12 +277,18 @@ class AuthorizationBook(Protocol):
     def update(self, settlement: Settlement) -> None:
         """Record the claim's progress (its transaction, or its outcome)."""
 
+    def bind(self, payment_id: str, settlement: Settlement) -> bool:
+        """Tie a ``payment-identifier`` id to ``settlement``'s authorization (token,
+        authorizer, nonce, signature), atomically: True if the id is now, or already was,
+        this authorization's; False if it names another."""
+
 
 class MemoryAuthorizationBook:
     """An :class:`AuthorizationBook` for one process (lost on restart: use the ledger)."""
 
     def __init__(self) -> None:
         self._records: dict[tuple[str, str, bytes], Settlement] = {}
+        self._ids: dict[str, tuple[str, str, bytes, bytes]] = {}
         self._lock = threading.Lock()
 
     def claim(self, settlement: Settlement, stale_before: float) -> Settlement | None:
@@ -282,12 +310,25 @@ class MemoryAuthorizationBook:
         with self._lock:
             self._records[(settlement.token, settlement.authorizer, settlement.nonce)] = settlement
 
+    def bind(self, payment_id: str, settlement: Settlement) -> bool:
+        s = settlement
+        paid = (s.token, s.authorizer, s.nonce, s.signature)
+        with self._lock:
+            return self._ids.setdefault(payment_id, paid) == paid
+
 
 # -- verifying and settling ------------------------------------------------------------------
 
 
-class ExactSettler:
-    """Checks ``exact`` payments for one token and settles them with the site's key.
+class ExactSettlerBase(ABC):
+    """What every ``exact`` settler shares: the offer, the checks that need no chain, the
+    claim in the book, resends, and the site's own check of the mined transfer.
+
+    Subclasses say how a claimed authorization is put on chain (:meth:`_submit`):
+    :class:`ExactSettler` with the site's key, :class:`~micropay.facilitator.FacilitatorSettler`
+    through an x402 facilitator. Either way the content is served only once the site's own
+    node shows the transfer mined with the token's ``AuthorizationUsed(from, nonce)`` and
+    ``Transfer(from, to, value)`` events in it.
 
     ``timeout``: how long a request waits for its transfer to be mined; past it the request
     gets 402 ``settlement_timeout`` and the claim keeps the transaction, so the payer's
@@ -297,14 +338,12 @@ class ExactSettler:
     def __init__(
         self,
         token: AuthorizationToken,
-        account: LocalAccount,
         *,
         book: AuthorizationBook | None = None,
         timeout: float = 30.0,
         max_timeout_seconds: int = 60,
     ) -> None:
         self.token = token
-        self.account = account
         self.book: AuthorizationBook = book if book is not None else MemoryAuthorizationBook()
         self.timeout = timeout
         self.max_timeout_seconds = max_timeout_seconds
@@ -357,13 +396,23 @@ class ExactSettler:
 
     def settle(self, payload: ExactPayload) -> ExactReceipt:
         """Settle a checked payment (blocking: call it off the event loop) and return its
-        receipt, or the receipt it already has; :class:`PaymentDeclinedError` otherwise."""
+        receipt, or the receipt it already has; :class:`PaymentDeclinedError` otherwise.
+
+        A payment carrying a ``payment-identifier`` id binds the id to its authorization
+        first: the same id on another authorization is refused (409
+        ``payment_id_conflict``) before anything is claimed or settled."""
         a = payload.authorization
         now = time.time()
         claim = Settlement(
             self.token.address, a.payer, a.nonce, payload.signature, a.valid_before,
             "claimed", now,
         )  # fmt: skip
+        if payload.payment_id is not None and not self.book.bind(payload.payment_id, claim):
+            raise PaymentDeclinedError(
+                Reason.PAYMENT_ID_CONFLICT,
+                f"payment id {payload.payment_id!r} was already used for another payment",
+                409,
+            )
         held = self.book.claim(claim, stale_before=now - STALE_CLAIM)
         if held is not None:
             return self._resent(held, payload, now)
@@ -381,6 +430,8 @@ class ExactSettler:
             raise PaymentDeclinedError(
                 Reason.SETTLEMENT_PENDING, "this payment is being settled; resend it soon", 409
             )
+        if held.state == "failed" and now < held.valid_before:
+            held = self._settled_elsewhere(held, payload)
         if held.state == "failed":
             raise PaymentDeclinedError(Reason.SETTLEMENT_FAILED, held.reason or "failed")
         if now >= held.valid_before or held.receipt is None:
@@ -388,6 +439,124 @@ class ExactSettler:
                 Reason.AUTHORIZATION_USED, "this payment was settled and its window has closed"
             )
         return ExactReceipt.decode(held.receipt)
+
+    @abstractmethod
+    def _submit(self, claim: Settlement, payload: ExactPayload) -> ExactReceipt:
+        """Put the claimed authorization on chain and :meth:`_finish`; on a failure that
+        sent nothing, record it (``failed``, or the claim released for a later resend)."""
+
+    def _finish(self, claim: Settlement, payload: ExactPayload, tx_hash: bytes) -> ExactReceipt:
+        """Record the submitted transaction, then wait for it on the site's own node."""
+        submitted = replace(claim, transaction=tx_hash)
+        self.book.update(submitted)
+        settled = self._await(submitted, payload, timeout=self.timeout)
+        if settled.state == "claimed":
+            raise PaymentDeclinedError(
+                Reason.SETTLEMENT_TIMEOUT,
+                f"transaction 0x{tx_hash.hex()} is not mined yet; resend the same payment",
+            )
+        if settled.state == "failed":
+            raise PaymentDeclinedError(Reason.SETTLEMENT_FAILED, settled.reason or "failed")
+        assert settled.receipt is not None
+        return ExactReceipt.decode(settled.receipt)
+
+    def _fail(self, claim: Settlement, declined: PaymentDeclinedError) -> PaymentDeclinedError:
+        """Record that ``claim`` will never settle (its nonce is not sent again)."""
+        self.book.update(replace(claim, state="failed", reason=str(declined)))
+        return declined
+
+    def _await(self, held: Settlement, payload: ExactPayload, timeout: float) -> Settlement:
+        """Wait up to ``timeout`` for the claim's transaction; record and return the outcome
+        (still ``claimed`` if it is not mined yet). Settled means: mined, succeeded, and it
+        pays this authorization (:meth:`_pays`)."""
+        assert held.transaction is not None
+        w3 = self.token.w3
+        tx_hash = HexBytes(held.transaction)
+        try:
+            if timeout > 0:
+                mined = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=timeout)
+            else:
+                mined = w3.eth.get_transaction_receipt(tx_hash)
+        except (TimeExhausted, TransactionNotFound):
+            return held
+        a = payload.authorization
+        if mined["status"] != 1:
+            reason = f"transaction 0x{tx_hash.hex()} was mined and reverted"
+            outcome = replace(held, state="failed", reason=reason)
+        elif not self._pays(mined, a):
+            reason = f"transaction 0x{tx_hash.hex()} does not use this authorization"
+            outcome = replace(held, state="failed", reason=reason)
+        else:
+            receipt = ExactReceipt(self.network, a.payer, bytes(tx_hash), a.value)
+            outcome = replace(held, state="settled", receipt=receipt.encode())
+        self.book.update(outcome)
+        return outcome
+
+    def _pays(self, mined: Any, a: Authorization) -> bool:
+        """Whether the receipt holds the token's ``AuthorizationUsed(from, nonce)`` and its
+        ``Transfer(from, to, value)``: this authorization, paid as it says."""
+        token = self.token.address.lower()
+        payer, pay_to = _address_topic(a.payer), _address_topic(a.pay_to)
+        used = moved = False
+        for log in mined["logs"]:
+            if str(log["address"]).lower() != token:
+                continue
+            topics = [bytes(t) for t in log["topics"]]
+            used = used or topics == [AUTHORIZATION_USED_TOPIC, payer, a.nonce]
+            moved = moved or (
+                topics == [TRANSFER_TOPIC, payer, pay_to]
+                and bytes(log["data"]) == a.value.to_bytes(32, "big")
+            )
+        return used and moved
+
+    def _settled_elsewhere(self, held: Settlement, payload: ExactPayload) -> Settlement:
+        """A claim recorded ``failed`` whose authorization the token shows used after all
+        (a facilitator that settled but did not say so, a transfer someone else submitted):
+        find the transaction by the token's ``AuthorizationUsed`` event and, if it pays this
+        authorization, record the payment settled."""
+        a = payload.authorization
+        if not self.token.authorization_used(a.payer, a.nonce):
+            return held
+        w3 = self.token.w3
+        latest = w3.eth.block_number
+        logs = w3.eth.get_logs(
+            {
+                "address": self.token.address,
+                "topics": [
+                    "0x" + AUTHORIZATION_USED_TOPIC.hex(),
+                    "0x" + _address_topic(a.payer).hex(),
+                    "0x" + a.nonce.hex(),
+                ],
+                "fromBlock": max(0, latest - LOOKBACK_BLOCKS),
+                "toBlock": latest,
+            }
+        )
+        for log in logs:
+            found = replace(held, state="claimed", transaction=bytes(log["transactionHash"]))
+            outcome = self._await(found, payload, timeout=0)
+            if outcome.state == "settled":
+                return outcome
+        return held
+
+
+def _address_topic(address: str) -> bytes:
+    return bytes(12) + bytes.fromhex(address[2:])
+
+
+class ExactSettler(ExactSettlerBase):
+    """Settles ``exact`` payments for one token with the site's own key on its node."""
+
+    def __init__(
+        self,
+        token: AuthorizationToken,
+        account: LocalAccount,
+        *,
+        book: AuthorizationBook | None = None,
+        timeout: float = 30.0,
+        max_timeout_seconds: int = 60,
+    ) -> None:
+        super().__init__(token, book=book, timeout=timeout, max_timeout_seconds=max_timeout_seconds)
+        self.account = account
 
     def _submit(self, claim: Settlement, payload: ExactPayload) -> ExactReceipt:
         a = payload.authorization
@@ -412,49 +581,15 @@ class ExactSettler:
                     Reason.SETTLEMENT_FAILED, str(self.token.decode_revert(err))
                 ) from None
         except PaymentDeclinedError as declined:
-            self.book.update(replace(claim, state="failed", reason=str(declined)))
-            raise
+            raise self._fail(claim, declined) from None
         except MicropayError as err:  # the node refused the transaction: nothing was sent
-            self.book.update(replace(claim, state="failed", reason=str(err)))
-            raise PaymentDeclinedError(Reason.SETTLEMENT_FAILED, str(err)) from None
+            raise self._fail(
+                claim, PaymentDeclinedError(Reason.SETTLEMENT_FAILED, str(err))
+            ) from None
         except Exception:  # the node is unreachable: let a resend try again later
             self.book.update(replace(claim, claimed_at=0.0))
             raise
-        submitted = replace(claim, transaction=bytes(tx_hash))
-        self.book.update(submitted)
-        settled = self._await(submitted, payload, timeout=self.timeout)
-        if settled.state == "claimed":
-            raise PaymentDeclinedError(
-                Reason.SETTLEMENT_TIMEOUT,
-                f"transaction 0x{tx_hash.hex()} is not mined yet; resend the same payment",
-            )
-        if settled.state == "failed":
-            raise PaymentDeclinedError(Reason.SETTLEMENT_FAILED, settled.reason or "failed")
-        assert settled.receipt is not None
-        return ExactReceipt.decode(settled.receipt)
-
-    def _await(self, held: Settlement, payload: ExactPayload, timeout: float) -> Settlement:
-        """Wait up to ``timeout`` for the claim's transaction; record and return the outcome
-        (still ``claimed`` if it is not mined yet)."""
-        assert held.transaction is not None
-        w3 = self.token.w3
-        tx_hash = HexBytes(held.transaction)
-        try:
-            if timeout > 0:
-                mined = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=timeout)
-            else:
-                mined = w3.eth.get_transaction_receipt(tx_hash)
-        except (TimeExhausted, TransactionNotFound):
-            return held
-        if mined["status"] != 1:
-            reason = f"transaction 0x{tx_hash.hex()} was mined and reverted"
-            outcome = replace(held, state="failed", reason=reason)
-        else:
-            a = payload.authorization
-            receipt = ExactReceipt(self.network, a.payer, bytes(tx_hash), a.value)
-            outcome = replace(held, state="settled", receipt=receipt.encode())
-        self.book.update(outcome)
-        return outcome
+        return self._finish(claim, payload, bytes(tx_hash))
 
 
 def payload_scheme(value: str | bytes) -> str | None:
@@ -475,6 +610,7 @@ __all__ = [
     "ExactPayload",
     "ExactReceipt",
     "ExactSettler",
+    "ExactSettlerBase",
     "MemoryAuthorizationBook",
     "Settlement",
     "payload_scheme",

@@ -97,7 +97,7 @@ from micropay.errors import (
     VoucherRejectedError,
 )
 from micropay.exact import SCHEME as EXACT
-from micropay.exact import ExactOffer, ExactPayload, ExactSettler, payload_scheme
+from micropay.exact import ExactOffer, ExactPayload, ExactSettlerBase, payload_scheme
 from micropay.payee import Checked, MemoryVoucherBook, Payee, VoucherBook
 from micropay.receipts import sign_receipt
 from micropay.vouchers import ZERO_ADDRESS, ChannelConfig, Voucher, VoucherVerifier
@@ -243,7 +243,7 @@ class Paywall:
         min_deposit: int | None = None,
         min_withdraw_delay: int | None = None,
         book_in_thread: bool | None = None,
-        exact: ExactSettler | None = None,
+        exact: ExactSettlerBase | None = None,
         access_period: int | None = None,
     ) -> None:
         """``payee`` settles later (``payee.claim_all()``); its book records the vouchers.
@@ -255,7 +255,11 @@ class Paywall:
         payee's safety margin, so a payer's withdraw request leaves time to claim).
         ``book_in_thread``: call the book off the event loop (default: unless it is the
         in-memory book, whose calls take microseconds).
-        ``exact``: settles the routes offered in ``exact`` (their price is in its token).
+        ``exact``: settles the routes offered in ``exact`` (their price is in its token):
+        an :class:`~micropay.exact.ExactSettler` (the site's key submits each transfer) or a
+        :class:`~micropay.facilitator.FacilitatorSettler` (an x402 facilitator does). Their
+        402s declare x402's ``payment-identifier`` extension: a resend under the same id
+        is the same payment, an id sent again with another payment is refused.
         ``access_period``: opt in to access receipts: a reader who paid for a resource
         within this many seconds is let in again without a charge when it presents the
         receipt and proves it holds the channel's session key (see :mod:`micropay.access`;
@@ -272,7 +276,7 @@ class Paywall:
             raise ValueError("a paywall needs at least one priced route")
         self.routes: tuple[PricedRoute, ...] = tuple(routes)
         if exact is None and any(EXACT in r.schemes for r in routes):
-            raise ValueError("a route offered in 'exact' needs an ExactSettler (exact=...)")
+            raise ValueError("a route offered in 'exact' needs a settler (exact=ExactSettler(...))")
         self.exact = exact
         self.asset = payee.client.w3.to_checksum_address(asset)
         self.min_deposit = (
@@ -471,7 +475,7 @@ class Paywall:
     def exact_offer(self, price: int) -> ExactOffer:
         """What a 402 offers in ``exact`` for a route of this price."""
         if self.exact is None:
-            raise ValueError("this paywall has no ExactSettler")
+            raise ValueError("this paywall has no exact settler")
         return self.exact.offer(price, self._pay_to)
 
     def _offers_for(self, route: PricedRoute) -> tuple[Offer | OfferJSON, ...]:
@@ -685,6 +689,7 @@ class Paywall:
             channel=refusal.view,
             mime_type=path.route.mime_type,
             access=None if self.access is None else self.access.offer(path.name),
+            payment_identifier=EXACT in path.route.schemes,
         )
         header = [(b"payment-required", required.encode().encode("ascii"))]
         await _send_json(send, refusal.status, refusal.reason, refusal.message, header)

@@ -11,9 +11,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -22,17 +19,16 @@ from pathlib import Path
 import httpx
 import pytest
 from eth_account import Account
-from exact_helpers import PRICE, exact_site
+from exact_helpers import PRICE, exact_offer_of, exact_site, funded_usdc, pay, signed, site_workers
 from paywall_helpers import Server, chain
 from x402 import x402Client
 from x402.http.clients import x402_httpx_transport
 from x402.mechanisms.evm.exact import ExactEvmScheme
 from x402_models import check_receipt, check_required
 
-from micropay._eip3009 import AuthorizationToken, authorize, sign_cancel
+from micropay._eip3009 import sign_cancel
 from micropay._x402 import Reason
-from micropay.devnode import free_port
-from micropay.exact import ExactOffer, ExactPayload, ExactReceipt
+from micropay.exact import ExactPayload, ExactReceipt
 
 pytestmark = pytest.mark.standalone
 
@@ -47,41 +43,7 @@ def node() -> Iterator:
 
 @pytest.fixture(scope="module")
 def usdc(node):  # type: ignore[no-untyped-def]
-    token = AuthorizationToken.deploy(node.w3, node.deployer, "USD Coin", "USDC")
-    for reader in node.readers:
-        token.mint(reader.address, 10**9, node.deployer)
-    return token
-
-
-def exact_offer_of(response: httpx.Response) -> ExactOffer:
-    required = check_required(response.headers["payment-required"])
-    [offer] = [o for o in required.accepts if o.scheme == "exact"]
-    return ExactOffer.from_json(offer.model_dump(by_alias=True))
-
-
-def pay(url: str, payload: ExactPayload) -> httpx.Response:
-    return httpx.get(url, headers={"payment-signature": payload.encode()}, timeout=60)
-
-
-def signed(offer: ExactOffer, reader, **changes):  # type: ignore[no-untyped-def]
-    """An exact payload for ``offer``, with fields of the authorization or the offer changed."""
-    domain = changes.pop("domain", offer.domain)
-    valid_before = changes.pop("valid_before", int(time.time()) + 60)
-    authorization, signature = authorize(
-        domain,
-        reader,
-        changes.pop("to", offer.pay_to),
-        changes.pop("value", offer.price),
-        valid_before,
-        valid_after=changes.pop("valid_after", 0),
-        nonce=changes.pop("nonce", None),
-    )
-    fields = {"network": offer.network, "price": offer.price, "asset": offer.asset}
-    fields.update(changes)
-    return ExactPayload(
-        fields["network"], fields["price"], fields["asset"], offer.pay_to, authorization,
-        signature, offer,
-    )  # fmt: skip
+    return funded_usdc(node)
 
 
 def test_the_official_x402_client_pays_an_exact_offer(node, usdc, tmp_path):
@@ -236,36 +198,8 @@ def test_two_worker_processes_settle_one_authorization_once(node, usdc, tmp_path
     w3 = node.w3
     reader = node.readers[4]
     ledger = f"sqlite:///{tmp_path / 'shared.db'}"
-    ports = [free_port(), free_port()]
-    rpc = w3.provider.endpoint_uri
-    workers = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                str(HERE / "exact_helpers.py"),
-                rpc,
-                node.channels.address,
-                usdc.address,
-                "0x" + bytes(node.site.key).hex(),
-                ledger,
-                str(port),
-            ],
-            env={**os.environ, "PYTHONPATH": str(HERE.parent)},
-        )
-        for port in ports
-    ]
-    try:
-        urls = [f"http://127.0.0.1:{port}/report" for port in ports]
-        deadline = time.monotonic() + 60
-        for url in urls:
-            while True:
-                try:
-                    ask = httpx.get(url)
-                    break
-                except httpx.TransportError:
-                    assert time.monotonic() < deadline, "a worker did not start"
-                    time.sleep(0.2)
-        offer = exact_offer_of(ask)
+    with site_workers(w3, node.channels.address, usdc.address, node.site, ledger) as urls:
+        offer = exact_offer_of(httpx.get(urls[0]))
         before = usdc.balance_of(node.site.address), usdc.balance_of(reader.address)
         for _ in range(3):  # three authorizations, each sent to both workers at once
             payment = signed(offer, reader)
@@ -277,8 +211,3 @@ def test_two_worker_processes_settle_one_authorization_once(node, usdc, tmp_path
             assert len(receipts) == 1  # both served: the same receipt, one transfer
         assert usdc.balance_of(node.site.address) == before[0] + 3 * PRICE
         assert usdc.balance_of(reader.address) == before[1] - 3 * PRICE
-    finally:
-        for worker in workers:
-            worker.terminate()
-        for worker in workers:
-            worker.wait(timeout=30)

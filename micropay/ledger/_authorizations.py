@@ -4,7 +4,9 @@ Table ``exact_authorizations``, keyed by (token, authorizer, nonce) as EIP-3009 
 nonces. A worker *claims* an authorization before it submits the transfer: one
 ``INSERT ... ON CONFLICT DO UPDATE ... WHERE <the standing claim is stale> RETURNING``, so
 the database decides under its row lock which worker settles, and the others read the row
-that stands (settled: its receipt; claimed: being settled). The table is created with the
+that stands (settled: its receipt; claimed: being settled). Table ``exact_payment_ids``
+ties each x402 ``payment-identifier`` id to the first authorization sent under it, the same
+way (insert if absent, then read what stands). The table is created with the
 others (``CREATE TABLE IF NOT EXISTS``), so a ledger of an earlier schema gains it on open.
 """
 
@@ -43,6 +45,24 @@ POSTGRES_TABLE = """CREATE TABLE IF NOT EXISTS exact_authorizations (
     reason TEXT,
     PRIMARY KEY (token, authorizer, nonce)
 )"""
+
+# x402 payment-identifier ids, each tied to the one authorization it was first sent with.
+SQLITE_IDS_TABLE = """CREATE TABLE IF NOT EXISTS exact_payment_ids (
+    payment_id TEXT PRIMARY KEY,
+    token TEXT NOT NULL,
+    authorizer TEXT NOT NULL,
+    nonce BLOB NOT NULL,
+    signature BLOB NOT NULL
+)"""
+
+POSTGRES_IDS_TABLE = SQLITE_IDS_TABLE.replace("BLOB", "BYTEA")
+
+_BIND = """
+INSERT INTO exact_payment_ids (payment_id, token, authorizer, nonce, signature)
+VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (payment_id) DO NOTHING
+"""
+_BOUND = "SELECT token, authorizer, nonce, signature FROM exact_payment_ids WHERE payment_id = ?"
 
 _COLUMNS = (
     "token, authorizer, nonce, signature, valid_before, state, claimed_at, tx_hash, receipt, reason"
@@ -111,6 +131,17 @@ class AuthorizationJournal:
                 ),
             )
         )
+
+    def bind(self, payment_id: str, settlement: Settlement) -> bool:
+        s = settlement
+        paid = (s.token, s.authorizer, s.nonce, s.signature)
+
+        def work(execute: Execute) -> bool:
+            execute(_BIND, (payment_id, *paid))
+            [(token, authorizer, nonce, signature)] = execute(_BOUND, (payment_id,))
+            return (str(token), str(authorizer), bytes(nonce), bytes(signature)) == paid
+
+        return self._store.transact(work)
 
     def get(self, token: str, authorizer: str, nonce: bytes) -> Settlement | None:
         rows = self._store.read(_SELECT, (token, authorizer, nonce))

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from micropay.errors import LedgerError
-from micropay.ledger._authorizations import POSTGRES_TABLE
+from micropay.ledger._authorizations import POSTGRES_IDS_TABLE, POSTGRES_TABLE
 from micropay.ledger._store import Execute, Store
 
 _T = TypeVar("_T")
@@ -81,6 +81,7 @@ _SCHEMA = [
     "CREATE INDEX IF NOT EXISTS chain_events_by_channel ON chain_events (channel_id)",
     # exact payments: the claim on each authorization (micropay/ledger/_authorizations.py)
     POSTGRES_TABLE,
+    POSTGRES_IDS_TABLE,
     *_CHARGES,
 ]
 

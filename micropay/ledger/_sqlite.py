@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from micropay.errors import LedgerCorruptError, LedgerError
-from micropay.ledger._authorizations import SQLITE_TABLE
+from micropay.ledger._authorizations import SQLITE_IDS_TABLE, SQLITE_TABLE
 from micropay.ledger._store import Execute, Store
 
 _T = TypeVar("_T")
@@ -81,6 +81,7 @@ _SCHEMA = [
     "CREATE INDEX IF NOT EXISTS chain_events_by_channel ON chain_events (channel_id)",
     # exact payments: the claim on each authorization (micropay/ledger/_authorizations.py)
     SQLITE_TABLE,
+    SQLITE_IDS_TABLE,
     *_CHARGES,
 ]
 
