@@ -13,6 +13,13 @@ first contact (deposit sized by :class:`DepositPolicy`), signs a voucher for the
 acknowledged total plus the price, retries the request with ``PAYMENT-SIGNATURE`` and
 checks the ``PAYMENT-RESPONSE`` receipt. Requests on one channel go one at a time.
 
+An ``exact`` offer (x402's EVM scheme, :mod:`micropay.exact`) is paid with one EIP-3009
+authorization per request: exactly the price to ``payTo`` under the offer's token domain,
+sent in ``PAYMENT-SIGNATURE``, the ``PAYMENT-RESPONSE`` checked to be this payer's
+settlement. When a 402 offers both, :meth:`PaymentPolicy.prefers_channel` decides (the
+rule is in docs/protocol.md). Both schemes go through one exchange (:meth:`HttpPayer.exchange`)
+and one set of caps.
+
 Consumer protection: the price per request, the spend per site and per period, the
 networks, assets and contracts, the deposit and the withdraw delay are all capped by the
 policy, and every cap is checked before anything is signed or deposited
@@ -202,7 +209,7 @@ class PaymentPolicy:
 
     def allows(self, offer: Offer) -> str | None:
         """Why the offer is not allowed (None if it is); prices are checked separately."""
-        why = self.allows_exact(offer)
+        why = self.allows_terms(offer)
         if why is not None:
             return why
         if self.trusted_contracts is not None and offer.contract not in self.trusted_contracts:
@@ -214,7 +221,7 @@ class PaymentPolicy:
             )
         return None
 
-    def allows_exact(self, offer: Offer | ExactOffer) -> str | None:
+    def allows_terms(self, offer: Offer | ExactOffer) -> str | None:
         """Why an offer's network or asset is not allowed (None if both are): all an
         ``exact`` offer is checked for, beside its price."""
         if self.networks is not None and offer.network not in self.networks:
@@ -399,7 +406,7 @@ class HttpPayer:
             return f"price {offer.price} above {self.policy.max_price}"
         if offer.chain_id != self._chain_id:
             return f"no node for {offer.network} (this client pays on eip155:{self._chain_id})"
-        return self.policy.allows_exact(offer)
+        return self.policy.allows_terms(offer)
 
     def _has_channel(self, offer: Offer) -> bool:
         """Whether this client holds a live channel for the offer (its opening is spent)."""

@@ -1,6 +1,8 @@
 """micropay's own paying clients in x402's ``exact`` scheme: httpx (sync and async) and
 requests pay micropay's paywall one EIP-3009 transfer per request, under the same policy
-caps as ``channel``; the choice between the two schemes; a site that lies in its receipt.
+caps as ``channel``; the choice between the two schemes; a site that lies in its receipt;
+and an unmodified x402 FastAPI server from the ``x402`` package, settling through the
+package's own facilitator (``tests/x402_facilitator.py``).
 
 Real parts: anvil, the USDC-like token, the paywall on uvicorn over loopback, a SQLite
 ledger. Balances are checked to the base unit.
@@ -20,7 +22,13 @@ import pytest
 import requests
 from eth_account import Account
 from exact_helpers import PRICE, exact_site
+from fastapi import FastAPI
 from paywall_helpers import Server, chain
+from x402 import x402ResourceServer
+from x402.http import FacilitatorConfig, HTTPFacilitatorClient
+from x402.http.middleware.fastapi import PaymentMiddlewareASGI
+from x402.mechanisms.evm.exact import ExactEvmServerScheme
+from x402_facilitator import x402_facilitator
 from x402_models import Recorder, check_receipt
 
 from micropay._eip3009 import AuthorizationToken
@@ -129,7 +137,7 @@ def xc_site(xc_node: Any, xc_usdc: AuthorizationToken, tmp_path: Any) -> Callabl
     """Serve the exact-helpers site (``schemes`` as asked), recording its x402 headers."""
     servers: list[Server] = []
 
-    def serve(schemes: tuple[str, ...] = ("exact",), wrap: Any = None) -> Any:
+    def serve(schemes: tuple[str, ...] = ("exact",), wrap: Any = None, timeout: float = 30) -> Any:
         app = exact_site(
             xc_node.w3,
             xc_node.channels.address,
@@ -137,6 +145,7 @@ def xc_site(xc_node: Any, xc_usdc: AuthorizationToken, tmp_path: Any) -> Callabl
             xc_node.site,
             f"sqlite:///{tmp_path / f'l{len(servers)}.db'}",
             schemes=schemes,
+            timeout=timeout,
         )
         recorder = Recorder(app)
         server = Server(recorder if wrap is None else wrap(recorder)).__enter__()
@@ -338,6 +347,36 @@ def test_a_request_resent_after_a_lost_answer_resends_the_same_authorization(
     assert balances(xc_usdc, reader) == [before[0] - 2 * PRICE]
 
 
+def test_a_payment_the_site_is_still_settling_is_sent_again_never_signed_again(
+    xc_node, xc_usdc, xc_site
+):
+    w3 = xc_node.w3
+    reader = Account.create()
+    xc_usdc.mint(reader.address, 10 * PRICE, xc_node.deployer)
+    site = xc_site(timeout=0.5)
+    payer = HttpPayer(w3, reader, PaymentPolicy(max_price=PRICE, max_spend_per_site=PRICE))
+    before = balances(xc_usdc, reader, xc_node.site)
+    w3.provider.make_request("evm_setAutomine", [False])
+    try:
+        # settlement_timeout, then settlement_pending: the same authorization each time,
+        # until the rounds run out and the 409 is handed back.
+        response = get_httpx(payer, site.url)
+        assert response.status_code == 409, response.text
+        assert response.json()["error"] == Reason.SETTLEMENT_PENDING
+        w3.provider.make_request("evm_mine", [])
+    finally:
+        w3.provider.make_request("evm_setAutomine", [True])
+    # Still reserved against the site's cap, and sent again by the next request: served.
+    response = get_httpx(payer, site.url)
+    assert response.status_code == 200, response.text
+    sent = [v for name, v in site.recorder.seen if name == "payment-signature"]
+    assert len(sent) == payer.max_rounds + 1 and len(set(sent)) == 1
+    assert balances(xc_usdc, reader, xc_node.site) == [before[0] - PRICE, before[1] + PRICE]
+    assert payer.store.site_spend(site_of(site.url)) == PRICE
+    with pytest.raises(SpendingLimitError):  # the cap of one price is reached: no more
+        get_httpx(payer, site.url)
+
+
 def test_a_402_after_an_exact_payment_is_handed_back_and_costs_nothing(xc_node, xc_usdc, xc_site):
     penniless = Account.create()  # holds no token: the site cannot settle its transfer
     site = xc_site()
@@ -351,3 +390,58 @@ def test_a_402_after_an_exact_payment_is_handed_back_and_costs_nothing(xc_node, 
     assert payer.store.site_spend(site_of(site.url)) == 0
     # Nothing stays reserved: a cap of one price still lets the next payment through.
     assert payer._reserved[site_of(site.url)] == 0
+
+
+# -- an unmodified x402 server, settling through x402's own facilitator ------------------------
+
+
+def x402_weather_app(facilitator_url: str, pay_to: str, usdc: AuthorizationToken) -> Any:
+    """A FastAPI app paywalled by the ``x402`` package alone: its middleware, an
+    x402ResourceServer with the package's exact EVM server scheme, and an HTTP
+    facilitator client pointed at ``facilitator_url``."""
+    domain = usdc.domain()
+    network = f"eip155:{domain.chain_id}"
+    server = x402ResourceServer(HTTPFacilitatorClient(FacilitatorConfig(url=facilitator_url)))
+    server.register(network, ExactEvmServerScheme())
+    price = {
+        "amount": str(PRICE),
+        "asset": usdc.address,
+        "extra": {"name": domain.name, "version": domain.version},
+    }
+    accepts = {"scheme": "exact", "payTo": pay_to, "price": price, "network": network}
+    routes = {"GET /weather": {"accepts": accepts}}
+    app = FastAPI()
+
+    @app.get("/weather")
+    async def weather() -> dict[str, str]:
+        return {"weather": "sunny"}
+
+    app.add_middleware(PaymentMiddlewareASGI, routes=routes, server=server)
+    return app
+
+
+@pytest.mark.parametrize("transport", list(TRANSPORTS))
+def test_micropay_pays_an_unmodified_x402_server_and_facilitator(xc_node, xc_usdc, transport):
+    w3 = xc_node.w3
+    reader = Account.create()  # holds the token and no ETH: exact needs none
+    xc_usdc.mint(reader.address, 10 * PRICE, xc_node.deployer)
+    pay_to = xc_node.site.address
+    before = balances(xc_usdc, reader, xc_node.site)
+    with x402_facilitator(w3, xc_node.deployer) as facilitator:
+        recorder = Recorder(x402_weather_app(facilitator.url, pay_to, xc_usdc))
+        with Server(recorder) as server:
+            url = f"{server.url}/weather"
+            policy = PaymentPolicy(max_price=PRICE, assets=frozenset({xc_usdc.address}))
+            payer = HttpPayer(w3, reader, policy)
+            response = TRANSPORTS[transport](payer, url)
+            assert response.status_code == 200, response.text
+            assert response.json() == {"weather": "sunny"}
+            settled = check_receipt(response.headers["payment-response"])
+            assert settled.success and settled.payer == reader.address
+            assert settled.network == f"eip155:{w3.eth.chain_id}"
+            tx = w3.eth.get_transaction_receipt(settled.transaction)
+            assert tx["status"] == 1 and tx["from"] == facilitator.address
+    assert balances(xc_usdc, reader, xc_node.site) == [before[0] - PRICE, before[1] + PRICE]
+    assert payer.store.site_spend(site_of(url)) == PRICE
+    counts = recorder.check_all()  # x402's models read what micropay sent
+    assert counts["payment-signature"] == 1 and counts["payment-response"] == 1
