@@ -23,9 +23,11 @@ Catch :class:`MicropayError` to catch anything the toolkit raises on purpose::
     ├── PaymentProtocolError (RuntimeError) a paywall answered outside the protocol: an
     │   │                                  undecodable 402, a receipt that contradicts the
     │   │                                  voucher
-    │   └── HostileSiteError               a site claims the client owes it a total it cannot
-    │                                      back with a signature the client made before
-    │                                      this request (.site, .claimed)
+    │   ├── HostileSiteError               a site claims the client owes it a total it cannot
+    │   │                                  back with a signature the client made before
+    │   │                                  this request (.site, .claimed)
+    │   └── SettlementReceiptError         an ``exact`` payment's PAYMENT-RESPONSE is not the
+    │                                      settlement of this payer's authorization (.site)
     ├── ReceiptError (ValueError)          a site's receipt is malformed or not signed by
     │                                      the key it should be (the site's payee)
     ├── PayerStoreError (OSError)          the payer's wallet is unreadable, or lacks a channel
@@ -184,6 +186,17 @@ class HostileSiteError(PaymentProtocolError):
         super().__init__(message)
         self.site = site
         self.claimed = claimed
+
+
+class SettlementReceiptError(PaymentProtocolError):
+    """A site answered an ``exact`` payment with a PAYMENT-RESPONSE that does not show this
+    payer's authorization settled: no success, no transaction, or another payer, network
+    or amount. The payment is counted as spent all the same (the site holds the
+    authorization); ``site`` is the origin."""
+
+    def __init__(self, site: str, message: str) -> None:
+        super().__init__(message)
+        self.site = site
 
 
 class ReceiptError(MicropayError, ValueError):

@@ -26,7 +26,7 @@ from __future__ import annotations
 import threading
 import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Final, Protocol
 
 from eth_account.signers.local import LocalAccount
@@ -97,6 +97,9 @@ class ExactOffer:
     token_name: str
     token_version: str
     max_timeout_seconds: int = 60
+    # Whatever else the site put in ``extra``: echoed back in ``accepted``, as an x402 server
+    # matches every field of ``extra`` it declared.
+    other_extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     @property
     def network(self) -> str:
@@ -110,7 +113,8 @@ class ExactOffer:
         terms = offer_terms(
             SCHEME, self.network, self.price, self.asset, self.pay_to, self.max_timeout_seconds
         )
-        return {**terms, "extra": {"name": self.token_name, "version": self.token_version}}
+        extra = {**self.other_extra, "name": self.token_name, "version": self.token_version}
+        return {**terms, "extra": extra}
 
     @classmethod
     def from_json(cls, obj: Any) -> ExactOffer:
@@ -136,6 +140,7 @@ class ExactOffer:
             token_name=_field(extra, "name", str, f"{where}.extra"),
             token_version=_field(extra, "version", str, f"{where}.extra"),
             max_timeout_seconds=timeout,
+            other_extra={k: v for k, v in extra.items() if k not in ("name", "version")},
         )
 
 
@@ -235,14 +240,27 @@ class ExactReceipt:
 
     @classmethod
     def decode(cls, value: str | bytes) -> ExactReceipt:
+        return cls.read(value, None)
+
+    @classmethod
+    def read(cls, value: str | bytes, price: int | None) -> ExactReceipt:
+        """A SettleResponse as any x402 server sends it, where ``amount`` is optional (the
+        ``price`` paid stands for it when absent; None: it must be there). Raises
+        :class:`PaymentHeaderError` unless it reports success with a transaction hash."""
         obj = _decode(value, MAX_SERVER_HEADER, PAYMENT_RESPONSE)
         if obj.get("success") is not True:
-            raise PaymentHeaderError(Reason.INVALID_PAYLOAD, "not a successful settlement")
+            why = obj.get("errorReason")
+            raise PaymentHeaderError(
+                Reason.INVALID_PAYLOAD,
+                "not a successful settlement" + (f": {why}" if isinstance(why, str) else ""),
+            )
+        if price is None or obj.get("amount") is not None:
+            price = _uint(obj, "amount", PAYMENT_RESPONSE)
         return cls(
             network=_field(obj, "network", str, PAYMENT_RESPONSE),
             payer=_address(obj, "payer", PAYMENT_RESPONSE),
             transaction=_hex(obj, "transaction", _BYTES32_RE, PAYMENT_RESPONSE),
-            amount=_uint(obj, "amount", PAYMENT_RESPONSE),
+            amount=price,
         )
 
 

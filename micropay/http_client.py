@@ -13,6 +13,13 @@ first contact (deposit sized by :class:`DepositPolicy`), signs a voucher for the
 acknowledged total plus the price, retries the request with ``PAYMENT-SIGNATURE`` and
 checks the ``PAYMENT-RESPONSE`` receipt. Requests on one channel go one at a time.
 
+An ``exact`` offer (x402's EVM scheme, :mod:`micropay.exact`) is paid with one EIP-3009
+authorization per request: exactly the price to ``payTo`` under the offer's token domain,
+sent in ``PAYMENT-SIGNATURE``, the ``PAYMENT-RESPONSE`` checked to be this payer's
+settlement. When a 402 offers both, :meth:`PaymentPolicy.prefers_channel` decides (the
+rule is in docs/protocol.md). Both schemes go through one exchange (:meth:`HttpPayer.exchange`)
+and one set of caps.
+
 Consumer protection: the price per request, the spend per site and per period, the
 networks, assets and contracts, the deposit and the withdraw delay are all capped by the
 policy, and every cap is checked before anything is signed or deposited
@@ -39,11 +46,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Generator, Mapping
+from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NoReturn, TypeVar
 from urllib.parse import urlsplit
 
 import anyio
@@ -54,6 +61,7 @@ from eth_utils.address import to_checksum_address
 from web3 import Web3
 
 from micropay._artifacts import runtime_code_matches
+from micropay._eip3009 import AuthorizationToken, authorize
 from micropay._x402 import (
     PAYMENT_ACCESS,
     PAYMENT_REQUIRED,
@@ -62,6 +70,7 @@ from micropay._x402 import (
     AccessRequest,
     ChannelView,
     Offer,
+    OfferJSON,
     PaymentPayload,
     PaymentRequired,
     Reason,
@@ -76,8 +85,11 @@ from micropay.errors import (
     PaymentHeaderError,
     PaymentProtocolError,
     PriceLimitError,
+    SettlementReceiptError,
     SpendingLimitError,
 )
+from micropay.exact import SCHEME as EXACT
+from micropay.exact import SETTLE_MARGIN, ExactOffer, ExactPayload, ExactReceipt
 from micropay.payer import Payer
 from micropay.receipt_log import KeptReceipt
 from micropay.receipts import receipt_problem, sign_access
@@ -101,6 +113,7 @@ __all__ = [
 ]
 
 _R = TypeVar("_R")
+_O = TypeVar("_O", Offer, ExactOffer)
 _log = logging.getLogger("micropay.http_client")
 _BUSY_PAUSE = 0.05
 
@@ -165,6 +178,12 @@ class PaymentPolicy:
     ``withdraw_delay`` is what the client asks for (raised to a site's minimum, up to
     ``max_withdraw_delay``): how long its unspent deposit can stay locked after it asks
     for it back.
+
+    ``expected_requests`` and ``channel_open_cost`` choose between ``channel`` and
+    ``exact`` when a site offers both (:meth:`prefers_channel`): how many requests the
+    client expects to pay a site from now on, and what opening a channel costs it beyond
+    the prices, in the asset's base units (the gas of its deposit and of taking the rest
+    back, valued in the asset by the caller: micropay has no price oracle).
     """
 
     max_price: int
@@ -177,6 +196,8 @@ class PaymentPolicy:
     withdraw_delay: int = 86_400
     max_withdraw_delay: int = 7 * 86_400
     deposit: DepositPolicy = field(default_factory=DepositPolicy)
+    expected_requests: int = 100
+    channel_open_cost: int = 0
 
     def __post_init__(self) -> None:
         for name in ("assets", "trusted_contracts"):
@@ -188,10 +209,9 @@ class PaymentPolicy:
 
     def allows(self, offer: Offer) -> str | None:
         """Why the offer is not allowed (None if it is); prices are checked separately."""
-        if self.networks is not None and offer.network not in self.networks:
-            return f"network {offer.network} is not allowed"
-        if self.assets is not None and offer.asset not in self.assets:
-            return f"asset {offer.asset} is not allowed"
+        why = self.allows_terms(offer)
+        if why is not None:
+            return why
         if self.trusted_contracts is not None and offer.contract not in self.trusted_contracts:
             return f"contract {offer.contract} is not trusted"
         if offer.min_withdraw_delay > self.max_withdraw_delay:
@@ -200,6 +220,25 @@ class PaymentPolicy:
                 f"{self.max_withdraw_delay} s allowed"
             )
         return None
+
+    def allows_terms(self, offer: Offer | ExactOffer) -> str | None:
+        """Why an offer's network or asset is not allowed (None if both are): all an
+        ``exact`` offer is checked for, beside its price."""
+        if self.networks is not None and offer.network not in self.networks:
+            return f"network {offer.network} is not allowed"
+        if self.assets is not None and offer.asset not in self.assets:
+            return f"asset {offer.asset} is not allowed"
+        return None
+
+    def prefers_channel(self, channel_price: int, exact_price: int, *, channel_open: bool) -> bool:
+        """Whether a channel is the cheaper way to pay ``expected_requests`` requests, from
+        the payer's side: ``n * channel_price + open`` against ``n * exact_price``, where
+        ``open`` is ``channel_open_cost`` unless a channel to the site is already open (then
+        it is spent). Ties go to the channel. The settlement gas of either scheme is the
+        site's, and the deposit a channel locks comes back, so neither counts."""
+        n = self.expected_requests
+        opening = 0 if channel_open else self.channel_open_cost
+        return n * channel_price + opening <= n * exact_price
 
 
 # -- the paying agent ------------------------------------------------------------------------
@@ -263,6 +302,31 @@ class Pending:
     resource: str | None = None  # "METHOD /path" of the request, for its receipt
 
 
+@dataclass(frozen=True)
+class ExactPending:
+    """An ``exact`` authorization signed for one request and not yet settled; its price
+    is reserved against the caps until the site answers (see HttpPayer.sign_exact)."""
+
+    site: str
+    offer: ExactOffer
+    payload: ExactPayload
+    header: str
+    resource: str | None = None  # "METHOD /path" of the request
+
+    @property
+    def nonce(self) -> bytes:
+        return self.payload.authorization.nonce
+
+    def resendable(self, now: float) -> bool:
+        """Whether a site would still settle it if sent now (it refuses an authorization
+        that expires within its settling margin)."""
+        return now + 2 * SETTLE_MARGIN < self.payload.authorization.valid_before
+
+    def expired(self, now: float) -> bool:
+        """Whether no block can take it any more: the token's answer is then final."""
+        return now > self.payload.authorization.valid_before + SETTLE_MARGIN
+
+
 class HttpPayer:
     """Pays 402s for HTTP clients: policy, channels, vouchers, receipts. Thread-safe.
 
@@ -291,26 +355,65 @@ class HttpPayer:
         self._clients: dict[str, ChannelClient] = {}
         self._trusted: dict[str, bool] = {}
         self._reserved: dict[str, int] = {}  # site -> amount signed but not yet answered
+        # exact authorizations sent whose answer was lost, by nonce: resent, not re-signed
+        self._unanswered: dict[bytes, ExactPending] = {}
 
     # -- choosing and opening (may block on the chain) -----------------------------------------
 
     def choose(self, required: PaymentRequired) -> Offer:
-        """The first offer the policy allows, or the reason none is."""
-        reasons = []
-        for offer in required.channel_offers:
-            why = self._refusal(offer)
-            if why is None:
-                return offer
-            reasons.append(why)
-        if not reasons:
+        """The first ``channel`` offer the policy allows, or the reason none is."""
+        offers = required.channel_offers
+        if not offers:
             raise PaymentProtocolError("the 402 offers no 'channel' payment")
-        prices = [o.price for o in required.channel_offers if o.price > self.policy.max_price]
+        offer, reasons = _first_allowed(offers, self._refusal)
+        if offer is None:
+            self._refuse(offers, reasons)
+        return offer
+
+    def choose_payment(self, required: PaymentRequired) -> Offer | ExactOffer:
+        """The offer to pay, ``channel`` or ``exact``: the first of each scheme that the
+        policy allows; of two, the channel if :meth:`PaymentPolicy.prefers_channel` finds
+        it cheaper for the expected requests (offers in two different assets do not
+        compare: then the scheme the site lists first); else the reason none is allowed."""
+        channels, exacts = required.channel_offers, _exact_offers(required)
+        if not channels and not exacts:
+            raise PaymentProtocolError("the 402 offers no 'channel' or 'exact' payment")
+        channel, reasons = _first_allowed(channels, self._refusal)
+        exact, exact_reasons = _first_allowed(exacts, self._exact_refusal)
+        if channel is not None and exact is not None:
+            if channel.asset != exact.asset:
+                return channel if isinstance(required.offers[0], Offer) else exact
+            open_ = self._has_channel(channel)
+            cheaper = self.policy.prefers_channel(channel.price, exact.price, channel_open=open_)
+            return channel if cheaper else exact
+        if channel is not None:
+            return channel
+        if exact is not None:
+            return exact
+        self._refuse([*channels, *exacts], [*reasons, *exact_reasons])
+
+    def _refuse(self, offers: Sequence[Offer | ExactOffer], reasons: list[str]) -> NoReturn:
+        prices = [o.price for o in offers if o.price > self.policy.max_price]
         if len(prices) == len(reasons):
             raise PriceLimitError(
                 f"the price {min(prices)} is above the maximum of {self.policy.max_price} per "
                 "request"
             )
         raise OfferNotAllowedError("; ".join(reasons))
+
+    def _exact_refusal(self, offer: ExactOffer) -> str | None:
+        if offer.price > self.policy.max_price:
+            return f"price {offer.price} above {self.policy.max_price}"
+        if offer.chain_id != self._chain_id:
+            return f"no node for {offer.network} (this client pays on eip155:{self._chain_id})"
+        return self.policy.allows_terms(offer)
+
+    def _has_channel(self, offer: Offer) -> bool:
+        """Whether this client holds a live channel for the offer (its opening is spent)."""
+        channel = self._channels.get(_offer_key(offer))
+        if channel is not None and not channel.retired:
+            return True
+        return self._stored_for(offer) is not None
 
     def _refusal(self, offer: Offer) -> str | None:
         if offer.price > self.policy.max_price:
@@ -466,7 +569,34 @@ class HttpPayer:
         new highest total is saved before the voucher is returned to be sent, so a later
         request (or run) knows the site may hold it."""
         price = offer.price
-        now = time.time()
+        self._reserve(site, price, time.time())
+        payer = channel.payer
+        total = payer.acknowledged + price
+        _, floor = floors.setdefault(payer.config.channel_id, (channel, payer.highest_signed))
+        try:
+            raised = total > payer.highest_signed
+            voucher = payer.voucher_for(total)  # within the deposit, or PaymentRefusedError
+            if raised:  # saved before it is sent: a later run knows the site may hold it
+                self._saved(channel)
+        except BaseException:
+            self._release(site, price)
+            raise
+        channel.signed_here.add(total)
+        payload = PaymentPayload(
+            offer.network,
+            price,
+            offer.asset,
+            offer.pay_to,
+            payer.config,
+            voucher,
+            offer,
+            resource_url,
+        )
+        return Pending(site, offer, channel, voucher, payload.encode(), floor, resource)
+
+    def _reserve(self, site: str, price: int, now: float) -> None:
+        """Check the site's and the period's caps with ``price`` more, counting what was
+        signed and is not yet answered, and hold ``price`` until :meth:`_release`."""
         with self._lock:
             in_flight = sum(self._reserved.values())
             site_total = self.store.site_spend(site) + self._reserved.get(site, 0) + price
@@ -484,30 +614,10 @@ class HttpPayer:
                         f"{self.policy.period:g} s, above the cap of {cap}"
                     )
             self._reserved[site] = self._reserved.get(site, 0) + price
-        payer = channel.payer
-        total = payer.acknowledged + price
-        _, floor = floors.setdefault(payer.config.channel_id, (channel, payer.highest_signed))
-        try:
-            raised = total > payer.highest_signed
-            voucher = payer.voucher_for(total)  # within the deposit, or PaymentRefusedError
-            if raised:  # saved before it is sent: a later run knows the site may hold it
-                self._saved(channel)
-        except BaseException:
-            with self._lock:
-                self._reserved[site] -= price
-            raise
-        channel.signed_here.add(total)
-        payload = PaymentPayload(
-            offer.network,
-            price,
-            offer.asset,
-            offer.pay_to,
-            payer.config,
-            voucher,
-            offer,
-            resource_url,
-        )
-        return Pending(site, offer, channel, voucher, payload.encode(), floor, resource)
+
+    def _release(self, site: str, price: int) -> None:
+        with self._lock:
+            self._reserved[site] -= price
 
     def _one_channel_per_request(self, site: str, offer: Offer, floors: Floors) -> None:
         """Refuse to pay ``offer`` on a second channel within one request (before one is
@@ -535,8 +645,7 @@ class HttpPayer:
         try:
             return self._conclude(pending, status, headers)
         finally:
-            with self._lock:
-                self._reserved[pending.site] -= pending.offer.price
+            self._release(pending.site, pending.offer.price)
 
     def _conclude(self, pending: Pending, status: int, headers: Mapping[str, str]) -> Verdict:
         channel = pending.channel
@@ -711,6 +820,161 @@ class HttpPayer:
         spent = max(0, total - payer.acknowledged)
         self._advance(pending, total, view.signature, spent=spent)
 
+    # -- exact: one EIP-3009 transfer per request -------------------------------------------
+
+    def sign_exact(
+        self,
+        site: str,
+        offer: ExactOffer,
+        resource: str | None = None,
+        resource_url: str = "",
+    ) -> ExactPending:
+        """The authorization to send for one request in ``exact`` (may read the chain).
+
+        If a request for the same resource and offer sent one whose answer was lost and it
+        is still within its window, that one is sent again: the token takes each nonce
+        once and the site answers a settled one with its receipt, so a resend can never
+        pay twice, where a new authorization could. Otherwise, after the spending caps, a
+        new one: exactly the price to ``payTo`` under the offer's token domain, a fresh
+        random nonce, valid from 0 (as x402's client signs) until ``maxTimeoutSeconds``
+        from now. Its price stays reserved against the caps until the site answers."""
+        now = time.time()
+        self._sweep_unanswered(now)
+        with self._lock:
+            for nonce, held in list(self._unanswered.items()):
+                same = (held.site, held.resource, held.offer) == (site, resource, offer)
+                if same and held.resendable(now):
+                    del self._unanswered[nonce]
+                    return held
+        self._reserve(site, offer.price, now)
+        try:
+            authorization, signature = authorize(
+                offer.domain,
+                self.account,
+                offer.pay_to,
+                offer.price,
+                int(now) + offer.max_timeout_seconds,
+            )
+        except BaseException:
+            self._release(site, offer.price)
+            raise
+        payload = ExactPayload(
+            offer.network, offer.price, offer.asset, offer.pay_to, authorization, signature,
+            offer, resource_url,
+        )  # fmt: skip
+        return ExactPending(site, offer, payload, payload.encode(), resource)
+
+    def conclude_exact(
+        self, pending: ExactPending, status: int, headers: Mapping[str, str]
+    ) -> Verdict:
+        """Read the site's answer to an ``exact`` payment (may read the chain).
+
+        A 2xx is PAID: its price is counted once against the caps, then its PAYMENT-RESPONSE
+        must show this authorization settled (else :class:`SettlementReceiptError`). A 409
+        or a ``settlement_timeout`` is BUSY: the site is still settling it, the same
+        authorization is sent again and its price stays reserved. Anything else is
+        REFUSED: the price is released, unless the token shows the nonce used (the site
+        settled and served nothing, or its handler failed after settling): then it is
+        counted as spent."""
+        if 200 <= status < 300:
+            self._spent(pending)
+            self._check_settlement(pending, headers.get(PAYMENT_RESPONSE))
+            return Verdict.PAID
+        if status == 409 or _reason(headers) == Reason.SETTLEMENT_TIMEOUT:
+            return Verdict.BUSY
+        if self._was_settled(pending):
+            _log.warning("%s settled an exact payment and answered %d", pending.site, status)
+            self._spent(pending)
+        else:
+            self._release(pending.site, pending.offer.price)
+        return Verdict.REFUSED
+
+    def _exchange_exact(
+        self,
+        site: str,
+        offer: ExactOffer,
+        resource_url: str,
+        answer: Callable[[_R], tuple[int, Mapping[str, str]]],
+        resource: str | None,
+    ) -> Generator[_Step, Any, _R | None]:
+        """The ``exact`` part of :meth:`exchange`: send one authorization, resend that same
+        one while the site is settling it, and hand any other answer back."""
+        pending = yield _Blocking(self.sign_exact, (site, offer, resource, resource_url))
+        for round_ in range(self.max_rounds):
+            try:
+                response = yield _Send(PAYMENT_SIGNATURE, pending.header)
+            except BaseException:
+                self._keep_unanswered(pending)  # the site may have settled it: resend later
+                raise
+            status, headers = answer(response)
+            verdict = yield _Blocking(self.conclude_exact, (pending, status, headers))
+            if verdict is not Verdict.BUSY:
+                return response  # type: ignore[no-any-return]
+            if round_ == self.max_rounds - 1 or not pending.resendable(time.time()):
+                self._keep_unanswered(pending)
+                return response  # type: ignore[no-any-return]
+            yield _Discard(response)
+            yield _Pause(_BUSY_PAUSE * (round_ + 1))
+        return None
+
+    def _keep_unanswered(self, pending: ExactPending) -> None:
+        with self._lock:
+            self._unanswered[pending.nonce] = pending
+
+    def _sweep_unanswered(self, now: float) -> None:
+        """Settle the account of unanswered authorizations whose window has closed: the
+        price was spent if the token shows the nonce used, else it is released."""
+        with self._lock:
+            expired = [held for held in self._unanswered.values() if held.expired(now)]
+            for held in expired:
+                del self._unanswered[held.nonce]
+        for held in expired:
+            if self._was_settled(held):
+                self._spent(held)
+            else:
+                self._release(held.site, held.offer.price)
+
+    def _was_settled(self, pending: ExactPending) -> bool:
+        """Whether the token shows the authorization's nonce used (unreadable: assume so,
+        as the site may hold it)."""
+        token = AuthorizationToken(self.w3, pending.offer.asset)
+        try:
+            return token.authorization_used(self.account.address, pending.nonce)
+        except Exception as err:  # not a token this client can read: count the price
+            _log.warning("cannot read %s's authorization state: %s", pending.offer.asset, err)
+            return True
+
+    def _spent(self, pending: ExactPending) -> None:
+        """Count a settled ``exact`` payment once, then release its reservation."""
+        now = time.time()
+        self.store.spent(pending.site, pending.offer.price, now, now - self.policy.period)
+        self._release(pending.site, pending.offer.price)
+
+    def _check_settlement(self, pending: ExactPending, value: str | None) -> ExactReceipt:
+        site, offer = pending.site, pending.offer
+        if value is None:
+            raise SettlementReceiptError(
+                site, f"{site} served an exact payment without a PAYMENT-RESPONSE"
+            )
+        try:
+            receipt = ExactReceipt.read(value, offer.price)
+        except PaymentHeaderError as err:
+            raise SettlementReceiptError(
+                site, f"{site}'s PAYMENT-RESPONSE is not a settlement: {err}"
+            ) from None
+        for what, said, expected in (
+            ("payer", receipt.payer, self.account.address),
+            ("network", receipt.network, offer.network),
+            ("amount", receipt.amount, offer.price),
+        ):
+            if said != expected:
+                raise SettlementReceiptError(
+                    site,
+                    f"{site}'s PAYMENT-RESPONSE names {what} {said}, not {expected}: it is not "
+                    "the settlement of this payment",
+                )
+        return receipt
+
     # -- the payer's channels ----------------------------------------------------------------
 
     def channels(self) -> list[ChannelStatus]:
@@ -775,7 +1039,12 @@ class HttpPayer:
                 required_header = headers[PAYMENT_REQUIRED]
         for round_ in range(self.max_rounds):
             required = _decode_required(required_header)
-            offer = yield _Blocking(self.choose, (required,))
+            # Once this request sent a voucher the site may claim, only a channel pays for
+            # it: an exact transfer on top would pay twice for one request.
+            offer = yield _Blocking(self.choose if floors else self.choose_payment, (required,))
+            if isinstance(offer, ExactOffer):
+                exact = self._exchange_exact(site, offer, required.resource, answer, resource)
+                return (yield from exact)
             self._one_channel_per_request(site, offer, floors)
             channel = yield _Blocking(self.channel_for, (offer,))
             yield _Hold(channel)
@@ -943,6 +1212,42 @@ def _decode_required(value: str) -> PaymentRequired:
         return PaymentRequired.decode(value)
     except PaymentHeaderError as err:
         raise PaymentProtocolError(f"the site's PAYMENT-REQUIRED is malformed: {err}") from None
+
+
+def _first_allowed(
+    offers: Sequence[_O], refusal: Callable[[_O], str | None]
+) -> tuple[_O | None, list[str]]:
+    """The first offer ``refusal`` finds nothing against, and the reasons for those before."""
+    reasons: list[str] = []
+    for offer in offers:
+        why = refusal(offer)
+        if why is None:
+            return offer, reasons
+        reasons.append(why)
+    return None, reasons
+
+
+def _exact_offers(required: PaymentRequired) -> tuple[ExactOffer, ...]:
+    """The 402's ``exact`` offers this client can read (a malformed one is skipped)."""
+    offers = []
+    for offer in required.offers:
+        if isinstance(offer, OfferJSON) and offer.scheme == EXACT:
+            try:
+                offers.append(ExactOffer.from_json(offer.obj))
+            except PaymentHeaderError as err:
+                _log.warning("skipping a malformed exact offer: %s", err)
+    return tuple(offers)
+
+
+def _reason(headers: Mapping[str, str]) -> str | None:
+    """The reason code of a 402's PAYMENT-REQUIRED (None if it has none it can read)."""
+    value = headers.get(PAYMENT_REQUIRED)
+    if value is None:
+        return None
+    try:
+        return PaymentRequired.decode(value).error
+    except PaymentHeaderError:
+        return None
 
 
 def _offer_key(offer: Offer) -> str:

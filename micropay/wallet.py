@@ -488,9 +488,19 @@ class Wallet:
             record = replace(record, sites=(*record.sites, site))
         with self._lock:
             self._channels[record.channel_id] = record
-            if amount:
-                self._site_spend[site] = self._site_spend.get(site, 0) + amount
-                self._recent = [(t, a) for t, a in self._recent if t >= forget_before]
-                self._recent.append((now, amount))
+            self._count(site, amount, now, forget_before)
             self._save()
         return record
+
+    def spent(self, site: str, amount: int, now: float, forget_before: float) -> None:
+        """Count a payment that went through no channel (an ``exact`` transfer) against
+        ``site`` and the period, in one write."""
+        with self._lock:
+            self._count(site, amount, now, forget_before)
+            self._save()
+
+    def _count(self, site: str, amount: int, now: float, forget_before: float) -> None:
+        if amount:
+            self._site_spend[site] = self._site_spend.get(site, 0) + amount
+            self._recent = [(t, a) for t, a in self._recent if t >= forget_before]
+            self._recent.append((now, amount))
