@@ -57,6 +57,7 @@ from typing import Any, Final
 
 from x402.http.types import PaymentOption
 from x402.interfaces import PaymentFlowConfig, SchemePaymentRequiredContext
+from x402.mechanisms.evm.default_assets import ExactDefaultAssetInfo, find_default_asset
 from x402.payment_flow import AUTHORIZATION_PAYMENT_FLOW
 from x402.schemas import (
     AssetAmount,
@@ -127,8 +128,9 @@ class ChannelScheme:
     Register it with an ``x402Client`` or ``x402ClientSync``:
     ``client.register("eip155:*", ChannelScheme(payer))``; it pays only on the chain of
     ``payer.w3`` and within ``payer.policy``. The SDK's own spend controls apply first: it
-    passes a scheme only offers in assets it knows (USDC and the like) unless they are
-    listed in ``allowed_assets``; for channels in ETH (the zero address) that is
+    passes a scheme only offers in assets it knows (USDC and the like, see
+    :meth:`find_default_asset`) unless they are listed in ``allowed_assets``; for channels
+    in ETH (the zero address) that is
     ``client.set_spend_controls({"allowed_assets": [{"network": "eip155:*", "asset":
     ZERO_ADDRESS}]})``, with the price still capped by ``payer.policy.max_price``.
     """
@@ -142,6 +144,13 @@ class ChannelScheme:
         self._request: ContextVar[_Request | None] = ContextVar(
             f"micropay_channel_request_{id(self)}", default=None
         )
+
+    @staticmethod
+    def find_default_asset(asset: str, network: str) -> ExactDefaultAssetInfo | None:
+        """The SDK's spend controls pass offers in the stablecoins its EVM schemes know
+        (USDC on Base, ...) under their dollar cap without being told: channels in those
+        tokens pass as ``exact`` offers in them do (ETH is not one of them)."""
+        return find_default_asset(asset, network)
 
     @property
     def scheme_hooks(self) -> dict[str, Callable[..., Any]]:

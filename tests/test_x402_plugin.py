@@ -26,10 +26,12 @@ from x402 import x402Client, x402ClientSync
 from x402.http.clients import x402_httpx_transport, x402_requests
 from x402.http.middleware.fastapi import PaymentMiddlewareASGI
 from x402.http.types import RouteConfig
+from x402.schemas import SettleResponse
 from x402.server import x402ResourceServer
 from x402_models import Recorder, check_required
 
 from micropay._x402 import Reason, Receipt
+from micropay.errors import PaymentHeaderError
 from micropay.example_site import ARTICLES, ContentSite, create_site
 from micropay.http_client import HttpPayer, PaymentPolicy, PaymentTransport
 from micropay.payee import Payee
@@ -42,6 +44,28 @@ pytestmark = pytest.mark.standalone
 PRICE = 10**13
 SLUG = next(iter(ARTICLES))
 ETH = {"allowed_assets": [{"network": "eip155:*", "asset": ZERO_ADDRESS}]}
+
+
+def test_receipts_read_in_micropays_form_and_in_the_sdks_with_the_fields_in_extra():
+    signed = Receipt("eip155:31337", "0x" + "33" * 20, b"\x07" * 32, 5, 15, 85)
+    sdk_form = signed.to_x402_json()
+    assert set(sdk_form) == {"success", "transaction", "network", "payer", "amount", "extra"}
+    assert SettleResponse.model_validate(sdk_form).extra["channelId"] == "0x" + "07" * 32
+    for form in (signed.to_json(), sdk_form):
+        assert Receipt.decode(_b64(form)) == signed
+    doubled = {**sdk_form, "extra": {**sdk_form["extra"], "amount": "1"}}
+    with pytest.raises(PaymentHeaderError):
+        Receipt.decode(_b64(doubled))
+
+
+def test_the_sdks_spend_controls_know_the_stablecoins_channels_may_be_in():
+    base_usdc = "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"
+    assert ChannelScheme.find_default_asset(base_usdc, "eip155:8453")["symbol"] == "USDC"
+    assert ChannelScheme.find_default_asset(ZERO_ADDRESS, "eip155:8453") is None
+
+
+def _b64(obj: dict[str, Any]) -> str:
+    return base64.b64encode(json.dumps(obj).encode()).decode()
 
 
 @pytest.fixture(scope="module")
@@ -84,10 +108,13 @@ def test_an_x402_client_pays_a_hundred_requests_on_one_channel_settled_once(
     node, site = xplugin_chain, xplugin_site
     payer = _payer(node, 0, tmp_path / "wallet")
     recorder = Recorder(site.app)
+    sent = node.w3.eth.get_transaction_count(payer.account.address)
     with Server(recorder) as server:
         url = f"{server.url}/articles/{SLUG}"
         responses = asyncio.run(_read(_agent(payer), url, 100))
     assert [r.status_code for r in responses] == [200] * 100
+    # The reader sent one transaction, the deposit that opened the channel.
+    assert node.w3.eth.get_transaction_count(payer.account.address) == sent + 1
     assert all(ARTICLES[SLUG].title in r.text for r in responses)
     counts = recorder.check_all()  # every header, the SDK's included, is valid x402
     assert counts["payment-signature"] == counts["payment-response"] == 100
