@@ -82,7 +82,6 @@ from micropay._x402 import (
     Offer,
     PaymentPayload,
     PaymentRequired,
-    Reason,
     checksum_address,
 )
 from micropay.errors import PaymentHeaderError, PaymentProtocolError
@@ -92,13 +91,6 @@ from micropay.paywall import ChannelCheck, PaymentRefusal, Paywall, Scope
 from micropay.vouchers import ZERO_ADDRESS
 
 __all__ = ["ChannelFacilitator", "ChannelScheme", "ChannelServerScheme"]
-
-# Refusals that come with the site's view of the channel (see micropay.paywall).
-_WITH_VIEW: Final = (
-    Reason.STALE_VOUCHER,
-    Reason.CUMULATIVE_MISMATCH,
-    Reason.INSUFFICIENT_DEPOSIT,
-)
 
 
 def _header(obj: Mapping[str, Any]) -> str:

@@ -33,7 +33,7 @@ from x402_models import Recorder, check_required
 from micropay._x402 import Reason, Receipt
 from micropay.errors import PaymentHeaderError
 from micropay.example_site import ARTICLES, ContentSite, create_site
-from micropay.http_client import HttpPayer, PaymentPolicy, PaymentTransport
+from micropay.http_client import DepositPolicy, HttpPayer, PaymentPolicy, PaymentTransport
 from micropay.payee import Payee
 from micropay.vouchers import ZERO_ADDRESS, sign_voucher
 from micropay.wallet import derive_session_key
@@ -262,14 +262,17 @@ def test_hostile_payments_to_the_server_plugin_get_a_402_with_the_reason(xplugin
     node = xplugin_chain
     app, channel = _x402_site(node)
     recorder = Recorder(app)
-    payer = _payer(node, 4, tmp_path / "hostile")
+    # A deposit of ten prices (the site's minimum), spent by ten paid requests.
+    policy = PaymentPolicy(max_price=PRICE, deposit=DepositPolicy(requests=10))
+    payer = HttpPayer(node.w3, node.readers[4], policy, store=tmp_path / "hostile")
     with Server(recorder) as server:
         url = f"{server.url}/articles/{SLUG}"
         with httpx.Client(transport=PaymentTransport(payer), timeout=30) as client:
-            assert client.get(url).status_code == 200
+            assert [client.get(url).status_code for _ in range(10)] == [200] * 10
         (status,) = payer.channels()
         config = status.channel.config
-        good = _payment(recorder)
+        assert status.chain.deposited == 10 * PRICE
+        good = _payment(recorder)  # the tenth voucher, taken
         key = derive_session_key(
             node.readers[4],
             node.w3.eth.chain_id,
@@ -292,9 +295,10 @@ def test_hostile_payments_to_the_server_plugin_get_a_402_with_the_reason(xplugin
         no_channel = json.loads(json.dumps(good))
         del no_channel["payload"]["channel"]
         cases = {
-            Reason.INVALID_SIGNATURE: with_voucher(2 * PRICE, stranger),
+            Reason.INVALID_SIGNATURE: with_voucher(11 * PRICE, stranger),
             Reason.WRONG_PAYEE: wrong_payee,
-            Reason.CUMULATIVE_MISMATCH: with_voucher(status.chain.deposited + PRICE),
+            Reason.INSUFFICIENT_DEPOSIT: with_voucher(11 * PRICE),  # the next, over the deposit
+            Reason.CUMULATIVE_MISMATCH: with_voucher(13 * PRICE),
             Reason.STALE_VOUCHER: good,  # the voucher already taken, sent again
             Reason.INVALID_PAYLOAD: no_channel,
         }
@@ -304,5 +308,5 @@ def test_hostile_payments_to_the_server_plugin_get_a_402_with_the_reason(xplugin
             assert check_required(answer.headers["payment-required"]).error == reason
         junk = httpx.get(url, headers={"payment-signature": "not base64!"})
         assert junk.status_code == 402 and "payment-required" in junk.headers
-        # None of them was charged: the book holds the one paid request.
-        assert channel.paywall.book.best(config.channel_id).cumulative_amount == PRICE
+        # None of them was charged: the book holds the ten paid requests.
+        assert channel.paywall.book.best(config.channel_id).cumulative_amount == 10 * PRICE
