@@ -648,12 +648,17 @@ class PaymentPayload:
             offer_terms(SCHEME, self.network, self.price, self.asset, self.pay_to),
             self.offer.to_json() if self.offer is not None else None,
             self.resource,
-            {
-                "channel": self.config.to_json(),
-                "cumulativeAmount": str(self.voucher.cumulative_amount),
-                "signature": "0x" + self.voucher.signature.hex(),
-            },
+            self.payload_json(),
         )
+
+    def payload_json(self) -> dict[str, Any]:
+        """The scheme's own part, x402's ``payload``: the channel, the total, the signature
+        (what an x402 SDK scheme plugin returns for the SDK to wrap)."""
+        return {
+            "channel": self.config.to_json(),
+            "cumulativeAmount": str(self.voucher.cumulative_amount),
+            "signature": "0x" + self.voucher.signature.hex(),
+        }
 
     @classmethod
     def decode(cls, value: str | bytes) -> PaymentPayload:
@@ -756,12 +761,27 @@ class Receipt:
     def decode(cls, value: str | bytes) -> Receipt:
         return cls.from_json(_decode(value, MAX_SERVER_HEADER, PAYMENT_RESPONSE))
 
+    def to_x402_json(self) -> dict[str, Any]:
+        """The receipt as an x402 SDK server sends it: x402's SettleResponse keeps only its
+        own fields (``success``, ``transaction``, ``network``, ``payer``, ``amount``) and a
+        scheme's in ``extra``, so the channel's fields go there (:meth:`from_json` reads
+        both forms)."""
+        obj = self.to_json()
+        own = {name: obj.pop(name) for name in _SETTLE_FIELDS}
+        return {**own, "extra": obj}
+
     @classmethod
     def from_json(cls, obj: Any) -> Receipt:
-        """Parse :meth:`to_json`'s form as strictly as a header (receipts files hold it)."""
+        """Parse :meth:`to_json`'s form as strictly as a header (receipts files hold it), or
+        :meth:`to_x402_json`'s (the channel's fields in ``extra``)."""
         where = PAYMENT_RESPONSE
         if not isinstance(obj, dict):
             raise PaymentHeaderError(Reason.INVALID_PAYLOAD, f"{where} must be an object")
+        if "scheme" not in obj and isinstance(obj.get("extra"), dict):
+            extra = obj["extra"]
+            if set(extra) & set(_SETTLE_FIELDS):
+                raise PaymentHeaderError(Reason.INVALID_PAYLOAD, f"{where}.extra repeats a field")
+            obj = {**{k: v for k, v in obj.items() if k != "extra"}, **extra}
         if obj.get("success") is not True or obj.get("scheme") != SCHEME:
             raise PaymentHeaderError(Reason.INVALID_PAYLOAD, "not a successful channel receipt")
         network = _field(obj, "network", str, where)
@@ -800,6 +820,10 @@ class Receipt:
             remaining=_uint(obj, "remaining", where),
             signed=signed,
         )
+
+
+# x402's own SettleResponse fields, beside which a scheme's go in ``extra``.
+_SETTLE_FIELDS: Final = ("success", "transaction", "network", "payer", "amount")
 
 
 # -- access receipts -----------------------------------------------------------------------

@@ -19,7 +19,9 @@ Catch :class:`MicropayError` to catch anything the toolkit raises on purpose::
     │       └── OfferNotAllowedError       network, asset, contract or delay not allowed
     ├── PaymentHeaderError (ValueError)    a payment header is malformed (.reason, .status)
     ├── PaymentDeclinedError (ValueError)  an ``exact`` payment the site does not take or
-    │                                      could not settle (.reason, .status)
+    │   │                                  could not settle (.reason, .status)
+    │   └── paywall.PaymentRefusal         a ``channel`` payment the paywall's checks refuse
+    │                                      (.view: its record of the channel, or None)
     ├── PaymentProtocolError (RuntimeError) a paywall answered outside the protocol: an
     │   │                                  undecodable 402, a receipt that contradicts the
     │   │                                  voucher

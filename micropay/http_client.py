@@ -1139,6 +1139,34 @@ class HttpPayer:
                 run.error_of_step = err
         return run.result
 
+    # -- one round for hosts that send the request themselves (micropay.x402_plugin) ---------
+
+    def prepare(self, site: str, offer: Offer, floors: Floors, resource_url: str = "") -> Pending:
+        """The first half of one round of :meth:`exchange`, for a host that sends the paid
+        request itself and hands the answer to :meth:`conclude` (the x402 SDK's client, through
+        :class:`micropay.x402_plugin.ChannelScheme`): this request may pay on the offer's
+        channel, which is found or opened and topped up if needed (blocking on the chain),
+        then the voucher is signed. Check the offer with :meth:`choose` first; ``floors``
+        belongs to the request, as in :meth:`exchange`."""
+        self._one_channel_per_request(site, offer, floors)
+        channel = self.channel_for(offer)
+        with channel.lock:
+            self.ensure_funded(channel, offer)
+            return self.sign(site, offer, channel, floors, resource_url=resource_url)
+
+    def conclude_served(self, pending: Pending) -> None:
+        """Count a voucher paid whose request the site served (a 2xx with a successful
+        receipt) when the host kept none of the receipt's channel fields, as the x402 SDK
+        does with a ``PAYMENT-RESPONSE`` whose fields are outside its SettleResponse model:
+        the channel moves on as in :meth:`conclude`, and no receipt is kept (call it under
+        the channel's lock)."""
+        try:
+            voucher, price = pending.voucher, pending.offer.price
+            self._advance(pending, voucher.cumulative_amount, voucher.signature, price)
+        finally:
+            with self._lock:
+                self._reserved[pending.site] -= pending.offer.price
+
 
 # -- the steps of an exchange ----------------------------------------------------------------
 

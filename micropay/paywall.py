@@ -216,15 +216,32 @@ def _normalise(path: str) -> str:
 # -- refusals ------------------------------------------------------------------------------
 
 
-class _Refusal(Exception):
-    """Internal: answer with this status and reason instead of serving."""
+class PaymentRefusal(PaymentDeclinedError):
+    """A payment the paywall does not take: answer with this status and reason instead of
+    serving. ``view`` is the paywall's record of the channel, shown (in a 402's
+    ``extensions.channel``) to a voucher that does not follow it; only a request signed by
+    the channel's authorizer is given one. Raised by :meth:`Paywall.check_channel_payment`
+    and :meth:`Paywall.record_channel_payment` for hosts that answer the request themselves
+    (:mod:`micropay.x402_plugin`)."""
 
     def __init__(self, status: int, reason: str, message: str, view: ChannelView | None = None):
-        super().__init__(message)
-        self.status = status
-        self.reason = reason
+        super().__init__(reason, message, status)
         self.message = message
         self.view = view
+
+
+_Refusal = PaymentRefusal  # the name the middleware's own code uses
+
+
+@dataclass(frozen=True)
+class ChannelCheck:
+    """A ``channel`` payment that passed every check before the handler: what the payee's
+    checks found and the total the book held (0: nothing), which the write must still find."""
+
+    payload: PaymentPayload
+    price: int
+    checked: Checked
+    held: int
 
 
 # -- the middleware ------------------------------------------------------------------------
@@ -272,8 +289,8 @@ class Paywall:
             routes = [PricedRoute.parse(route, price) for route, price in prices.items()]
         else:
             routes = list(prices)
-        if not routes:
-            raise ValueError("a paywall needs at least one priced route")
+        if not routes and min_deposit is None:
+            raise ValueError("a paywall needs at least one priced route (or a min_deposit)")
         self.routes: tuple[PricedRoute, ...] = tuple(routes)
         if exact is None and any(EXACT in r.schemes for r in routes):
             raise ValueError("a route offered in 'exact' needs a settler (exact=ExactSettler(...))")
@@ -630,7 +647,7 @@ class Paywall:
     ) -> None:
         price = path.route.price
         config, voucher = payload.config, payload.voucher
-        state = checked.state
+        check = ChannelCheck(payload, price, checked, held)
         scope.setdefault("state", {})["payment"] = Payment(
             config.payer, price, config.channel_id, voucher.cumulative_amount
         )
@@ -641,44 +658,68 @@ class Paywall:
             if replaced:
                 return  # the handler's response was replaced by a refusal: drop its body
             if message["type"] == "http.response.start" and 200 <= message["status"] < 300:
-                signed = sign_receipt(
-                    self.domain,
-                    self._payee_key,
-                    receipt_id=os.urandom(32),
-                    channel_id=config.channel_id,
-                    payer=config.payer,
-                    asset=config.token,
-                    resource=path.name,
-                    amount=price,
-                    cumulative_amount=voucher.cumulative_amount,
-                    issued_at=int(time.time()),
-                )
-                # The charge is recorded with the voucher, in one transaction, or not at all.
-                accept = functools.partial(
-                    self.book.accept_if_higher,
-                    config,
-                    voucher,
-                    over=held,
-                    covered=checked.covered,
-                    charge=signed,
-                )
                 try:
-                    await self._with_book(accept)
-                except StaleVoucherError as err:
+                    receipt = await self.record_channel_payment(check, path.name)
+                except PaymentRefusal as refusal:
                     # Another process moved the channel since our checks. The voucher passed
                     # the signature check, so the requester is the authorizer: show the view.
                     replaced = True
-                    read = functools.partial(self.book.best, config.channel_id)
-                    view = _view(config.channel_id, await self._with_book(read), state)
-                    refusal = _Refusal(402, Reason.STALE_VOUCHER, str(err), view)
                     await self._refuse(send, price, path, refusal)
                     return
-                receipt = Receipt.of(signed, state.deposited - voucher.cumulative_amount)
                 header = (b"payment-response", receipt.encode().encode("ascii"))
                 message = {**message, "headers": _paid_headers(message, header)}
             await send(message)
 
         await self.app(scope, receive, send_charging)
+
+    # -- for hosts that answer the request themselves (micropay.x402_plugin) ------------------
+
+    async def check_channel_payment(self, payload: PaymentPayload, price: int) -> ChannelCheck:
+        """Every check the paywall makes before its handler runs, for a ``channel`` payment
+        of ``price``: the offer's terms, then the channel's state, deposit and signature
+        through the payee, and that the voucher adds exactly the price to the book's total.
+        Nothing is recorded. Raises :class:`PaymentRefusal` (with the channel's view where
+        the voucher does not follow the book)."""
+        self._check_offer(payload, price)
+        checked, held = await self._preflight(payload, price)
+        return ChannelCheck(payload, price, checked, held)
+
+    async def record_channel_payment(self, check: ChannelCheck, resource: str) -> Receipt:
+        """Charge a checked payment whose handler answered 2xx: sign the receipt for
+        ``resource`` (``"METHOD /path"``) and record it with the voucher in one write, the
+        book's ``accept_if_higher`` over the total the check read. Returns the receipt for
+        ``PAYMENT-RESPONSE``. Raises :class:`PaymentRefusal` ``stale_voucher``, with the
+        channel's view, if another process moved the channel since the check."""
+        config, voucher = check.payload.config, check.payload.voucher
+        state = check.checked.state
+        signed = sign_receipt(
+            self.domain,
+            self._payee_key,
+            receipt_id=os.urandom(32),
+            channel_id=config.channel_id,
+            payer=config.payer,
+            asset=config.token,
+            resource=resource,
+            amount=check.price,
+            cumulative_amount=voucher.cumulative_amount,
+            issued_at=int(time.time()),
+        )
+        # The charge is recorded with the voucher, in one transaction, or not at all.
+        accept = functools.partial(
+            self.book.accept_if_higher,
+            config,
+            voucher,
+            over=check.held,
+            covered=check.checked.covered,
+            charge=signed,
+        )
+        try:
+            await self._with_book(accept)
+        except StaleVoucherError as err:
+            read = functools.partial(self.book.best, config.channel_id)
+            view = _view(config.channel_id, await self._with_book(read), state)
+            raise PaymentRefusal(402, Reason.STALE_VOUCHER, str(err), view) from None
+        return Receipt.of(signed, state.deposited - voucher.cumulative_amount)
 
     async def _refuse(self, send: Send, price: int, path: _Resource, refusal: _Refusal) -> None:
         required = PaymentRequired(
