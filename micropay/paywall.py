@@ -57,6 +57,7 @@ channel's authorizer.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import logging
@@ -64,6 +65,7 @@ import os
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Final, NoReturn, TypeAlias, TypeVar
 
@@ -98,8 +100,8 @@ from micropay.errors import (
 )
 from micropay.exact import SCHEME as EXACT
 from micropay.exact import ExactOffer, ExactPayload, ExactSettler, payload_scheme
-from micropay.payee import Checked, MemoryVoucherBook, Payee, VoucherBook
-from micropay.receipts import sign_receipt
+from micropay.payee import Checked, CommittingBook, MemoryVoucherBook, Payee, VoucherBook
+from micropay.receipts import SignedReceipt, sign_receipt
 from micropay.vouchers import ZERO_ADDRESS, ChannelConfig, Voucher, VoucherVerifier
 
 Scope: TypeAlias = MutableMapping[str, Any]
@@ -253,8 +255,10 @@ class Paywall:
         (default ten times the highest price: a claim should be worth its gas).
         ``min_withdraw_delay``: the shortest withdraw delay accepted (default twice the
         payee's safety margin, so a payer's withdraw request leaves time to claim).
-        ``book_in_thread``: call the book off the event loop (default: unless it is the
-        in-memory book, whose calls take microseconds).
+        ``book_in_thread``: read the book off the event loop (default: unless it is the
+        in-memory book, whose calls take microseconds, or a SQLite ledger, whose reads never
+        wait for its writer). A ledger's writes never take a thread of the loop's: its own
+        writer commits them, and the loop awaits the commit.
         ``exact``: settles the routes offered in ``exact`` (their price is in its token).
         ``access_period``: opt in to access receipts: a reader who paid for a resource
         within this many seconds is let in again without a charge when it presents the
@@ -294,11 +298,12 @@ class Paywall:
         )
         self._busy: set[bytes] = set()
         self._offers: dict[int, Offer] = {}
-        self._book_in_thread = (
-            not isinstance(self.book, MemoryVoucherBook)
-            if book_in_thread is None
-            else book_in_thread
-        )
+        if book_in_thread is None:
+            if isinstance(self.book, CommittingBook):
+                book_in_thread = self.book.blocking_reads
+            else:
+                book_in_thread = not isinstance(self.book, MemoryVoucherBook)
+        self._book_in_thread = book_in_thread
 
     # -- ASGI --------------------------------------------------------------------------------
 
@@ -576,7 +581,8 @@ class Paywall:
                 view,
             )
         try:
-            checked = await self._with_book(functools.partial(self.payee.check, config, voucher))
+            # The best voucher read above is the one the checks compare with: one read.
+            checked = self.payee.check_over(config, voucher, best)
         except InvalidSignatureError as err:
             raise _Refusal(402, Reason.INVALID_SIGNATURE, str(err)) from None
         except VoucherRejectedError as err:
@@ -593,6 +599,25 @@ class Paywall:
         if self._book_in_thread:
             return await anyio.to_thread.run_sync(call)
         return call()
+
+    async def _store(
+        self,
+        config: ChannelConfig,
+        voucher: Voucher,
+        held: int,
+        covered: bool,
+        charge: SignedReceipt,
+    ) -> int:
+        """The book's ``accept_if_higher``: a book with a writer of its own (the ledger) is
+        awaited, not called from a thread; the result comes after the commit."""
+        book = self.book
+        if isinstance(book, CommittingBook):
+            future = book.accept_soon(config, voucher, over=held, covered=covered, charge=charge)
+            return await _completed(future)
+        accept = functools.partial(
+            book.accept_if_higher, config, voucher, over=held, covered=covered, charge=charge
+        )
+        return await self._with_book(accept)
 
     def _verify_or_refuse(self, config: ChannelConfig, voucher: Voucher) -> None:
         try:
@@ -649,17 +674,10 @@ class Paywall:
                     cumulative_amount=voucher.cumulative_amount,
                     issued_at=int(time.time()),
                 )
-                # The charge is recorded with the voucher, in one transaction, or not at all.
-                accept = functools.partial(
-                    self.book.accept_if_higher,
-                    config,
-                    voucher,
-                    over=held,
-                    covered=checked.covered,
-                    charge=signed,
-                )
+                # The charge is recorded with the voucher, in one transaction, or not at all;
+                # the receipt goes out once that transaction is durable.
                 try:
-                    await self._with_book(accept)
+                    await self._store(config, voucher, held, checked.covered, signed)
                 except StaleVoucherError as err:
                     # Another process moved the channel since our checks. The voucher passed
                     # the signature check, so the requester is the authorizer: show the view.
@@ -688,6 +706,16 @@ class Paywall:
         )
         header = [(b"payment-required", required.encode().encode("ascii"))]
         await _send_json(send, refusal.status, refusal.reason, refusal.message, header)
+
+
+async def _completed(future: Future[_T]) -> _T:
+    """The result of a future another thread completes, awaited without a thread of ours
+    (an asyncio loop is woken by it; any other loop waits in a worker thread)."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return await anyio.to_thread.run_sync(future.result)
+    return await asyncio.wrap_future(future, loop=loop)
 
 
 def _paid_headers(message: Message, receipt: tuple[bytes, bytes]) -> list[tuple[bytes, bytes]]:

@@ -100,6 +100,7 @@ class SqliteStore(Store):
     """A ledger in one SQLite file."""
 
     scheme = "sqlite"
+    blocking_reads = False
 
     def __init__(self, path: Path, max_connections: int = 8, *, create: bool = True) -> None:
         super().__init__(str(path), max_connections)
