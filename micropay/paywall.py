@@ -298,9 +298,11 @@ class Paywall:
         )
         self._busy: set[bytes] = set()
         self._offers: dict[int, Offer] = {}
+        # Asked once: a check against a runtime protocol costs tens of µs.
+        self._committing = self.book if isinstance(self.book, CommittingBook) else None
         if book_in_thread is None:
-            if isinstance(self.book, CommittingBook):
-                book_in_thread = self.book.blocking_reads
+            if self._committing is not None:
+                book_in_thread = self._committing.blocking_reads
             else:
                 book_in_thread = not isinstance(self.book, MemoryVoucherBook)
         self._book_in_thread = book_in_thread
@@ -610,12 +612,12 @@ class Paywall:
     ) -> int:
         """The book's ``accept_if_higher``: a book with a writer of its own (the ledger) is
         awaited, not called from a thread; the result comes after the commit."""
-        book = self.book
-        if isinstance(book, CommittingBook):
+        book = self._committing
+        if book is not None:
             future = book.accept_soon(config, voucher, over=held, covered=covered, charge=charge)
             return await _completed(future)
         accept = functools.partial(
-            book.accept_if_higher, config, voucher, over=held, covered=covered, charge=charge
+            self.book.accept_if_higher, config, voucher, over=held, covered=covered, charge=charge
         )
         return await self._with_book(accept)
 
