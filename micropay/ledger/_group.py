@@ -39,6 +39,16 @@ MAX_BATCH = 64
 """The most accepts one transaction carries (a bound on the latency of the last of them)."""
 
 
+@dataclass
+class CommitStats:
+    """Counts of a writer's work: how much group commit saved is ``accepts / commits``."""
+
+    accepts: int = 0
+    """Accepts run in a transaction that committed (stored or refused as stale)."""
+    commits: int = 0
+    """Transactions committed."""
+
+
 @dataclass(frozen=True)
 class _Job:
     work: Callable[[Execute], Any]
@@ -58,6 +68,8 @@ class GroupCommit:
         self._jobs: deque[_Job] = deque()
         self._ready = threading.Condition()
         self._stopping = False
+        self.stats = CommitStats()
+        """What the writer committed so far (read by tests and operators, never reset)."""
         self.pid = os.getpid()
         """The process whose thread this is (a forked child needs its own writer)."""
         self._thread = threading.Thread(
@@ -142,8 +154,12 @@ class GroupCommit:
                     job.future.set_exception(alone)
                     connection = self._recycled(connection)
                 else:
+                    self.stats.commits += 1
+                    self.stats.accepts += 1
                     _finish(job, result)
             return connection
+        self.stats.commits += 1
+        self.stats.accepts += len(jobs)
         for job, result in zip(jobs, results, strict=True):
             _finish(job, result)
         return connection

@@ -27,6 +27,7 @@ from micropay.errors import (
     VoucherError,
 )
 from micropay.ledger._authorizations import AuthorizationJournal
+from micropay.ledger._group import CommitStats
 from micropay.ledger._journal import ChainJournal
 from micropay.ledger._records import Position
 from micropay.ledger._store import Accepted, ChargeRow, Store, VoucherRow
@@ -268,6 +269,11 @@ class Ledger:
             )
             while len(self._fresh) > self._max_cached:
                 self._fresh.popitem(last=False)
+
+    def commit_stats(self) -> CommitStats:
+        """How many accepts this process has committed, in how many transactions (group
+        commit shares one between the accepts that arrive together)."""
+        return self._store.commit_stats()
 
     @property
     def blocking_reads(self) -> bool:

@@ -37,11 +37,11 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, ClassVar, Generic, TypeVar
 
 from micropay.errors import LedgerCorruptError, LedgerError
-from micropay.ledger._group import COMMIT_WINDOW, MAX_BATCH, GroupCommit
+from micropay.ledger._group import COMMIT_WINDOW, MAX_BATCH, CommitStats, GroupCommit
 from micropay.ledger._records import BlockRef, ChainEvent, ChainView, EventKind
 
 SCHEMA_VERSION = 3
@@ -493,6 +493,11 @@ class Store(ABC):
             return Accepted(self._amount(rows[0][0], row.channel_id, "replaced_amount"), 0)
 
         return self._writer().submit(work, then)
+
+    def commit_stats(self) -> CommitStats:
+        """A copy of what this process's writer has committed (zeros before its first)."""
+        group = self._group
+        return CommitStats() if group is None else replace(group.stats)
 
     def _writer(self) -> GroupCommit:
         with self._available:
