@@ -45,7 +45,13 @@ one meanwhile gets 409 ``channel_busy``; a client pays one request after another
 check before the handler and the write after it see the same book. Across processes the
 book's ``accept_if_higher`` is the arbiter, told what this process read (``over``): of two
 identical vouchers only one is taken, and a voucher priced over a total that another
-process has since moved is refused, not stored for less than its price.
+process has since moved is refused, not stored for less than its price. So the paywall
+may price a request over the best voucher it stored itself last, without reading the book
+again: if another process has moved the channel since, the reader's voucher (signed over
+the newer total) does not match, and the paywall reads the book before refusing anything;
+a voucher that matches only the stale total is refused by the write (``over``), after the
+handler ran, and no content leaves. A channel served by one process therefore costs one
+write per request and no read.
 
 Why strict equality (cumulative = held + price) rather than "at least the price": a client
 whose request failed after it signed must be able to send the same total again, and a
@@ -64,6 +70,7 @@ import logging
 import os
 import re
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -297,6 +304,11 @@ class Paywall:
             None if access_period is None else AccessGate(self.domain, payee.account, access_period)
         )
         self._busy: set[bytes] = set()
+        # Per channel, the best voucher this paywall last stored or read (bounded, least
+        # recently used first out): the next request that pays exactly one price over it
+        # needs no read before its handler (see "Concurrency" above).
+        self._stored: OrderedDict[bytes, Voucher] = OrderedDict()
+        self._max_stored = payee.max_cached_channels
         self._offers: dict[int, Offer] = {}
         # Asked once: a check against a runtime protocol costs tens of µs.
         self._committing = self.book if isinstance(self.book, CommittingBook) else None
@@ -555,7 +567,9 @@ class Paywall:
             state = await self._refresh(channel_id)
         if not state.exists:
             raise _Refusal(402, Reason.UNKNOWN_CHANNEL, "the channel has no deposit on chain")
-        best = await self._with_book(functools.partial(self.book.best, channel_id))
+        best = self._stored.get(channel_id)
+        if best is None or voucher.cumulative_amount != best.cumulative_amount + price:
+            best = await self._read_best(channel_id)  # unknown here, or moved elsewhere
         if best is None:
             if state.deposited < self.min_deposit:
                 raise _Refusal(
@@ -602,6 +616,19 @@ class Paywall:
             return await anyio.to_thread.run_sync(call)
         return call()
 
+    async def _read_best(self, channel_id: bytes) -> Voucher | None:
+        """The book's best voucher for the channel, now (and remembered as the latest)."""
+        best = await self._with_book(functools.partial(self.book.best, channel_id))
+        if best is not None:
+            self._remember(best)
+        return best
+
+    def _remember(self, best: Voucher) -> None:
+        self._stored[best.channel_id] = best
+        self._stored.move_to_end(best.channel_id)
+        if len(self._stored) > self._max_stored:
+            self._stored.popitem(last=False)
+
     async def _store(
         self,
         config: ChannelConfig,
@@ -615,11 +642,19 @@ class Paywall:
         book = self._committing
         if book is not None:
             future = book.accept_soon(config, voucher, over=held, covered=covered, charge=charge)
-            return await _completed(future)
-        accept = functools.partial(
-            self.book.accept_if_higher, config, voucher, over=held, covered=covered, charge=charge
-        )
-        return await self._with_book(accept)
+            increment = await _completed(future)
+        else:
+            accept = functools.partial(
+                self.book.accept_if_higher,
+                config,
+                voucher,
+                over=held,
+                covered=covered,
+                charge=charge,
+            )
+            increment = await self._with_book(accept)
+        self._remember(voucher)
+        return increment
 
     def _verify_or_refuse(self, config: ChannelConfig, voucher: Voucher) -> None:
         try:
@@ -684,8 +719,7 @@ class Paywall:
                     # Another process moved the channel since our checks. The voucher passed
                     # the signature check, so the requester is the authorizer: show the view.
                     replaced = True
-                    read = functools.partial(self.book.best, config.channel_id)
-                    view = _view(config.channel_id, await self._with_book(read), state)
+                    view = _view(config.channel_id, await self._read_best(config.channel_id), state)
                     refusal = _Refusal(402, Reason.STALE_VOUCHER, str(err), view)
                     await self._refuse(send, price, path, refusal)
                     return
