@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -60,7 +61,7 @@ def serve(rpc: str, contract: str, site_key: str, port: int, ledgers: dict[str, 
     import uvicorn
     from starlette.applications import Starlette
     from starlette.requests import Request
-    from starlette.responses import HTMLResponse, PlainTextResponse
+    from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse
     from starlette.routing import Mount, Route
     from web3 import HTTPProvider, Web3
 
@@ -85,9 +86,17 @@ def serve(rpc: str, contract: str, site_key: str, port: int, ledgers: dict[str, 
     client = ChannelClient(w3, contract)
     site = Account.from_key(site_key)
     handlers = [Route("/minimal/{n}", item), Route("/article/{n}", article)]
-    routes: list[Route | Mount] = [Mount("/free", routes=handlers)]
+    opened: dict[str, Ledger] = {}
+
+    async def stats(request: Request) -> JSONResponse:
+        """Each ledger's writer so far: accepts and the transactions they took."""
+        return JSONResponse({name: vars(ledger.commit_stats()) for name, ledger in opened.items()})
+
+    routes: list[Route | Mount] = [Mount("/free", routes=handlers), Route("/stats", stats)]
     for name, url in ledgers.items():
-        book: VoucherBook | None = None if name == "memory" else Ledger.open(url, client.domain)
+        book: VoucherBook | None = None
+        if name != "memory":
+            book = opened[name] = Ledger.open(url, client.domain)
         payee = Payee(client, site, book=book, state_ttl=3600)
         paywall = Paywall(
             Starlette(routes=[Mount("/paid", routes=handlers)]),
@@ -103,12 +112,28 @@ def serve(rpc: str, contract: str, site_key: str, port: int, ledgers: dict[str, 
     import cProfile
     import signal
 
+    from micropay.ledger._group import GroupCommit
+
     # uvicorn raises the stopping signal again once it has shut down: let it land here, so
     # the stats are written.
     signal.signal(signal.SIGTERM, lambda number, frame: None)
-    with cProfile.Profile() as profiler:  # the event loop's thread (the writer's is apart)
+    writers = cProfile.Profile()  # every ledger writer's thread (one runs at a time here)
+    run_writer = GroupCommit._run
+
+    def profiled_writer(self: GroupCommit) -> None:
+        writers.enable()
+        try:
+            run_writer(self)
+        finally:
+            writers.disable()
+
+    GroupCommit._run = profiled_writer  # type: ignore[method-assign]
+    with cProfile.Profile() as profiler:  # the event loop's thread
         uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    for ledger in opened.values():
+        ledger.close()
     profiler.dump_stats(profile)
+    writers.dump_stats(profile + ".writer")
 
 
 # -- the load --------------------------------------------------------------------------------
@@ -239,7 +264,7 @@ def run(
     books: tuple[str, ...],
     kinds: tuple[str, ...],
     profile: str | None = None,
-) -> tuple[list[tuple[Figures, list[Figures]]], dict[str, str]]:
+) -> tuple[list[tuple[Figures, list[Figures]]], dict[str, str], dict[str, float]]:
     """Start chain, ledgers and server, open channels, sign every voucher, then measure the
     free route and each book's paid route, per handler."""
     Account.enable_unaudited_hdwallet_features()
@@ -259,6 +284,7 @@ def run(
         command += [f"--ledger={name}={url}" for name, url in urls.items()]
         server = subprocess.Popen(command, env=env, cwd=ROOT)
         measured = []
+        batches: dict[str, float] = {}
         try:
             _wait_for(port, server)
             per = requests // connections + warmup
@@ -295,15 +321,35 @@ def run(
                     ]
                     # Warm (first-sight chain reads, caches), then measure the rest.
                     asyncio.run(_load(port, "paid", [rs[:warmup] for rs in paid], server.pid))
+                    before = asyncio.run(_stats(port)).get(book)
                     figures = asyncio.run(
                         _load(port, f"{kind} {book}", [r[warmup:] for r in paid], server.pid)
                     )
+                    after = asyncio.run(_stats(port)).get(book)
+                    if before is not None and after is not None:
+                        accepts = after["accepts"] - before["accepts"]
+                        commits = after["commits"] - before["commits"]
+                        batches[figures.route] = accepts / max(commits, 1)
                     paid_figures.append(figures)
                 measured.append((free_figures, paid_figures))
         finally:
             server.terminate()
             server.wait(timeout=10)
-    return measured, missing
+    return measured, missing, batches
+
+
+async def _stats(port: int) -> dict[str, dict[str, int]]:
+    """The server's ledger writers' counts (GET /stats)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(_request("/stats", None))
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next(
+        int(line[15:]) for line in head.split(b"\r\n") if line[:15].lower() == b"content-length:"
+    )
+    body = await reader.readexactly(length)
+    writer.close()
+    stats: dict[str, dict[str, int]] = json.loads(body)
+    return stats
 
 
 def _signed(payer: Payer, offer: Offer, prefix: str, count: int) -> list[bytes]:
@@ -375,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
     kinds = tuple(k for k in args.kinds.split(",") if k)
     if set(books) - set(BOOKS) or set(kinds) - set(KINDS) or not kinds:
         parser.error(f"books are of {BOOKS}, kinds of {KINDS}")
-    measured, missing = run(
+    measured, missing, batches = run(
         args.requests, args.connections, args.warmup, books, kinds, args.profile
     )
     print(f"one uvicorn process, {args.connections} keep-alive connections, price {PRICE}")
@@ -406,6 +452,8 @@ def main(argv: list[str] | None = None) -> int:
         "cpu µs: the server's CPU time per request (what load from other programs on the\n"
         "machine leaves unchanged, unlike rates and latencies)"
     )
+    for route, size in batches.items():
+        print(f"  {route}: {size:.1f} accepts per durable commit (group commit)")
     for line in verdicts:
         print("  " + line)
     if args.profile:
@@ -413,6 +461,9 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"\nserver profile ({args.profile}), event loop thread, by own time:")
         pstats.Stats(args.profile).sort_stats("tottime").print_stats(25)
+        if Path(args.profile + ".writer").exists():
+            print(f"\nledger writers' threads ({args.profile}.writer), by own time:")
+            pstats.Stats(args.profile + ".writer").sort_stats("tottime").print_stats(15)
     return 0 if failures == 0 and not missing else 1
 
 

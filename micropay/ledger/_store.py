@@ -179,6 +179,18 @@ _REPLACE_READ = f"""UPDATE best_vouchers SET
 WHERE channel_id = ? AND cumulative_amount = ?
 RETURNING replaced_amount
 """
+
+
+def _charging(accept: str) -> str:
+    """``accept`` and the charge's insert in one statement: the charge row (its values follow
+    the accept's) is written for each row the accept stored, that is, if it was stored."""
+    values = ", ".join("?" * len(CHARGES.names))
+    return (
+        f"WITH accepted AS ({accept.strip()}), charged AS (INSERT INTO charges "
+        f"({CHARGES.columns}) SELECT {values} FROM accepted) SELECT replaced_amount FROM accepted"
+    )
+
+
 _HELD = "SELECT cumulative_amount FROM best_vouchers WHERE channel_id = ?"
 _INSERT_CHARGE = CHARGES.insert()
 
@@ -208,6 +220,9 @@ class Store(ABC):
     """The URL scheme this back end serves."""
     blocking_reads: ClassVar[bool]
     """Whether a read may wait on a server rather than only on local pages."""
+    data_modifying_ctes: ClassVar[bool] = False
+    """Whether ``WITH x AS (INSERT ... RETURNING ...)`` works: then an accept and its charge
+    are one statement (one round trip to a server), not two."""
 
     def __init__(
         self,
@@ -480,6 +495,8 @@ class Store(ABC):
             sql = _ACCEPT if over is None else _INSERT_NEW
             params.append(self.encode_amount(0))
         charged = None if charge is None else self._params(CHARGES, charge)
+        if charged is not None and self.data_modifying_ctes:  # one round trip, not two
+            sql, params, charged = _charging(sql), [*params, *charged], None
 
         def work(execute: Execute) -> Accepted:
             rows = execute(sql, params)
