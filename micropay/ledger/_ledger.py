@@ -399,7 +399,7 @@ class Ledger:
                 f"{row.verifying_contract}, not this ledger's chain {self.domain.chain_id}, "
                 f"contract {self.domain.verifying_contract}"
             )
-        fields = (row.payer, row.payee, row.token, row.authorizer, row.withdraw_delay, row.salt)
+        fields = _config_fields(row)
         with self._lock:
             cached = self._configs.get(row.channel_id)
             if cached is not None:
@@ -440,17 +440,8 @@ class Ledger:
     def _remember(self, config: ChannelConfig, fields: tuple[object, ...] | None = None) -> None:
         """Keep a channel's built configuration, under the stored fields it was built from
         (a row read later reuses it only if its fields are these)."""
-        if fields is None:
-            fields = (
-                config.payer,
-                config.payee,
-                config.token,
-                config.authorizer,
-                config.withdraw_delay,
-                config.salt,
-            )
         with self._lock:
-            self._configs[config.channel_id] = (fields, config)
+            self._configs[config.channel_id] = (fields or _config_fields(config), config)
             self._configs.move_to_end(config.channel_id)
             while len(self._configs) > self._max_cached:
                 self._configs.popitem(last=False)
@@ -497,6 +488,14 @@ class Ledger:
                 self._verified_covered, voucher, config, f"{where}: the covered voucher"
             )
         return voucher
+
+
+_CONFIG_FIELDS = ("payer", "payee", "token", "authorizer", "withdraw_delay", "salt")
+
+
+def _config_fields(source: ChannelConfig | VoucherRow) -> tuple[object, ...]:
+    """What a channel's configuration is made of, from a configuration or a stored row."""
+    return tuple(getattr(source, name) for name in _CONFIG_FIELDS)
 
 
 if TYPE_CHECKING:  # mypy holds the ledger to the payee's protocol

@@ -24,6 +24,16 @@ Tables:
   there is never a receipt without its row nor a charge counted twice (a channel's
   cumulative totals are unique).
 
+Rows are frozen dataclasses (:class:`VoucherRow`, :class:`ChargeRow`, and the chain view's
+:class:`~micropay.ledger.ChainEvent`) whose fields are the table's columns, each with the
+kind that says how it is stored and checked when read: the column lists, ``INSERT``
+statements, parameters and decoding are all made from them (:class:`_Table`), so a column
+is added to its dataclass and to the back ends' table definitions, nowhere else.
+
+Accepts are written by one writer thread per store (:mod:`micropay.ledger._group`), which
+commits the accepts that arrive together in one durable transaction and answers each only
+once it is committed.
+
 Schema versions (``ledger_meta.schema_version``): 1, the first; 2 adds the covered voucher
 columns; 3 adds ``charges``. Opening an older ledger upgrades it in place, in one
 transaction, before anything else reads it; a newer one is refused.
