@@ -22,7 +22,7 @@ export PATH := $(CURDIR)/node_modules/.bin:$(CURDIR)/$(BIN):$(PATH)
 help:
 	@echo "make demo       the whole story: channel over HTTP 402, watchtower, stream, summary"
 	@echo "make test       the whole suite on the in-process chain, anvil and hardhat"
-	@echo "make bench      benchmarks: vouchers/s, gas per operation (prints figures)"
+	@echo "make bench      benchmarks: vouchers/s, gas per operation, paywall per book (prints figures)"
 	@echo "make audit      the auditor kit, with a Markdown report in .reports/audit.md"
 	@echo "make lint       ruff, and mypy --strict on micropay/"
 	@echo "make artifacts  recompile contracts/ into micropay/artifacts/"
@@ -62,7 +62,8 @@ test: setup postgres
 demo: setup
 	$(BIN)/micropay --network $${MICROPAY_DEMO_NETWORK:-embedded} demo
 
-bench: setup
+# The HTTP benchmark measures the paywall on a PostgreSQL ledger too (a throw-away cluster).
+bench: setup postgres
 	$(BIN)/python -m bench
 
 # The auditor kit: hostile tokens, heavy property tests, forge, slither, mutants; the report

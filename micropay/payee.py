@@ -24,9 +24,10 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from eth_account.signers.local import LocalAccount
 from web3.types import TxReceipt
@@ -103,6 +104,35 @@ class VoucherBook(Protocol):
     def config(self, channel_id: bytes) -> ChannelConfig | None: ...
 
     def channel_ids(self) -> list[bytes]: ...
+
+
+@runtime_checkable
+class VerifyingBook(VoucherBook, Protocol):
+    """A book that checks signatures itself before storing (the durable ledger): it checks
+    for the payee too, and remembers what passed, so a voucher is checked once."""
+
+    def verify(self, config: ChannelConfig, voucher: Voucher) -> None:
+        """Raise :class:`InvalidSignatureError` unless the channel's authorizer signed it."""
+
+
+@runtime_checkable
+class CommittingBook(VoucherBook, Protocol):
+    """A book whose writes are committed in groups by a writer of its own (the durable
+    ledger): an event loop awaits :meth:`accept_soon`'s future instead of parking a thread."""
+
+    blocking_reads: bool
+    """Whether its reads may wait on a server (then an event loop reads it from a thread)."""
+
+    def accept_soon(
+        self,
+        config: ChannelConfig,
+        voucher: Voucher,
+        *,
+        over: int | None = None,
+        covered: bool = False,
+        charge: SignedReceipt | None = None,
+    ) -> Future[int]:
+        """:meth:`VoucherBook.accept_if_higher`, its result in a future once it is durable."""
 
 
 class MemoryVoucherBook:
@@ -206,10 +236,16 @@ class Payee:
         self.state_ttl = state_ttl
         self.confirmations = confirmations
         self._verifier = VoucherVerifier(client.domain)
+        self._verify: Callable[[ChannelConfig, Voucher], None] = (
+            self.book.verify if isinstance(self.book, VerifyingBook) else self._verify_here
+        )
         self._address_bytes = bytes.fromhex(account.address[2:])
         self.max_cached_channels = max_cached_channels
         self._cache: OrderedDict[bytes, _CachedState] = OrderedDict()
         self._cache_lock = threading.Lock()
+
+    def _verify_here(self, config: ChannelConfig, voucher: Voucher) -> None:
+        self._verifier.verify(voucher, bytes.fromhex(config.authorizer[2:]))
 
     # -- state cache ---------------------------------------------------------------------------
 
@@ -280,17 +316,30 @@ class Payee:
 
     def check(self, config: ChannelConfig, voucher: Voucher) -> Checked:
         """Every check :meth:`accept` makes, storing nothing (a paywall stores later)."""
+        if voucher.channel_id != config.channel_id:
+            raise UnknownChannelError("the voucher is for another channel than the configuration")
+        return self.check_over(config, voucher, self.book.best(voucher.channel_id))
+
+    def check_over(self, config: ChannelConfig, voucher: Voucher, best: Voucher | None) -> Checked:
+        """:meth:`check` over the best voucher the caller has just read from the book
+        (``best``; None: none), so a paywall that read it for pricing reads it once. It does
+        not touch the book, and reads the chain only if the cached state is older than
+        ``state_ttl`` or below the voucher (refresh it first to keep it off the chain).
+
+        The signature is checked by the book when it can remember that it did
+        (:meth:`micropay.ledger.Ledger.verify`): its store that follows checks no more."""
         if config.payee != self.account.address:
             raise UnknownChannelError("the channel pays another payee")
         if voucher.channel_id != config.channel_id:
             raise UnknownChannelError("the voucher is for another channel than the configuration")
-        best = self.book.best(voucher.channel_id)
+        if best is not None and best.channel_id != voucher.channel_id:
+            raise UnknownChannelError("the best voucher given is for another channel")
         if best is not None and voucher.cumulative_amount <= best.cumulative_amount:
             raise StaleVoucherError(
                 f"voucher for {voucher.cumulative_amount} does not beat the accepted "
                 f"{best.cumulative_amount}"
             )
-        self._verifier.verify(voucher, bytes.fromhex(config.authorizer[2:]))
+        self._verify(config, voucher)
         cached = self._check_funded(voucher)
         state = cached.state
         if voucher.cumulative_amount <= state.claimed:

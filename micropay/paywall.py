@@ -45,7 +45,13 @@ one meanwhile gets 409 ``channel_busy``; a client pays one request after another
 check before the handler and the write after it see the same book. Across processes the
 book's ``accept_if_higher`` is the arbiter, told what this process read (``over``): of two
 identical vouchers only one is taken, and a voucher priced over a total that another
-process has since moved is refused, not stored for less than its price.
+process has since moved is refused, not stored for less than its price. So the paywall
+may price a request over the best voucher it stored itself last, without reading the book
+again: if another process has moved the channel since, the reader's voucher (signed over
+the newer total) does not match, and the paywall reads the book before refusing anything;
+a voucher that matches only the stale total is refused by the write (``over``), after the
+handler ran, and no content leaves. A channel served by one process therefore costs one
+write per request and no read.
 
 Why strict equality (cumulative = held + price) rather than "at least the price": a client
 whose request failed after it signed must be able to send the same total again, and a
@@ -57,13 +63,16 @@ channel's authorizer.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import logging
 import os
 import re
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Final, NoReturn, TypeAlias, TypeVar
 
@@ -98,8 +107,8 @@ from micropay.errors import (
 )
 from micropay.exact import SCHEME as EXACT
 from micropay.exact import ExactOffer, ExactPayload, ExactSettlerBase, payload_scheme
-from micropay.payee import Checked, MemoryVoucherBook, Payee, VoucherBook
-from micropay.receipts import sign_receipt
+from micropay.payee import Checked, CommittingBook, MemoryVoucherBook, Payee, VoucherBook
+from micropay.receipts import SignedReceipt, sign_receipt
 from micropay.vouchers import ZERO_ADDRESS, ChannelConfig, Voucher, VoucherVerifier
 
 Scope: TypeAlias = MutableMapping[str, Any]
@@ -270,8 +279,10 @@ class Paywall:
         (default ten times the highest price: a claim should be worth its gas).
         ``min_withdraw_delay``: the shortest withdraw delay accepted (default twice the
         payee's safety margin, so a payer's withdraw request leaves time to claim).
-        ``book_in_thread``: call the book off the event loop (default: unless it is the
-        in-memory book, whose calls take microseconds).
+        ``book_in_thread``: read the book off the event loop (default: unless it is the
+        in-memory book, whose calls take microseconds, or a SQLite ledger, whose reads never
+        wait for its writer). A ledger's writes never take a thread of the loop's: its own
+        writer commits them, and the loop awaits the commit.
         ``exact``: settles the routes offered in ``exact`` (their price is in its token):
         an :class:`~micropay.exact.ExactSettler` (the site's key submits each transfer) or a
         :class:`~micropay.facilitator.FacilitatorSettler` (an x402 facilitator does). Their
@@ -315,11 +326,20 @@ class Paywall:
         )
         self._busy: set[bytes] = set()
         self._offers: dict[int, Offer] = {}
-        self._book_in_thread = (
-            not isinstance(self.book, MemoryVoucherBook)
-            if book_in_thread is None
-            else book_in_thread
-        )
+        # Per channel, the best voucher this paywall last stored or read (bounded, least
+        # recently used first out): the next request that pays exactly one price over it
+        # needs no read before its handler (see "Concurrency" above).
+        self._stored: OrderedDict[bytes, Voucher] = OrderedDict()
+        self._max_stored = payee.max_cached_channels
+        self._offers: dict[int, Offer] = {}
+        # Asked once: a check against a runtime protocol costs tens of µs.
+        self._committing = self.book if isinstance(self.book, CommittingBook) else None
+        if book_in_thread is None:
+            if self._committing is not None:
+                book_in_thread = self._committing.blocking_reads
+            else:
+                book_in_thread = not isinstance(self.book, MemoryVoucherBook)
+        self._book_in_thread = book_in_thread
 
     # -- ASGI --------------------------------------------------------------------------------
 
@@ -569,7 +589,9 @@ class Paywall:
             state = await self._refresh(channel_id)
         if not state.exists:
             raise _Refusal(402, Reason.UNKNOWN_CHANNEL, "the channel has no deposit on chain")
-        best = await self._with_book(functools.partial(self.book.best, channel_id))
+        best = self._stored.get(channel_id)
+        if best is None or voucher.cumulative_amount != best.cumulative_amount + price:
+            best = await self._read_best(channel_id)  # unknown here, or moved elsewhere
         if best is None:
             if state.deposited < self.min_deposit:
                 raise _Refusal(
@@ -597,7 +619,8 @@ class Paywall:
                 view,
             )
         try:
-            checked = await self._with_book(functools.partial(self.payee.check, config, voucher))
+            # The best voucher read above is the one the checks compare with: one read.
+            checked = self.payee.check_over(config, voucher, best)
         except InvalidSignatureError as err:
             raise _Refusal(402, Reason.INVALID_SIGNATURE, str(err)) from None
         except VoucherRejectedError as err:
@@ -704,22 +727,54 @@ class Paywall:
             cumulative_amount=voucher.cumulative_amount,
             issued_at=int(time.time()),
         )
-        # The charge is recorded with the voucher, in one transaction, or not at all.
-        accept = functools.partial(
-            self.book.accept_if_higher,
-            config,
-            voucher,
-            over=check.held,
-            covered=check.checked.covered,
-            charge=signed,
-        )
+        # The charge is recorded with the voucher, in one transaction, or not at all;
+        # the receipt goes out once that transaction is durable.
         try:
-            await self._with_book(accept)
+            await self._store(config, voucher, check.held, check.checked.covered, signed)
         except StaleVoucherError as err:
-            read = functools.partial(self.book.best, config.channel_id)
-            view = _view(config.channel_id, await self._with_book(read), state)
+            view = _view(config.channel_id, await self._read_best(config.channel_id), state)
             raise PaymentRefusal(402, Reason.STALE_VOUCHER, str(err), view) from None
         return Receipt.of(signed, state.deposited - voucher.cumulative_amount)
+
+    async def _read_best(self, channel_id: bytes) -> Voucher | None:
+        """The book's best voucher for the channel, now (and remembered as the latest)."""
+        best = await self._with_book(functools.partial(self.book.best, channel_id))
+        if best is not None:
+            self._remember(best)
+        return best
+
+    def _remember(self, best: Voucher) -> None:
+        self._stored[best.channel_id] = best
+        self._stored.move_to_end(best.channel_id)
+        if len(self._stored) > self._max_stored:
+            self._stored.popitem(last=False)
+
+    async def _store(
+        self,
+        config: ChannelConfig,
+        voucher: Voucher,
+        held: int,
+        covered: bool,
+        charge: SignedReceipt,
+    ) -> int:
+        """The book's ``accept_if_higher``: a book with a writer of its own (the ledger) is
+        awaited, not called from a thread; the result comes after the commit."""
+        book = self._committing
+        if book is not None:
+            future = book.accept_soon(config, voucher, over=held, covered=covered, charge=charge)
+            increment = await _completed(future)
+        else:
+            accept = functools.partial(
+                self.book.accept_if_higher,
+                config,
+                voucher,
+                over=held,
+                covered=covered,
+                charge=charge,
+            )
+            increment = await self._with_book(accept)
+        self._remember(voucher)
+        return increment
 
     async def _refuse(self, send: Send, price: int, path: _Resource, refusal: _Refusal) -> None:
         required = PaymentRequired(
@@ -847,3 +902,13 @@ def _view(channel_id: bytes, best: Voucher | None, state: ChannelState) -> Chann
 
 
 _ASK = "this resource is paid per request: retry with a PAYMENT-SIGNATURE header"
+
+
+async def _completed(future: Future[_T]) -> _T:
+    """The result of a future another thread completes, awaited without a thread of ours
+    (an asyncio loop is woken by it; any other loop waits in a worker thread)."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return await anyio.to_thread.run_sync(future.result)
+    return await asyncio.wrap_future(future, loop=loop)

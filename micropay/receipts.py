@@ -30,7 +30,7 @@ from eth_account.signers.local import LocalAccount
 from eth_typing import ChecksumAddress
 from eth_utils.address import to_checksum_address
 
-from micropay._keccak import keccak256
+from micropay._keccak import checksum_address, keccak256
 from micropay.errors import InvalidSignatureError, ReceiptError
 from micropay.vouchers import (
     EIP712_DOMAIN_TYPE,
@@ -174,7 +174,8 @@ def _checksum(value: object, what: str) -> str:
     try:
         if not isinstance(value, str):
             raise ValueError
-        return to_checksum_address(value)
+        # The fast, remembering form first (a site signs for the same few addresses).
+        return checksum_address(value) or to_checksum_address(value)
     except ValueError:
         raise ReceiptError(f"a receipt's {what} is not an address: {value!r}") from None
 

@@ -487,3 +487,34 @@ def test_two_processes_on_one_ledger_never_store_a_voucher_for_less_than_its_pri
         assert refusal.channel.cumulative_amount == PRICE
         assert refusal.channel.voucher == two.best(channel_id)
         assert two.best(channel_id).cumulative_amount == PRICE  # what was served, exactly
+
+
+def test_a_site_prices_over_what_it_stored_and_reads_the_ledger_when_another_moved_it(
+    node, tmp_path
+):
+    """Two sites (two worker processes) on one ledger. Each prices a request over the best
+    voucher it stored itself, reading the ledger only when the voucher does not match: a
+    reader who paid the other site in between is served at the new total, and a replay of
+    the voucher the other site took, which matches only the stale total, is refused by the
+    write with its content withheld."""
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    domain = node.channels.domain
+    reader = Reader(node)
+    channel_id = reader.payer.config.channel_id
+    with Ledger.open(url, domain) as one, Ledger.open(url, domain) as two:
+        first, second = make_site(node, book=one), make_site(node, book=two)
+
+        def pay(site, cumulative):
+            return get(site.app, "/articles/a", reader.header(cumulative))
+
+        assert pay(first, PRICE).status_code == 200
+        assert pay(second, 2 * PRICE).status_code == 200  # the second had never seen it
+        replayed = pay(first, 2 * PRICE)  # one price over what the first stored: 1,000
+        assert replayed.status_code == 402
+        assert "slug" not in replayed.text
+        assert required(replayed).error == Reason.STALE_VOUCHER
+        assert required(replayed).channel.cumulative_amount == 2 * PRICE
+        assert pay(first, 3 * PRICE).status_code == 200
+        assert pay(second, 4 * PRICE).status_code == 200  # stored 2,000 itself: reads again
+        assert one.best(channel_id).cumulative_amount == 4 * PRICE
+        assert [c.cumulative_amount for c in one.charges()] == [PRICE * n for n in (1, 2, 3, 4)]

@@ -22,6 +22,7 @@ from micropay.errors import (
     LedgerError,
     LedgerURLError,
 )
+from micropay.ledger._group import CommitStats
 from micropay.ledger._journal import ChainJournal
 from micropay.ledger._ledger import Ledger
 from micropay.ledger._records import BlockRef, ChainEvent, ChainView, EventKind, Position
@@ -31,6 +32,7 @@ __all__ = [
     "ChainEvent",
     "ChainJournal",
     "ChainView",
+    "CommitStats",
     "EventKind",
     "ForeignLedgerError",
     "Ledger",

@@ -9,8 +9,11 @@ a claim that reverts (or a voucher quietly missing from the books).
 
 from __future__ import annotations
 
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterable
+from concurrent.futures import Future
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
@@ -24,9 +27,10 @@ from micropay.errors import (
     VoucherError,
 )
 from micropay.ledger._authorizations import AuthorizationJournal
+from micropay.ledger._group import CommitStats
 from micropay.ledger._journal import ChainJournal
 from micropay.ledger._records import Position
-from micropay.ledger._store import ChargeRow, Store, VoucherRow
+from micropay.ledger._store import Accepted, ChargeRow, Store, VoucherRow
 from micropay.receipts import SignedReceipt
 from micropay.vouchers import ChannelConfig, Voucher, VoucherDomain, VoucherVerifier
 
@@ -77,15 +81,28 @@ class Ledger:
     from many threads.
     """
 
-    def __init__(self, store: Store, domain: VoucherDomain, *, create: bool = True) -> None:
-        """Use :meth:`open`; this binds an already constructed store (``create``: as
-        :meth:`open` says)."""
+    def __init__(
+        self,
+        store: Store,
+        domain: VoucherDomain,
+        *,
+        create: bool = True,
+        max_cached_channels: int = 10_000,
+    ) -> None:
+        """Use :meth:`open`; this binds an already constructed store (``create`` and
+        ``max_cached_channels``: as :meth:`open` says)."""
         self._store = store
         self.domain = domain
         self._verifier = VoucherVerifier(domain)
         # The (amount, signature) last verified per channel: best and covered vouchers.
         self._verified: dict[bytes, tuple[int, bytes]] = {}
         self._verified_covered: dict[bytes, tuple[int, bytes]] = {}
+        # Bounded caches, least recently used first out: each known channel's configuration
+        # (built once: checksums and a hash), and the vouchers :meth:`verify` just checked.
+        self._max_cached = max_cached_channels
+        self._configs: OrderedDict[bytes, tuple[tuple[object, ...], ChannelConfig]] = OrderedDict()
+        self._fresh: OrderedDict[bytes, tuple[int, bytes, str]] = OrderedDict()
+        self._lock = threading.Lock()
         self.chain = ChainJournal(store)
         """The chain view the watchtower keeps here (cursor, block hashes, channel events)."""
         self.authorizations = AuthorizationJournal(store)
@@ -108,7 +125,13 @@ class Ledger:
 
     @classmethod
     def open(
-        cls, url: str, domain: VoucherDomain, *, max_connections: int = 8, create: bool = True
+        cls,
+        url: str,
+        domain: VoucherDomain,
+        *,
+        max_connections: int = 8,
+        create: bool = True,
+        max_cached_channels: int = 10_000,
     ) -> Ledger:
         """Open (creating if needed) the ledger at ``url`` for vouchers of ``domain``.
 
@@ -117,14 +140,20 @@ class Ledger:
         must take a mistyped URL for an error, not for an empty ledger.
 
         At most ``max_connections`` database connections are open at once; threads beyond
-        that wait their turn (each operation holds one only briefly).
+        that wait their turn (each operation holds one only briefly). Accepts go through one
+        more, the writer's, which commits the accepts that arrive together in one
+        transaction (see :mod:`micropay.ledger._group`).
+
+        The configurations of the ``max_cached_channels`` channels read most recently are
+        kept, built, in memory (a row read again is compared with them, not rebuilt).
 
         SQLite files are integrity-checked on open. A ledger created for another chain or
         contract raises :class:`ForeignLedgerError`; a damaged one :class:`LedgerCorruptError`.
         """
         if not isinstance(domain, VoucherDomain):
             raise VoucherError("a ledger needs the VoucherDomain its vouchers are signed for")
-        return cls(open_store(url, max_connections, create=create), domain, create=create)
+        store = open_store(url, max_connections, create=create)
+        return cls(store, domain, create=create, max_cached_channels=max_cached_channels)
 
     @property
     def location(self) -> str:
@@ -166,42 +195,92 @@ class Ledger:
         given and the stored amount is not exactly ``over`` (0: none stored), and
         :class:`InvalidSignatureError` if the channel's authorizer did not sign it here.
         """
+        return self.accept_soon(config, voucher, over=over, covered=covered, charge=charge).result()
+
+    def accept_soon(
+        self,
+        config: ChannelConfig,
+        voucher: Voucher,
+        *,
+        over: int | None = None,
+        covered: bool = False,
+        charge: SignedReceipt | None = None,
+    ) -> Future[int]:
+        """:meth:`accept_if_higher` without waiting: the checks run now (a bad voucher raises
+        here), the write joins the ledger's next group commit, and the future holds the
+        increment (or the :class:`StaleVoucherError`) once that commit is durable. A server
+        on an event loop awaits it (``asyncio.wrap_future``) instead of parking a thread."""
         if voucher.channel_id != config.channel_id:
             raise VoucherError("the voucher is for another channel than the configuration")
-        self._verifier.verify(voucher, bytes.fromhex(config.authorizer[2:]))
+        if self._fresh.pop(config.channel_id, None) != (
+            voucher.cumulative_amount,
+            voucher.signature,
+            config.authorizer,
+        ):
+            self._verifier.verify(voucher, bytes.fromhex(config.authorizer[2:]))
         charge_row = None if charge is None else self._charge_row(config, voucher, charge)
+        self._remember(config)
         now = time.time()
-        replaced = self._store.accept(
-            VoucherRow(
-                channel_id=config.channel_id,
-                chain_id=self.domain.chain_id,
-                verifying_contract=self.domain.verifying_contract,
-                payer=config.payer,
-                payee=config.payee,
-                token=config.token,
-                authorizer=config.authorizer,
-                withdraw_delay=config.withdraw_delay,
-                salt=config.salt,
-                cumulative_amount=voucher.cumulative_amount,
-                signature=voucher.signature,
-                accepted_at=now,
-                owed_since=now,
-                covered_amount=voucher.cumulative_amount if covered else None,
-                covered_signature=voucher.signature if covered else None,
-            ),
-            over=over,
-            charge=charge_row,
+        row = VoucherRow(
+            channel_id=config.channel_id,
+            chain_id=self.domain.chain_id,
+            verifying_contract=self.domain.verifying_contract,
+            payer=config.payer,
+            payee=config.payee,
+            token=config.token,
+            authorizer=config.authorizer,
+            withdraw_delay=config.withdraw_delay,
+            salt=config.salt,
+            cumulative_amount=voucher.cumulative_amount,
+            signature=voucher.signature,
+            accepted_at=now,
+            owed_since=now,
+            covered_amount=voucher.cumulative_amount if covered else None,
+            covered_signature=voucher.signature if covered else None,
         )
-        if replaced is None:
-            stored = self._store.voucher_row(config.channel_id)
-            held = stored.cumulative_amount if stored is not None else 0
-            if held < voucher.cumulative_amount:  # it would have beaten it: ``over`` refused
-                raise StaleVoucherError(f"the book holds {held} for the channel, not {over}")
-            raise StaleVoucherError(
-                f"voucher for {voucher.cumulative_amount} does not beat the accepted {held}"
+
+        def increment(found: Accepted) -> int:
+            if found.replaced is None:
+                if found.held < voucher.cumulative_amount:  # it would have beaten it: ``over``
+                    raise StaleVoucherError(
+                        f"the book holds {found.held} for the channel, not {over}"
+                    )
+                raise StaleVoucherError(
+                    f"voucher for {voucher.cumulative_amount} does not beat the accepted "
+                    f"{found.held}"
+                )
+            self._verified[config.channel_id] = (voucher.cumulative_amount, voucher.signature)
+            return voucher.cumulative_amount - found.replaced
+
+        return self._store.accept_soon(row, over=over, charge=charge_row, then=increment)
+
+    def verify(self, config: ChannelConfig, voucher: Voucher) -> None:
+        """Check the voucher's signature as :meth:`accept_if_higher` would, and remember it
+        passed: a payee that checks a voucher here before storing it (the paywall checks
+        before the handler, stores after) has it checked once, not twice.
+
+        Raises :class:`InvalidSignatureError` if the channel's authorizer did not sign it."""
+        self._verifier.verify(voucher, bytes.fromhex(config.authorizer[2:]))
+        with self._lock:
+            self._fresh[config.channel_id] = (
+                voucher.cumulative_amount,
+                voucher.signature,
+                config.authorizer,
             )
-        self._verified[config.channel_id] = (voucher.cumulative_amount, voucher.signature)
-        return voucher.cumulative_amount - replaced
+            while len(self._fresh) > self._max_cached:
+                self._fresh.popitem(last=False)
+
+    def commit_stats(self) -> CommitStats:
+        """How many accepts this process has committed, in how many transactions (group
+        commit shares one between the accepts that arrive together)."""
+        return self._store.commit_stats()
+
+    @property
+    def blocking_reads(self) -> bool:
+        """Whether a read may wait on a server (PostgreSQL) rather than only on this
+        machine's pages (SQLite in WAL mode, whose readers never wait for the writer): a
+        server on an event loop reads a blocking ledger from a thread, SQLite in place."""
+        return self._store.blocking_reads
 
     def _charge_row(
         self, config: ChannelConfig, voucher: Voucher, charge: SignedReceipt
@@ -320,23 +399,35 @@ class Ledger:
                 f"{row.verifying_contract}, not this ledger's chain {self.domain.chain_id}, "
                 f"contract {self.domain.verifying_contract}"
             )
+        fields = _config_fields(row)
+        with self._lock:
+            cached = self._configs.get(row.channel_id)
+            if cached is not None:
+                self._configs.move_to_end(row.channel_id)
+        if cached is not None and cached[0] == fields:
+            config = cached[1]
+        else:
+            try:
+                config = ChannelConfig(
+                    payer=row.payer,
+                    payee=row.payee,
+                    token=row.token,
+                    authorizer=row.authorizer,
+                    withdraw_delay=row.withdraw_delay,
+                    salt=row.salt,
+                )
+            except VoucherError as err:
+                raise LedgerCorruptError(f"{where} has a malformed configuration: {err}") from None
+            if config.channel_id != row.channel_id:
+                raise LedgerCorruptError(
+                    f"{where}: its configuration hashes to 0x{config.channel_id.hex()}, not to "
+                    "its channel id (the row was altered)"
+                )
+            self._remember(config, fields)
         try:
-            config = ChannelConfig(
-                payer=row.payer,
-                payee=row.payee,
-                token=row.token,
-                authorizer=row.authorizer,
-                withdraw_delay=row.withdraw_delay,
-                salt=row.salt,
-            )
             voucher = Voucher(row.channel_id, row.cumulative_amount, row.signature)
         except VoucherError as err:
             raise LedgerCorruptError(f"{where} has a malformed configuration: {err}") from None
-        if config.channel_id != row.channel_id:
-            raise LedgerCorruptError(
-                f"{where}: its configuration hashes to 0x{config.channel_id.hex()}, not to its "
-                "channel id (the row was altered)"
-            )
         self._verify_once(
             self._verified,
             voucher,
@@ -345,6 +436,15 @@ class Ledger:
             "or copied from a ledger for another contract",
         )
         return config, voucher
+
+    def _remember(self, config: ChannelConfig, fields: tuple[object, ...] | None = None) -> None:
+        """Keep a channel's built configuration, under the stored fields it was built from
+        (a row read later reuses it only if its fields are these)."""
+        with self._lock:
+            self._configs[config.channel_id] = (fields or _config_fields(config), config)
+            self._configs.move_to_end(config.channel_id)
+            while len(self._configs) > self._max_cached:
+                self._configs.popitem(last=False)
 
     def _verify_once(
         self,
@@ -388,6 +488,14 @@ class Ledger:
                 self._verified_covered, voucher, config, f"{where}: the covered voucher"
             )
         return voucher
+
+
+_CONFIG_FIELDS = ("payer", "payee", "token", "authorizer", "withdraw_delay", "salt")
+
+
+def _config_fields(source: ChannelConfig | VoucherRow) -> tuple[object, ...]:
+    """What a channel's configuration is made of, from a configuration or a stored row."""
+    return tuple(getattr(source, name) for name in _CONFIG_FIELDS)
 
 
 if TYPE_CHECKING:  # mypy holds the ledger to the payee's protocol

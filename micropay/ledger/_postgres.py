@@ -113,6 +113,8 @@ class PostgresStore(Store):
     """A ledger in a PostgreSQL database (the tables live in the connection's search path)."""
 
     scheme = "postgresql"
+    blocking_reads = True
+    data_modifying_ctes = True
 
     def __init__(self, url: str, max_connections: int = 8) -> None:
         super().__init__(redact(url), max_connections)

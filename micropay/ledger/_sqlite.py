@@ -2,7 +2,8 @@
 
 ``synchronous=FULL`` makes each commit sync the write-ahead log before returning, so a voucher
 the ledger has acknowledged survives a crash of the process or the machine. WAL lets readers
-go on while one writer commits, and lets several processes share the file.
+go on while one writer commits, and lets several processes share the file. Accepts that
+arrive together share one commit, and so one sync (group commit, :mod:`micropay.ledger._group`).
 
 Every write transaction starts with ``BEGIN IMMEDIATE``: it takes the write lock before
 reading, so the compare-and-swap of a voucher never reads a snapshot another writer has just
@@ -101,6 +102,7 @@ class SqliteStore(Store):
     """A ledger in one SQLite file."""
 
     scheme = "sqlite"
+    blocking_reads = False
 
     def __init__(self, path: Path, max_connections: int = 8, *, create: bool = True) -> None:
         super().__init__(str(path), max_connections)

@@ -24,6 +24,16 @@ Tables:
   there is never a receipt without its row nor a charge counted twice (a channel's
   cumulative totals are unique).
 
+Rows are frozen dataclasses (:class:`VoucherRow`, :class:`ChargeRow`, and the chain view's
+:class:`~micropay.ledger.ChainEvent`) whose fields are the table's columns, each with the
+kind that says how it is stored and checked when read: the column lists, ``INSERT``
+statements, parameters and decoding are all made from them (:class:`_Table`), so a column
+is added to its dataclass and to the back ends' table definitions, nowhere else.
+
+Accepts are written by one writer thread per store (:mod:`micropay.ledger._group`), which
+commits the accepts that arrive together in one durable transaction and answers each only
+once it is committed.
+
 Schema versions (``ledger_meta.schema_version``): 1, the first; 2 adds the covered voucher
 columns; 3 adds ``charges``. Opening an older ledger upgrades it in place, in one
 transaction, before anything else reads it; a newer one is refused.
@@ -31,93 +41,168 @@ transaction, before anything else reads it; a newer one is refused.
 
 from __future__ import annotations
 
+import os
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any, ClassVar, TypeVar
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, ClassVar, Generic, TypeVar
 
 from micropay.errors import LedgerCorruptError, LedgerError
+from micropay.ledger._group import COMMIT_WINDOW, MAX_BATCH, CommitStats, GroupCommit
 from micropay.ledger._records import BlockRef, ChainEvent, ChainView, EventKind
 
 SCHEMA_VERSION = 3
 _T = TypeVar("_T")
+_R = TypeVar("_R")
 
 Execute = Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]
 """Runs one statement inside the current transaction and returns its rows."""
 
-_VOUCHER_NAMES = (
-    "channel_id",
-    "chain_id",
-    "verifying_contract",
-    "payer",
-    "payee",
-    "token",
-    "authorizer",
-    "withdraw_delay",
-    "salt",
-    "cumulative_amount",
-    "signature",
-    "accepted_at",
-    "owed_since",
-    "covered_amount",
-    "covered_signature",
-)
-_VOUCHER_COLUMNS = ", ".join(_VOUCHER_NAMES)
 
-# A NULL covered voucher in the new row keeps the stored one (COALESCE): only a voucher
-# within the confirmed deposit may replace it.
-_ACCEPT = f"""
-INSERT INTO best_vouchers AS v ({_VOUCHER_COLUMNS}, replaced_amount)
-VALUES ({", ".join("?" * (len(_VOUCHER_NAMES) + 1))})
+def _column(kind: str) -> Any:
+    """A row field and how its column stores it (see :data:`_KINDS`); ``kind?``: NULL allowed."""
+    return field(metadata={"kind": kind})
+
+
+@dataclass(frozen=True)
+class VoucherRow:
+    """One ``best_vouchers`` row, decoded to Python types but not yet checked.
+
+    The fields are the columns, in this order, and their ``kind`` says how each is stored:
+    a column is added here (and in the back ends' table definitions), nowhere else."""
+
+    channel_id: bytes = _column("channel")
+    chain_id: int = _column("decimal")
+    verifying_contract: str = _column("text")
+    payer: str = _column("text")
+    payee: str = _column("text")
+    token: str = _column("text")
+    authorizer: str = _column("text")
+    withdraw_delay: int = _column("int")
+    salt: bytes = _column("blob")
+    cumulative_amount: int = _column("amount")
+    signature: bytes = _column("blob")
+    accepted_at: float = _column("real")
+    owed_since: float | None = _column("real?")
+    covered_amount: int | None = field(default=None, metadata={"kind": "amount?"})
+    """The best voucher covered by the confirmed deposit (None: none was accepted)."""
+    covered_signature: bytes | None = field(default=None, metadata={"kind": "blob?"})
+
+
+@dataclass(frozen=True)
+class ChargeRow:
+    """One ``charges`` row: a charged request and the receipt the site signed for it."""
+
+    receipt_id: bytes = _column("blob")
+    channel_id: bytes = _column("channel")
+    payer: str = _column("text")
+    asset: str = _column("text")
+    resource: str = _column("text")
+    amount: int = _column("amount")
+    cumulative_amount: int = _column("amount")
+    issued_at: int = _column("int")
+    signature: bytes = _column("blob")
+
+
+class _Table(Generic[_R]):
+    """A table whose rows are one frozen dataclass: its column list and statements, made from
+    the fields and their kinds (:func:`_column`; or ``kinds`` for a class kept elsewhere)."""
+
+    def __init__(self, name: str, row: type[_R], kinds: Mapping[str, str] | None = None) -> None:
+        self.name = name
+        self.row = row
+        found = {
+            f.name: kinds[f.name] if kinds else str(f.metadata["kind"])
+            for f in fields(row)  # type: ignore[arg-type]
+        }
+        self.kinds: tuple[tuple[str, str, bool], ...] = tuple(
+            (column, kind.rstrip("?"), kind.endswith("?")) for column, kind in found.items()
+        )
+        """Per column: its name, its kind, and whether it may be NULL."""
+        self.names = tuple(found)
+        self.columns = ", ".join(self.names)
+        self.select = f"SELECT {self.columns} FROM {name}"
+        self.key = next(column for column, kind, _ in self.kinds if kind == "channel")
+
+    def insert(self, extra: Sequence[str] = (), alias: str = "") -> str:
+        """``INSERT INTO`` every column (and ``extra`` ones, whose values follow the row's)."""
+        names = [*self.names, *extra]
+        target = f"{self.name} AS {alias}" if alias else self.name
+        return f"INSERT INTO {target} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
+
+
+VOUCHERS = _Table("best_vouchers", VoucherRow)
+CHARGES = _Table("charges", ChargeRow)
+EVENTS = _Table(
+    "chain_events",
+    ChainEvent,
+    {
+        "block_number": "int",
+        "log_index": "int",
+        "channel_id": "channel",
+        "kind": "event",
+        "total_deposited": "amount?",
+        "total_claimed": "amount?",
+        "closes_at": "int?",
+        "finished": "flag",
+    },
+)
+
+# What a voucher that beats the stored one writes over it: column -> its new value, from the
+# new one ({new}) and the stored one ({old}). A NULL covered voucher in the new row keeps the
+# stored one (only a voucher within the confirmed deposit may replace it); the age of a debt
+# starts when it first arose. ``replaced_amount`` keeps the amount replaced, for the increment.
+_RAISE = {
+    "cumulative_amount": "{new}",
+    "signature": "{new}",
+    "covered_amount": "COALESCE({new}, {old})",
+    "covered_signature": "COALESCE({new}, {old})",
+    "accepted_at": "{new}",
+    "owed_since": "COALESCE({old}, {new})",
+}
+
+
+def _assignments(new: Callable[[str], str], old: Callable[[str], str]) -> str:
+    sets = [f"{c} = {e.format(new=new(c), old=old(c))}" for c, e in _RAISE.items()]
+    return ",\n    ".join([*sets, f"replaced_amount = {old('cumulative_amount')}"])
+
+
+_INSERT_VOUCHER = VOUCHERS.insert(extra=("replaced_amount",), alias="v")
+# Insert, or raise the stored row if the new amount beats it: one statement, under the row lock.
+_ACCEPT = f"""{_INSERT_VOUCHER}
 ON CONFLICT (channel_id) DO UPDATE SET
-    cumulative_amount = excluded.cumulative_amount,
-    signature = excluded.signature,
-    covered_amount = COALESCE(excluded.covered_amount, v.covered_amount),
-    covered_signature = COALESCE(excluded.covered_signature, v.covered_signature),
-    replaced_amount = v.cumulative_amount,
-    accepted_at = excluded.accepted_at,
-    owed_since = COALESCE(v.owed_since, excluded.owed_since)
+    {_assignments(lambda c: f"excluded.{c}", lambda c: f"v.{c}")}
 WHERE excluded.cumulative_amount > v.cumulative_amount
 RETURNING replaced_amount
 """
 # Accepting over a stored amount read earlier (``over``): "none was stored" may only insert,
-# an amount may only replace that amount.
-_INSERT_NEW = (
-    _ACCEPT[: _ACCEPT.index("ON CONFLICT")]
-    + """ON CONFLICT (channel_id) DO NOTHING
+# an amount may only replace exactly that amount.
+_INSERT_NEW = f"""{_INSERT_VOUCHER}
+ON CONFLICT (channel_id) DO NOTHING
 RETURNING replaced_amount
 """
-)
-_REPLACE_READ = """
-UPDATE best_vouchers SET
-    cumulative_amount = ?,
-    signature = ?,
-    covered_amount = COALESCE(?, covered_amount),
-    covered_signature = COALESCE(?, covered_signature),
-    replaced_amount = cumulative_amount,
-    accepted_at = ?,
-    owed_since = COALESCE(owed_since, ?)
+_REPLACE_READ = f"""UPDATE best_vouchers SET
+    {_assignments(lambda c: "?", lambda c: c)}
 WHERE channel_id = ? AND cumulative_amount = ?
 RETURNING replaced_amount
 """
 
-_CHARGE_NAMES = (
-    "receipt_id",
-    "channel_id",
-    "payer",
-    "asset",
-    "resource",
-    "amount",
-    "cumulative_amount",
-    "issued_at",
-    "signature",
-)
-_CHARGE_COLUMNS = ", ".join(_CHARGE_NAMES)
-_INSERT_CHARGE = (
-    f"INSERT INTO charges ({_CHARGE_COLUMNS}) VALUES ({', '.join('?' * len(_CHARGE_NAMES))})"
-)
+
+def _charging(accept: str) -> str:
+    """``accept`` and the charge's insert in one statement: the charge row (its values follow
+    the accept's) is written for each row the accept stored, that is, if it was stored."""
+    values = ", ".join("?" * len(CHARGES.names))
+    return (
+        f"WITH accepted AS ({accept.strip()}), charged AS (INSERT INTO charges "
+        f"({CHARGES.columns}) SELECT {values} FROM accepted) SELECT replaced_amount FROM accepted"
+    )
+
+
+_HELD = "SELECT cumulative_amount FROM best_vouchers WHERE channel_id = ?"
+_INSERT_CHARGE = CHARGES.insert()
 
 # A channel's view is the maximum of each total over its rows; a channel with no seed row has
 # only some of its history here, so it has no view yet.
@@ -130,40 +215,12 @@ _SEEDED = f"HAVING MAX(CASE WHEN kind = '{EventKind.SEED.value}' THEN 1 ELSE 0 E
 
 
 @dataclass(frozen=True)
-class VoucherRow:
-    """One ``best_vouchers`` row, decoded to Python types but not yet checked."""
+class Accepted:
+    """What one accept found: the amount the new voucher replaced (0: none was stored), or
+    None if it was not stored, and then the amount held (0: none)."""
 
-    channel_id: bytes
-    chain_id: int
-    verifying_contract: str
-    payer: str
-    payee: str
-    token: str
-    authorizer: str
-    withdraw_delay: int
-    salt: bytes
-    cumulative_amount: int
-    signature: bytes
-    accepted_at: float
-    owed_since: float | None
-    covered_amount: int | None = None
-    """The best voucher covered by the confirmed deposit (None: none was accepted)."""
-    covered_signature: bytes | None = None
-
-
-@dataclass(frozen=True)
-class ChargeRow:
-    """One ``charges`` row: a charged request and the receipt the site signed for it."""
-
-    receipt_id: bytes
-    channel_id: bytes
-    payer: str
-    asset: str
-    resource: str
-    amount: int
-    cumulative_amount: int
-    issued_at: int
-    signature: bytes
+    replaced: int | None
+    held: int
 
 
 class Store(ABC):
@@ -171,17 +228,40 @@ class Store(ABC):
 
     scheme: ClassVar[str]
     """The URL scheme this back end serves."""
+    blocking_reads: ClassVar[bool]
+    """Whether a read may wait on a server rather than only on local pages."""
+    data_modifying_ctes: ClassVar[bool] = False
+    """Whether ``WITH x AS (INSERT ... RETURNING ...)`` works: then an accept and its charge
+    are one statement (one round trip to a server), not two."""
 
-    def __init__(self, location: str, max_connections: int = 8) -> None:
+    def __init__(
+        self,
+        location: str,
+        max_connections: int = 8,
+        *,
+        commit_window: float = COMMIT_WINDOW,
+        max_batch: int = MAX_BATCH,
+    ) -> None:
         self.location = location
         """Where the data lives, for messages (a path, or a URL without its password)."""
         if type(max_connections) is not int or max_connections < 1:
             raise LedgerError(f"max_connections must be a positive integer: {max_connections!r}")
+        if type(max_batch) is not int or max_batch < 1:
+            raise LedgerError(f"max_batch must be a positive integer: {max_batch!r}")
+        if not 0 <= commit_window <= 1:
+            raise LedgerError(f"commit_window is seconds, 0 to 1: {commit_window!r}")
         self._max_connections = max_connections
         self._idle: list[Any] = []
         self._opened = 0
         self._available = threading.Condition()
         self._closed = False
+        self._encoders: dict[str, Callable[[Any], Any]] = {
+            **_ENCODERS,
+            "amount": self.encode_amount,
+        }
+        self._window = commit_window
+        self._max_batch = max_batch
+        self._group: GroupCommit | None = None
 
     # -- what a back end provides ----------------------------------------------------------
 
@@ -266,9 +346,14 @@ class Store(ABC):
                 self._available.notify()
 
     def close(self) -> None:
-        """Close every idle connection now, and each lent one when it comes back."""
+        """Commit what the writer holds, stop it, close every idle connection now, and each
+        lent one when it comes back."""
         with self._available:
             self._closed = True
+            group, self._group = self._group, None
+        if group is not None:
+            group.close()
+        with self._available:
             idle, self._idle = self._idle, []
             self._available.notify_all()
         for connection in idle:
@@ -345,6 +430,38 @@ class Store(ABC):
             (str(SCHEMA_VERSION),),
         )
 
+    # -- rows ----------------------------------------------------------------------------------
+
+    def _params(self, table: _Table[Any], row: Any) -> list[Any]:
+        """A row's values as its table's columns store them, in column order."""
+        encoders = self._encoders
+        return [
+            None if (value := getattr(row, name)) is None else encoders[kind](value)
+            for name, kind, _ in table.kinds
+        ]
+
+    def _decoded(self, table: _Table[_R], values: Sequence[Any]) -> _R:
+        """A table's row from the values of its columns (in order), each checked for its kind:
+        a value that is not what the column holds raises :class:`LedgerCorruptError`."""
+        named = dict(zip(table.names, values, strict=True))
+        channel_id = self._channel_id(named[table.key])
+        decoded: dict[str, Any] = {}
+        for name, kind, nullable in table.kinds:
+            value = named[name]
+            if value is None:
+                if not nullable:
+                    raise self._corrupt(channel_id, f"malformed row: {name} is NULL")
+                decoded[name] = None
+                continue
+            if kind == "amount":
+                decoded[name] = self._amount(value, channel_id, name)
+                continue
+            try:
+                decoded[name] = _DECODERS[kind](value)
+            except (TypeError, ValueError) as err:
+                raise self._corrupt(channel_id, f"malformed row: {name}: {err}") from None
+        return table.row(**decoded)
+
     # -- vouchers ------------------------------------------------------------------------------
 
     def accept(
@@ -354,89 +471,84 @@ class Store(ABC):
         amount is exactly ``over``, 0 meaning none); return the amount it replaced (0 for a
         new channel), or None if it did not. ``charge`` is written in the same transaction
         if, and only if, the voucher is."""
+        return self.accept_soon(row, over=over, charge=charge, then=_replaced).result()
+
+    def accept_soon(
+        self,
+        row: VoucherRow,
+        *,
+        over: int | None = None,
+        charge: ChargeRow | None = None,
+        then: Callable[[Accepted], _T],
+    ) -> Future[_T]:
+        """:meth:`accept`, queued for the writer: the future holds ``then`` of what it found
+        once the transaction that wrote it (shared with the accepts queued beside it) is
+        durably committed, and only then (``then`` runs on the writer's thread)."""
         if over is not None:
             if over < 0:
                 raise ValueError("over is an amount: 0 or more")
             if row.cumulative_amount <= over:
-                return None  # it cannot beat the amount the caller says is stored
-        params: tuple[Any, ...]
-        covered_amount = (
-            None if row.covered_amount is None else self.encode_amount(row.covered_amount)
-        )
+                # It cannot beat the amount the caller says is stored: nothing to write.
+                done: Future[_T] = Future()
+                try:
+                    done.set_result(then(Accepted(None, over)))
+                except Exception as err:
+                    done.set_exception(err)
+                return done
+        params = self._params(VOUCHERS, row)
         if over:  # replace exactly the amount read
             sql = _REPLACE_READ
-            params = (
-                self.encode_amount(row.cumulative_amount),
-                row.signature,
-                covered_amount,
-                row.covered_signature,
-                row.accepted_at,
-                row.owed_since,
-                row.channel_id,
-                self.encode_amount(over),  # SQLite compares the stored text form
-            )
+            named = dict(zip(VOUCHERS.names, params, strict=True))
+            params = [named[column] for column in _RAISE]
+            params += [row.channel_id, self.encode_amount(over)]  # SQLite compares text forms
         else:  # insert or raise the row (over None), or insert only (over 0: none was read)
             sql = _ACCEPT if over is None else _INSERT_NEW
-            params = (
-                row.channel_id,
-                str(row.chain_id),
-                row.verifying_contract,
-                row.payer,
-                row.payee,
-                row.token,
-                row.authorizer,
-                row.withdraw_delay,
-                row.salt,
-                self.encode_amount(row.cumulative_amount),
-                row.signature,
-                row.accepted_at,
-                row.owed_since,
-                covered_amount,
-                row.covered_signature,
-                self.encode_amount(0),
-            )
+            params.append(self.encode_amount(0))
+        charged = None if charge is None else self._params(CHARGES, charge)
+        if charged is not None and self.data_modifying_ctes:  # one round trip, not two
+            sql, params, charged = _charging(sql), [*params, *charged], None
 
-        def work(execute: Execute) -> list[tuple[Any, ...]]:
+        def work(execute: Execute) -> Accepted:
             rows = execute(sql, params)
-            if rows and charge is not None:
-                execute(_INSERT_CHARGE, self._charge_params(charge))
-            return rows
+            if not rows:
+                held = execute(_HELD, (row.channel_id,))
+                if not held:
+                    return Accepted(None, 0)
+                return Accepted(None, self._amount(held[0][0], row.channel_id, "held amount"))
+            if charged is not None:
+                execute(_INSERT_CHARGE, charged)
+            return Accepted(self._amount(rows[0][0], row.channel_id, "replaced_amount"), 0)
 
-        rows = self.transact(work)
-        if not rows:
-            return None
-        return self._amount(rows[0][0], row.channel_id, "replaced_amount")
+        return self._writer().submit(work, then)
 
-    def _charge_params(self, charge: ChargeRow) -> tuple[Any, ...]:
-        return (
-            charge.receipt_id,
-            charge.channel_id,
-            charge.payer,
-            charge.asset,
-            charge.resource,
-            self.encode_amount(charge.amount),
-            self.encode_amount(charge.cumulative_amount),
-            charge.issued_at,
-            charge.signature,
-        )
+    def commit_stats(self) -> CommitStats:
+        """A copy of what this process's writer has committed (zeros before its first)."""
+        group = self._group
+        return CommitStats() if group is None else replace(group.stats)
+
+    def _writer(self) -> GroupCommit:
+        with self._available:
+            if self._closed:
+                raise LedgerError(f"the ledger at {self.location} is closed")
+            if self._group is None or self._group.pid != os.getpid():
+                self._group = GroupCommit(self, self._window, self._max_batch)
+            return self._group
 
     def charges(self, since: int | None = None, until: int | None = None) -> list[ChargeRow]:
         """The charges issued in ``[since, until)`` (either end open), oldest first."""
         rows = self.read(
-            f"SELECT {_CHARGE_COLUMNS} FROM charges WHERE issued_at >= ? AND issued_at < ? "
+            f"{CHARGES.select} WHERE issued_at >= ? AND issued_at < ? "
             "ORDER BY issued_at, channel_id, cumulative_amount",
             (0 if since is None else since, 2**63 - 1 if until is None else until),
         )
-        return [self._charge_row(row) for row in rows]
+        return [self._decoded(CHARGES, row) for row in rows]
 
     def voucher_row(self, channel_id: bytes) -> VoucherRow | None:
-        rows = self.read(
-            f"SELECT {_VOUCHER_COLUMNS} FROM best_vouchers WHERE channel_id = ?", (channel_id,)
-        )
+        rows = self.read(f"{VOUCHERS.select} WHERE channel_id = ?", (channel_id,))
         return self._voucher_row(rows[0]) if rows else None
 
     def voucher_rows(self) -> list[VoucherRow]:
-        rows = self.read(f"SELECT {_VOUCHER_COLUMNS} FROM best_vouchers ORDER BY channel_id")
+        rows = self.read(f"{VOUCHERS.select} ORDER BY channel_id")
         return [self._voucher_row(row) for row in rows]
 
     def channel_ids(self) -> list[bytes]:
@@ -473,6 +585,7 @@ class Store(ABC):
         """Store read blocks and their events in one transaction (so the cursor never runs
         ahead of the events), then forget block hashes more than ``keep`` blocks old."""
         newest = max((block.number for block in blocks), default=None)
+        insert_event = EVENTS.insert()
 
         def work(execute: Execute) -> None:
             for block in blocks:
@@ -482,25 +595,7 @@ class Store(ABC):
                     (block.number, block.hash),
                 )
             for event in events:
-                execute(
-                    "INSERT INTO chain_events (block_number, log_index, channel_id, kind, "
-                    "total_deposited, total_claimed, closes_at, finished) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        event.block_number,
-                        event.log_index,
-                        event.channel_id,
-                        event.kind.value,
-                        None
-                        if event.total_deposited is None
-                        else self.encode_amount(event.total_deposited),
-                        None
-                        if event.total_claimed is None
-                        else self.encode_amount(event.total_claimed),
-                        event.closes_at,
-                        1 if event.finished else 0,
-                    ),
-                )
+                execute(insert_event, self._params(EVENTS, event))
             if newest is not None:
                 execute("DELETE FROM chain_blocks WHERE number < ?", (newest - keep,))
 
@@ -543,12 +638,10 @@ class Store(ABC):
 
     def events(self, channel_id: bytes) -> list[ChainEvent]:
         rows = self.read(
-            "SELECT block_number, log_index, channel_id, kind, total_deposited, total_claimed, "
-            "closes_at, finished FROM chain_events WHERE channel_id = ? "
-            "ORDER BY block_number, log_index",
+            f"{EVENTS.select} WHERE channel_id = ? ORDER BY block_number, log_index",
             (channel_id,),
         )
-        return [self._event(row) for row in rows]
+        return [self._decoded(EVENTS, row) for row in rows]
 
     # -- decoding ------------------------------------------------------------------------------
 
@@ -570,56 +663,11 @@ class Store(ABC):
             raise self._corrupt(channel_id, f"{column} is not a uint256: {value!r}")
         return amount
 
-    def _voucher_row(self, values: tuple[Any, ...]) -> VoucherRow:
-        row = dict(zip(_VOUCHER_NAMES, values, strict=True))
-        channel_id = self._channel_id(row["channel_id"])
-        covered_amount, covered_signature = row["covered_amount"], row["covered_signature"]
-        if (covered_amount is None) != (covered_signature is None):
-            raise self._corrupt(channel_id, "half a covered voucher (amount or signature only)")
-        try:
-            return VoucherRow(
-                channel_id=channel_id,
-                chain_id=int(row["chain_id"]),
-                verifying_contract=_text(row["verifying_contract"]),
-                payer=_text(row["payer"]),
-                payee=_text(row["payee"]),
-                token=_text(row["token"]),
-                authorizer=_text(row["authorizer"]),
-                withdraw_delay=int(row["withdraw_delay"]),
-                salt=_blob(row["salt"]),
-                cumulative_amount=self._amount(
-                    row["cumulative_amount"], channel_id, "cumulative_amount"
-                ),
-                signature=_blob(row["signature"]),
-                accepted_at=float(row["accepted_at"]),
-                owed_since=None if row["owed_since"] is None else float(row["owed_since"]),
-                covered_amount=None
-                if covered_amount is None
-                else self._amount(covered_amount, channel_id, "covered_amount"),
-                covered_signature=None if covered_signature is None else _blob(covered_signature),
-            )
-        except (TypeError, ValueError) as err:
-            raise self._corrupt(channel_id, f"malformed row: {err}") from None
-
-    def _charge_row(self, values: tuple[Any, ...]) -> ChargeRow:
-        row = dict(zip(_CHARGE_NAMES, values, strict=True))
-        channel_id = self._channel_id(row["channel_id"])
-        try:
-            return ChargeRow(
-                receipt_id=_blob(row["receipt_id"]),
-                channel_id=channel_id,
-                payer=_text(row["payer"]),
-                asset=_text(row["asset"]),
-                resource=_text(row["resource"]),
-                amount=self._amount(row["amount"], channel_id, "amount"),
-                cumulative_amount=self._amount(
-                    row["cumulative_amount"], channel_id, "cumulative_amount"
-                ),
-                issued_at=int(row["issued_at"]),
-                signature=_blob(row["signature"]),
-            )
-        except (TypeError, ValueError) as err:
-            raise self._corrupt(channel_id, f"malformed charge row: {err}") from None
+    def _voucher_row(self, values: Sequence[Any]) -> VoucherRow:
+        row = self._decoded(VOUCHERS, values)
+        if (row.covered_amount is None) != (row.covered_signature is None):
+            raise self._corrupt(row.channel_id, "half a covered voucher (amount or signature only)")
+        return row
 
     def _view(self, row: tuple[Any, ...]) -> ChainView:
         channel_id = self._channel_id(row[0])
@@ -632,23 +680,9 @@ class Store(ABC):
             as_of_block=int(block),
         )
 
-    def _event(self, row: tuple[Any, ...]) -> ChainEvent:
-        channel_id = self._channel_id(row[2])
-        deposited, claimed = row[4], row[5]
-        return ChainEvent(
-            block_number=int(row[0]),
-            log_index=int(row[1]),
-            channel_id=channel_id,
-            kind=EventKind(row[3]),
-            total_deposited=None
-            if deposited is None
-            else self._amount(deposited, channel_id, "total_deposited"),
-            total_claimed=None
-            if claimed is None
-            else self._amount(claimed, channel_id, "total_claimed"),
-            closes_at=None if row[6] is None else int(row[6]),
-            finished=bool(row[7]),
-        )
+
+def _replaced(found: Accepted) -> int | None:
+    return found.replaced
 
 
 def _text(value: Any) -> str:
@@ -661,3 +695,38 @@ def _blob(value: Any) -> bytes:
     if not isinstance(value, bytes | bytearray | memoryview):
         raise TypeError(f"expected bytes, found {type(value).__name__}")
     return bytes(value)
+
+
+def _integer(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise TypeError(f"expected an integer, found {type(value).__name__}")
+    return int(value)
+
+
+def _real(value: Any) -> float:
+    if not isinstance(value, float | int) or isinstance(value, bool):
+        raise TypeError(f"expected a number, found {type(value).__name__}")
+    return float(value)
+
+
+# How each kind of column is stored (amounts: by the back end) and read back, checked.
+_ENCODERS: dict[str, Callable[[Any], Any]] = {
+    "channel": bytes,
+    "blob": bytes,
+    "text": str,
+    "int": int,
+    "decimal": str,
+    "real": float,
+    "event": lambda kind: kind.value,
+    "flag": lambda flag: 1 if flag else 0,
+}
+_DECODERS: dict[str, Callable[[Any], Any]] = {
+    "channel": _blob,
+    "blob": _blob,
+    "text": _text,
+    "int": _integer,
+    "decimal": lambda value: int(_text(value)),
+    "real": _real,
+    "event": EventKind,
+    "flag": bool,
+}
