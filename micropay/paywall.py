@@ -331,7 +331,6 @@ class Paywall:
         # needs no read before its handler (see "Concurrency" above).
         self._stored: OrderedDict[bytes, Voucher] = OrderedDict()
         self._max_stored = payee.max_cached_channels
-        self._offers: dict[int, Offer] = {}
         # Asked once: a check against a runtime protocol costs tens of µs.
         self._committing = self.book if isinstance(self.book, CommittingBook) else None
         if book_in_thread is None:

@@ -75,6 +75,7 @@ from x402.schemas import (
 )
 from x402.schemas import PaymentPayload as X402Payload
 
+from micropay._keccak import checksum_address
 from micropay._x402 import (
     PAYMENT_REQUIRED,
     PAYMENT_RESPONSE,
@@ -82,7 +83,6 @@ from micropay._x402 import (
     Offer,
     PaymentPayload,
     PaymentRequired,
-    checksum_address,
 )
 from micropay.errors import PaymentHeaderError, PaymentProtocolError
 from micropay.http_client import Floors, HttpPayer, Pending, Verdict, site_of
