@@ -5,8 +5,13 @@ unspent deposit while the channel stays open. Each hostile case reverts with its
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from channel_helpers import EthLedger, make_config
+from eth_account import Account
+from eth_utils.abi import function_abi_to_4byte_selector
+from hexbytes import HexBytes
 
 from micropay.channels import (
     ChannelFinishedError,
@@ -20,7 +25,14 @@ from micropay.channels import (
     ZeroRefundError,
 )
 from micropay.errors import VoucherError
-from micropay.vouchers import sign_payee_claim, sign_voucher
+from micropay.vouchers import (
+    PAYEE_CLAIM_TYPE,
+    PAYEE_CLAIM_TYPEHASH,
+    VoucherDomain,
+    recover_digest,
+    sign_payee_claim,
+    sign_voucher,
+)
 
 ETH = 10**18
 
@@ -300,3 +312,28 @@ def test_a_finished_channel_refunds_nothing_more(channels, actors, open_channel)
 def test_a_channel_never_funded_has_nothing_to_refund(channels, actors):
     with pytest.raises(RefundExceedsUnspentError):
         channels.refund(make_config(actors.payer, actors.payee), 1, actors.payee)
+
+
+# -- the protocol document -------------------------------------------------------------------
+
+
+def test_the_protocol_document_shows_the_payee_claim_byte_for_byte(channels):
+    text = (Path(__file__).parent.parent / "docs" / "protocol.md").read_text()
+    assert PAYEE_CLAIM_TYPE in text
+    assert f"0x{PAYEE_CLAIM_TYPEHASH.hex()}" in text
+    domain = VoucherDomain(31337, "0xc0C68246210785562DdAED507F07AcB78292204B")
+    channel_id = bytes.fromhex("77fd0f66ea475ee65e6b8f186ca3ab312d2fd7afe17d73f2f74e7ef84c06aa73")
+    digest = domain.payee_claim_digest(channel_id, 25_000_000_000_000)
+    assert f"0x{domain.separator.hex()}" in text and f"0x{digest.hex()}" in text
+    site = Account.from_key(b"\x03" * 32)
+    signed = sign_payee_claim(domain, channel_id, 25_000_000_000_000, site)
+    assert f"0x{signed.signature.hex()}" in text and site.address in text
+    assert recover_digest(digest, signed.signature) == bytes.fromhex(site.address[2:])
+    # Every selector and the new event's topic, as the shipped ABI has them.
+    for entry in channels.contract.abi:
+        if entry["type"] == "function" and entry["name"] in CHANGED:
+            assert f"(`0x{function_abi_to_4byte_selector(entry).hex()}`)" in text, entry["name"]
+    assert f"`0x{HexBytes(channels.contract.events.Refunded.topic).hex()}`" in text
+
+
+CHANGED = {"claim", "claimFor", "claimMany", "claimManyFor", "close", "refund"}
