@@ -128,8 +128,8 @@ MUTANTS = [
         PC,
         "removed check",
         "anyone who saw vouchers may settle them in a claimMany",
-        "            if (msg.sender != config.payee) revert PaymentChannels_NotPayee(id, msg.sender);"
-        "\n",
+        "            if (msg.sender != config.payee) revert "
+        "PaymentChannels_NotPayee(id, msg.sender);\n",
         "",
     ),
     Mutant(
