@@ -15,8 +15,12 @@ import {TokenTransfers} from "./libraries/TokenTransfers.sol";
 /// never be opened: `deposit` reads every non-bytes32 field through Solidity's validating
 /// calldata accessors, which revert on dirty bits.
 ///
+/// A voucher is a ceiling: the payee settles the total it charged, at most the ceiling and
+/// at most the deposit, and only the payee settles (its own call, or a relayed one carrying
+/// its `PayeeClaim` signature). `deposited` is the deposits less the payee's refunds.
+///
 /// WARNING: money leaves only to the configured payee (claims, close) or payer (close,
-/// finished withdrawals). Rebasing tokens are not supported (see TokenTransfers). A payer
+/// refunds, finished withdrawals). Rebasing tokens are not supported (see TokenTransfers). A payer
 /// or payee whose `receive` reverts can only block payments to itself.
 contract PaymentChannels is IPaymentChannels, ReentrancyLock {
     /// @inheritdoc IPaymentChannels
@@ -25,6 +29,8 @@ contract PaymentChannels is IPaymentChannels, ReentrancyLock {
     uint256 public constant MAX_WITHDRAW_DELAY = 90 days;
     /// @inheritdoc IPaymentChannels
     bytes32 public constant VOUCHER_TYPEHASH = keccak256("Voucher(bytes32 channelId,uint256 cumulativeAmount)");
+    /// @inheritdoc IPaymentChannels
+    bytes32 public constant PAYEE_CLAIM_TYPEHASH = keccak256("PayeeClaim(bytes32 channelId,uint256 totalClaimed)");
 
     bytes32 private constant _DOMAIN_TYPEHASH =
         keccak256("EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)");
@@ -85,23 +91,13 @@ contract PaymentChannels is IPaymentChannels, ReentrancyLock {
     }
 
     /// @inheritdoc IPaymentChannels
-    function voucherDigest(bytes32 id, uint256 cumulativeAmount) public view returns (bytes32 digest) {
-        // keccak256("\x19\x01" ‖ domainSeparator ‖ keccak256(abi.encode(VOUCHER_TYPEHASH, id,
-        // cumulativeAmount))), built in scratch memory so a batch of claims allocates nothing.
-        bytes32 separator = DOMAIN_SEPARATOR();
-        bytes32 typehash = VOUCHER_TYPEHASH;
-        assembly ("memory-safe") {
-            let ptr := mload(0x40)
-            mstore(ptr, typehash)
-            mstore(add(ptr, 0x20), id)
-            mstore(add(ptr, 0x40), cumulativeAmount)
-            let structHash := keccak256(ptr, 0x60)
-            mstore(0x00, 0x1901)
-            mstore(0x20, separator)
-            mstore(0x40, structHash)
-            digest := keccak256(0x1e, 0x42)
-            mstore(0x40, ptr) // restore the free memory pointer
-        }
+    function voucherDigest(bytes32 id, uint256 cumulativeAmount) public view returns (bytes32) {
+        return _typedDigest(VOUCHER_TYPEHASH, id, cumulativeAmount);
+    }
+
+    /// @inheritdoc IPaymentChannels
+    function payeeClaimDigest(bytes32 id, uint256 totalClaimed) public view returns (bytes32) {
+        return _typedDigest(PAYEE_CLAIM_TYPEHASH, id, totalClaimed);
     }
 
     // ---------------------------------------------------------------------------------------
@@ -160,14 +156,14 @@ contract PaymentChannels is IPaymentChannels, ReentrancyLock {
         if (block.timestamp < closesAt) revert PaymentChannels_WithdrawNotReady(id, closesAt, block.timestamp);
         // Effects
         _store(id, deposited, claimed, _FINISHED);
-        uint256 refund;
-        // unchecked: claimed <= deposited is kept by every claim.
+        uint256 refunded;
+        // unchecked: claimed <= deposited is kept by every claim and refund.
         unchecked {
-            refund = deposited - claimed;
+            refunded = deposited - claimed;
         }
-        emit Withdrawn(id, claimed, refund);
+        emit Withdrawn(id, claimed, refunded);
         // Interactions
-        TokenTransfers.push(config.token, config.payer, refund);
+        TokenTransfers.push(config.token, config.payer, refunded);
     }
 
     // ---------------------------------------------------------------------------------------
@@ -175,35 +171,91 @@ contract PaymentChannels is IPaymentChannels, ReentrancyLock {
     // ---------------------------------------------------------------------------------------
 
     /// @inheritdoc IPaymentChannels
-    function claim(ChannelConfig calldata config, uint256 cumulativeAmount, bytes calldata signature)
+    function claim(ChannelConfig calldata config, uint256 totalClaimed, uint256 ceiling, bytes calldata signature)
         external
         nonReentrant
         returns (uint256 amount)
     {
-        // Checks and effects (in _settle); interactions
-        amount = _settle(channelId(config), config.authorizer, cumulativeAmount, signature);
+        bytes32 id = channelId(config);
+        // Checks (the rest in _settle) and effects
+        if (msg.sender != config.payee) revert PaymentChannels_NotPayee(id, msg.sender);
+        amount = _settle(id, config.authorizer, totalClaimed, ceiling, signature);
+        // Interactions
+        TokenTransfers.push(config.token, config.payee, amount);
+    }
+
+    /// @inheritdoc IPaymentChannels
+    function claimFor(
+        ChannelConfig calldata config,
+        uint256 totalClaimed,
+        uint256 ceiling,
+        bytes calldata signature,
+        bytes calldata payeeSignature
+    ) external nonReentrant returns (uint256 amount) {
+        bytes32 id = channelId(config);
+        // Checks (the rest in _settle) and effects
+        _checkPayeeClaim(id, config.payee, totalClaimed, payeeSignature);
+        amount = _settle(id, config.authorizer, totalClaimed, ceiling, signature);
+        // Interactions
         TokenTransfers.push(config.token, config.payee, amount);
     }
 
     /// @inheritdoc IPaymentChannels
     function claimMany(Claim[] calldata claims) external nonReentrant returns (uint256 total) {
+        // The payee's own batch, the path a payee repeats most, has its own loop: every
+        // payout goes to the caller, so runs are cut by token alone and no payee signature
+        // is looked at (claimManyFor is the general loop).
+        uint256 count = claims.length;
+        if (count == 0) revert PaymentChannels_EmptyBatch();
+        address token = claims[0].config.token;
+        uint256 pending;
+        for (uint256 i; i < count; ++i) {
+            Claim calldata item = claims[i];
+            ChannelConfig calldata config = item.config;
+            bytes32 id = channelId(config);
+            if (msg.sender != config.payee) revert PaymentChannels_NotPayee(id, msg.sender);
+            if (config.token != token) {
+                TokenTransfers.push(token, msg.sender, pending);
+                (token, pending) = (config.token, 0);
+            }
+            uint256 amount = _settle(id, config.authorizer, item.totalClaimed, item.ceiling, item.signature);
+            // unchecked: each amount is part of a deposit below 2^112, and a call cannot hold
+            // 2^100 claims.
+            unchecked {
+                pending += amount;
+                total += amount;
+            }
+        }
+        TokenTransfers.push(token, msg.sender, pending);
+    }
+
+    /// @inheritdoc IPaymentChannels
+    function claimManyFor(Claim[] calldata claims, bytes[] calldata payeeSignatures)
+        external
+        nonReentrant
+        returns (uint256 total)
+    {
+        if (payeeSignatures.length != claims.length) {
+            revert PaymentChannels_PayeeSignatureCount(claims.length, payeeSignatures.length);
+        }
         uint256 count = claims.length;
         if (count == 0) revert PaymentChannels_EmptyBatch();
         // Payouts are batched per run of consecutive claims to the same payee in the same
-        // token: the common case (one payee settling its channels) pays out once.
+        // token.
         address payee = claims[0].config.payee;
         address token = claims[0].config.token;
         uint256 pending;
         for (uint256 i; i < count; ++i) {
             Claim calldata item = claims[i];
             ChannelConfig calldata config = item.config;
+            bytes32 id = channelId(config);
+            _checkPayeeClaim(id, config.payee, item.totalClaimed, payeeSignatures[i]);
             if (config.payee != payee || config.token != token) {
                 TokenTransfers.push(token, payee, pending);
                 (payee, token, pending) = (config.payee, config.token, 0);
             }
-            uint256 amount = _settle(channelId(config), config.authorizer, item.cumulativeAmount, item.signature);
-            // unchecked: each amount is part of a deposit below 2^112, and a call cannot hold
-            // 2^100 claims.
+            uint256 amount = _settle(id, config.authorizer, item.totalClaimed, item.ceiling, item.signature);
+            // unchecked: as in claimMany.
             unchecked {
                 pending += amount;
                 total += amount;
@@ -213,7 +265,7 @@ contract PaymentChannels is IPaymentChannels, ReentrancyLock {
     }
 
     /// @inheritdoc IPaymentChannels
-    function close(ChannelConfig calldata config, uint256 cumulativeAmount, bytes calldata signature)
+    function close(ChannelConfig calldata config, uint256 totalClaimed, uint256 ceiling, bytes calldata signature)
         external
         nonReentrant
     {
@@ -222,26 +274,40 @@ contract PaymentChannels is IPaymentChannels, ReentrancyLock {
         if (msg.sender != config.payee) revert PaymentChannels_NotPayee(id, msg.sender);
         (uint256 deposited, uint256 claimed,) = _loadLive(id);
         uint256 paid;
-        if (cumulativeAmount > claimed) {
-            _checkVoucher(id, deposited, config.authorizer, cumulativeAmount, signature);
-            // unchecked: cumulativeAmount > claimed was just checked.
+        if (totalClaimed > claimed) {
+            _checkVoucher(id, deposited, config.authorizer, totalClaimed, ceiling, signature);
+            // unchecked: totalClaimed > claimed was just checked.
             unchecked {
-                paid = cumulativeAmount - claimed;
+                paid = totalClaimed - claimed;
             }
-            claimed = cumulativeAmount;
+            claimed = totalClaimed;
             emit Claimed(id, claimed);
         }
         // Effects
-        uint256 refund;
-        // unchecked: claimed <= deposited (checked by _checkVoucher, kept by every claim).
+        uint256 refunded;
+        // unchecked: claimed <= deposited (checked by _checkVoucher, kept by every claim and
+        // refund).
         unchecked {
-            refund = deposited - claimed;
+            refunded = deposited - claimed;
         }
         _store(id, deposited, claimed, _FINISHED);
-        emit Closed(id, claimed, refund);
+        emit Closed(id, claimed, refunded);
         // Interactions
         TokenTransfers.push(config.token, config.payee, paid);
-        TokenTransfers.push(config.token, config.payer, refund);
+        TokenTransfers.push(config.token, config.payer, refunded);
+    }
+
+    /// @inheritdoc IPaymentChannels
+    function refund(ChannelConfig calldata config, uint256 amount) external {
+        // An ETH refund's one external call comes after every effect and cannot touch a
+        // token balance measurement in flight, so, as with deposits, only token refunds need
+        // the lock.
+        address token = config.token;
+        if (token == address(0)) {
+            _refund(config, token, amount);
+        } else {
+            _refundLocked(config, token, amount);
+        }
     }
 
     // ---------------------------------------------------------------------------------------
@@ -262,6 +328,35 @@ contract PaymentChannels is IPaymentChannels, ReentrancyLock {
         _deposit(id, token, amount);
     }
 
+    function _refundLocked(ChannelConfig calldata config, address token, uint256 amount) private nonReentrant {
+        _refund(config, token, amount);
+    }
+
+    function _refund(ChannelConfig calldata config, address token, uint256 amount) private {
+        bytes32 id = channelId(config);
+        // Checks
+        if (msg.sender != config.payee) revert PaymentChannels_NotPayee(id, msg.sender);
+        (uint256 deposited, uint256 claimed, uint256 closesAt) = _load(id);
+        if (closesAt == _FINISHED) revert PaymentChannels_ChannelFinished(id);
+        if (amount == 0) revert PaymentChannels_ZeroRefund(id);
+        uint256 unspent;
+        // unchecked: claimed <= deposited is kept by every claim and refund.
+        unchecked {
+            unspent = deposited - claimed;
+        }
+        // (A channel never funded has nothing unspent: no separate existence check.)
+        if (amount > unspent) revert PaymentChannels_RefundExceedsUnspent(id, amount, unspent);
+        // Effects
+        // unchecked: amount <= unspent <= deposited was just checked.
+        unchecked {
+            deposited -= amount;
+        }
+        _store(id, deposited, claimed, closesAt);
+        emit Refunded(id, deposited);
+        // Interactions
+        TokenTransfers.push(token, config.payer, amount);
+    }
+
     function _deposit(bytes32 id, address token, uint256 amount) private {
         // Checks
         (uint256 deposited, uint256 claimed, uint256 closesAt) = _load(id);
@@ -278,36 +373,55 @@ contract PaymentChannels is IPaymentChannels, ReentrancyLock {
         emit Deposited(id, msg.sender, received, deposited);
     }
 
-    /// @dev Checks a claim and records it; returns what it pays. The caller transfers.
-    function _settle(bytes32 id, address authorizer, uint256 cumulativeAmount, bytes calldata signature)
+    /// @dev Checks a claim and records it; returns what it pays. The caller has checked who
+    /// may settle, and transfers.
+    function _settle(bytes32 id, address authorizer, uint256 totalClaimed, uint256 ceiling, bytes calldata signature)
         private
         returns (uint256 amount)
     {
         // Checks
         (uint256 deposited, uint256 claimed, uint256 closesAt) = _loadLive(id);
-        if (cumulativeAmount <= claimed) revert PaymentChannels_NothingToClaim(id, cumulativeAmount, claimed);
-        _checkVoucher(id, deposited, authorizer, cumulativeAmount, signature);
+        if (totalClaimed <= claimed) revert PaymentChannels_NothingToClaim(id, totalClaimed, claimed);
+        _checkVoucher(id, deposited, authorizer, totalClaimed, ceiling, signature);
         // Effects
-        // unchecked: cumulativeAmount > claimed was just checked.
+        // unchecked: totalClaimed > claimed was just checked.
         unchecked {
-            amount = cumulativeAmount - claimed;
+            amount = totalClaimed - claimed;
         }
-        _store(id, deposited, cumulativeAmount, closesAt);
-        emit Claimed(id, cumulativeAmount);
+        _store(id, deposited, totalClaimed, closesAt);
+        emit Claimed(id, totalClaimed);
     }
 
-    /// @dev Reverts unless `signature` is the authorizer's voucher for at most `deposited`.
+    /// @dev Reverts unless `totalClaimed` is within both the deposit and the ceiling, and
+    /// `signature` is the authorizer's voucher for `ceiling`.
     function _checkVoucher(
         bytes32 id,
         uint256 deposited,
         address authorizer,
-        uint256 cumulativeAmount,
+        uint256 totalClaimed,
+        uint256 ceiling,
         bytes calldata signature
     ) private view {
-        if (cumulativeAmount > deposited) {
-            revert PaymentChannels_VoucherExceedsDeposit(id, cumulativeAmount, deposited);
+        if (totalClaimed > ceiling) revert PaymentChannels_TotalExceedsCeiling(id, totalClaimed, ceiling);
+        if (totalClaimed > deposited) revert PaymentChannels_TotalExceedsDeposit(id, totalClaimed, deposited);
+        if (!_isValidSignature(authorizer, voucherDigest(id, ceiling), signature)) {
+            revert PaymentChannels_InvalidVoucherSignature(id, authorizer);
         }
-        bytes32 digest = voucherDigest(id, cumulativeAmount);
+    }
+
+    /// @dev Reverts unless `payeeSignature` is the payee's `PayeeClaim` for `totalClaimed`.
+    function _checkPayeeClaim(bytes32 id, address payee, uint256 totalClaimed, bytes calldata payeeSignature)
+        private
+        view
+    {
+        if (!_isValidSignature(payee, payeeClaimDigest(id, totalClaimed), payeeSignature)) {
+            revert PaymentChannels_InvalidPayeeSignature(id, payee);
+        }
+    }
+
+    /// @dev Whether `signature` is `signer`'s over `digest`: low-s ECDSA (65 bytes, or 64 in
+    /// EIP-2098 form) recovering a non-zero `signer`, or else EIP-1271 if `signer` is a contract.
+    function _isValidSignature(address signer, bytes32 digest, bytes calldata signature) private view returns (bool) {
         uint256 length = signature.length;
         if (length == 65 || length == 64) {
             bytes32 r;
@@ -324,18 +438,36 @@ contract PaymentChannels is IPaymentChannels, ReentrancyLock {
                 s = bytes32(uint256(s) & (type(uint256).max >> 1));
             }
             if (uint256(s) <= _HALF_CURVE_ORDER) {
-                address signer = ecrecover(digest, v, r, s);
-                if (signer != address(0) && signer == authorizer) return;
+                address recovered = ecrecover(digest, v, r, s);
+                if (recovered != address(0) && recovered == signer) return true;
             }
         }
-        // Contract authorizers (smart accounts, multisigs) answer EIP-1271. EOAs never get
-        // here with a good signature, so they pay nothing for this path.
-        if (authorizer.code.length != 0) {
+        // Contract signers (smart accounts, multisigs) answer EIP-1271. EOAs never get here
+        // with a good signature, so they pay nothing for this path.
+        if (signer.code.length != 0) {
             (bool ok, bytes memory answer) =
-                authorizer.staticcall(abi.encodeWithSelector(_EIP1271_MAGIC, digest, signature));
-            if (ok && answer.length >= 32 && bytes32(answer) == bytes32(_EIP1271_MAGIC)) return;
+                signer.staticcall(abi.encodeWithSelector(_EIP1271_MAGIC, digest, signature));
+            if (ok && answer.length >= 32 && bytes32(answer) == bytes32(_EIP1271_MAGIC)) return true;
         }
-        revert PaymentChannels_InvalidVoucherSignature(id, authorizer);
+        return false;
+    }
+
+    /// @dev keccak256("\x19\x01" ‖ domainSeparator ‖ keccak256(abi.encode(typehash, id, amount))),
+    /// built in scratch memory so a batch of claims allocates nothing.
+    function _typedDigest(bytes32 typehash, bytes32 id, uint256 amount) private view returns (bytes32 digest) {
+        bytes32 separator = DOMAIN_SEPARATOR();
+        assembly ("memory-safe") {
+            let ptr := mload(0x40)
+            mstore(ptr, typehash)
+            mstore(add(ptr, 0x20), id)
+            mstore(add(ptr, 0x40), amount)
+            let structHash := keccak256(ptr, 0x60)
+            mstore(0x00, 0x1901)
+            mstore(0x20, separator)
+            mstore(0x40, structHash)
+            digest := keccak256(0x1e, 0x42)
+            mstore(0x40, ptr) // restore the free memory pointer
+        }
     }
 
     function _load(bytes32 id) private view returns (uint256 deposited, uint256 claimed, uint256 closesAt) {

@@ -15,7 +15,14 @@ from micropay.networks import connect
 from micropay.payee import Payee
 from micropay.payer import Payer
 from micropay.streams import FixedStreamConfig, OpenStreamConfig, StreamsClient
-from micropay.vouchers import ChannelConfig, Voucher, VoucherDomain, sign_voucher
+from micropay.vouchers import (
+    ChannelConfig,
+    PayeeClaim,
+    Voucher,
+    VoucherDomain,
+    sign_payee_claim,
+    sign_voucher,
+)
 
 __all__ = [
     "ArtifactError",
@@ -28,6 +35,7 @@ __all__ = [
     "MicropayError",
     "OpenStreamConfig",
     "Payee",
+    "PayeeClaim",
     "Payer",
     "StreamsClient",
     "Voucher",
@@ -37,5 +45,6 @@ __all__ = [
     "connect",
     "deploy",
     "load_artifact",
+    "sign_payee_claim",
     "sign_voucher",
 ]

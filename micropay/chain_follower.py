@@ -16,6 +16,11 @@ A channel the follower has never read (newly in the ledger, or its seed rolled b
 *seeded*: its state is read from the contract at the cursor block, so no scan of old blocks
 is needed; events after the cursor then move it forward. Until it is seeded a channel has
 no chain view at all, rather than a partial one.
+
+Not followed yet: ``Refunded`` (the payee's on-chain partial refund, contract version 2). The
+chain view keeps the highest deposit total it saw, so after a refund it overstates the
+deposit until the channel is seeded again; claims are unaffected, since every claim is
+checked against the channel's latest state on chain (:func:`micropay.claims.claim_from`).
 """
 
 from __future__ import annotations

@@ -14,6 +14,10 @@ operator's cash-out, :func:`settle`). The steps are the same for each:
 3. :func:`submit` sends each batch (``claim`` for one channel, ``claimMany`` for several)
    and, if a batch reverts, claims its channels one by one, so one bad channel cannot hold up
    the rest; :func:`estimate` asks the node for the gas of the same calls and sends nothing.
+
+Settling is the payee's act: a sender that is not the payee relays, and then needs the
+payee's key (``payee_key``) to sign each claim's total (``claimFor``, ``claimManyFor``).
+Each claim settles its voucher's whole amount for now.
 """
 
 from __future__ import annotations
@@ -23,11 +27,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+from eth_account.signers.local import LocalAccount
 from web3.types import TxReceipt
 
 from micropay._contracts import Sender
 from micropay.channels import ChannelClient, ChannelState, voucher_to_claim
-from micropay.errors import ContractRevertError, TransactionFailedError
+from micropay.errors import ContractRevertError, TransactionFailedError, VoucherError
 from micropay.ledger import Ledger
 from micropay.settlement import Candidate, Reason, SettlementPolicy
 from micropay.vouchers import ChannelConfig, Voucher
@@ -121,15 +126,28 @@ def batches(claims: Sequence[Claim], max_batch: int | None = None) -> list[tuple
     ]
 
 
-def send(client: ChannelClient, batch: Sequence[Claim], sender: Sender) -> TxReceipt:
-    """Send one batch as one transaction; raise what the contract or the node says if it fails."""
-    return client.claim_each([(claim.config, claim.voucher) for claim in batch], sender)
+def send(
+    client: ChannelClient,
+    batch: Sequence[Claim],
+    sender: Sender,
+    payee_key: LocalAccount | None = None,
+) -> TxReceipt:
+    """Send one batch as one transaction; raise what the contract or the node says if it fails.
+    A ``sender`` that is not the payee relays with ``payee_key``'s signatures."""
+    return client.claim_each(
+        [(claim.config, claim.voucher) for claim in batch], sender, payee_key=payee_key
+    )
 
 
-def _attempt(client: ChannelClient, batch: tuple[Claim, ...], sender: Sender) -> ClaimOutcome:
+def _attempt(
+    client: ChannelClient,
+    batch: tuple[Claim, ...],
+    sender: Sender,
+    payee_key: LocalAccount | None,
+) -> ClaimOutcome:
     try:
-        receipt = send(client, batch, sender)
-    except (ContractRevertError, TransactionFailedError) as err:
+        receipt = send(client, batch, sender, payee_key)
+    except (ContractRevertError, TransactionFailedError, VoucherError) as err:
         return ClaimOutcome(batch, error=str(err))
     return ClaimOutcome(
         batch,
@@ -140,32 +158,41 @@ def _attempt(client: ChannelClient, batch: tuple[Claim, ...], sender: Sender) ->
 
 
 def submit(
-    client: ChannelClient, claims: Sequence[Claim], sender: Sender, max_batch: int | None = None
+    client: ChannelClient,
+    claims: Sequence[Claim],
+    sender: Sender,
+    max_batch: int | None = None,
+    payee_key: LocalAccount | None = None,
 ) -> tuple[ClaimOutcome, ...]:
     """Send every claim, in :func:`batches`; a batch that fails is retried one claim at a
     time. Returns every attempt, failed ones included (``error`` says why)."""
     outcomes: list[ClaimOutcome] = []
     for batch in batches(claims, max_batch):
-        outcome = _attempt(client, batch, sender)
+        outcome = _attempt(client, batch, sender, payee_key)
         outcomes.append(outcome)
         if not outcome.ok and len(batch) > 1:
             log.warning("batch claim failed (%s); claiming one by one", outcome.error)
-            outcomes.extend(_attempt(client, (claim,), sender) for claim in batch)
+            outcomes.extend(_attempt(client, (claim,), sender, payee_key) for claim in batch)
     return tuple(outcomes)
 
 
 def estimate(
-    client: ChannelClient, claims: Sequence[Claim], sender: Sender, max_batch: int | None = None
+    client: ChannelClient,
+    claims: Sequence[Claim],
+    sender: Sender,
+    max_batch: int | None = None,
+    payee_key: LocalAccount | None = None,
 ) -> tuple[ClaimOutcome, ...]:
     """What :func:`submit` would send, batch by batch, with the node's gas estimate of each
-    transaction (``eth_estimateGas``); nothing is signed or sent."""
+    transaction (``eth_estimateGas``); nothing is sent (a relayed batch's payee signatures
+    are made, but never leave this process)."""
     outcomes = []
     for batch in batches(claims, max_batch):
         try:
             gas = client.estimate_claim_each(
-                [(claim.config, claim.voucher) for claim in batch], sender
+                [(claim.config, claim.voucher) for claim in batch], sender, payee_key=payee_key
             )
-        except (ContractRevertError, TransactionFailedError) as err:
+        except (ContractRevertError, TransactionFailedError, VoucherError) as err:
             outcomes.append(ClaimOutcome(batch, error=str(err), dry_run=True))
             continue
         outcomes.append(ClaimOutcome(batch, gas_used=gas, dry_run=True))
@@ -203,12 +230,14 @@ def settle(
     *,
     due_only: bool = False,
     dry_run: bool = False,
+    payee_key: LocalAccount | None = None,
 ) -> Settlement:
     """Claim every channel of ``ledger`` with something claimable now, by its latest on-chain
     state, in transactions of at most ``policy.max_batch``; or, with ``due_only``, only the
     channels the policy finds due (and those riding along). Each claim carries the reason
     the policy gives it (``requested`` where the policy would have waited). With ``dry_run``
-    nothing is sent: each batch gets the node's gas estimate instead.
+    nothing is sent: each batch gets the node's gas estimate instead. A ``sender`` that is
+    not the payee relays, with ``payee_key`` signing each claim's total.
 
     The ledger's age clock is cleared for each channel a claim settled in full."""
     policy = policy if policy is not None else SettlementPolicy()
@@ -239,9 +268,9 @@ def settle(
     if not due_only:  # the rest, largest first, as the operator asked
         planned += sorted(found.values(), key=lambda claim: -claim.amount)
     if dry_run:
-        outcomes = estimate(client, planned, sender, policy.max_batch)
+        outcomes = estimate(client, planned, sender, policy.max_batch, payee_key)
     else:
-        outcomes = submit(client, planned, sender, policy.max_batch)
+        outcomes = submit(client, planned, sender, policy.max_batch, payee_key)
     result = Settlement(tuple(planned), outcomes, dry_run, chain_time, gas_price)
     ledger.set_owed_since((c.channel_id, None) for c in result.claimed if not c.covered)
     return result

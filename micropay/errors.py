@@ -51,7 +51,9 @@ Catch :class:`MicropayError` to catch anything the toolkit raises on purpose::
     ├── ContractRevertError (RuntimeError) a contract call reverted; named by the contract's
     │   │                                  custom error (``.error_name``, ``.arguments``)
     │   ├── channels.py: ChannelConfigError, ChannelNotFoundError, ChannelFinishedError,
-    │   │   VoucherExceedsDepositError, NothingToClaimError, VoucherSignatureRejectedError,
+    │   │   TotalExceedsDepositError (alias VoucherExceedsDepositError),
+    │   │   TotalExceedsCeilingError, NothingToClaimError, VoucherSignatureRejectedError,
+    │   │   PayeeSignatureRejectedError, RefundExceedsUnspentError, ZeroRefundError,
     │   │   NotPayerError, NotPayeeError, WithdrawAlreadyRequestedError,
     │   │   WithdrawNotRequestedError, WithdrawNotReadyError, ZeroDepositError,
     │   │   DepositTooLargeError

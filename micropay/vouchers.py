@@ -2,8 +2,12 @@
 
 A voucher is EIP-712 typed data ``Voucher(bytes32 channelId,uint256 cumulativeAmount)`` in
 the domain ``{name: "micropay", version: "1", chainId, verifyingContract}``. Each one
-promises a *cumulative* total, so a lost voucher is replaced by any later one and the
-payee only ever needs the highest.
+authorises a *cumulative* ceiling, so a lost voucher is replaced by any later one and the
+payee only ever needs the highest; the payee settles any total up to it.
+
+Settling is the payee's act. A payee that lets someone else send its claim signs
+``PayeeClaim(bytes32 channelId,uint256 totalClaimed)`` in the same domain
+(:func:`sign_payee_claim`), and the relayer carries that signature beside the voucher.
 
 The payee's verifier is the hot path of a paywalled site. :class:`VoucherVerifier`
 precomputes the domain separator and type hash, hashes with a C keccak and recovers with
@@ -31,6 +35,8 @@ DOMAIN_NAME = "micropay"
 DOMAIN_VERSION = "1"
 VOUCHER_TYPE = "Voucher(bytes32 channelId,uint256 cumulativeAmount)"
 VOUCHER_TYPEHASH = keccak256(VOUCHER_TYPE.encode())
+PAYEE_CLAIM_TYPE = "PayeeClaim(bytes32 channelId,uint256 totalClaimed)"
+PAYEE_CLAIM_TYPEHASH = keccak256(PAYEE_CLAIM_TYPE.encode())
 _DOMAIN_TYPEHASH = keccak256(
     b"EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"
 )
@@ -179,8 +185,16 @@ class VoucherDomain:
 
     def digest(self, channel_id: bytes, cumulative_amount: int) -> bytes:
         """The 32-byte EIP-712 digest the authorizer signs (``voucherDigest`` on chain)."""
-        _check_voucher_fields(channel_id, cumulative_amount)
-        struct_hash = keccak256(VOUCHER_TYPEHASH + channel_id + _word(cumulative_amount))
+        return self._typed_digest(VOUCHER_TYPEHASH, channel_id, cumulative_amount)
+
+    def payee_claim_digest(self, channel_id: bytes, total_claimed: int) -> bytes:
+        """The digest a payee signs to have its claim of ``total_claimed`` relayed
+        (``payeeClaimDigest`` on chain)."""
+        return self._typed_digest(PAYEE_CLAIM_TYPEHASH, channel_id, total_claimed)
+
+    def _typed_digest(self, typehash: bytes, channel_id: bytes, amount: int) -> bytes:
+        _check_voucher_fields(channel_id, amount)
+        struct_hash = keccak256(typehash + channel_id + _word(amount))
         return keccak256(b"\x19\x01" + self.separator + struct_hash)
 
     def typed_data(self, channel_id: bytes, cumulative_amount: int) -> dict[str, Any]:
@@ -249,7 +263,8 @@ def _check_voucher_fields(channel_id: bytes, cumulative_amount: int) -> None:
 
 @dataclass(frozen=True)
 class Voucher:
-    """A signed promise that the channel's payee is owed ``cumulative_amount`` in total."""
+    """The authorizer's signed ceiling: the channel's payee may settle up to
+    ``cumulative_amount`` in total."""
 
     channel_id: bytes
     cumulative_amount: int
@@ -301,6 +316,29 @@ def _hex_bytes(value: Any, what: str) -> bytes:
         return bytes.fromhex(value[2:])
     except ValueError:
         raise VoucherError(f"{what} is not valid hex") from None
+
+
+@dataclass(frozen=True)
+class PayeeClaim:
+    """The payee's consent to settle ``channel_id`` at ``total_claimed``: with it anyone may
+    send the claim (``claimFor``), and nobody can settle a total the payee did not choose.
+    It is spent once the channel's claimed total reaches it (totals only grow)."""
+
+    channel_id: bytes
+    total_claimed: int
+    signature: bytes
+
+    def __post_init__(self) -> None:
+        _check_voucher_fields(self.channel_id, self.total_claimed)
+        object.__setattr__(self, "signature", full_signature(self.signature))
+
+
+def sign_payee_claim(
+    domain: VoucherDomain, channel_id: bytes, total_claimed: int, key: LocalAccount | bytes
+) -> PayeeClaim:
+    """Sign, with the payee's key, a claim of ``total_claimed`` for someone else to relay."""
+    digest = domain.payee_claim_digest(channel_id, total_claimed)
+    return PayeeClaim(channel_id, total_claimed, sign_digest(digest, key))
 
 
 def sign_voucher(

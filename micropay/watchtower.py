@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 
 from eth_account import Account
+from eth_account.signers.local import LocalAccount
 from web3 import HTTPProvider, Web3
 
 from micropay._contracts import Sender
@@ -115,10 +116,13 @@ class Watchtower:
         keep_blocks: int = 256,
         max_range: int = 2_000,
         on_report: Callable[[RunReport], None] | None = None,
+        payee_key: LocalAccount | None = None,
     ) -> None:
-        """``sender`` pays the gas of claims (anyone may relay one: the money always goes to
-        the channel's payee). ``confirmations`` is how deep a block must be before the
-        watchtower believes it; claims themselves are checked against the latest state."""
+        """``sender`` pays the gas of claims: the payee itself, or a relayer, whose claims
+        then carry ``payee_key``'s signature of each total (settling is the payee's act; the
+        money always goes to the payee). ``confirmations`` is how deep a block must be
+        before the watchtower believes it; claims themselves are checked against the latest
+        state."""
         if ledger.domain != client.domain:
             raise ForeignLedgerError(
                 f"the ledger {ledger.location} is for chain {ledger.domain.chain_id}, contract "
@@ -132,6 +136,7 @@ class Watchtower:
         self.client = client
         self.ledger = ledger
         self.sender = sender
+        self.payee_key = payee_key
         self.policy = policy if policy is not None else SettlementPolicy()
         self.poll_interval = poll_interval
         self.follower = ChainFollower(
@@ -263,7 +268,8 @@ class Watchtower:
                 claims.append(claim)
         if not claims:
             return (), tuple(skipped), ()
-        outcomes = submit(self.client, claims, self.sender)  # the plan fits in one batch
+        # The plan fits in one batch.
+        outcomes = submit(self.client, claims, self.sender, payee_key=self.payee_key)
         settled = {c.channel_id for o in outcomes if o.ok for c in o.claims}
         covered = tuple(c.channel_id for c in claims if c.covered and c.channel_id in settled)
         return outcomes, tuple(skipped), covered
@@ -380,6 +386,13 @@ def _parser() -> argparse.ArgumentParser:
         help="environment variable holding the hex private key that pays for claims",
     )
     parser.add_argument(
+        "--payee-key-env",
+        metavar="VAR",
+        default=None,
+        help="if the claim key is a relayer: the variable holding the payee's key, which "
+        "signs each claim's total",
+    )
+    parser.add_argument(
         "--confirmations", type=int, default=2, help="blocks on top before a block is believed"
     )
     parser.add_argument("--poll", type=float, default=5.0, help="seconds between rounds")
@@ -413,6 +426,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, TypeError):
         log.error("%s does not hold a valid hex private key", args.key_env)
         return 2
+    payee_key: LocalAccount | None = None
+    if args.payee_key_env is not None:
+        try:
+            payee_key = Account.from_key(os.environ.get(args.payee_key_env, "").strip())
+        except (ValueError, TypeError):
+            log.error("%s does not hold the payee's hex private key", args.payee_key_env)
+            return 2
     try:
         policy = policy_from_options(vars(args))
         w3 = Web3(HTTPProvider(args.rpc, request_kwargs={"timeout": 30}))
@@ -432,6 +452,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             policy,
             confirmations=args.confirmations,
             poll_interval=args.poll,
+            payee_key=payee_key,
         )
         log.info(
             "watching %s on chain %d for %s (claims paid by %s)",

@@ -23,7 +23,7 @@ def test_a_reverting_read_is_raised_as_its_named_error(channels, actors):
     # Finding A-1 (fixed): eth-tester reports an eth_call revert as the text
     # "execution reverted: b'...'"; ContractClient now decodes that too.
     config = make_config(actors.payer, actors.payee)
-    call = channels.contract.functions.claim(config.as_tuple(), 1, b"\x00" * 65)
+    call = channels.contract.functions.finishWithdraw(config.as_tuple())
     with pytest.raises(ChannelNotFoundError):
         channels._read(call)
 

@@ -20,7 +20,7 @@ from micropay.channels import (
     ZeroDepositError,
 )
 from micropay.errors import ContractRevertError
-from micropay.vouchers import ZERO_ADDRESS, ChannelConfig, sign_voucher
+from micropay.vouchers import ZERO_ADDRESS, ChannelConfig, sign_payee_claim, sign_voucher
 
 ETH = 10**18
 
@@ -172,7 +172,8 @@ def test_second_claim_pays_only_the_difference(channels, actors, w3):
     channels.deposit(config, ETH, actors.payer)
     channels.claim(config, voucher(channels, config, 100, actors.payer), actors.payee)
     book = EthLedger(w3, actors.payee.address)
-    channels.claim(config, voucher(channels, config, 350, actors.payer), actors.relayer)
+    receipt = channels.claim(config, voucher(channels, config, 350, actors.payer), actors.payee)
+    book.paid_gas(actors.payee.address, receipt)
     assert book.delta(actors.payee.address) == 250
     assert channels.state(config).claimed == 350
 
@@ -181,7 +182,10 @@ def test_a_relayer_claim_pays_the_payee_never_the_relayer(channels, actors, usd)
     config = make_config(actors.payer, actors.payee, token=usd.address)
     channels.deposit(config, 1_000, actors.payer)
     relayer_before = usd.balance_of(actors.relayer.address)
-    channels.claim(config, voucher(channels, config, 600, actors.payer), actors.relayer)
+    consent = sign_payee_claim(channels.domain, config.channel_id, 600, actors.payee)
+    channels.claim_for(
+        config, voucher(channels, config, 600, actors.payer), consent, actors.relayer
+    )
     assert usd.balance_of(actors.payee.address) == 600
     assert usd.balance_of(actors.relayer.address) == relayer_before
 
@@ -199,7 +203,7 @@ def test_claim_with_an_old_voucher_is_refused(channels, actors):
 def test_claim_above_the_deposit_is_refused(channels, actors):
     config = make_config(actors.payer, actors.payee)
     channels.deposit(config, 1_000, actors.payer)
-    with pytest.raises(VoucherExceedsDepositError, match="holds only 1000"):
+    with pytest.raises(VoucherExceedsDepositError, match="the 1000 the channel holds"):
         channels.claim(config, voucher(channels, config, 1_001, actors.payer), actors.payee)
 
 
@@ -230,7 +234,7 @@ def test_claim_accepts_the_full_65_byte_signature_too(channels, actors):
     config = make_config(actors.payer, actors.payee)
     channels.deposit(config, ETH, actors.payer)
     signed = voucher(channels, config, 77, actors.payer)
-    call = channels.contract.functions.claim(config.as_tuple(), 77, signed.signature)
+    call = channels.contract.functions.claim(config.as_tuple(), 77, 77, signed.signature)
     channels._transact(call, actors.payee)
     assert channels.state(config).claimed == 77
 
@@ -283,10 +287,14 @@ def test_claim_many_of_mixed_payees_pays_each_its_own(channels, actors, w3):
     for c in (to_payee, to_other):
         channels.deposit(c, ETH, actors.payer)
     book = EthLedger(w3, actors.payee.address, actors.stranger.address)
-    channels.claim_many(
+    channels.claim_many_for(
         [
             (to_payee, voucher(channels, to_payee, 10, actors.payer)),
             (to_other, voucher(channels, to_other, 20, actors.payer)),
+        ],
+        [
+            sign_payee_claim(channels.domain, to_payee.channel_id, 10, actors.payee),
+            sign_payee_claim(channels.domain, to_other.channel_id, 20, actors.stranger),
         ],
         actors.relayer,
     )
@@ -465,3 +473,6 @@ def test_contract_digest_equals_the_sdk_digest(channels):
         assert channels.voucher_digest(channel_id, amount) == channels.domain.digest(
             channel_id, amount
         )
+        assert channels.payee_claim_digest(
+            channel_id, amount
+        ) == channels.domain.payee_claim_digest(channel_id, amount)

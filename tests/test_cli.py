@@ -106,9 +106,13 @@ def test_channel_open_pay_claim_close_adds_up(run, tmp_path, node):
     status = json.loads(run("channel", "status", cid, "--json").stdout)
     assert status["deposited"] == 25 * 10**16 and status["promised_by_this_payer"] == 120000
     before = node.eth.get_balance(PAYEE)
-    claimed = run("--dev-account", "2", "channel", "claim", "pay.json")  # a relayer claims
+    # Settling is the payee's act: another key cannot claim the voucher it holds.
+    relayed = run("--dev-account", "2", "channel", "claim", "pay.json", ok=False)
+    assert relayed.returncode == 1 and relayed.stderr.startswith("error: only the payee")
+    assert node.eth.get_balance(PAYEE) == before
+    claimed = run("--dev-account", "1", "channel", "claim", "pay.json")
     assert "120000 wei" in claimed.stdout
-    assert node.eth.get_balance(PAYEE) - before == 120000
+    assert json.loads(run("channel", "status", cid, "--json").stdout)["claimed"] == 120000
     run("channel", "pay", cid, "5", "--out", "pay2.json")
     closed = run("--dev-account", "1", "channel", "close", "pay2.json")
     assert "120005 wei" in closed.stdout
@@ -132,9 +136,8 @@ def test_a_payment_file_with_a_compact_signature_is_claimed(run, tmp_path, node)
     )
     payment["voucher"]["signature"] = "0x" + compact.hex()
     (tmp_path / "compact.json").write_text(json.dumps(payment))
-    before = node.eth.get_balance(PAYEE)
-    assert "7 wei" in run("--dev-account", "2", "channel", "claim", "compact.json").stdout
-    assert node.eth.get_balance(PAYEE) - before == 7
+    assert "7 wei" in run("--dev-account", "1", "channel", "claim", "compact.json").stdout
+    assert json.loads(run("channel", "status", cid, "--json").stdout)["claimed"] == 7
 
 
 def test_channel_withdraw_request_then_finish(run, node):

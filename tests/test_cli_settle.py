@@ -32,6 +32,8 @@ pytestmark = pytest.mark.standalone
 MICROPAY = shutil.which("micropay", path=str(Path(sys.executable).parent))
 KEYS = dev_keys(8)
 SITE, READERS, RELAYER = KEYS[2], (KEYS[3], KEYS[4]), "6"  # the relayer pays the claims' gas
+# Settling is the payee's act: the relayer's claims carry the site's signature of each total.
+RELAYED = ("--payee-key-env", "SITE_KEY")
 PRICE = 1000
 ARTICLE = "/articles/vouchers-explained"
 
@@ -74,6 +76,7 @@ def micropay(chain_w3, settle_dir, contract):
         "COLUMNS": "250",
     }
     env.pop("MICROPAY_PRIVATE_KEY", None)
+    env["SITE_KEY"] = SITE.key.hex()
 
     def invoke(*args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
@@ -150,8 +153,10 @@ def test_settle_dry_run_shows_amounts_and_gas_and_sends_nothing(micropay, site, 
     relayer = KEYS[int(RELAYER)].address
     before = (chain_w3.eth.block_number, chain_w3.eth.get_transaction_count(relayer))
     balance = chain_w3.eth.get_balance(SITE.address)
-    shown = micropay("settle", "--ledger", site.url, "--dry-run").stdout
-    dry = json.loads(micropay("settle", "--ledger", site.url, "--dry-run", "--json").stdout)
+    shown = micropay("settle", *RELAYED, "--ledger", site.url, "--dry-run").stdout
+    dry = json.loads(
+        micropay("settle", *RELAYED, "--ledger", site.url, "--dry-run", "--json").stdout
+    )
     assert dry["dry_run"] is True
     assert {c["channel_id"]: c["amount"] for c in dry["claims"]} == channels_of(site)
     assert {c["status"] for c in dry["claims"]} == {"would claim"}
@@ -171,17 +176,17 @@ def test_settle_dry_run_shows_amounts_and_gas_and_sends_nothing(micropay, site, 
 def test_settle_claims_every_channel_in_one_claim_many(micropay, site, chain_w3, contract):
     client = ChannelClient(chain_w3, contract)
     balance = chain_w3.eth.get_balance(SITE.address)
-    settled = json.loads(micropay("settle", "--ledger", site.url, "--json").stdout)
+    settled = json.loads(micropay("settle", *RELAYED, "--ledger", site.url, "--json").stdout)
     [tx] = settled["transactions"]
     assert tx["claims"] == 2 and tx["gas_used"] > 21_000 and tx["error"] is None
     sent = chain_w3.eth.get_transaction(tx["tx_hash"])
-    selector = client.contract.encode_abi("claimMany", args=[[]])[2:10]
+    selector = client.contract.encode_abi("claimManyFor", args=[[], []])[2:10]
     assert sent["to"] == contract and bytes(sent["input"])[:4].hex() == selector
     assert chain_w3.eth.get_transaction_receipt(tx["tx_hash"])["gasUsed"] == tx["gas_used"]
     # The site (not the relayer, who paid the gas) got exactly what its vouchers say.
     assert chain_w3.eth.get_balance(SITE.address) - balance == 8 * PRICE
     assert {c["status"] for c in settled["claims"]} == {"claimed"}
-    again = micropay("settle", "--ledger", site.url)
+    again = micropay("settle", *RELAYED, "--ledger", site.url)
     assert again.stdout.startswith("nothing to claim") and again.stdout.count("\n") == 1
 
 
@@ -191,7 +196,7 @@ def test_watch_once_claims_what_the_policy_finds_due(micropay, site, chain_w3):
     site.read(1, 1)
     [larger] = [cid for cid, total in channels_of(site).items() if total - owed[cid] == 2 * PRICE]
     balance = chain_w3.eth.get_balance(SITE.address)
-    common = ("watch", "--once", "--confirmations", "0", "--ledger", site.url)
+    common = ("watch", *RELAYED, "--once", "--confirmations", "0", "--ledger", site.url)
     quiet = micropay(*common, "--quiet", "--threshold", "eth=1000000")
     assert quiet.stdout == "" and chain_w3.eth.get_balance(SITE.address) == balance
     # Both are due at 1000; a batch of one claims the larger first, the other waits a round.

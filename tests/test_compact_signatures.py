@@ -121,7 +121,8 @@ def test_a_paywall_serves_a_compact_voucher_once_and_its_payee_claims_it(
     best = site.payee.book.best(payer.config.channel_id)
     assert best == voucher and best.cumulative_amount == PRICE
     before = w3.eth.get_balance(actors.payee.address)
-    receipt = channels.claim(payer.config, best, actors.payer)  # anyone may relay a claim
+    # Anyone may relay a claim the payee signed.
+    receipt = channels.claim_each([(payer.config, best)], actors.payer, payee_key=actors.payee)
     assert receipt["status"] == 1
     assert w3.eth.get_balance(actors.payee.address) - before == PRICE
     assert channels.state(payer.config).claimed == PRICE

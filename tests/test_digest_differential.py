@@ -127,7 +127,7 @@ def test_eth_account_signatures_are_accepted_and_their_high_s_twins_refused(
         signature = signed.r.to_bytes(32, "big") + signed.s.to_bytes(32, "big") + bytes([signed.v])
         voucher = Voucher(config.channel_id, amount, signature)
         assert verifier.recover(voucher) == bytes.fromhex(authorizer.address[2:])
-        claim = channels.contract.functions.claim(config.as_tuple(), amount, signature)
+        claim = channels.contract.functions.claim(config.as_tuple(), amount, amount, signature)
         assert claim.call({"from": config.payee}) == amount
         twin_s = SECP256K1_N - signed.s
         twin = signed.r.to_bytes(32, "big") + twin_s.to_bytes(32, "big") + bytes([55 - signed.v])
@@ -138,7 +138,8 @@ def test_eth_account_signatures_are_accepted_and_their_high_s_twins_refused(
         # Refused while estimating gas, so nothing is mined.
         with pytest.raises(VoucherSignatureRejectedError):
             channels._transact(
-                channels.contract.functions.claim(config.as_tuple(), amount, twin), actors.relayer
+                channels.contract.functions.claim(config.as_tuple(), amount, amount, twin),
+                actors.payee,
             )
 
     try:

@@ -15,7 +15,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from channel_helpers import DELAY, advance, make_config
+from channel_helpers import DELAY, advance, gas_cost, make_config
 from zoo import UNLIMITED, ZooContract, deploy, encode, eth_balance, revert_name
 
 from micropay.channels import ChannelClient, NothingToClaimError
@@ -80,6 +80,28 @@ def voucher(channels: ChannelClient, config: Any, amount: int, key: Any) -> Any:
     return sign_voucher(channels.domain, config.channel_id, amount, key)
 
 
+def sign_claim(channels: ChannelClient, config: Any, signed: Any) -> bytes:
+    """Calldata of ``claim`` settling the whole voucher ``signed``."""
+    return encode(
+        channels,
+        "claim",
+        config.as_tuple(),
+        signed.cumulative_amount,
+        signed.cumulative_amount,
+        signed.compact_signature,
+    )
+
+
+def as_contract(
+    channels: ChannelClient, payee: Any, data: bytes, sender: Any, value: int | None = None
+) -> Any:
+    """Send ``data`` to the channels contract from a contract payee, through its ``execute``
+    (settling is the payee's act); reverts are named as the channels contract names them.
+    The receivers' ``execute`` also takes an ETH value, the tokens' does not."""
+    args = (channels.address, data) if value is None else (channels.address, value, data)
+    return channels._transact(payee.contract.functions.execute(*args), sender)
+
+
 def now(w3: Any) -> int:
     return int(w3.eth.get_block("latest")["timestamp"])
 
@@ -113,7 +135,7 @@ def test_fee_token_channel_is_credited_with_what_arrived(channels, actors, make_
     assert channels.state(config).deposited == 9_900
     assert fee.balance_of(channels.address) == 9_900
     # A voucher for the asked-for amount is refused: only what arrived can be promised.
-    with pytest.raises(ContractRevertError, match="VoucherExceedsDeposit"):
+    with pytest.raises(ContractRevertError, match="TotalExceedsDeposit"):
         channels.claim(config, voucher(channels, config, 10_000, actors.payer), actors.payee)
     channels.claim(config, voucher(channels, config, 9_900, actors.payer), actors.payee)
     # The payout pays the fee too; the channel counts what it sent, and holds nothing more.
@@ -175,7 +197,7 @@ def test_no_return_token_channel_works_end_to_end(channels, actors, make_token, 
     token = make_token("NoReturnToken")
     config = make_config(actors.payer, actors.payee, token=token.address)
     channels.deposit(config, 1_000, actors.payer)
-    channels.claim(config, voucher(channels, config, 400, actors.payer), actors.relayer)
+    channels.claim(config, voucher(channels, config, 400, actors.payer), actors.payee)
     before = token.balance_of(actors.payer.address)
     channels.close(config, voucher(channels, config, 700, actors.payer), actors.payee)
     assert token.balance_of(actors.payee.address) == 700
@@ -298,8 +320,8 @@ def test_reentrant_payee_cannot_claim_twice(channels, actors, make_token, bystan
     stale = voucher(channels, config, 150, actors.payer)
     more = voucher(channels, config, 900, actors.payer)
     for function, args in [
-        ("claim", (config.as_tuple(), 900, more.compact_signature)),
-        ("close", (config.as_tuple(), 900, more.compact_signature)),
+        ("claim", (config.as_tuple(), 900, 900, more.compact_signature)),
+        ("close", (config.as_tuple(), 900, 900, more.compact_signature)),
     ]:
         token.send(
             "arm",
@@ -308,16 +330,31 @@ def test_reentrant_payee_cannot_claim_twice(channels, actors, make_token, bystan
             encode(channels, function, *args),
             sender=actors.deployer,
         )
-        claimed = channels.state(config).claimed
-        channels.claim(
-            config, voucher(channels, config, claimed + 100, actors.payer), actors.relayer
-        )
+        total = channels.state(config).claimed + 100
+        signed = voucher(channels, config, total, actors.payer)
+        as_contract(channels, token, sign_claim(channels, config, signed), actors.deployer)
         assert last_reentry(token, channels) == (False, "ReentrancyLock_Reentered")
     assert channels.state(config).claimed == 200
     assert token.balance_of(token.address) == 200
     assert token.balance_of(channels.address) == 800
     with pytest.raises(NothingToClaimError):
-        channels.claim(config, stale, actors.relayer)
+        as_contract(channels, token, sign_claim(channels, config, stale), actors.deployer)
+    bystanders()
+
+
+def test_reentrant_payee_cannot_refund_twice(channels, actors, make_token, bystanders):
+    token = make_token("ReentrantToken")
+    # The token is the payee: while its refund pays the payer, it tries another refund.
+    config = make_config(actors.payer, party(token.address), token=token.address)
+    channels.deposit(config, 1_000, actors.payer)
+    again = encode(channels, "refund", config.as_tuple(), 300)
+    token.send("arm", ON_TRANSFER, channels.address, again, sender=actors.deployer)
+    before = token.balance_of(actors.payer.address)
+    as_contract(channels, token, again, actors.deployer)
+    assert last_reentry(token, channels) == (False, "ReentrancyLock_Reentered")
+    assert channels.state(config).deposited == 700
+    assert token.balance_of(actors.payer.address) == before + 300
+    assert token.balance_of(channels.address) == 700
     bystanders()
 
 
@@ -432,7 +469,7 @@ def test_blocked_payee_blocks_only_its_own_claims(channels, actors, make_token, 
     token.send("setBlocked", actors.payee.address, True, sender=actors.deployer)
     with pytest.raises(ContractRevertError, match="TokenTransfers_TransferFailed"):
         channels.claim(blocked, voucher(channels, blocked, 500, actors.payer), actors.payee)
-    channels.claim(fine, voucher(channels, fine, 500, actors.payer), actors.relayer)
+    channels.claim(fine, voucher(channels, fine, 500, actors.payer), actors.stranger)
     assert token.balance_of(actors.stranger.address) == SUPPLY + 500
     # The payer is never stuck behind a payee that cannot be paid.
     before = token.balance_of(actors.payer.address)
@@ -542,8 +579,9 @@ def test_payee_that_refuses_eth_blocks_only_itself(w3, channels, actors, receive
     payee = deploy(w3, receiver, actors.deployer)
     config = make_config(actors.payer, party(payee.address))
     channels.deposit(config, 1_000, actors.payer)
+    claim = sign_claim(channels, config, voucher(channels, config, 400, actors.payer))
     with pytest.raises(ContractRevertError, match="TokenTransfers_TransferFailed"):
-        channels.claim(config, voucher(channels, config, 400, actors.payer), actors.relayer)
+        as_contract(channels, payee, claim, actors.deployer, value=0)
     assert channels.state(config).claimed == 0
     channels.request_withdraw(config, actors.payer)
     advance(DELAY)
@@ -561,8 +599,8 @@ def test_payer_that_refuses_eth_cannot_block_claims(w3, channels, actors, bystan
     with pytest.raises(ContractRevertError, match="TokenTransfers_TransferFailed"):
         channels.close(config, signed, actors.payee)
     before = eth_balance(w3, actors.payee.address)
-    channels.claim(config, signed, actors.relayer)
-    assert eth_balance(w3, actors.payee.address) == before + 250
+    receipt = channels.claim(config, signed, actors.payee)
+    assert eth_balance(w3, actors.payee.address) == before + 250 - gas_cost(receipt)
     payer.send(
         "execute",
         channels.address,

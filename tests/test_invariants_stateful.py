@@ -9,9 +9,14 @@ invariants of DESIGN.md against the chain:
 
 - solvency: each contract's balance of each token equals what it still owes (not only
   ``>=``: nothing may be stranded either);
-- conservation: per channel ``claimed + refunded <= deposited``, with equality once
-  finished; per stream withdrawn + refunded + still owed = deposited;
-- monotonicity: deposited and claimed, and what streams have paid out, never decrease;
+- conservation: per channel ``claimed + refunded <= deposited`` (refunded: the payee's
+  on-chain refunds and the final return; deposited: everything ever deposited), with
+  equality once finished; per stream withdrawn + refunded + still owed = deposited;
+- ceilings: a channel's claimed total is at most the ceiling of a valid voucher the
+  contract took for it; claims settle totals below their ceilings, by the payee, relayed
+  with its signature, by third parties and with forged payee signatures (refused);
+- monotonicity: claimed, everything ever deposited (the stored deposit plus the payee's
+  refunds), and what streams have paid out, never decrease;
 - authority: every actor's ERC-20 balance is exactly what the model says, so money went
   only where a valid voucher or stream sent it; vouchers signed by another key, for
   another channel or for another contract are refused;
@@ -48,7 +53,13 @@ from micropay.errors import ContractRevertError
 from micropay.stream_model import FixedSchedule, FixedStreamState, OpenStreamState
 from micropay.streams import FixedStreamConfig, OpenStreamConfig, StreamsClient
 from micropay.tokens import TokenClient
-from micropay.vouchers import ZERO_ADDRESS, ChannelConfig, VoucherDomain, sign_voucher
+from micropay.vouchers import (
+    ZERO_ADDRESS,
+    ChannelConfig,
+    VoucherDomain,
+    sign_payee_claim,
+    sign_voucher,
+)
 
 FEE_BPS = 100
 ACTORS = 6
@@ -78,10 +89,17 @@ class Channel:
     token: Token
     signer: Any
     deposited: int = 0
+    """As the contract stores it: deposits less the payee's refunds."""
     claimed: int = 0
     closes_at: int = 0
     finished: bool = False
+    returned: int = 0
+    """What went back to the payer when the channel finished."""
+    ever_deposited: int = 0
     refunded: int = 0
+    """The payee's on-chain refunds while the channel was open."""
+    ceiling: int = 0
+    """The highest ceiling of a valid voucher the contract took for this channel."""
 
 
 @dataclass
@@ -217,18 +235,38 @@ def _machine(
                 return "PaymentChannels_ZeroDeposit"
             return None
 
-        def claim_error(self, channel: Channel, amount: int, forged: bool) -> str | None:
+        def claim_error(
+            self, channel: Channel, total: int, ceiling: int, forged: bool
+        ) -> str | None:
+            """The contract's verdict on settling ``total`` with a voucher for ``ceiling``."""
             if channel.deposited == 0:
                 return "PaymentChannels_ChannelNotFound"
             if channel.finished:
                 return "PaymentChannels_ChannelFinished"
-            if amount <= channel.claimed:
+            if total <= channel.claimed:
                 return "PaymentChannels_NothingToClaim"
-            if amount > channel.deposited:
-                return "PaymentChannels_VoucherExceedsDeposit"
+            if total > ceiling:
+                return "PaymentChannels_TotalExceedsCeiling"
+            if total > channel.deposited:
+                return "PaymentChannels_TotalExceedsDeposit"
             if forged:
                 return "PaymentChannels_InvalidVoucherSignature"
             return None
+
+        def payee_key(self, channel: Channel) -> Any:
+            return next(a for a in actors if a.address == channel.config.payee)
+
+        def not_payee(self, channel: Channel) -> Any:
+            """An actor that is not the channel's payee (one who saw a voucher)."""
+            index = next(i for i, a in enumerate(actors) if a.address == channel.config.payee)
+            return actors[(index + 1) % len(actors)]
+
+        def settled(self, channel: Channel, total: int, ceiling: int) -> None:
+            """Record a claim the contract took: pay the difference, keep the ceiling."""
+            paid = total - channel.claimed
+            self.move(channel.token, channels.address, channel.config.payee, paid)
+            channel.claimed = total
+            channel.ceiling = max(channel.ceiling, ceiling)
 
         def voucher(self, channel: Channel, amount: int, forgery: int) -> Any:
             """A voucher for ``amount``: 0 genuine, 1 wrong key, 2 other contract, 3 other
@@ -285,83 +323,118 @@ def _machine(
             if receipt is not None:
                 self.move(channel.token, sender.address, channels.address, amount)
                 channel.deposited += channel.token.received(amount)
+                channel.ever_deposited += channel.token.received(amount)
 
         @rule(
             channel=channel_refs,
             percent=st.integers(min_value=0, max_value=120),
+            slack=st.sampled_from([0, 0, 1, 50, 10**5, -1]),
             forgery=st.sampled_from([0, 0, 0, 0, 1, 2, 3]),
+            mode=st.sampled_from(["payee", "payee", "relayed", "third party", "forged consent"]),
             relayer=actor_ids,
         )
-        def claim(self, channel: Channel, percent: int, forgery: int, relayer: int) -> None:
+        def claim(
+            self, channel: Channel, percent: int, slack: int, forgery: int, mode: str, relayer: int
+        ) -> None:
+            """Settle a total at or below a voucher's ceiling (``slack`` above it; -1: a total
+            one above the ceiling), as the payee, relayed with its signature, or not."""
             self.touch(channel)
-            amount = channel.claimed + (channel.deposited - channel.claimed) * percent // 100
-            signed = self.voucher(channel, amount, forgery)
-            receipt = self.attempt(
-                "claim",
-                lambda: channels.claim(channel.config, signed, actors[relayer]),
-                self.claim_error(channel, amount, forgery != 0),
-            )
-            if receipt is not None:
-                self.move(
-                    channel.token, channels.address, channel.config.payee, amount - channel.claimed
+            total = channel.claimed + (channel.deposited - channel.claimed) * percent // 100
+            ceiling = max(total + slack, 0)
+            signed = self.voucher(channel, ceiling, forgery)
+            error = self.claim_error(channel, total, ceiling, forgery != 0)
+            payee = self.payee_key(channel)
+            if mode == "payee":
+                action = lambda: channels.claim(channel.config, signed, payee, total=total)  # noqa: E731
+            elif mode == "third party":
+                seer = self.not_payee(channel)
+                action = lambda: channels.claim(channel.config, signed, seer, total=total)  # noqa: E731
+                error = "PaymentChannels_NotPayee"
+            else:
+                key = payee if mode == "relayed" else STRANGER_KEY
+                consent = sign_payee_claim(channels.domain, channel.config.channel_id, total, key)
+                action = lambda: channels.claim_for(  # noqa: E731
+                    channel.config, signed, consent, actors[relayer]
                 )
-                channel.claimed = amount
+                if mode != "relayed":
+                    error = "PaymentChannels_InvalidPayeeSignature"
+            if self.attempt(f"claim ({mode})", action, error) is not None:
+                self.settled(channel, total, ceiling)
 
         @rule(
             picks=st.lists(
-                st.tuples(st.integers(0, 10**6), st.integers(0, 110)), min_size=1, max_size=3
+                st.tuples(st.integers(0, 10**6), st.integers(0, 110), st.integers(0, 1_000)),
+                min_size=1,
+                max_size=3,
             ),
+            relayed=st.booleans(),
             relayer=actor_ids,
         )
         @precondition(lambda self: self.channels)
-        def claim_many(self, picks: list[tuple[int, int]], relayer: int) -> None:
-            # Model the batch in order on copies: all of it lands, or none does.
+        def claim_many(
+            self, picks: list[tuple[int, int, int]], relayed: bool, relayer: int
+        ) -> None:
+            # Model the batch in order on copies: all of it lands, or none does. The payee's
+            # own batch (claimMany) takes only its channels; a relayed one (claimManyFor)
+            # carries each payee's signature.
+            first = self.channels[picks[0][0] % len(self.channels)]
+            sender = actors[relayer] if relayed else self.payee_key(first)
             batch, error, copies = [], None, {}
-            for index, percent in picks:
+            for index, percent, slack in picks:
                 channel = self.touch(self.channels[index % len(self.channels)])
                 copy = copies.setdefault(id(channel), replace(channel))
-                amount = copy.claimed + (copy.deposited - copy.claimed) * percent // 100
-                error = error or self.claim_error(copy, amount, False)
-                batch.append((channel, amount, copy.claimed))
-                copy.claimed = max(copy.claimed, amount)
-            receipt = self.attempt(
-                "claim many",
-                lambda: channels.claim_many(
-                    [(c.config, self.voucher(c, a, 0)) for c, a, _ in batch], actors[relayer]
-                ),
-                error,
-            )
+                total = copy.claimed + (copy.deposited - copy.claimed) * percent // 100
+                if not relayed and channel.config.payee != sender.address:
+                    error = error or "PaymentChannels_NotPayee"
+                error = error or self.claim_error(copy, total, total + slack, False)
+                batch.append((channel, total, total + slack, copy.claimed))
+                copy.claimed = max(copy.claimed, total)
+            items = [(c.config, self.voucher(c, ceiling, 0), t) for c, t, ceiling, _ in batch]
+            if relayed:
+                consents = [
+                    sign_payee_claim(
+                        channels.domain, c.config.channel_id, t, self.payee_key(c)
+                    )
+                    for c, t, _, _ in batch
+                ]
+                action = lambda: channels.claim_many_for(items, consents, sender)  # noqa: E731
+            else:
+                action = lambda: channels.claim_many(items, sender)  # noqa: E731
+            receipt = self.attempt("claim many", action, error)
             if receipt is None:
                 return
             # Payouts go out once per run of consecutive claims to the same payee and
             # token, so a fee-on-transfer token charges each run once, not each claim.
             runs: list[tuple[Channel, int]] = []
-            for channel, amount, before in batch:
+            for channel, total, ceiling, before in batch:
                 last = runs[-1][0] if runs else None
                 if last and (last.config.payee, last.token) == (
                     channel.config.payee,
                     channel.token,
                 ):
-                    runs[-1] = (last, runs[-1][1] + amount - before)
+                    runs[-1] = (last, runs[-1][1] + total - before)
                 else:
-                    runs.append((channel, amount - before))
-                channel.claimed = amount
-            for channel, total in runs:
-                self.move(channel.token, channels.address, channel.config.payee, total)
+                    runs.append((channel, total - before))
+                channel.claimed = total
+                channel.ceiling = max(channel.ceiling, ceiling)
+            for channel, paid in runs:
+                self.move(channel.token, channels.address, channel.config.payee, paid)
 
         @rule(
             channel=channel_refs,
             percent=st.integers(min_value=0, max_value=110),
+            slack=st.sampled_from([0, 7, 10**5]),
             by_payee=st.booleans(),
             caller=actor_ids,
         )
-        def close(self, channel: Channel, percent: int, by_payee: bool, caller: int) -> None:
+        def close(
+            self, channel: Channel, percent: int, slack: int, by_payee: bool, caller: int
+        ) -> None:
             self.touch(channel)
-            sender = next(a for a in actors if a.address == channel.config.payee)
-            if not by_payee:
-                sender = actors[caller]
-            amount = channel.claimed + (channel.deposited - channel.claimed) * percent // 100
-            signed = self.voucher(channel, amount, 0) if amount > channel.claimed else None
+            sender = self.payee_key(channel) if by_payee else actors[caller]
+            total = channel.claimed + (channel.deposited - channel.claimed) * percent // 100
+            ceiling = total + slack
+            signed = self.voucher(channel, ceiling, 0) if total > channel.claimed else None
             if sender.address != channel.config.payee:
                 error: str | None = "PaymentChannels_NotPayee"
             elif channel.deposited == 0:
@@ -369,20 +442,52 @@ def _machine(
             elif channel.finished:
                 error = "PaymentChannels_ChannelFinished"
             else:
-                error = self.claim_error(channel, amount, False) if signed else None
+                error = self.claim_error(channel, total, ceiling, False) if signed else None
             receipt = self.attempt(
-                "close", lambda: channels.close(channel.config, signed, sender), error
+                "close",
+                lambda: channels.close(channel.config, signed, sender, total=total),
+                error,
             )
             if receipt is None:
                 return
             [event] = channels.contract.events.Closed().process_receipt(receipt, errors=DISCARD)
-            paid = max(amount, channel.claimed) - channel.claimed
-            self.move(channel.token, channels.address, channel.config.payee, paid)
-            channel.claimed += paid
-            refund = channel.deposited - channel.claimed
-            assert event.args.refunded == refund
-            self.move(channel.token, channels.address, channel.config.payer, refund)
-            channel.finished, channel.refunded, channel.closes_at = True, refund, 0
+            if signed is not None:
+                self.settled(channel, total, ceiling)
+            returned = channel.deposited - channel.claimed
+            assert event.args.refunded == returned
+            self.move(channel.token, channels.address, channel.config.payer, returned)
+            channel.finished, channel.returned, channel.closes_at = True, returned, 0
+
+        @rule(
+            channel=channel_refs,
+            percent=st.integers(min_value=0, max_value=120),
+            by_payee=st.booleans(),
+            caller=actor_ids,
+        )
+        def refund(self, channel: Channel, percent: int, by_payee: bool, caller: int) -> None:
+            """The payee returns part of the unspent deposit; the channel stays open."""
+            self.touch(channel)
+            sender = self.payee_key(channel) if by_payee else actors[caller]
+            unspent = channel.deposited - channel.claimed
+            amount = unspent * percent // 100
+            if sender.address != channel.config.payee:
+                error: str | None = "PaymentChannels_NotPayee"
+            elif channel.finished:
+                error = "PaymentChannels_ChannelFinished"
+            elif amount == 0:
+                error = "PaymentChannels_ZeroRefund"
+            elif amount > unspent:
+                error = "PaymentChannels_RefundExceedsUnspent"
+            else:
+                error = None
+            receipt = self.attempt(
+                "refund", lambda: channels.refund(channel.config, amount, sender), error
+            )
+            if receipt is None:
+                return
+            self.move(channel.token, channels.address, channel.config.payer, amount)
+            channel.deposited -= amount
+            channel.refunded += amount
 
         @rule(channel=channel_refs, by_payer=st.booleans(), caller=actor_ids)
         def request_withdraw(self, channel: Channel, by_payer: bool, caller: int) -> None:
@@ -426,9 +531,9 @@ def _machine(
                 return
             assert not channel.finished and channel.closes_at, "finished a channel it should not"
             assert self.block_time(receipt) >= channel.closes_at
-            refund = channel.deposited - channel.claimed
-            self.move(channel.token, channels.address, channel.config.payer, refund)
-            channel.finished, channel.refunded, channel.closes_at = True, refund, 0
+            returned = channel.deposited - channel.claimed
+            self.move(channel.token, channels.address, channel.config.payer, returned)
+            channel.finished, channel.returned, channel.closes_at = True, returned, 0
 
         # Around the withdraw delays: the mined block is one second before the next
         # transaction's, so 598 and 3_598 put a finish_withdraw one second early.
@@ -675,12 +780,30 @@ def _machine(
                 state = channels.state(channel.config)
                 model = (channel.deposited, channel.claimed, channel.closes_at, channel.finished)
                 assert (state.deposited, state.claimed, state.closes_at, state.finished) == model
-                assert state.claimed <= state.deposited
-                if state.finished:
-                    assert state.claimed + channel.refunded == state.deposited
-                last = self.seen.get(channel.config.channel_id, (0, 0))
-                assert state.deposited >= last[0] and state.claimed >= last[1], "not monotonic"
-                self.seen[channel.config.channel_id] = (state.deposited, state.claimed)
+                self.check_conservation(channel, state)
+                self.check_ceiling(channel, state)
+                self.check_monotonic(channel, state)
+
+        def check_conservation(self, channel: Channel, state: Any) -> None:
+            """refunded + settled <= everything ever deposited; equal once finished."""
+            out = state.claimed + channel.refunded + channel.returned
+            assert state.claimed <= state.deposited, "claimed above the (net) deposit"
+            assert out <= channel.ever_deposited, "refunded + settled above the deposits"
+            if state.finished:
+                assert out == channel.ever_deposited, "a finished channel stranded money"
+
+        def check_ceiling(self, channel: Channel, state: Any) -> None:
+            """What is settled is within the ceiling of a valid voucher the contract took."""
+            assert state.claimed <= channel.ceiling, "settled above every valid ceiling"
+
+        def check_monotonic(self, channel: Channel, state: Any) -> None:
+            """Settled never decreases, nor does everything ever deposited (the stored
+            deposit plus the payee's refunds)."""
+            ever = state.deposited + channel.refunded
+            last = self.seen.get(channel.config.channel_id, (0, 0))
+            assert ever >= last[0], "a deposit was lost"
+            assert state.claimed >= last[1], "a settled total went down"
+            self.seen[channel.config.channel_id] = (ever, state.claimed)
 
         def check_streams(self, touched: list[Fixed | Open]) -> None:
             for stream in {id(s): s for s in touched}.values():

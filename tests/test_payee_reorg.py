@@ -94,7 +94,14 @@ def test_claim_all_after_a_reorged_top_up_claims_what_the_deposit_covered(
 def test_watchtower_after_a_reorged_top_up_claims_what_the_deposit_covered(
     chain, channels, actors, ledger
 ):
-    watch = Watchtower(channels, ledger, actors.relayer, confirmations=1, poll_interval=0.01)
+    watch = Watchtower(
+        channels,
+        ledger,
+        actors.relayer,
+        confirmations=1,
+        poll_interval=0.01,
+        payee_key=actors.payee,  # the relayer's claims carry the payee's signature
+    )
     watch.run_once()  # it follows the chain from before the channel opens
     payer = pay_through_a_reorged_top_up(chain, channels, actors, ledger)
     chain.mine(2)

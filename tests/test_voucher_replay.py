@@ -30,7 +30,7 @@ def opened(channels, actors):
 
 
 def raw_claim(channels, config, amount, signature, sender):
-    call = channels.contract.functions.claim(config.as_tuple(), amount, signature)
+    call = channels.contract.functions.claim(config.as_tuple(), amount, amount, signature)
     return channels._transact(call, sender)
 
 

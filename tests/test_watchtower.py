@@ -55,6 +55,7 @@ def accept(chain: Chain, ledger: Ledger, payer, amounts):
 
 def tower(chain: Chain, ledger: Ledger, **options) -> Watchtower:
     options.setdefault("poll_interval", 0.01)
+    options.setdefault("payee_key", chain.payee)  # the tower relays: the payee signs totals
     return Watchtower(chain.client, ledger, chain.tower, **options)
 
 
@@ -374,7 +375,11 @@ def test_watchtower_refuses_a_ledger_of_another_contract(chain, tmp_path):
 
 
 def _command(chain: Chain, ledger_url: str, *extra: str, key: str | None = None):
-    env = {**os.environ, "TOWER_KEY": key if key is not None else chain.tower.key.hex()}
+    env = {
+        **os.environ,
+        "TOWER_KEY": key if key is not None else chain.tower.key.hex(),
+        "PAYEE_KEY": chain.payee.key.hex(),  # the tower relays: the payee signs each total
+    }
     return subprocess.Popen(
         [
             sys.executable,
@@ -388,6 +393,8 @@ def _command(chain: Chain, ledger_url: str, *extra: str, key: str | None = None)
             ledger_url,
             "--key-env",
             "TOWER_KEY",
+            "--payee-key-env",
+            "PAYEE_KEY",
             *extra,
         ],
         env=env,

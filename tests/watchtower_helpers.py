@@ -41,7 +41,7 @@ class Chain:
     payer: LocalAccount
     payee: LocalAccount
     tower: LocalAccount
-    """Pays the gas of the watchtower's claims (any account may relay one)."""
+    """Pays the gas of the watchtower's claims (any account may relay one the payee signed)."""
 
     def rpc(self, method: str, *params: Any) -> Any:
         response = self.w3.provider.make_request(method, list(params))  # type: ignore[arg-type]

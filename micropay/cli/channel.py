@@ -195,14 +195,14 @@ def status(settings: Settings, channel_id: str, as_json: bool) -> None:
 @click.argument("payment", metavar="PAYMENT_JSON")
 @click.pass_obj
 def claim(settings: Settings, payment: str) -> None:
-    """Claim up to a payment's voucher; the channel stays open.
+    """As the payee: claim a payment's voucher; the channel stays open.
 
-    The payee or any relayer may send the claim: the money goes to the payee."""
+    Settling is the payee's act: the signing key must be the channel's payee."""
     config, voucher = _payment(payment)
     with session(settings) as (connection, deployment):
         client = ChannelClient(connection.w3, deployment.channels)
         before = client.state(config).claimed
-        receipt = client.claim(config, voucher, signer(settings, connection))
+        receipt = client.claim_each([(config, voucher)], signer(settings, connection))
         decimals, symbol = token_units(client.w3, config.token)
         console.print(
             f"claimed {show_amount(voucher.cumulative_amount - before, decimals, symbol)}"

@@ -10,11 +10,14 @@ the one path in :mod:`micropay.claims` and take the settlement-policy options of
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import click
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
 from micropay.channels import ChannelClient
@@ -49,6 +52,31 @@ def policy_options(command: _F) -> _F:
             help=option.help,
         )(command)
     return command
+
+
+def payee_key_option(command: _F) -> _F:
+    """Add ``--payee-key-env``: settling is the payee's act, so a relayer's claims carry the
+    payee's signature of each total."""
+    return click.option(
+        "--payee-key-env",
+        "payee_key_env",
+        metavar="VAR",
+        default=None,
+        help="if the signing key is a relayer: the variable holding the payee's key",
+    )(command)
+
+
+def _payee_key(variable: str | None) -> LocalAccount | None:
+    if variable is None:
+        return None
+    secret = os.environ.get(variable)
+    if not secret:
+        raise CliError(f"the environment variable {variable} holding the payee's key is not set")
+    try:
+        key: LocalAccount = Account.from_key(secret.strip())
+    except (ValueError, TypeError):
+        raise CliError(f"{variable} does not hold a valid hex private key") from None
+    return key
 
 
 def _policy(values: dict[str, Any]) -> SettlementPolicy:
@@ -150,19 +178,34 @@ def show(settings: Settings, url: str, as_json: bool) -> None:
 )
 @click.option("--due-only", is_flag=True, help="claim only what the policy finds due (and riders)")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@payee_key_option
 @policy_options
 @click.pass_obj
 def settle_command(
-    settings: Settings, /, url: str, dry_run: bool, due_only: bool, as_json: bool, **options: Any
+    settings: Settings,
+    /,
+    url: str,
+    dry_run: bool,
+    due_only: bool,
+    as_json: bool,
+    payee_key_env: str | None,
+    **options: Any,
 ) -> None:
     """Cash out: claim every channel's best voucher.
 
     Claims go in claim-many transactions of at most --max-batch (the covered voucher where a
     reorg left the deposit short), and the command shows what moved and its gas."""
     policy = _policy(options)
+    payee_key = _payee_key(payee_key_env)
     with _site(settings, url, create=False) as (connection, client, book):
         result = settle(
-            client, book, signer(settings, connection), policy, due_only=due_only, dry_run=dry_run
+            client,
+            book,
+            signer(settings, connection),
+            policy,
+            due_only=due_only,
+            dry_run=dry_run,
+            payee_key=payee_key,
         )
         units = _Units(connection.w3)
         if not result.claims:
@@ -340,6 +383,7 @@ def _logging_to_stderr(quiet: bool) -> Iterator[None]:
 @click.option("--poll", default=5.0, show_default=True, help="seconds between rounds")
 @click.option("--once", is_flag=True, help="run one round and exit")
 @click.option("--quiet", is_flag=True, help="print only claims and errors, not every round")
+@payee_key_option
 @policy_options
 @click.pass_obj
 def watch(
@@ -350,6 +394,7 @@ def watch(
     poll: float,
     once: bool,
     quiet: bool,
+    payee_key_env: str | None,
     **options: Any,
 ) -> None:
     """Run the watchtower for a site's ledger.
@@ -359,6 +404,7 @@ def watch(
     from micropay.watchtower import RunReport, Watchtower, run_until_signalled
 
     policy = _policy(options)
+    payee_key = _payee_key(payee_key_env)
     with _site(settings, url, create=True) as (connection, client, book):
         units = _Units(connection.w3)
 
@@ -382,6 +428,7 @@ def watch(
             confirmations=confirmations,
             poll_interval=poll,
             on_report=report,
+            payee_key=payee_key,
         )
         with _logging_to_stderr(quiet):
             if not quiet:
