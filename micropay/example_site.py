@@ -131,9 +131,11 @@ def create_site(
     asset: str = ZERO_ADDRESS,
     book: VoucherBook | None = None,
     ledger_url: str | None = None,
+    min_deposit: int | None = None,
 ) -> ContentSite:
     """Build the site. Defaults: embedded chain, fresh funded key, a new deployment, vouchers
-    kept in memory (``ledger_url="sqlite:///path.db"`` keeps them across restarts)."""
+    kept in memory (``ledger_url="sqlite:///path.db"`` keeps them across restarts), the
+    paywall's least deposit (ten prices)."""
     w3 = w3 if w3 is not None else embedded_chain().w3
     site_key = site_key if site_key is not None else _funded_key(w3)
     channels = (
@@ -163,7 +165,7 @@ def create_site(
         description="One article of micropay news, paid per read",
         mime_type="text/html",
     )
-    paywall = Paywall(pages, payee=payee, prices=[route], asset=asset)
+    paywall = Paywall(pages, payee=payee, prices=[route], asset=asset, min_deposit=min_deposit)
     return ContentSite(paywall, payee, channels, w3, price)
 
 
