@@ -9,7 +9,9 @@ Use it with Starlette or FastAPI (or any ASGI app)::
 
 Unpriced routes pass through untouched. A browser asking for a priced page without a
 payment gets a 402 page to pay from, and the script it pays with is served at
-``/.well-known/micropay/micropay.js`` (:mod:`micropay.reader_page`). On a priced route the paywall decodes the
+``/.well-known/micropay/micropay.js`` (:mod:`micropay.reader_page`).
+
+On a priced route the paywall decodes the
 ``PAYMENT-SIGNATURE`` header (:mod:`micropay._x402`), checks that the voucher adds exactly
 the price to what the book holds for the channel, that it is the channel authorizer's and
 that the deposit covers it (through :class:`~micropay.payee.Payee`), and lets the handler
