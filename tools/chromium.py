@@ -18,9 +18,10 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
+
+import debian_packages as debian
 
 PATH_VARIABLE = "MICROPAY_CHROMIUM"
 _DEBIAN_PATH = Path("/usr/bin/chromium")
@@ -48,20 +49,12 @@ def ensure_installed() -> Path:
     found = find_chromium()
     if found is not None:
         return found
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+    if not debian.can_install():
         raise ChromiumUnavailable(
             "Chromium not found; install it (Debian: apt-get install chromium) "
             f"or set {PATH_VARIABLE} to its executable"
         )
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    print("installing Chromium from Debian's packages ...", file=sys.stderr, flush=True)
-    subprocess.run(["apt-get", "update", "-q"], check=True, env=env, stdout=subprocess.DEVNULL)
-    subprocess.run(
-        ["apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium"],
-        check=True,
-        env=env,
-        stdout=subprocess.DEVNULL,
-    )
+    debian.install("chromium", "Chromium")
     found = find_chromium()
     if found is None:
         raise ChromiumUnavailable("apt-get installed chromium but no executable is found")

@@ -3337,7 +3337,8 @@ function status(message, kind = "info") {
 function showAccount(site, record) {
   if (site) $("micropay-spent").textContent = eth(site.spent);
   if (record) {
-    $("micropay-left").textContent = record.retired ? "0 ETH (closing)" : eth(record.deposited - record.acknowledged);
+    const left = { "withdraw requested": "0 ETH (closing)", withdrawn: "0 ETH (refunded)" }[record.retired];
+    $("micropay-left").textContent = left || eth(record.deposited - record.acknowledged);
   }
   $("micropay-close").hidden = !record || Boolean(record.retired);
   $("micropay-refund").hidden = !record || record.retired !== "withdraw requested";
@@ -3366,49 +3367,42 @@ async function payPage(shown, interactive) {
     button.disabled = false;
   }
 }
-async function currentChannel(shown) {
-  const offer = parseOffer(shown);
-  return [offer, await getChannel(channelKey(location.origin, offer))];
-}
-async function closeChannel(shown) {
+var when = (seconds) => new Date(Number(seconds) * 1e3).toISOString();
+async function onChannel(shown, failed, act) {
   try {
-    const [offer, record] = await currentChannel(shown);
+    const offer = parseOffer(shown);
+    const record = await getChannel(channelKey(location.origin, offer));
     if (!record) return;
     const wallet = await findWallet();
     await checkChain(wallet, offer);
-    await connectedPayer(wallet, record.payer);
-    status("Closing the channel: confirm in your wallet.");
-    await transact(wallet, record.payer, offer.contract, requestWithdrawCall(record.config));
-    record.retired = "withdraw requested";
-    await putChannel(record);
-    const state = await channelState(wallet, offer.contract, record.id);
-    showAccount(null, record);
-    status(`Closing: the rest of the deposit is yours from ${new Date(Number(state.closesAt) * 1e3).toISOString()}.`, "closing");
+    await act(wallet, offer, record);
   } catch (err) {
-    status(`Not closed: ${err.message}`, "refused");
+    status(`${failed}: ${err.message}`, "refused");
   }
 }
-async function refund(shown) {
-  try {
-    const [offer, record] = await currentChannel(shown);
-    if (!record) return;
-    const wallet = await findWallet();
-    await checkChain(wallet, offer);
-    const state = await channelState(wallet, offer.contract, record.id);
-    if (state.closesAt > await chainTime(wallet)) {
-      status(`Not yet: the refund opens at ${new Date(Number(state.closesAt) * 1e3).toISOString()}.`, "closing");
-      return;
-    }
-    await connectedPayer(wallet, record.payer);
-    await transact(wallet, record.payer, offer.contract, finishWithdrawCall(record.config));
-    record.retired = "withdrawn";
-    await putChannel(record);
-    showAccount(null, record);
-    status(`Refunded ${eth(state.deposited - state.claimed)} to ${record.payer}.`, "refunded");
-  } catch (err) {
-    status(`Not refunded: ${err.message}`, "refused");
+var closeChannel = (shown) => onChannel(shown, "Not closed", async (wallet, offer, record) => {
+  await connectedPayer(wallet, record.payer);
+  status("Closing the channel: confirm in your wallet.");
+  await transact(wallet, record.payer, offer.contract, requestWithdrawCall(record.config));
+  record.retired = "withdraw requested";
+  await putChannel(record);
+  const state = await channelState(wallet, offer.contract, record.id);
+  showAccount(null, record);
+  status(`Closing: the rest of the deposit is yours from ${when(state.closesAt)}.`, "closing");
+});
+var refund = (shown) => onChannel(shown, "Not refunded", async (wallet, offer, record) => {
+  const state = await channelState(wallet, offer.contract, record.id);
+  if (state.closesAt > await chainTime(wallet)) {
+    status(`Not yet: the refund opens at ${when(state.closesAt)}.`, "closing");
+    return;
   }
-}
+  await connectedPayer(wallet, record.payer);
+  await transact(wallet, record.payer, offer.contract, finishWithdrawCall(record.config));
+  record.retired = "withdrawn";
+  await putChannel(record);
+  showAccount(null, record);
+  status(`Refunded ${eth(state.deposited - state.claimed)} to ${record.payer}.`, "refunded");
+});
 async function boot() {
   const element = $("micropay-offer");
   if (!element) return;
