@@ -31,6 +31,7 @@ from micropay.channels import ChannelClient
 from micropay.networks import embedded_chain
 from micropay.payee import Payee, VoucherBook
 from micropay.paywall import Paywall, PricedRoute
+from micropay.reader_page import SCRIPT_PATH
 from micropay.vouchers import ZERO_ADDRESS
 
 DEFAULT_PRICE = 10**13  # 0.00001 ETH per article
@@ -91,13 +92,16 @@ def render_index(price: int, asset: str) -> str:
     """The free page: what there is to read and what it costs."""
     unit = "wei" if asset == ZERO_ADDRESS else f"base units of {asset}"
     items = "".join(
-        f"<li><a href='/articles/{slug}'>{html.escape(a.title)}</a></li>"
+        f"<li><a href='/articles/{slug}' data-micropay>{html.escape(a.title)}</a></li>"
         for slug, a in ARTICLES.items()
     )
+    # The reader page's script pays the marked links in place for a reader who already
+    # pays the site (micropay.reader_page); without a wallet they are plain links.
     return _page(
         "micropay news",
-        f"<h1>micropay news</h1><p>Each article costs {price} {unit}, paid per read "
-        f"through a payment channel (HTTP 402).</p><ul>{items}</ul>",
+        f"<script type='module' src='{SCRIPT_PATH}'></script>"
+        f"<main id='micropay-content'><h1>micropay news</h1><p>Each article costs {price} "
+        f"{unit}, paid per read through a payment channel (HTTP 402).</p><ul>{items}</ul></main>",
     )
 
 

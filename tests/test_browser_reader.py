@@ -217,6 +217,21 @@ def test_a_reload_keeps_the_session_key(reading: Reading) -> None:
     shot(page, "04-after-reload")
 
 
+def test_a_link_on_a_free_page_is_paid_in_place(reading: Reading) -> None:
+    page = reading.pages["reader"]
+    reading.wallet.calls.clear()
+    page.goto(reading.url + "/")
+    page.evaluate("window.stayedOnThePage = true")
+    page.click(f"a[href='/articles/{SLUGS[1]}']")
+    page.wait_for_function("document.body.dataset.micropay === 'paid'")
+    reading.reads += 1
+    assert page.evaluate("window.stayedOnThePage === true")  # paid in place: no navigation
+    assert page.locator("h1").first.inner_text() == ARTICLES[SLUGS[1]].title
+    assert reading.wallet.prompts() == []
+    assert charged(reading) == reading.reads * PRICE
+    shot(page, "04b-link-paid-in-place")
+
+
 def test_cleared_storage_recovers_through_the_corrective_402(reading: Reading) -> None:
     reading.pages["reader"].context.close()
     page = reading.context().new_page()  # the same wallet, no IndexedDB: storage cleared

@@ -77,7 +77,9 @@ async function siteOffer(url, shown) {
   const header = answer.headers.get('PAYMENT-REQUIRED');
   if (answer.status !== 402 || !header) throw new Refusal(`the site answered ${answer.status} without an offer`);
   const offers = (decodeHeader(header).accepts || []).filter((o) => o.scheme === 'channel');
-  const same = offers.find((o) => terms(o) === terms(shown));
+  // A link paid in place shows no offer: it pays only on a channel the reader opened
+  // before, under a price agreed to before (pay() checks both).
+  const same = shown ? offers.find((o) => terms(o) === terms(shown)) : offers[0];
   if (!same) throw new Refusal('the offer on this page is not the one the site makes: nothing paid');
   return parseOffer(same);
 }
@@ -273,6 +275,8 @@ async function pay(url, shown, interactive) {
   } else if (offer.price > site.agreedPrice) {
     throw new Refusal(`the price ${eth(offer.price)} is above the ${eth(site.agreedPrice)} you agreed to`);
   }
+  const kept = await store.getChannel(channelKey(location.origin, offer));
+  if (!interactive && (!kept || kept.retired)) throw new Refusal('no channel with this site yet');
   const budget = $('micropay-budget');
   if (budget && budget.value) site.budget = BigInt(budget.value);
   if (site.spent + offer.price > site.budget) throw new Refusal(budgetMessage(site, offer));
@@ -381,7 +385,25 @@ const refund = (shown) => onChannel(shown, 'Not refunded', async (wallet, offer,
   status(`Refunded ${eth(state.deposited - state.claimed)} to ${record.payer}.`, 'refunded');
 });
 
+/** A link marked data-micropay, on any page of the site (a free one too), is paid and
+ * shown in place when the reader already pays this site; otherwise the browser follows it
+ * to the 402 page, where the reader sees the terms. */
+async function payLink(event) {
+  const link = event.target.closest && event.target.closest('a[data-micropay]');
+  if (!link || event.button !== 0 || event.metaKey || event.ctrlKey || event.shiftKey) return;
+  if (new URL(link.href).origin !== location.origin) return; // only this site's pages
+  event.preventDefault();
+  try {
+    const paid = await pay(link.href, null, false);
+    render(paid.body);
+    history.pushState(null, '', link.href);
+  } catch {
+    location.assign(link.href);
+  }
+}
+
 async function boot() {
+  document.addEventListener('click', payLink);
   const element = $('micropay-offer');
   if (!element) return;
   const shown = JSON.parse(element.textContent);

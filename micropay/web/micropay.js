@@ -3124,7 +3124,7 @@ async function siteOffer(url, shown) {
   const header = answer.headers.get("PAYMENT-REQUIRED");
   if (answer.status !== 402 || !header) throw new Refusal(`the site answered ${answer.status} without an offer`);
   const offers = (decodeHeader(header).accepts || []).filter((o) => o.scheme === "channel");
-  const same = offers.find((o) => terms(o) === terms(shown));
+  const same = shown ? offers.find((o) => terms(o) === terms(shown)) : offers[0];
   if (!same) throw new Refusal("the offer on this page is not the one the site makes: nothing paid");
   return parseOffer(same);
 }
@@ -3310,6 +3310,8 @@ async function pay(url, shown, interactive) {
   } else if (offer.price > site.agreedPrice) {
     throw new Refusal(`the price ${eth(offer.price)} is above the ${eth(site.agreedPrice)} you agreed to`);
   }
+  const kept = await getChannel(channelKey(location.origin, offer));
+  if (!interactive && (!kept || kept.retired)) throw new Refusal("no channel with this site yet");
   const budget = $("micropay-budget");
   if (budget && budget.value) site.budget = BigInt(budget.value);
   if (site.spent + offer.price > site.budget) throw new Refusal(budgetMessage(site, offer));
@@ -3403,7 +3405,21 @@ var refund = (shown) => onChannel(shown, "Not refunded", async (wallet, offer, r
   showAccount(null, record);
   status(`Refunded ${eth(state.deposited - state.claimed)} to ${record.payer}.`, "refunded");
 });
+async function payLink(event) {
+  const link = event.target.closest && event.target.closest("a[data-micropay]");
+  if (!link || event.button !== 0 || event.metaKey || event.ctrlKey || event.shiftKey) return;
+  if (new URL(link.href).origin !== location.origin) return;
+  event.preventDefault();
+  try {
+    const paid = await pay(link.href, null, false);
+    render(paid.body);
+    history.pushState(null, "", link.href);
+  } catch {
+    location.assign(link.href);
+  }
+}
 async function boot() {
+  document.addEventListener("click", payLink);
   const element = $("micropay-offer");
   if (!element) return;
   const shown = JSON.parse(element.textContent);
