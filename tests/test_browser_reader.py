@@ -30,6 +30,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 from micropay.devnode import anvil
 from micropay.example_site import ARTICLES, ContentSite, create_site
 from micropay.reader_page import SCRIPT_PATH
+from micropay.tokens import TokenClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
 from chromium import ensure_installed
@@ -367,6 +368,38 @@ def test_the_reader_closes_and_gets_the_rest_back(reading: Reading) -> None:
         gas += receipt["gasUsed"] * receipt["effectiveGasPrice"]
     spent = reading.start_balance - w3.eth.get_balance(READER.address)
     assert spent == total + gas  # deposit back less what was read, to the wei
+
+
+def test_a_token_channel_opens_with_a_permit_signed_in_the_wallet(reading: Reading) -> None:
+    """An ERC-20 site: the wallet signs an EIP-2612 permit and sends one transaction
+    (depositWithPermit); later pages are paid silently, in the token."""
+    w3 = reading.site.w3
+    token = TokenClient.deploy(w3, dev_key(0), "Mock Token", "MOCK", 18)
+    token.mint(READER.address, 10 * DEPOSIT, dev_key(0))
+    site = create_site(
+        w3, site_key=dev_key(5), price=PRICE, asset=token.address, min_deposit=DEPOSIT
+    )
+    with Server(site.app) as server:
+        context = reading.context()
+        page = context.new_page()
+        reading.wallet.calls.clear()
+        page.goto(f"{server.url}/articles/{SLUGS[0]}")
+        assert settle(page) == "ready"
+        assert "base units of" in page.inner_text("#micropay-terms")
+        page.click("#micropay-pay")
+        assert settle(page) == "paid", page.inner_text("#micropay-status")
+        shot(page, "10-token-article-paid")
+        signatures = reading.wallet.prompts().count("eth_signTypedData_v4")
+        assert signatures == 2  # the session key, the permit
+        assert reading.wallet.prompts().count("eth_sendTransaction") == 1
+        reading.wallet.calls.clear()
+        page.goto(f"{server.url}/articles/{SLUGS[1]}")
+        assert settle(page) == "paid"
+        assert reading.wallet.prompts() == []
+        context.close()
+    assert token.balance_of(READER.address) == 10 * DEPOSIT - DEPOSIT
+    assert token.balance_of(site.channels.address) == DEPOSIT
+    assert sum(charge.amount for charge in site.payee.book.charges()) == 2 * PRICE
 
 
 def test_rebuilding_the_browser_client_gives_the_shipped_bytes() -> None:

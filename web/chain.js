@@ -10,6 +10,7 @@ const DEPOSIT = selector(`deposit(${CONFIG},uint256)`);
 const CHANNEL = selector('channel(bytes32)');
 const REQUEST_WITHDRAW = selector(`requestWithdraw(${CONFIG})`);
 const FINISH_WITHDRAW = selector(`finishWithdraw(${CONFIG})`);
+const DEPOSIT_WITH_PERMIT = selector(`depositWithPermit(${CONFIG},uint256,uint256,uint8,bytes32,bytes32)`);
 
 // The shipped PaymentChannels runtime code: its length, the spans its immutables fill in
 // at deployment (chain id, domain separator) and the keccak256 of the code with those
@@ -31,6 +32,10 @@ export const encodeConfig = (c) =>
 export const channelId = (config) => toHex(keccak(encodeConfig(config)));
 
 export const depositCall = (config, amount) => concatBytes(DEPOSIT, encodeConfig(config), word(amount));
+/** deposit with an EIP-2612 permit (r ‖ s ‖ v) signed by the payer: one transaction. */
+export const depositWithPermitCall = (config, amount, deadline, permit) =>
+  concatBytes(DEPOSIT_WITH_PERMIT, encodeConfig(config), word(amount), word(deadline),
+    word(permit[64]), permit.subarray(0, 32), permit.subarray(32, 64));
 export const requestWithdrawCall = (config) => concatBytes(REQUEST_WITHDRAW, encodeConfig(config));
 export const finishWithdrawCall = (config) => concatBytes(FINISH_WITHDRAW, encodeConfig(config));
 
@@ -49,6 +54,49 @@ export async function channelState(wallet, contract, id) {
   const at = (i) => BigInt(toHex(out.subarray(32 * i, 32 * i + 32)));
   const deposited = at(0);
   return { deposited, claimed: at(1), closesAt: at(2), finished: at(3) !== 0n, exists: deposited > 0n };
+}
+
+async function call(wallet, to, ...data) {
+  return fromHex(await wallet.request({ method: 'eth_call', params: [{ to, data: toHex(concatBytes(...data)) }, 'latest'] }));
+}
+
+const readWord = async (wallet, to, ...data) => BigInt(toHex((await call(wallet, to, ...data)).subarray(0, 32)));
+
+export const hasCode = async (wallet, address) =>
+  (await wallet.request({ method: 'eth_getCode', params: [address, 'latest'] })).length > 2;
+
+export const tokenBalance = (wallet, token, owner) =>
+  readWord(wallet, token, selector('balanceOf(address)'), addressWord(owner));
+
+/** The payer's EIP-2612 permit for the contract to pull the deposit, signed in the wallet
+ * (the reader sees the token, the amount and the spender there). Version "1", as
+ * micropay.tokens.TokenClient.sign_permit assumes. */
+export async function signPermit(wallet, offer, owner, value, deadline) {
+  const out = await call(wallet, offer.asset, selector('name()'));
+  const at = Number(BigInt(toHex(out.subarray(0, 32))));
+  const length = Number(BigInt(toHex(out.subarray(at, at + 32))));
+  const name = new TextDecoder().decode(out.subarray(at + 32, at + 32 + length));
+  const nonce = await readWord(wallet, offer.asset, selector('nonces(address)'), addressWord(owner));
+  const typed = {
+    types: {
+      EIP712Domain: [
+        { name: 'name', type: 'string' }, { name: 'version', type: 'string' },
+        { name: 'chainId', type: 'uint256' }, { name: 'verifyingContract', type: 'address' },
+      ],
+      Permit: [
+        { name: 'owner', type: 'address' }, { name: 'spender', type: 'address' },
+        { name: 'value', type: 'uint256' }, { name: 'nonce', type: 'uint256' },
+        { name: 'deadline', type: 'uint256' },
+      ],
+    },
+    primaryType: 'Permit',
+    domain: { name, version: '1', chainId: offer.chainId, verifyingContract: offer.asset },
+    message: { owner, spender: offer.contract, value: value.toString(), nonce: nonce.toString(),
+      deadline: deadline.toString() },
+  };
+  const signature = fromHex(await wallet.request({ method: 'eth_signTypedData_v4', params: [owner, JSON.stringify(typed)] }));
+  if (signature[64] < 27) signature[64] += 27; // some wallets say 0/1
+  return signature;
 }
 
 export async function chainTime(wallet) {

@@ -8,8 +8,9 @@
 // Python client (micropay/http_client.py): the same checks, the same recovery through the
 // corrective 402, and one request never costs more than one price.
 import * as store from './store.js';
-import { channelId, channelState, chainTime, depositCall, finishWithdrawCall,
-  isPaymentChannels, requestWithdrawCall, transact } from './chain.js';
+import { channelId, channelState, chainTime, depositCall, depositWithPermitCall,
+  finishWithdrawCall, hasCode, isPaymentChannels, requestWithdrawCall, signPermit, tokenBalance,
+  transact } from './chain.js';
 import { addressOfKey, addressWord, checksum, fromHex, keccak, recoverAddress, sameAddress,
   text, toHex, typedDigest, word, ZERO_ADDRESS } from './eip712.js';
 import { SCAN_LIMIT, channelSalt, sessionKeyAt, sessionRoot } from './session.js';
@@ -55,7 +56,6 @@ function parseOffer(o) {
   if (domain.name !== 'micropay' || domain.version !== '1') throw new Refusal('the offer names another signing domain');
   if (o.network !== `eip155:${domain.chainId}`) throw new Refusal(`the offer's network ${o.network} is not its domain's chain ${domain.chainId}`);
   if (!sameAddress(extra.contract, domain.verifyingContract)) throw new Refusal("the offer's contract is not its domain's");
-  if (!sameAddress(o.asset, ZERO_ADDRESS)) throw new Refusal('this page pays in ETH only; the offer asks for a token');
   return {
     raw: o,
     price: BigInt(o.amount),
@@ -111,6 +111,9 @@ async function checkChain(wallet, offer) {
   if (!(await isPaymentChannels(wallet, offer.contract))) {
     throw new Refusal(`${offer.contract} is not micropay's PaymentChannels contract`);
   }
+  if (offer.asset !== ZERO_ADDRESS && !(await hasCode(wallet, offer.asset))) {
+    throw new Refusal(`the asset ${offer.asset} is not a token on chain ${offer.chainId}`);
+  }
 }
 
 async function connectedPayer(wallet, payer) {
@@ -127,6 +130,24 @@ const channelKey = (site, offer) =>
 
 async function siteRecord(site, offer) {
   return (await store.getSite(site)) || { site, budget: offer.deposit, agreedPrice: 0n, spent: 0n };
+}
+
+/** Open the channel with its first deposit, in one wallet transaction: ETH as its value,
+ * a token pulled under a permit the reader signs in the wallet just before. */
+async function open(wallet, offer, payer, config) {
+  const deposit = money(offer.deposit, offer.asset);
+  if (offer.asset === ZERO_ADDRESS) {
+    status(`Opening a channel with a deposit of ${deposit}: confirm in your wallet.`);
+    await transact(wallet, payer, offer.contract, depositCall(config, offer.deposit), offer.deposit);
+    return;
+  }
+  if ((await tokenBalance(wallet, offer.asset, payer)) < offer.deposit) {
+    throw new Refusal(`${payer} holds less than the deposit of ${deposit}`);
+  }
+  status(`Opening a channel with a deposit of ${deposit}: sign the permit, then confirm.`);
+  const deadline = (await chainTime(wallet)) + 3600n;
+  const permit = await signPermit(wallet, offer, payer, offer.deposit, deadline);
+  await transact(wallet, payer, offer.contract, depositWithPermitCall(config, offer.deposit, deadline, permit));
 }
 
 /** The live channel for the offer: kept here, found again on chain, or opened now. */
@@ -146,8 +167,7 @@ async function channelFor(wallet, site, offer) {
     const live = state.exists && !state.finished && state.closesAt === 0n;
     if (!live && (state.exists || state.finished)) continue; // withdrawn or withdrawing: next slot
     if (!state.exists) {
-      status(`Opening a channel with a deposit of ${eth(offer.deposit)}: confirm in your wallet.`);
-      await transact(wallet, payer, offer.contract, depositCall(config, offer.deposit), offer.deposit);
+      await open(wallet, offer, payer, config);
       state = await channelState(wallet, offer.contract, id);
       if (state.deposited < offer.deposit) throw new Refusal('the deposit did not arrive');
     }
@@ -262,8 +282,8 @@ async function payOnChannel(url, offer, record, site, wallet) {
 }
 
 const budgetMessage = (site, offer) =>
-  `paying ${eth(offer.price)} would take this site to ${eth(site.spent + offer.price)}, ` +
-  `above your budget of ${eth(site.budget)}`;
+  `paying ${money(offer.price, offer.asset)} would take this site to ` +
+  `${money(site.spent + offer.price, offer.asset)}, above your budget of ${money(site.budget, offer.asset)}`;
 
 /** Pay for url under the page's offer. interactive: the reader clicked "pay", agreeing to
  * the price and deposit shown; otherwise pay only within what the reader agreed to before. */
@@ -273,7 +293,8 @@ async function pay(url, shown, interactive) {
   if (interactive) {
     site.agreedPrice = offer.price;
   } else if (offer.price > site.agreedPrice) {
-    throw new Refusal(`the price ${eth(offer.price)} is above the ${eth(site.agreedPrice)} you agreed to`);
+    throw new Refusal(`the price ${money(offer.price, offer.asset)} is above the ` +
+      `${money(site.agreedPrice, offer.asset)} you agreed to`);
   }
   const kept = await store.getChannel(channelKey(location.origin, offer));
   if (!interactive && (!kept || kept.retired)) throw new Refusal('no channel with this site yet');
@@ -291,6 +312,11 @@ async function pay(url, shown, interactive) {
 
 // -- the page --------------------------------------------------------------------------------
 
+/** An amount as the reader reads it: ETH with its decimals, a token in base units. */
+function money(value, asset) {
+  return sameAddress(asset, ZERO_ADDRESS) ? eth(value) : `${value} base units of ${asset}`;
+}
+
 function eth(wei) {
   const n = BigInt(wei);
   const whole = n / 10n ** 18n;
@@ -306,11 +332,11 @@ function status(message, kind = 'info') {
   }
 }
 
-function showAccount(site, record) {
-  if (site) $('micropay-spent').textContent = eth(site.spent);
+function showAccount(site, record, asset) {
+  if (site) $('micropay-spent').textContent = money(site.spent, asset);
   if (record) {
-    const left = { 'withdraw requested': '0 ETH (closing)', withdrawn: '0 ETH (refunded)' }[record.retired];
-    $('micropay-left').textContent = left || eth(record.deposited - record.acknowledged);
+    const left = { 'withdraw requested': 'nothing (closing)', withdrawn: 'nothing (refunded)' }[record.retired];
+    $('micropay-left').textContent = left || money(record.deposited - record.acknowledged, asset);
   }
   $('micropay-close').hidden = !record || Boolean(record.retired);
   $('micropay-refund').hidden = !record || record.retired !== 'withdraw requested';
@@ -331,8 +357,9 @@ async function payPage(shown, interactive) {
   try {
     const paid = await pay(location.href, shown, interactive);
     render(paid.body);
-    showAccount(paid.site, paid.record);
-    status(paid.problem ? `Paid ${eth(paid.offer.price)}; receipt flagged: ${paid.problem}` : `Paid ${eth(paid.offer.price)}.`,
+    showAccount(paid.site, paid.record, paid.offer.asset);
+    const price = money(paid.offer.price, paid.offer.asset);
+    status(paid.problem ? `Paid ${price}; receipt flagged: ${paid.problem}` : `Paid ${price}.`,
       paid.problem ? 'warning' : 'paid');
   } catch (err) {
     document.body.dataset.micropay = 'refused';
@@ -367,7 +394,7 @@ const closeChannel = (shown) => onChannel(shown, 'Not closed', async (wallet, of
   record.retired = 'withdraw requested';
   await store.putChannel(record);
   const state = await channelState(wallet, offer.contract, record.id);
-  showAccount(null, record);
+  showAccount(null, record, offer.asset);
   status(`Closing: the rest of the deposit is yours from ${when(state.closesAt)}.`, 'closing');
 });
 
@@ -381,8 +408,8 @@ const refund = (shown) => onChannel(shown, 'Not refunded', async (wallet, offer,
   await transact(wallet, record.payer, offer.contract, finishWithdrawCall(record.config));
   record.retired = 'withdrawn';
   await store.putChannel(record);
-  showAccount(null, record);
-  status(`Refunded ${eth(state.deposited - state.claimed)} to ${record.payer}.`, 'refunded');
+  showAccount(null, record, offer.asset);
+  status(`Refunded ${money(state.deposited - state.claimed, offer.asset)} to ${record.payer}.`, 'refunded');
 });
 
 /** A link marked data-micropay, on any page of the site (a free one too), is paid and
@@ -426,7 +453,7 @@ async function boot() {
     document.body.dataset.budget = next.budget.toString();
   });
   const record = await store.getChannel(channelKey(location.origin, offer));
-  showAccount(site, record);
+  showAccount(site, record, offer.asset);
   // A reader who agreed to this site's price pays each page silently with the session key.
   if (record && !record.retired && site.agreedPrice > 0n) await payPage(shown, false);
   else {

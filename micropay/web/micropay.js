@@ -2948,6 +2948,7 @@ var DEPOSIT = selector(`deposit(${CONFIG},uint256)`);
 var CHANNEL = selector("channel(bytes32)");
 var REQUEST_WITHDRAW = selector(`requestWithdraw(${CONFIG})`);
 var FINISH_WITHDRAW = selector(`finishWithdraw(${CONFIG})`);
+var DEPOSIT_WITH_PERMIT = selector(`depositWithPermit(${CONFIG},uint256,uint256,uint8,bytes32,bytes32)`);
 var RUNTIME = define_MICROPAY_RUNTIME_default;
 var encodeConfig = (c) => concatBytes(
   addressWord(c.payer),
@@ -2959,6 +2960,15 @@ var encodeConfig = (c) => concatBytes(
 );
 var channelId = (config) => toHex(keccak(encodeConfig(config)));
 var depositCall = (config, amount) => concatBytes(DEPOSIT, encodeConfig(config), word(amount));
+var depositWithPermitCall = (config, amount, deadline, permit) => concatBytes(
+  DEPOSIT_WITH_PERMIT,
+  encodeConfig(config),
+  word(amount),
+  word(deadline),
+  word(permit[64]),
+  permit.subarray(0, 32),
+  permit.subarray(32, 64)
+);
 var requestWithdrawCall = (config) => concatBytes(REQUEST_WITHDRAW, encodeConfig(config));
 var finishWithdrawCall = (config) => concatBytes(FINISH_WITHDRAW, encodeConfig(config));
 async function isPaymentChannels(wallet, contract) {
@@ -2973,6 +2983,48 @@ async function channelState(wallet, contract, id) {
   const at = (i) => BigInt(toHex(out.subarray(32 * i, 32 * i + 32)));
   const deposited = at(0);
   return { deposited, claimed: at(1), closesAt: at(2), finished: at(3) !== 0n, exists: deposited > 0n };
+}
+async function call(wallet, to, ...data) {
+  return fromHex(await wallet.request({ method: "eth_call", params: [{ to, data: toHex(concatBytes(...data)) }, "latest"] }));
+}
+var readWord = async (wallet, to, ...data) => BigInt(toHex((await call(wallet, to, ...data)).subarray(0, 32)));
+var hasCode = async (wallet, address) => (await wallet.request({ method: "eth_getCode", params: [address, "latest"] })).length > 2;
+var tokenBalance = (wallet, token, owner) => readWord(wallet, token, selector("balanceOf(address)"), addressWord(owner));
+async function signPermit(wallet, offer, owner, value, deadline) {
+  const out = await call(wallet, offer.asset, selector("name()"));
+  const at = Number(BigInt(toHex(out.subarray(0, 32))));
+  const length = Number(BigInt(toHex(out.subarray(at, at + 32))));
+  const name = new TextDecoder().decode(out.subarray(at + 32, at + 32 + length));
+  const nonce = await readWord(wallet, offer.asset, selector("nonces(address)"), addressWord(owner));
+  const typed = {
+    types: {
+      EIP712Domain: [
+        { name: "name", type: "string" },
+        { name: "version", type: "string" },
+        { name: "chainId", type: "uint256" },
+        { name: "verifyingContract", type: "address" }
+      ],
+      Permit: [
+        { name: "owner", type: "address" },
+        { name: "spender", type: "address" },
+        { name: "value", type: "uint256" },
+        { name: "nonce", type: "uint256" },
+        { name: "deadline", type: "uint256" }
+      ]
+    },
+    primaryType: "Permit",
+    domain: { name, version: "1", chainId: offer.chainId, verifyingContract: offer.asset },
+    message: {
+      owner,
+      spender: offer.contract,
+      value: value.toString(),
+      nonce: nonce.toString(),
+      deadline: deadline.toString()
+    }
+  };
+  const signature = fromHex(await wallet.request({ method: "eth_signTypedData_v4", params: [owner, JSON.stringify(typed)] }));
+  if (signature[64] < 27) signature[64] += 27;
+  return signature;
 }
 async function chainTime(wallet) {
   const block = await wallet.request({ method: "eth_getBlockByNumber", params: ["latest", false] });
@@ -3106,7 +3158,6 @@ function parseOffer(o) {
   if (domain.name !== "micropay" || domain.version !== "1") throw new Refusal("the offer names another signing domain");
   if (o.network !== `eip155:${domain.chainId}`) throw new Refusal(`the offer's network ${o.network} is not its domain's chain ${domain.chainId}`);
   if (!sameAddress(extra.contract, domain.verifyingContract)) throw new Refusal("the offer's contract is not its domain's");
-  if (!sameAddress(o.asset, ZERO_ADDRESS)) throw new Refusal("this page pays in ETH only; the offer asks for a token");
   return {
     raw: o,
     price: BigInt(o.amount),
@@ -3150,6 +3201,9 @@ async function checkChain(wallet, offer) {
   if (!await isPaymentChannels(wallet, offer.contract)) {
     throw new Refusal(`${offer.contract} is not micropay's PaymentChannels contract`);
   }
+  if (offer.asset !== ZERO_ADDRESS && !await hasCode(wallet, offer.asset)) {
+    throw new Refusal(`the asset ${offer.asset} is not a token on chain ${offer.chainId}`);
+  }
 }
 async function connectedPayer(wallet, payer) {
   const accounts = await wallet.request({ method: "eth_accounts" });
@@ -3160,6 +3214,21 @@ async function connectedPayer(wallet, payer) {
 var channelKey = (site, offer) => [site, offer.chainId, offer.contract, offer.payee, offer.asset].join("|").toLowerCase();
 async function siteRecord(site, offer) {
   return await getSite(site) || { site, budget: offer.deposit, agreedPrice: 0n, spent: 0n };
+}
+async function open(wallet, offer, payer, config) {
+  const deposit = money(offer.deposit, offer.asset);
+  if (offer.asset === ZERO_ADDRESS) {
+    status(`Opening a channel with a deposit of ${deposit}: confirm in your wallet.`);
+    await transact(wallet, payer, offer.contract, depositCall(config, offer.deposit), offer.deposit);
+    return;
+  }
+  if (await tokenBalance(wallet, offer.asset, payer) < offer.deposit) {
+    throw new Refusal(`${payer} holds less than the deposit of ${deposit}`);
+  }
+  status(`Opening a channel with a deposit of ${deposit}: sign the permit, then confirm.`);
+  const deadline = await chainTime(wallet) + 3600n;
+  const permit = await signPermit(wallet, offer, payer, offer.deposit, deadline);
+  await transact(wallet, payer, offer.contract, depositWithPermitCall(config, offer.deposit, deadline, permit));
 }
 async function channelFor(wallet, site, offer) {
   const key = channelKey(site, offer);
@@ -3183,8 +3252,7 @@ async function channelFor(wallet, site, offer) {
     const live = state.exists && !state.finished && state.closesAt === 0n;
     if (!live && (state.exists || state.finished)) continue;
     if (!state.exists) {
-      status(`Opening a channel with a deposit of ${eth(offer.deposit)}: confirm in your wallet.`);
-      await transact(wallet, payer, offer.contract, depositCall(config, offer.deposit), offer.deposit);
+      await open(wallet, offer, payer, config);
       state = await channelState(wallet, offer.contract, id);
       if (state.deposited < offer.deposit) throw new Refusal("the deposit did not arrive");
     }
@@ -3301,14 +3369,14 @@ async function payOnChannel(url, offer, record, site, wallet) {
   }
   throw new Refusal("the site kept refusing the payment");
 }
-var budgetMessage = (site, offer) => `paying ${eth(offer.price)} would take this site to ${eth(site.spent + offer.price)}, above your budget of ${eth(site.budget)}`;
+var budgetMessage = (site, offer) => `paying ${money(offer.price, offer.asset)} would take this site to ${money(site.spent + offer.price, offer.asset)}, above your budget of ${money(site.budget, offer.asset)}`;
 async function pay(url, shown, interactive) {
   const offer = await siteOffer(url, shown);
   const site = await siteRecord(location.origin, offer);
   if (interactive) {
     site.agreedPrice = offer.price;
   } else if (offer.price > site.agreedPrice) {
-    throw new Refusal(`the price ${eth(offer.price)} is above the ${eth(site.agreedPrice)} you agreed to`);
+    throw new Refusal(`the price ${money(offer.price, offer.asset)} is above the ${money(site.agreedPrice, offer.asset)} you agreed to`);
   }
   const kept = await getChannel(channelKey(location.origin, offer));
   if (!interactive && (!kept || kept.retired)) throw new Refusal("no channel with this site yet");
@@ -3323,6 +3391,9 @@ async function pay(url, shown, interactive) {
   const paid = await payOnChannel(url, offer, record, site, wallet);
   return { ...paid, offer, record, site };
 }
+function money(value, asset) {
+  return sameAddress(asset, ZERO_ADDRESS) ? eth(value) : `${value} base units of ${asset}`;
+}
 function eth(wei) {
   const n = BigInt(wei);
   const whole = n / 10n ** 18n;
@@ -3336,11 +3407,11 @@ function status(message, kind = "info") {
     line.dataset.kind = kind;
   }
 }
-function showAccount(site, record) {
-  if (site) $("micropay-spent").textContent = eth(site.spent);
+function showAccount(site, record, asset) {
+  if (site) $("micropay-spent").textContent = money(site.spent, asset);
   if (record) {
-    const left = { "withdraw requested": "0 ETH (closing)", withdrawn: "0 ETH (refunded)" }[record.retired];
-    $("micropay-left").textContent = left || eth(record.deposited - record.acknowledged);
+    const left = { "withdraw requested": "nothing (closing)", withdrawn: "nothing (refunded)" }[record.retired];
+    $("micropay-left").textContent = left || money(record.deposited - record.acknowledged, asset);
   }
   $("micropay-close").hidden = !record || Boolean(record.retired);
   $("micropay-refund").hidden = !record || record.retired !== "withdraw requested";
@@ -3358,9 +3429,10 @@ async function payPage(shown, interactive) {
   try {
     const paid = await pay(location.href, shown, interactive);
     render(paid.body);
-    showAccount(paid.site, paid.record);
+    showAccount(paid.site, paid.record, paid.offer.asset);
+    const price = money(paid.offer.price, paid.offer.asset);
     status(
-      paid.problem ? `Paid ${eth(paid.offer.price)}; receipt flagged: ${paid.problem}` : `Paid ${eth(paid.offer.price)}.`,
+      paid.problem ? `Paid ${price}; receipt flagged: ${paid.problem}` : `Paid ${price}.`,
       paid.problem ? "warning" : "paid"
     );
   } catch (err) {
@@ -3389,7 +3461,7 @@ var closeChannel = (shown) => onChannel(shown, "Not closed", async (wallet, offe
   record.retired = "withdraw requested";
   await putChannel(record);
   const state = await channelState(wallet, offer.contract, record.id);
-  showAccount(null, record);
+  showAccount(null, record, offer.asset);
   status(`Closing: the rest of the deposit is yours from ${when(state.closesAt)}.`, "closing");
 });
 var refund = (shown) => onChannel(shown, "Not refunded", async (wallet, offer, record) => {
@@ -3402,8 +3474,8 @@ var refund = (shown) => onChannel(shown, "Not refunded", async (wallet, offer, r
   await transact(wallet, record.payer, offer.contract, finishWithdrawCall(record.config));
   record.retired = "withdrawn";
   await putChannel(record);
-  showAccount(null, record);
-  status(`Refunded ${eth(state.deposited - state.claimed)} to ${record.payer}.`, "refunded");
+  showAccount(null, record, offer.asset);
+  status(`Refunded ${money(state.deposited - state.claimed, offer.asset)} to ${record.payer}.`, "refunded");
 });
 async function payLink(event) {
   const link = event.target.closest && event.target.closest("a[data-micropay]");
@@ -3442,7 +3514,7 @@ async function boot() {
     document.body.dataset.budget = next.budget.toString();
   });
   const record = await getChannel(channelKey(location.origin, offer));
-  showAccount(site, record);
+  showAccount(site, record, offer.asset);
   if (record && !record.retired && site.agreedPrice > 0n) await payPage(shown, false);
   else {
     status(record ? "Pay to go on reading here." : "Pay with your wallet to open a channel and read.");
