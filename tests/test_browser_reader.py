@@ -6,7 +6,8 @@ The scenarios run in order on one site and one reader: the first visit opens a c
 ten more articles and a reload pay without a wallet prompt, cleared storage recovers the
 channel through the corrective 402 without paying twice, a price above the budget and a
 tampered offer are refused (the latter before the wallet is asked anything), and the reader
-closes and gets the rest back; the site's ledger and the chain then agree to the wei.
+closes and gets the rest back; the site's ledger and the chain then agree to the wei. Then
+a wallet on the wrong chain is asked to switch, and an ERC-20 site is paid through a permit.
 Each step's screenshot lands in .reports/browser/.
 """
 
@@ -84,10 +85,18 @@ class Wallet:
     def prompts(self) -> list[str]:
         return [method for method in self.calls if method in PROMPTS]
 
+    chain_shown: str | None = None
+    """A chain id the wallet pretends to be on until the page asks it to switch."""
+
     def answer(self, _source: Any, method: str, params: list[Any]) -> Any:
         self.calls.append(method)
         if method in ("eth_requestAccounts", "eth_accounts"):
             return [READER.address]
+        if method == "eth_chainId" and self.chain_shown is not None:
+            return self.chain_shown
+        if method == "wallet_switchEthereumChain":
+            self.chain_shown = None  # the reader accepts the switch
+            return None
         reply = self.w3.provider.make_request(method, params)
         if "error" in reply:
             raise RuntimeError(reply["error"].get("message", str(reply["error"])))
@@ -368,6 +377,24 @@ def test_the_reader_closes_and_gets_the_rest_back(reading: Reading) -> None:
         gas += receipt["gasUsed"] * receipt["effectiveGasPrice"]
     spent = reading.start_balance - w3.eth.get_balance(READER.address)
     assert spent == total + gas  # deposit back less what was read, to the wei
+
+
+def test_a_wallet_on_another_chain_is_asked_to_switch(reading: Reading) -> None:
+    """After the close: a new visit opens the payer's next channel (slot 1), once the wallet
+    has switched from the chain it was on to the offer's."""
+    context = reading.context()
+    page = context.new_page()
+    reading.wallet.calls.clear()
+    reading.wallet.chain_shown = "0x1"
+    page.goto(article_url(reading, 0))
+    assert settle(page) == "ready"
+    page.click("#micropay-pay")
+    assert settle(page) == "paid", page.inner_text("#micropay-status")
+    calls = reading.wallet.calls
+    assert calls.index("wallet_switchEthereumChain") < calls.index("eth_requestAccounts")
+    assert calls.count("eth_sendTransaction") == 1  # slot 0 is withdrawn: a new channel
+    assert len(reading.site.payee.book.channel_ids()) == 2
+    context.close()
 
 
 def test_a_token_channel_opens_with_a_permit_signed_in_the_wallet(reading: Reading) -> None:

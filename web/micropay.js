@@ -304,10 +304,21 @@ async function pay(url, shown, interactive) {
   await store.putSite(site);
   const wallet = await findWallet();
   await checkChain(wallet, offer);
-  const record = await channelFor(wallet, location.origin, offer);
+  const opened = await channelFor(wallet, location.origin, offer);
   status('Paying…');
-  const paid = await payOnChannel(url, offer, record, site, wallet);
-  return { ...paid, offer, record, site };
+  // One payment at a time per channel across this browser's tabs, each from the totals the
+  // last one saved: two tabs signing the same total would have one of them refused.
+  return exclusive(opened.key, async () => {
+    const record = (await store.getChannel(opened.key)) || opened;
+    const current = await siteRecord(location.origin, offer);
+    const paid = await payOnChannel(url, offer, record, current, wallet);
+    return { ...paid, offer, record, site: current };
+  });
+}
+
+function exclusive(name, act) {
+  // Web Locks exist on secure origins (https, localhost); elsewhere one tab is the norm.
+  return navigator.locks ? navigator.locks.request(`micropay:${name}`, act) : act();
 }
 
 // -- the page --------------------------------------------------------------------------------

@@ -3386,10 +3386,17 @@ async function pay(url, shown, interactive) {
   await putSite(site);
   const wallet = await findWallet();
   await checkChain(wallet, offer);
-  const record = await channelFor(wallet, location.origin, offer);
+  const opened = await channelFor(wallet, location.origin, offer);
   status("Paying…");
-  const paid = await payOnChannel(url, offer, record, site, wallet);
-  return { ...paid, offer, record, site };
+  return exclusive(opened.key, async () => {
+    const record = await getChannel(opened.key) || opened;
+    const current = await siteRecord(location.origin, offer);
+    const paid = await payOnChannel(url, offer, record, current, wallet);
+    return { ...paid, offer, record, site: current };
+  });
+}
+function exclusive(name, act) {
+  return navigator.locks ? navigator.locks.request(`micropay:${name}`, act) : act();
 }
 function money(value, asset) {
   return sameAddress(asset, ZERO_ADDRESS) ? eth(value) : `${value} base units of ${asset}`;
