@@ -271,6 +271,11 @@ async function payOnChannel(url, offer, record, site, wallet) {
       await store.putChannel(record);
       await store.putSite(site);
     } else if (reason === 'channel_closing' || reason === 'unknown_channel') {
+      // Believe it only if the chain agrees: a site must not make the reader deposit again.
+      const state = await channelState(wallet, offer.contract, record.id);
+      if (state.exists && !state.finished && state.closesAt === 0n) {
+        throw new Refusal(`the site calls the channel ${reason.replace('_', ' ')}, but the chain shows it open`);
+      }
       record.retired = reason;
       await store.putChannel(record);
       throw new Refusal(`the site says the channel is ${reason.replace('_', ' ')}: pay again to open another`);

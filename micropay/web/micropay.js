@@ -3360,6 +3360,10 @@ async function payOnChannel(url, offer, record, site, wallet) {
       await putChannel(record);
       await putSite(site);
     } else if (reason === "channel_closing" || reason === "unknown_channel") {
+      const state = await channelState(wallet, offer.contract, record.id);
+      if (state.exists && !state.finished && state.closesAt === 0n) {
+        throw new Refusal(`the site calls the channel ${reason.replace("_", " ")}, but the chain shows it open`);
+      }
       record.retired = reason;
       await putChannel(record);
       throw new Refusal(`the site says the channel is ${reason.replace("_", " ")}: pay again to open another`);
