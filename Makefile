@@ -17,7 +17,7 @@ STAMP_NODE := node_modules/.installed
 export SOLCX_BINARY_PATH := $(CURDIR)/.solcx
 export PATH := $(CURDIR)/node_modules/.bin:$(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help setup solc postgres test demo bench audit artifacts lint clean
+.PHONY: help setup solc postgres chromium test demo bench audit artifacts web lint clean
 
 help:
 	@echo "make demo       the whole story: channel over HTTP 402, watchtower, stream, summary"
@@ -26,6 +26,7 @@ help:
 	@echo "make audit      the auditor kit, with a Markdown report in .reports/audit.md"
 	@echo "make lint       ruff, and mypy --strict on micropay/"
 	@echo "make artifacts  recompile contracts/ into micropay/artifacts/"
+	@echo "make web        rebuild the browser client micropay/web/micropay.js from web/"
 
 $(STAMP_PY): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "micropay needs Python 3.11+, found " + sys.version.split()[0])'
@@ -54,7 +55,12 @@ setup: solc
 postgres: $(STAMP_PY)
 	$(BIN)/python tools/postgres.py ensure
 
-test: setup postgres
+# The browser tests drive Debian's Chromium with Playwright (no browser download): found
+# on the machine, or installed from Debian's packages (as root); else the suite stops here.
+chromium: $(STAMP_PY)
+	$(BIN)/python tools/chromium.py ensure
+
+test: setup postgres chromium
 	$(BIN)/python tools/run_tests.py
 
 # The main job: the whole story on the embedded chain (micropay demo --help for more;
@@ -74,6 +80,9 @@ audit: setup postgres
 
 artifacts: setup
 	$(BIN)/python tools/build_artifacts.py
+
+web: setup
+	$(BIN)/python tools/build_web.py
 
 lint: $(STAMP_PY)
 	$(BIN)/ruff check micropay tools tests scripts bench examples

@@ -31,6 +31,7 @@ from micropay.channels import ChannelClient
 from micropay.networks import embedded_chain
 from micropay.payee import Payee, VoucherBook
 from micropay.paywall import Paywall, PricedRoute
+from micropay.reader_page import SCRIPT_PATH
 from micropay.vouchers import ZERO_ADDRESS
 
 DEFAULT_PRICE = 10**13  # 0.00001 ETH per article
@@ -91,13 +92,16 @@ def render_index(price: int, asset: str) -> str:
     """The free page: what there is to read and what it costs."""
     unit = "wei" if asset == ZERO_ADDRESS else f"base units of {asset}"
     items = "".join(
-        f"<li><a href='/articles/{slug}'>{html.escape(a.title)}</a></li>"
+        f"<li><a href='/articles/{slug}' data-micropay>{html.escape(a.title)}</a></li>"
         for slug, a in ARTICLES.items()
     )
+    # The reader page's script pays the marked links in place for a reader who already
+    # pays the site (micropay.reader_page); without a wallet they are plain links.
     return _page(
         "micropay news",
-        f"<h1>micropay news</h1><p>Each article costs {price} {unit}, paid per read "
-        f"through a payment channel (HTTP 402).</p><ul>{items}</ul>",
+        f"<script type='module' src='{SCRIPT_PATH}'></script>"
+        f"<main id='micropay-content'><h1>micropay news</h1><p>Each article costs {price} "
+        f"{unit}, paid per read through a payment channel (HTTP 402).</p><ul>{items}</ul></main>",
     )
 
 
@@ -131,9 +135,11 @@ def create_site(
     asset: str = ZERO_ADDRESS,
     book: VoucherBook | None = None,
     ledger_url: str | None = None,
+    min_deposit: int | None = None,
 ) -> ContentSite:
     """Build the site. Defaults: embedded chain, fresh funded key, a new deployment, vouchers
-    kept in memory (``ledger_url="sqlite:///path.db"`` keeps them across restarts)."""
+    kept in memory (``ledger_url="sqlite:///path.db"`` keeps them across restarts), the
+    paywall's least deposit (ten prices)."""
     w3 = w3 if w3 is not None else embedded_chain().w3
     site_key = site_key if site_key is not None else _funded_key(w3)
     channels = (
@@ -163,7 +169,7 @@ def create_site(
         description="One article of micropay news, paid per read",
         mime_type="text/html",
     )
-    paywall = Paywall(pages, payee=payee, prices=[route], asset=asset)
+    paywall = Paywall(pages, payee=payee, prices=[route], asset=asset, min_deposit=min_deposit)
     return ContentSite(paywall, payee, channels, w3, price)
 
 

@@ -7,7 +7,11 @@ Use it with Starlette or FastAPI (or any ASGI app)::
         prices={"GET /articles/{slug}": 1_000, "GET /archive/{path:path}": 5_000},
     )
 
-Unpriced routes pass through untouched. On a priced route the paywall decodes the
+Unpriced routes pass through untouched. A browser asking for a priced page without a
+payment gets a 402 page to pay from, and the script it pays with is served at
+``/.well-known/micropay/micropay.js`` (:mod:`micropay.reader_page`).
+
+On a priced route the paywall decodes the
 ``PAYMENT-SIGNATURE`` header (:mod:`micropay._x402`), checks that the voucher adds exactly
 the price to what the book holds for the channel, that it is the channel authorizer's and
 that the deposit covers it (through :class:`~micropay.payee.Payee`), and lets the handler
@@ -108,6 +112,7 @@ from micropay.errors import (
 from micropay.exact import SCHEME as EXACT
 from micropay.exact import ExactOffer, ExactPayload, ExactSettlerBase, payload_scheme
 from micropay.payee import Checked, CommittingBook, MemoryVoucherBook, Payee, VoucherBook
+from micropay.reader_page import SCRIPT_PATH, reader_page, script, wants_html
 from micropay.receipts import SignedReceipt, sign_receipt
 from micropay.vouchers import ZERO_ADDRESS, ChannelConfig, Voucher, VoucherVerifier
 
@@ -271,6 +276,7 @@ class Paywall:
         book_in_thread: bool | None = None,
         exact: ExactSettlerBase | None = None,
         access_period: int | None = None,
+        reader_page: bool = True,
     ) -> None:
         """``payee`` settles later (``payee.claim_all()``); its book records the vouchers.
 
@@ -292,6 +298,10 @@ class Paywall:
         within this many seconds is let in again without a charge when it presents the
         receipt and proves it holds the channel's session key (see :mod:`micropay.access`;
         None, the default: every request pays).
+        ``reader_page``: answer a browser's unpaid request for a route sold in ``channel``
+        with the 402 page readers pay from, and serve its script at
+        ``/.well-known/micropay/micropay.js`` (:mod:`micropay.reader_page`); False keeps
+        the JSON 402 for every client.
         """
         self.app = app
         self.payee = payee
@@ -324,6 +334,7 @@ class Paywall:
         self.access = (
             None if access_period is None else AccessGate(self.domain, payee.account, access_period)
         )
+        self.reader_page = reader_page
         self._busy: set[bytes] = set()
         self._offers: dict[int, Offer] = {}
         # Per channel, the best voucher this paywall last stored or read (bounded, least
@@ -347,6 +358,9 @@ class Paywall:
             await self.app(scope, receive, send)
             return
         route = route_path(scope)
+        if self.reader_page and route == SCRIPT_PATH and scope["method"] in ("GET", "HEAD"):
+            await _send_script(send, scope["method"] == "HEAD")
+            return
         priced = self.route_of(scope["method"], route)
         if priced is None:
             await self._pass_unpriced(scope, receive, send, route)
@@ -354,15 +368,21 @@ class Paywall:
         price = priced.price
         path = _Resource(request_url(scope), priced, f"{scope['method']} {scope['path']}")
         raw: bytes | None = None
+        accept: bytes | None = None
         count = 0
         for name, value in scope["headers"]:
             if name == _HEADER:
                 raw = value
                 count += 1
+            elif name == b"accept":
+                accept = value
         if raw is None:
             access = self._access_header(scope)
             if access is not None:
                 await self._serve_access(scope, receive, send, price, path, access)
+                return
+            if self.reader_page and CHANNEL in priced.schemes and wants_html(accept):
+                await self._send_reader_page(scope, send, path)
                 return
             await self._refuse(send, price, path, _Refusal(402, Reason.PAYMENT_REQUIRED, _ASK))
             return
@@ -775,7 +795,27 @@ class Paywall:
         self._remember(voucher)
         return increment
 
+    async def _send_reader_page(self, scope: Scope, send: Send, path: _Resource) -> None:
+        """The 402 a browser gets: the page to pay from, with the usual header."""
+        refusal = _Refusal(402, Reason.PAYMENT_REQUIRED, _ASK)
+        page = reader_page(
+            self.offer(path.route.price), path.url, path.route.what, scope.get("root_path", "")
+        )
+        headers = [
+            (b"content-type", b"text/html; charset=utf-8"),
+            (b"content-length", str(len(page)).encode()),
+            (b"cache-control", b"no-store"),
+            (b"vary", b"accept"),
+            self._required_header(path, refusal),
+        ]
+        await send({"type": "http.response.start", "status": 402, "headers": headers})
+        await send({"type": "http.response.body", "body": page})
+
     async def _refuse(self, send: Send, price: int, path: _Resource, refusal: _Refusal) -> None:
+        header = [self._required_header(path, refusal)]
+        await _send_json(send, refusal.status, refusal.reason, refusal.message, header)
+
+    def _required_header(self, path: _Resource, refusal: _Refusal) -> tuple[bytes, bytes]:
         required = PaymentRequired(
             offers=self._offers_for(path.route),
             error=refusal.reason,
@@ -786,8 +826,7 @@ class Paywall:
             access=None if self.access is None else self.access.offer(path.name),
             payment_identifier=EXACT in path.route.schemes,
         )
-        header = [(b"payment-required", required.encode().encode("ascii"))]
-        await _send_json(send, refusal.status, refusal.reason, refusal.message, header)
+        return (b"payment-required", required.encode().encode("ascii"))
 
 
 def _paid_headers(message: Message, receipt: tuple[bytes, bytes]) -> list[tuple[bytes, bytes]]:
@@ -800,6 +839,19 @@ def _private(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     if not any(name.lower() == b"cache-control" for name, _ in headers):
         headers.append((b"cache-control", b"private, no-store"))
     return headers
+
+
+async def _send_script(send: Send, head_only: bool) -> None:
+    """The browser client, unpriced; revalidated by pages so a new micropay takes effect."""
+    body = script()
+    headers = [
+        (b"content-type", b"text/javascript; charset=utf-8"),
+        (b"content-length", str(len(body)).encode()),
+        (b"cache-control", b"no-cache"),
+        (b"x-content-type-options", b"nosniff"),
+    ]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": b"" if head_only else body})
 
 
 async def _send_json(

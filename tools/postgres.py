@@ -34,6 +34,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import debian_packages as debian
+
 URL_VARIABLE = "MICROPAY_TEST_POSTGRES_URL"
 _NEEDED = ("initdb", "pg_ctl", "postgres")
 _SUPERUSER = "micropay"
@@ -76,21 +78,13 @@ def ensure_installed() -> Path:
     bindir = find_bindir()
     if bindir is not None:
         return bindir
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+    if not debian.can_install():
         raise PostgresUnavailable(
             "PostgreSQL server binaries (initdb, pg_ctl, postgres) not found; install them "
             "(Debian: apt-get install postgresql) or set MICROPAY_PG_BINDIR, or point "
             f"{URL_VARIABLE} at a server you run"
         )
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    print("installing PostgreSQL from Debian's packages ...", file=sys.stderr, flush=True)
-    subprocess.run(["apt-get", "update", "-q"], check=True, env=env, stdout=subprocess.DEVNULL)
-    subprocess.run(
-        ["apt-get", "install", "-y", "-q", "--no-install-recommends", "postgresql"],
-        check=True,
-        env=env,
-        stdout=subprocess.DEVNULL,
-    )
+    debian.install("postgresql", "PostgreSQL")
     bindir = find_bindir()
     if bindir is None:
         raise PostgresUnavailable("apt-get installed postgresql but initdb is still not found")

@@ -1,0 +1,445 @@
+"""A reader in a real browser pays the example site: Debian's Chromium driven by Playwright,
+a test wallet (EIP-1193, announced by EIP-6963) that forwards to a throw-away anvil, which
+signs eth_sendTransaction and eth_signTypedData_v4 for its dev accounts.
+
+The scenarios run in order on one site and one reader: the first visit opens a channel,
+ten more articles and a reload pay without a wallet prompt, cleared storage recovers the
+channel through the corrective 402 without paying twice, a price above the budget and a
+tampered offer are refused (the latter before the wallet is asked anything), and the reader
+closes and gets the rest back; the site's ledger and the chain then agree to the wei. Then
+a wallet on the wrong chain is asked to switch, and an ERC-20 site is paid through a permit.
+Each step's screenshot lands in .reports/browser/.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from paywall_helpers import Server, dev_key
+from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
+
+from micropay.devnode import anvil
+from micropay.example_site import ARTICLES, ContentSite, create_site
+from micropay.reader_page import SCRIPT_PATH
+from micropay.tokens import TokenClient
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+from chromium import ensure_installed
+
+pytestmark = pytest.mark.standalone
+
+REPORTS = Path(__file__).resolve().parent.parent / ".reports" / "browser"
+PROMPTS = ("eth_requestAccounts", "eth_sendTransaction", "eth_signTypedData_v4")
+PRICE = 10**13
+DEPOSIT = 100 * PRICE  # room for every article the scenarios read
+SLUGS = list(ARTICLES)
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+READER = dev_key(3)
+
+# The wallet the page finds: every request goes to the test (window.micropayWallet, a
+# Playwright binding), which answers accounts itself and forwards the rest to anvil.
+PROVIDER = """
+(() => {
+  const provider = {
+    request: ({ method, params }) => window.micropayWallet(method, params || []),
+    on() {}, removeListener() {},
+  };
+  const info = { uuid: '5f1f2e4c-0000-4000-8000-000000000001', name: 'micropay test wallet',
+    icon: 'data:image/svg+xml,<svg xmlns="http://www.w3.org/2000/svg"/>',
+    rdns: 'dev.micropay.test' };
+  const announce = () => window.dispatchEvent(new CustomEvent('eip6963:announceProvider',
+    { detail: Object.freeze({ info, provider }) }));
+  window.addEventListener('eip6963:requestProvider', announce);
+  announce();
+})();
+"""
+
+
+@dataclass
+class Wallet:
+    """What the page asked its wallet, and the transactions it sent."""
+
+    w3: Any
+    calls: list[str] = field(default_factory=list)
+    transactions: list[str] = field(default_factory=list)
+
+    def prompts(self) -> list[str]:
+        return [method for method in self.calls if method in PROMPTS]
+
+    chain_shown: str | None = None
+    """A chain id the wallet pretends to be on until the page asks it to switch."""
+
+    def answer(self, _source: Any, method: str, params: list[Any]) -> Any:
+        self.calls.append(method)
+        if method in ("eth_requestAccounts", "eth_accounts"):
+            return [READER.address]
+        if method == "eth_chainId" and self.chain_shown is not None:
+            return self.chain_shown
+        if method == "wallet_switchEthereumChain":
+            self.chain_shown = None  # the reader accepts the switch
+            return None
+        reply = self.w3.provider.make_request(method, params)
+        if "error" in reply:
+            raise RuntimeError(reply["error"].get("message", str(reply["error"])))
+        if method == "eth_sendTransaction":
+            self.transactions.append(reply["result"])
+        return reply["result"]
+
+
+@dataclass
+class Reading:
+    site: ContentSite
+    url: str
+    wallet: Wallet
+    browser: Browser
+    pages: dict[str, Page] = field(default_factory=dict)
+    reads: int = 0
+    start_balance: int = 0
+
+    def context(self) -> BrowserContext:
+        """A browser profile of its own (fresh storage), with the test wallet."""
+        context = self.browser.new_context()
+        context.expose_binding("micropayWallet", self.wallet.answer)
+        context.add_init_script(PROVIDER)
+        return context
+
+
+@pytest.fixture(scope="module")
+def reading(tmp_path_factory) -> Iterator[Reading]:
+    REPORTS.mkdir(parents=True, exist_ok=True)
+    executable = ensure_installed()
+    ledger = tmp_path_factory.mktemp("browser") / "ledger.db"
+    with anvil() as w3:
+        site = create_site(
+            w3,
+            site_key=dev_key(1),
+            price=PRICE,
+            ledger_url=f"sqlite:///{ledger}",
+            min_deposit=DEPOSIT,
+        )
+        with Server(site.app) as server, sync_playwright() as playwright:
+            browser = playwright.chromium.launch(
+                executable_path=str(executable), headless=True, args=CHROMIUM_ARGS
+            )
+            try:
+                state = Reading(site, server.url, Wallet(w3), browser)
+                state.start_balance = w3.eth.get_balance(READER.address)
+                yield state
+            finally:
+                browser.close()
+
+
+def shot(page: Page, name: str) -> None:
+    page.screenshot(path=str(REPORTS / f"{name}.png"), full_page=True)
+
+
+def settle(page: Page) -> str:
+    """Wait until the script has paid or refused, and say which."""
+    page.wait_for_function(
+        "['paid', 'refused', 'ready'].includes(document.body.dataset.micropay)", timeout=60_000
+    )
+    return str(page.evaluate("document.body.dataset.micropay"))
+
+
+def article_url(reading: Reading, n: int) -> str:
+    return f"{reading.url}/articles/{SLUGS[n % len(SLUGS)]}"
+
+
+def charged(reading: Reading) -> int:
+    return sum(charge.amount for charge in reading.site.payee.book.charges())
+
+
+def test_402_page_and_script_are_served_to_a_browser(reading: Reading) -> None:
+    browser_ask = httpx.get(article_url(reading, 0), headers={"Accept": "text/html"})
+    assert browser_ask.status_code == 402
+    assert browser_ask.headers["content-type"].startswith("text/html")
+    required = json.loads(base64.b64decode(browser_ask.headers["payment-required"]))
+    assert required["error"] == "payment_required"
+    assert (
+        "0.00001 ETH" in browser_ask.text
+        and "0.001 ETH" in browser_ask.text
+        and "Pay with wallet" in browser_ask.text
+    )
+    api_ask = httpx.get(article_url(reading, 0))
+    assert api_ask.status_code == 402 and api_ask.json()["error"] == "payment_required"
+    script = httpx.get(reading.url + SCRIPT_PATH)
+    assert script.status_code == 200 and script.headers["content-type"].startswith(
+        "text/javascript"
+    )
+
+
+def test_first_visit_opens_a_channel_and_shows_the_article(reading: Reading) -> None:
+    page = reading.context().new_page()
+    reading.pages["reader"] = page
+    answer = page.goto(article_url(reading, 0))
+    assert answer is not None and answer.status == 402
+    assert settle(page) == "ready"
+    shot(page, "01-402-page")
+    page.click("#micropay-pay")
+    assert settle(page) == "paid"
+    reading.reads += 1
+    assert page.locator("h1").first.inner_text() == ARTICLES[SLUGS[0]].title
+    assert sorted(reading.wallet.prompts()) == sorted(PROMPTS)  # connect, key, one deposit
+    assert charged(reading) == PRICE
+    shot(page, "02-first-article-paid")
+
+
+def test_ten_more_articles_ask_the_wallet_nothing(reading: Reading) -> None:
+    page = reading.pages["reader"]
+    reading.wallet.calls.clear()
+    for n in range(1, 11):
+        page.goto(article_url(reading, n))
+        assert settle(page) == "paid", page.inner_text("#micropay-status")
+        assert page.locator("h1").first.inner_text() == ARTICLES[SLUGS[n % len(SLUGS)]].title
+        reading.reads += 1
+    assert reading.wallet.prompts() == []
+    assert charged(reading) == reading.reads * PRICE
+    shot(page, "03-eleventh-article")
+
+
+def test_a_reload_keeps_the_session_key(reading: Reading) -> None:
+    page = reading.pages["reader"]
+    reading.wallet.calls.clear()
+    page.reload()
+    assert settle(page) == "paid"
+    reading.reads += 1
+    assert reading.wallet.prompts() == []
+    assert charged(reading) == reading.reads * PRICE
+    shot(page, "04-after-reload")
+
+
+def test_a_link_on_a_free_page_is_paid_in_place(reading: Reading) -> None:
+    page = reading.pages["reader"]
+    reading.wallet.calls.clear()
+    page.goto(reading.url + "/")
+    page.evaluate("window.stayedOnThePage = true")
+    page.click(f"a[href='/articles/{SLUGS[1]}']")
+    page.wait_for_function("document.body.dataset.micropay === 'paid'")
+    reading.reads += 1
+    assert page.evaluate("window.stayedOnThePage === true")  # paid in place: no navigation
+    assert page.locator("h1").first.inner_text() == ARTICLES[SLUGS[1]].title
+    assert reading.wallet.prompts() == []
+    assert charged(reading) == reading.reads * PRICE
+    shot(page, "04b-link-paid-in-place")
+
+
+def test_cleared_storage_recovers_through_the_corrective_402(reading: Reading) -> None:
+    reading.pages["reader"].context.close()
+    page = reading.context().new_page()  # the same wallet, no IndexedDB: storage cleared
+    reading.pages["reader"] = page
+    corrections: list[str] = []
+
+    def note(response: Any) -> None:
+        if response.status == 402 and response.request.headers.get("payment-signature"):
+            corrections.append(
+                json.loads(base64.b64decode(response.headers["payment-required"]))["error"]
+            )
+
+    page.on("response", note)
+    reading.wallet.calls.clear()
+    page.goto(article_url(reading, 0))
+    assert settle(page) == "ready"
+    page.click("#micropay-pay")
+    assert settle(page) == "paid", page.inner_text("#micropay-status")
+    reading.reads += 1
+    assert corrections == ["stale_voucher"]  # the site shows what it holds; one round
+    assert "eth_sendTransaction" not in reading.wallet.calls  # no second channel, no deposit
+    assert charged(reading) == reading.reads * PRICE  # one price for one article
+    best = reading.site.payee.book.best(reading.site.payee.book.channel_ids()[0])
+    assert best is not None and best.cumulative_amount == reading.reads * PRICE
+    shot(page, "05-recovered-after-cleared-storage")
+
+
+def test_a_price_above_the_budget_is_refused(reading: Reading) -> None:
+    page = reading.pages["reader"]
+    spent = reading.reads * PRICE
+    budget = page.locator("#micropay-budget")
+    budget.fill(str(spent + PRICE - 1))
+    budget.dispatch_event("change")
+    page.wait_for_function(f"document.body.dataset.budget === '{spent + PRICE - 1}'")
+    reading.wallet.calls.clear()
+    page.goto(article_url(reading, 1))
+    assert settle(page) == "refused"
+    assert "budget" in page.inner_text("#micropay-status")
+    assert ARTICLES[SLUGS[1]].paragraphs[0] not in page.content()
+    assert reading.wallet.prompts() == []
+    assert charged(reading) == reading.reads * PRICE
+    shot(page, "06-over-budget-refused")
+    budget.fill(str(10**15))
+    budget.dispatch_event("change")
+    page.wait_for_function(f"document.body.dataset.budget === '{10**15}'")
+
+
+@pytest.mark.parametrize(
+    ("term", "tampered"),
+    [
+        ("payTo", lambda o: {**o, "payTo": dev_key(7).address}),
+        (
+            "contract",
+            lambda o: {
+                **o,
+                "extra": {
+                    **o["extra"],
+                    "contract": dev_key(7).address,
+                    "domain": {**o["extra"]["domain"], "verifyingContract": dev_key(7).address},
+                },
+            },
+        ),
+        (
+            "chain",
+            lambda o: {
+                **o,
+                "network": "eip155:1",
+                "extra": {**o["extra"], "domain": {**o["extra"]["domain"], "chainId": 1}},
+            },
+        ),
+    ],
+)
+def test_a_tampered_offer_is_refused_before_the_wallet_is_asked(
+    reading: Reading, term: str, tampered: Any
+) -> None:
+    context = reading.context()
+    page = context.new_page()
+    url = article_url(reading, 2)
+
+    def tamper(route: Any) -> None:
+        if "text/html" not in route.request.headers.get("accept", ""):
+            route.continue_()
+            return
+        answer = route.fetch()
+        body = answer.text()
+        start = body.index('id="micropay-offer">') + len('id="micropay-offer">')
+        end = body.index("</script>", start)
+        offer = tampered(json.loads(body[start:end]))
+        route.fulfill(response=answer, body=body[:start] + json.dumps(offer) + body[end:])
+
+    page.route(url, tamper)
+    reading.wallet.calls.clear()
+    page.goto(url)
+    assert settle(page) == "ready"
+    page.click("#micropay-pay")
+    assert settle(page) == "refused"
+    assert "not the one the site makes" in page.inner_text("#micropay-status")
+    assert reading.wallet.calls == []  # not a read, not a prompt
+    assert ARTICLES[SLUGS[2]].paragraphs[0] not in page.content()
+    shot(page, f"07-tampered-{term}-refused")
+    context.close()
+    assert charged(reading) == reading.reads * PRICE
+
+
+def test_the_reader_closes_and_gets_the_rest_back(reading: Reading) -> None:
+    page = reading.pages["reader"]
+    w3, payee = reading.site.w3, reading.site.payee
+    page.goto(article_url(reading, 2))
+    assert settle(page) == "paid"
+    reading.reads += 1
+    page.click("#micropay-close")
+    page.wait_for_function("document.getElementById('micropay-status').dataset.kind === 'closing'")
+    shot(page, "08-closing")
+    site_before = w3.eth.get_balance(payee.account.address)
+    claim = payee.claim_all()  # the site claims what it holds during the withdraw delay
+    assert claim is not None
+    claim_gas = claim["gasUsed"] * claim["effectiveGasPrice"]
+    channel_id = payee.book.channel_ids()[0]
+    config = payee.book.config(channel_id)
+    assert config is not None
+    w3.provider.make_request("evm_increaseTime", [config.withdraw_delay + 1])
+    w3.provider.make_request("evm_mine", [])
+    page.click("#micropay-refund")
+    page.wait_for_function("document.getElementById('micropay-status').dataset.kind === 'refunded'")
+    shot(page, "09-refunded")
+    total = reading.reads * PRICE
+    state = reading.site.channels.state(config)
+    assert state.finished and state.claimed == total == charged(reading)
+    assert w3.eth.get_balance(payee.account.address) - site_before == total - claim_gas
+    gas = 0
+    for tx in reading.wallet.transactions:
+        receipt = w3.eth.get_transaction_receipt(tx)
+        gas += receipt["gasUsed"] * receipt["effectiveGasPrice"]
+    spent = reading.start_balance - w3.eth.get_balance(READER.address)
+    assert spent == total + gas  # deposit back less what was read, to the wei
+
+
+def test_a_wallet_on_another_chain_is_asked_to_switch(reading: Reading) -> None:
+    """After the close: a new visit opens the payer's next channel (slot 1), once the wallet
+    has switched from the chain it was on to the offer's."""
+    context = reading.context()
+    page = context.new_page()
+    reading.wallet.calls.clear()
+    reading.wallet.chain_shown = "0x1"
+    page.goto(article_url(reading, 0))
+    assert settle(page) == "ready"
+    page.click("#micropay-pay")
+    assert settle(page) == "paid", page.inner_text("#micropay-status")
+    calls = reading.wallet.calls
+    assert calls.index("wallet_switchEthereumChain") < calls.index("eth_requestAccounts")
+    assert calls.count("eth_sendTransaction") == 1  # slot 0 is withdrawn: a new channel
+    assert len(reading.site.payee.book.channel_ids()) == 2
+    context.close()
+
+
+def test_a_token_channel_opens_with_a_permit_signed_in_the_wallet(reading: Reading) -> None:
+    """An ERC-20 site: the wallet signs an EIP-2612 permit and sends one transaction
+    (depositWithPermit); later pages are paid silently, in the token."""
+    w3 = reading.site.w3
+    token = TokenClient.deploy(w3, dev_key(0), "Mock Token", "MOCK", 18)
+    token.mint(READER.address, 10 * DEPOSIT, dev_key(0))
+    site = create_site(
+        w3, site_key=dev_key(5), price=PRICE, asset=token.address, min_deposit=DEPOSIT
+    )
+    with Server(site.app) as server:
+        context = reading.context()
+        page = context.new_page()
+        reading.wallet.calls.clear()
+        page.goto(f"{server.url}/articles/{SLUGS[0]}")
+        assert settle(page) == "ready"
+        assert "base units of" in page.inner_text("#micropay-terms")
+        page.click("#micropay-pay")
+        assert settle(page) == "paid", page.inner_text("#micropay-status")
+        shot(page, "10-token-article-paid")
+        signatures = reading.wallet.prompts().count("eth_signTypedData_v4")
+        assert signatures == 2  # the session key, the permit
+        assert reading.wallet.prompts().count("eth_sendTransaction") == 1
+        reading.wallet.calls.clear()
+        page.goto(f"{server.url}/articles/{SLUGS[1]}")
+        assert settle(page) == "paid"
+        assert reading.wallet.prompts() == []
+        context.close()
+    assert token.balance_of(READER.address) == 10 * DEPOSIT - DEPOSIT
+    assert token.balance_of(site.channels.address) == DEPOSIT
+    assert sum(charge.amount for charge in site.payee.book.charges()) == 2 * PRICE
+
+
+def test_rebuilding_the_browser_client_gives_the_shipped_bytes() -> None:
+    """micropay/web/micropay.js is what tools/build_web.py makes from web/ and the pinned
+    npm packages: nobody edited the shipped file, and nobody forgot to rebuild it."""
+    root = Path(__file__).resolve().parent.parent
+    result = subprocess.run(
+        [sys.executable, "tools/build_web.py", "--check"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "up to date" in result.stdout
