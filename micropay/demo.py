@@ -8,7 +8,10 @@
 5. a third reader asks for its deposit back; the watchtower claims the site's vouchers
    before the withdraw delay ends, and the reader gets exactly the rest;
 6. an employer pays a salary through a stream over (simulated) days;
-7. a summary: payments, gas against paying each article on chain (a plain ETH transfer
+7. an x402 agent (the official ``x402`` client, unmodified) pays a token-priced API ten times
+   with x402's ``exact`` scheme, then a thousand times with micropay's ``channel`` scheme
+   registered in the same client (:mod:`micropay.demo_x402`);
+8. a summary: payments, gas against paying each article on chain (a plain ETH transfer
    and an ERC-20 transfer, measured in the same run), and every balance, showing that
    every wei is accounted for.
 
@@ -35,9 +38,11 @@ from rich.progress import Progress
 from rich.table import Table
 from web3 import Web3
 
+from micropay import demo_x402
 from micropay._contracts import RawCall, send_transaction
 from micropay._x402 import PAYMENT_SIGNATURE
 from micropay.channels import ChannelClient
+from micropay.demo_x402 import AgentSummary
 from micropay.deployments import deploy
 from micropay.devnode import free_port
 from micropay.errors import NetworkError
@@ -73,6 +78,8 @@ class Summary:
     withdraw_refund: int = 0
     salary_paid: int = 0
     salary_expected: int = 0
+    agent: AgentSummary | None = None
+    """the x402 scene, when the x402 package is installed"""
     balances: dict[str, tuple[int, int, int]] = field(default_factory=dict)
     """actor -> (start, end, gas paid)"""
     contract_delta: int = 0
@@ -83,8 +90,10 @@ class Summary:
 
     @property
     def conserved(self) -> bool:
-        """Every wei that left someone arrived somewhere (gas aside)."""
-        return sum(self.net(a) for a in self.balances) + self.contract_delta == 0
+        """Every wei that left someone arrived somewhere (gas aside), and every base unit of
+        the x402 agent's token reached the site or waits in its channel."""
+        eth = sum(self.net(a) for a in self.balances) + self.contract_delta == 0
+        return eth and (self.agent is None or self.agent.conserved)
 
 
 class _Recorder(httpx.BaseTransport):
@@ -135,17 +144,24 @@ def _gas_by_sender(w3: Web3, first_block: int) -> dict[str, int]:
     return paid
 
 
-def run(connection: Connection, articles: int = 1_000, console: Console | None = None) -> Summary:
-    """Tell the story on ``connection``; print as it goes; return the figures."""
+def run(
+    connection: Connection,
+    articles: int = 1_000,
+    console: Console | None = None,
+    agent_requests: int = 1_000,
+) -> Summary:
+    """Tell the story on ``connection``; print as it goes; return the figures.
+
+    ``agent_requests``: how many requests the x402 agent pays in ``channel``."""
     out = console or Console(highlight=False, width=max(Console().width, 132))
     w3 = connection.w3
     keys = connection.dev_keys
-    if len(keys) < 7:
+    if len(keys) < 8:
         raise NetworkError(
-            f"the demo needs 7 funded test accounts, which {connection.name} does not offer: "
+            f"the demo needs 8 funded test accounts, which {connection.name} does not offer: "
             "run it on embedded, anvil, hardhat or a loopback RPC URL serving a dev chain"
         )
-    deployer, site_key, reader, other_reader, leaver, employer, employee = keys[:7]
+    deployer, site_key, reader, other_reader, leaver, employer, employee, agent = keys[:8]
     actors: dict[str, LocalAccount] = {
         "deployer": deployer,
         "site": site_key,
@@ -154,6 +170,7 @@ def run(connection: Connection, articles: int = 1_000, console: Console | None =
         "leaving reader": leaver,
         "employer": employer,
         "employee": employee,
+        "x402 agent": agent,
     }
     summary = Summary(connection.name, articles=articles)
     first_block = w3.eth.block_number + 1
@@ -218,6 +235,24 @@ def run(connection: Connection, articles: int = 1_000, console: Console | None =
                 f"second reader replayed a voucher: HTTP {replay.status_code} "
                 f"({summary.replay_reason}), no article served"
             )
+
+        # -- an x402 agent pays with exact, then with channel, through the official SDK ----------
+        # Before the scenes that move the chain's clock: x402's client dates its authorizations
+        # by the wall clock.
+        if demo_x402.available():
+            summary.agent = demo_x402.run(
+                w3,
+                deployer=deployer,
+                site_key=site_key,
+                agent=agent,
+                channels=channels,
+                folder=Path(folder),
+                serve=_serve,
+                out=out,
+                channel_requests=agent_requests,
+            )
+        else:
+            out.print("x402 scene left out: the x402 package is not installed (micropay[x402])")
 
         # -- a reader leaves; the watchtower claims in time --------------------------------------
         leaving = Payer.open(channels, leaver, site_key.address, 100 * PRICE, withdraw_delay=3600)
@@ -322,6 +357,20 @@ def _print_summary(out: Console, s: Summary) -> None:
     table.add_row("watchtower claimed before the withdraw", f"{s.watchtower_claimed:,} wei")
     table.add_row("refund to the leaving reader", f"{s.withdraw_refund:,} wei")
     table.add_row("salary streamed / promised", f"{s.salary_paid:,} / {s.salary_expected:,}")
+    if s.agent is not None:
+        a = s.agent
+        table.add_row(
+            "x402 agent, exact: payments / gas per payment",
+            f"{a.exact_payments:,} / {a.exact_gas_per_payment:,.0f}",
+        )
+        table.add_row(
+            "x402 agent, channel: payments / gas per payment",
+            f"{a.channel_payments:,} / {a.channel_gas_per_payment:,.1f}",
+        )
+        table.add_row(
+            "x402 agent's USDC: spent = to the site + left in its channel (base units)",
+            f"{a.agent_spent:,} = {a.site_received:,} + {a.channel_held:,}",
+        )
     out.print(table)
 
     balances = Table(title="balances in wei: every change is a payment or gas")

@@ -7,7 +7,7 @@ import io
 import pytest
 from rich.console import Console
 
-from micropay import demo
+from micropay import demo, demo_x402
 from micropay.networks import connect
 
 pytestmark = pytest.mark.standalone
@@ -59,3 +59,23 @@ def test_the_summary_compares_with_paying_on_chain(story):
         "gas per payment as ERC-20 transfers (measured)",
     ):
         assert line in text
+
+
+def test_an_x402_agent_pays_ten_requests_in_exact_then_a_thousand_in_channel(story):
+    summary, text = story
+    agent = summary.agent
+    assert agent is not None  # the x402 package is a dev dependency: the scene always runs
+    assert (agent.exact_payments, agent.channel_payments) == (10, 1_000)
+    price = demo_x402.QUOTE_PRICE
+    # Every base unit the agent spent reached the site: 10 transfers and one claim.
+    assert agent.agent_spent == agent.site_received == 1_010 * price
+    assert (agent.exact_paid, agent.channel_paid, agent.channel_held) == (
+        10 * price,
+        1_000 * price,
+        0,
+    )
+    # exact: one EIP-3009 transfer each; channel: approve, deposit and one claim for all.
+    assert agent.exact_gas_per_payment > 50_000
+    assert agent.channel_gas_per_payment < 200
+    assert "x402 agent, exact: payments / gas per payment" in text
+    assert "x402 agent, channel: payments / gas per payment" in text
