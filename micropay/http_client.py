@@ -83,6 +83,7 @@ from micropay.errors import (
     InvalidSignatureError,
     OfferNotAllowedError,
     PaymentHeaderError,
+    PaymentPolicyError,
     PaymentProtocolError,
     PriceLimitError,
     SettlementReceiptError,
@@ -200,6 +201,23 @@ class PaymentPolicy:
     channel_open_cost: int = 0
 
     def __post_init__(self) -> None:
+        # A policy that cannot mean what it says is refused when it is made, not when the
+        # first 402 arrives: a negative cap would refuse everything, a zero expected count
+        # would divide the channel-or-exact rule by nothing.
+        for name, least in (("max_price", 0), ("expected_requests", 1), ("channel_open_cost", 0)):
+            value = getattr(self, name)
+            if type(value) is not int or value < least:
+                raise PaymentPolicyError(
+                    f"PaymentPolicy.{name} must be an integer >= {least}, not {value!r}"
+                )
+        for name in ("max_spend_per_site", "max_spend_per_period"):
+            value = getattr(self, name)
+            if value is not None and (type(value) is not int or value < 0):
+                raise PaymentPolicyError(
+                    f"PaymentPolicy.{name} must be None or an integer >= 0, not {value!r}"
+                )
+        if not self.period > 0:
+            raise PaymentPolicyError(f"PaymentPolicy.period must be positive, not {self.period!r}")
         for name in ("assets", "trusted_contracts"):
             value = getattr(self, name)
             if value is not None:

@@ -22,6 +22,7 @@ from micropay.errors import (
     HostileSiteError,
     OfferNotAllowedError,
     PayerStoreError,
+    PaymentPolicyError,
     PaymentProtocolError,
     PriceLimitError,
     SpendingLimitError,
@@ -110,6 +111,26 @@ def test_deposit_policy_sizes_the_deposit_within_its_cap():
 def test_offers_outside_the_policy_are_refused_before_anything_happens(policy, error):
     with pytest.raises(error):
         offline_payer(policy).choose(PaymentRequired((OFFER,)))
+
+
+@pytest.mark.offchain
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"max_price": -1},
+        {"max_price": 1.5},
+        {"expected_requests": 0},
+        {"channel_open_cost": -1},
+        {"max_spend_per_site": -5},
+        {"max_spend_per_period": 2.5},
+        {"period": 0},
+    ],
+    ids=lambda fields: next(iter(fields)),
+)
+def test_a_policy_that_cannot_mean_what_it_says_is_refused_when_made(fields):
+    values = {"max_price": 10, **fields}
+    with pytest.raises(PaymentPolicyError, match=next(iter(fields))):
+        PaymentPolicy(**values)
 
 
 @pytest.mark.offchain
