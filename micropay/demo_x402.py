@@ -15,6 +15,7 @@ it): without it the scene is left out and the demo says so.
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,7 +91,12 @@ def _site(
         mime_type="application/json",
         schemes=("channel", "exact"),
     )
-    settler = ExactSettler(token, key, book=ledger.authorizations)
+    # x402's client dates an authorization's window by the wall clock; a dev chain whose clock
+    # was moved ahead (by an earlier run on the same node) would find every one expired. The
+    # site offers a window that long, as a site on such a chain has to.
+    ahead = int(w3.eth.get_block("latest")["timestamp"]) - int(time.time())
+    window = 60 + max(0, ahead)
+    settler = ExactSettler(token, key, book=ledger.authorizations, max_timeout_seconds=window)
     app = Starlette(routes=[Route("/api/quote", quote)])
     payee = Payee(channels, key, book=ledger)
     return Paywall(app, payee=payee, prices=[route], asset=token.address, exact=settler)
