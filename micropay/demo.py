@@ -42,7 +42,7 @@ from micropay import demo_x402
 from micropay._contracts import RawCall, send_transaction
 from micropay._x402 import PAYMENT_SIGNATURE
 from micropay.channels import ChannelClient
-from micropay.demo_x402 import AgentSummary
+from micropay.demo_x402 import AgentSummary, receipts_since
 from micropay.deployments import deploy
 from micropay.devnode import free_port
 from micropay.errors import NetworkError
@@ -136,11 +136,9 @@ def _serve(app: object) -> Iterator[str]:
 def _gas_by_sender(w3: Web3, first_block: int) -> dict[str, int]:
     """Wei each address paid for gas in blocks from ``first_block`` on."""
     paid: dict[str, int] = {}
-    for number in range(first_block, w3.eth.block_number + 1):
-        for tx_hash in w3.eth.get_block(number)["transactions"]:
-            receipt = w3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
-            sender = receipt["from"]
-            paid[sender] = paid.get(sender, 0) + receipt["gasUsed"] * receipt["effectiveGasPrice"]
+    for receipt in receipts_since(w3, first_block):
+        sender = receipt["from"]
+        paid[sender] = paid.get(sender, 0) + receipt["gasUsed"] * receipt["effectiveGasPrice"]
     return paid
 
 

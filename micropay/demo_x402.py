@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from web3 import Web3
+from web3.types import TxReceipt
 
 from micropay._eip3009 import AuthorizationToken
 from micropay.channels import ChannelClient
@@ -102,15 +104,16 @@ def _site(
     return Paywall(app, payee=payee, prices=[route], asset=token.address, exact=settler)
 
 
-def _gas_of_sender(w3: Web3, first_block: int, sender: str) -> int:
-    """Gas units the transactions ``sender`` sent from ``first_block`` on used."""
-    used = 0
+def receipts_since(w3: Web3, first_block: int) -> Iterator[TxReceipt]:
+    """The receipt of every transaction mined from ``first_block`` on (the demo's gas books)."""
     for number in range(first_block, w3.eth.block_number + 1):
         for tx_hash in w3.eth.get_block(number)["transactions"]:
-            receipt = w3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
-            if receipt["from"] == sender:
-                used += int(receipt["gasUsed"])
-    return used
+            yield w3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
+
+
+def _gas_of_sender(w3: Web3, first_block: int, sender: str) -> int:
+    """Gas units the transactions ``sender`` sent from ``first_block`` on used."""
+    return sum(int(r["gasUsed"]) for r in receipts_since(w3, first_block) if r["from"] == sender)
 
 
 def run(
