@@ -81,6 +81,10 @@ class Server:
         self._socket = sock
         self.port: int = sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
+        # A client in a loaded test can sit longer than uvicorn's 5 s keep-alive between a
+        # 402 and its paid resend (opening a channel on a busy chain); a server closing that
+        # connection just as the resend goes out resets it. Tests are not about that race.
+        options = {"timeout_keep_alive": 120, **options}
         config = uvicorn.Config(
             app, log_level="warning", access_log=False, lifespan="off", **options
         )
