@@ -254,6 +254,9 @@ class Offer:
     min_deposit: int
     min_withdraw_delay: int
     max_timeout_seconds: int = 60
+    metered: bool = False
+    """``price`` is the most a request may be charged, not what it is: the voucher is the
+    charged total plus ``price``, the receipt says what was charged (``extra.metered``)."""
 
     @property
     def network(self) -> str:
@@ -267,15 +270,15 @@ class Offer:
         terms = offer_terms(
             SCHEME, self.network, self.price, self.asset, self.pay_to, self.max_timeout_seconds
         )
-        return {
-            **terms,
-            "extra": {
-                "contract": self.contract,
-                "domain": self.domain.to_json(),
-                "minDeposit": str(self.min_deposit),
-                "minWithdrawDelay": self.min_withdraw_delay,
-            },
+        extra: dict[str, Any] = {
+            "contract": self.contract,
+            "domain": self.domain.to_json(),
+            "minDeposit": str(self.min_deposit),
+            "minWithdrawDelay": self.min_withdraw_delay,
         }
+        if self.metered:  # absent on fixed prices: their offers are as before
+            extra["metered"] = True
+        return {**terms, "extra": extra}
 
     @classmethod
     def from_json(cls, obj: Any) -> Offer | None:
@@ -308,6 +311,9 @@ class Offer:
         delay = _field(extra, "minWithdrawDelay", int, f"{where}.extra")
         if timeout < 0 or not 0 <= delay < 2**32:
             raise PaymentHeaderError(Reason.INVALID_PAYLOAD, f"{where} has a negative duration")
+        metered = extra.get("metered", False)
+        if type(metered) is not bool:
+            raise PaymentHeaderError(Reason.INVALID_PAYLOAD, f"{where}.extra.metered is a boolean")
         return cls(
             price=_uint(obj, "amount", where),
             asset=_address(obj, "asset", where),
@@ -316,6 +322,7 @@ class Offer:
             min_deposit=_uint(extra, "minDeposit", f"{where}.extra"),
             min_withdraw_delay=delay,
             max_timeout_seconds=timeout,
+            metered=metered,
         )
 
 
@@ -329,12 +336,23 @@ class ChannelView:
     ``signature`` is the best voucher's, so the client can check that it signed that total
     itself; None when the paywall holds no voucher and ``cumulative_amount`` is what was
     already claimed on chain (the client can read that itself).
+
+    ``charged`` is the channel's charged total (JSON ``charged``, absent: the whole best
+    voucher, as sites before metered prices meant): the next voucher is it plus the price.
+    ``refunded`` is the total refunded off chain (JSON ``refunded``, absent: 0).
     """
 
     channel_id: bytes
     cumulative_amount: int
     signature: bytes | None
     deposited: int | None = None
+    charged: int | None = None
+    refunded: int = 0
+
+    @property
+    def charged_total(self) -> int:
+        """What the next voucher builds on: the charged total, or the whole best voucher."""
+        return self.cumulative_amount if self.charged is None else self.charged
 
     def __post_init__(self) -> None:
         # A site may echo the client's signature in the 64-byte form; the client compares
@@ -354,6 +372,8 @@ class ChannelView:
             "cumulativeAmount": str(self.cumulative_amount),
             "signature": None if self.signature is None else "0x" + self.signature.hex(),
             "deposited": None if self.deposited is None else str(self.deposited),
+            "charged": str(self.charged_total),
+            "refunded": str(self.refunded),
         }
 
     @classmethod
@@ -367,11 +387,20 @@ class ChannelView:
         deposited = None
         if obj.get("deposited") is not None:
             deposited = _uint(obj, "deposited", where)
+        cumulative = _uint(obj, "cumulativeAmount", where)
+        charged = None if obj.get("charged") is None else _uint(obj, "charged", where)
+        refunded = 0 if obj.get("refunded") is None else _uint(obj, "refunded", where)
+        if charged is not None and charged > cumulative:
+            raise PaymentHeaderError(
+                Reason.INVALID_PAYLOAD, f"{where}.charged is above the voucher's ceiling"
+            )
         return cls(
             channel_id=_hex(obj, "channelId", _BYTES32_RE, where),
-            cumulative_amount=_uint(obj, "cumulativeAmount", where),
+            cumulative_amount=cumulative,
             signature=signature,
             deposited=deposited,
+            charged=charged,
+            refunded=refunded,
         )
 
 
@@ -670,6 +699,11 @@ class Receipt:
     ``signed`` is the site's signed receipt of the charge (None from a site that signs
     none, as micropay sites did before receipts were signed): the same channel, payer,
     amount and total, with the resource, time, asset and receipt id, and the signature.
+
+    ``amount`` is this request's charge and ``cumulative_amount`` the channel's charged total
+    after it. ``ceiling`` is the voucher it was charged under (JSON ``ceiling``; absent: the
+    charged total, as fixed prices have it) and ``refunded`` the channel's refunded total
+    (JSON ``refunded``; absent: 0): a client checks the charged total against both.
     """
 
     network: str
@@ -679,6 +713,13 @@ class Receipt:
     cumulative_amount: int
     remaining: int
     signed: SignedReceipt | None = None
+    ceiling: int | None = None
+    refunded: int = 0
+
+    @property
+    def ceiling_amount(self) -> int:
+        """The voucher the charge was made under (the charged total if the site said none)."""
+        return self.cumulative_amount if self.ceiling is None else self.ceiling
 
     def __post_init__(self) -> None:
         signed = self.signed
@@ -694,7 +735,9 @@ class Receipt:
             )
 
     @classmethod
-    def of(cls, signed: SignedReceipt, remaining: int) -> Receipt:
+    def of(
+        cls, signed: SignedReceipt, remaining: int, *, ceiling: int | None = None, refunded: int = 0
+    ) -> Receipt:
         """The ``PAYMENT-RESPONSE`` carrying a signed receipt."""
         return cls(
             network=network_of(signed.domain.chain_id),
@@ -704,6 +747,8 @@ class Receipt:
             cumulative_amount=signed.cumulative_amount,
             remaining=remaining,
             signed=signed,
+            ceiling=ceiling,
+            refunded=refunded,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -717,6 +762,8 @@ class Receipt:
             "amount": str(self.amount),
             "cumulativeAmount": str(self.cumulative_amount),
             "remaining": str(self.remaining),
+            "ceiling": str(self.ceiling_amount),
+            "refunded": str(self.refunded),
         }
         signed = self.signed
         if signed is not None:
@@ -795,6 +842,8 @@ class Receipt:
             cumulative_amount=cumulative,
             remaining=_uint(obj, "remaining", where),
             signed=signed,
+            ceiling=None if obj.get("ceiling") is None else _uint(obj, "ceiling", where),
+            refunded=0 if obj.get("refunded") is None else _uint(obj, "refunded", where),
         )
 
 

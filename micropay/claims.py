@@ -17,7 +17,8 @@ operator's cash-out, :func:`settle`). The steps are the same for each:
 
 Settling is the payee's act: a sender that is not the payee relays, and then needs the
 payee's key (``payee_key``) to sign each claim's total (``claimFor``, ``claimManyFor``).
-Each claim settles its voucher's whole amount for now.
+Each claim settles the channel's *charged* total (what the site charged, which refunds and
+metered charges leave below the ceiling), with the best voucher as the ceiling.
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ log = logging.getLogger("micropay.claims")
 
 @dataclass(frozen=True)
 class Claim:
-    """One channel's claim, ready to send: the voucher it carries and what it adds."""
+    """One channel's claim, ready to send: the voucher it carries (the ceiling), the total it
+    settles and what it adds."""
 
     config: ChannelConfig
     voucher: Voucher
@@ -51,6 +53,13 @@ class Claim:
     reason: Reason
     best_amount: int
     """The best voucher's total: above ``voucher``'s when the covered one is claimed."""
+    total: int = -1
+    """The channel's claimed total once it is settled (the charged total, capped by the
+    voucher); -1 (the default) stands for the voucher's whole amount."""
+
+    def __post_init__(self) -> None:
+        if self.total == -1:
+            object.__setattr__(self, "total", self.voucher.cumulative_amount)
 
     @property
     def channel_id(self) -> bytes:
@@ -68,28 +77,39 @@ def claim_from(
     covered: Voucher | None,
     state: ChannelState,
     reason: Reason = Reason.REQUESTED,
+    *,
+    charged: int | None = None,
 ) -> Claim | None:
     """The claim a channel holding ``state`` pays now, or None if nothing would be paid (it
-    is finished, or neither voucher adds to what is claimed within the deposit). A fallback on
-    the covered voucher is logged: it means vouchers beyond the confirmed deposit are lost."""
+    is finished, or neither voucher adds to what is claimed within the deposit). It settles
+    ``charged`` (the book's charged total; None: the whole best voucher) under the best
+    voucher, or under the covered one, capped by its ceiling, when the deposit fell short of
+    the best. A fallback on the covered voucher is logged: it means vouchers beyond the
+    confirmed deposit are lost. A best voucher above a deposit that an on-chain refund
+    lowered (no covered voucher left to fall back on) still settles the charged total, up to
+    the deposit: the contract takes a ceiling above the deposit."""
     if state.finished:
         return None
+    charged = best.cumulative_amount if charged is None else charged
     voucher = voucher_to_claim(best, covered, deposited=state.deposited, claimed=state.claimed)
-    if best.cumulative_amount > state.deposited:
+    if voucher is None and best.cumulative_amount > state.deposited and covered is None:
+        voucher = best
+    if voucher is None:
+        return None
+    total = min(charged, voucher.cumulative_amount, state.deposited)
+    if total <= state.claimed:
+        return None
+    if voucher is not best:
         log.warning(
             "channel 0x%s: the best voucher for %d exceeds the deposit of %d on chain (a "
-            "top-up was reorged away?); %s",
+            "top-up was reorged away?); claiming the covered voucher for %d instead",
             config.channel_id.hex(),
             best.cumulative_amount,
             state.deposited,
-            "nothing the confirmed deposit covered is left to claim"
-            if voucher is None
-            else f"claiming the covered voucher for {voucher.cumulative_amount} instead",
+            voucher.cumulative_amount,
         )
-    if voucher is None:
-        return None
     return Claim(
-        config, voucher, voucher.cumulative_amount - state.claimed, reason, best.cumulative_amount
+        config, voucher, total - state.claimed, reason, best.cumulative_amount, total=total
     )
 
 
@@ -135,7 +155,7 @@ def send(
     """Send one batch as one transaction; raise what the contract or the node says if it fails.
     A ``sender`` that is not the payee relays with ``payee_key``'s signatures."""
     return client.claim_each(
-        [(claim.config, claim.voucher) for claim in batch], sender, payee_key=payee_key
+        [(claim.config, claim.voucher, claim.total) for claim in batch], sender, payee_key=payee_key
     )
 
 
@@ -190,7 +210,9 @@ def estimate(
     for batch in batches(claims, max_batch):
         try:
             gas = client.estimate_claim_each(
-                [(claim.config, claim.voucher) for claim in batch], sender, payee_key=payee_key
+                [(claim.config, claim.voucher, claim.total) for claim in batch],
+                sender,
+                payee_key=payee_key,
             )
         except (ContractRevertError, TransactionFailedError, VoucherError) as err:
             outcomes.append(ClaimOutcome(batch, error=str(err), dry_run=True))
@@ -248,7 +270,9 @@ def settle(
     candidates = []
     for position in ledger.positions():
         state = client.state(position.channel_id)
-        claim = claim_from(position.config, position.voucher, position.covered, state)
+        claim = claim_from(
+            position.config, position.voucher, position.covered, state, charged=position.charged
+        )
         if claim is None:
             continue
         found[claim.channel_id] = claim

@@ -28,8 +28,10 @@ Catch :class:`MicropayError` to catch anything the toolkit raises on purpose::
     │   ├── HostileSiteError               a site claims the client owes it a total it cannot
     │   │                                  back with a signature the client made before
     │   │                                  this request (.site, .claimed)
-    │   └── SettlementReceiptError         an ``exact`` payment's PAYMENT-RESPONSE is not the
-    │                                      settlement of this payer's authorization (.site)
+    │   ├── SettlementReceiptError         an ``exact`` payment's PAYMENT-RESPONSE is not the
+    │   │                                  settlement of this payer's authorization (.site)
+    │   └── ChargeReceiptError             a ``channel`` receipt's charged total is above the
+    │                                      ceiling signed, or fell without a refund (.site)
     ├── ReceiptError (ValueError)          a site's receipt is malformed or not signed by
     │                                      the key it should be (the site's payee)
     ├── PayerStoreError (OSError)          the payer's wallet is unreadable, or lacks a channel
@@ -41,6 +43,10 @@ Catch :class:`MicropayError` to catch anything the toolkit raises on purpose::
     │                                      contract than the one it is opened for
     ├── RouteNotPricedError (LookupError)  a handler read ``request.state.payment`` on a
     │                                      route the paywall does not price (answered 403)
+    ├── ChargeError (ValueError)           a metered handler's ``payment.charge(amount)``
+    │                                      is not an int from 0 to the route's maximum
+    ├── RefundError (ValueError)           a refund the payee refuses (.reason): not a positive
+    │                                      int, above what is refundable, unknown channel
     ├── PayeeConfigError (ValueError)      a payee parameter makes no sense (confirmations)
     ├── SettlementPolicyError (ValueError) a settlement policy parameter makes no sense
     ├── WatchtowerConfigError (ValueError) a watchtower or chain-follower parameter makes
@@ -203,6 +209,18 @@ class SettlementReceiptError(PaymentProtocolError):
         self.site = site
 
 
+class ChargeReceiptError(PaymentProtocolError):
+    """A site's ``channel`` receipt breaks the charged-total rules: the charged total is above
+    the ceiling the client signed, below what the site reported before by more than the
+    refunds it reports, or its charge does not add up. The client stops using the channel
+    until it resynchronises (its next 402 view); it signed at most one request's maximum
+    beyond the total the site acknowledged. ``site`` is the origin."""
+
+    def __init__(self, site: str, message: str) -> None:
+        super().__init__(message)
+        self.site = site
+
+
 class ReceiptError(MicropayError, ValueError):
     """A receipt is malformed, or its signature is not the site's."""
 
@@ -239,6 +257,25 @@ class RouteNotPricedError(MicropayError, LookupError):
     the route, which belongs in its ``prices``. (A handler that takes payment optionally
     tests ``if request.state.payment:``, which is false there and raises nothing.)
     """
+
+
+class ChargeError(MicropayError, ValueError):
+    """A metered handler called ``request.state.payment.charge`` with something that is not an
+    ``int`` from 0 to the route's maximum (a bool, a float, a negative amount, too much).
+
+    Raised in the handler, so the bug is found where it is; the request then charges nothing
+    unless a valid charge was made before (the last valid call stands)."""
+
+
+class RefundError(MicropayError, ValueError):
+    """The payee refuses a refund; ``reason`` is a short machine-readable code:
+    ``invalid_amount`` (not a positive int), ``exceeds_refundable`` (it would take the charged
+    total below what is claimed on chain, or below 0), ``exceeds_unspent`` (an on-chain refund
+    of deposit that is charged or claimed), ``unknown_channel`` (the book holds nothing)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class PayeeConfigError(MicropayError, ValueError):

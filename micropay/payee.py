@@ -33,11 +33,13 @@ from eth_account.signers.local import LocalAccount
 from web3.types import TxReceipt
 
 from micropay.channels import ChannelClient, ChannelState
+from micropay.charging import Held, Refund, charged_total, refund_amount, refunded_below
 from micropay.claims import Claim, batches, claim_from, send
 from micropay.errors import (
     ChannelClosingError,
     InsufficientDepositError,
     PayeeConfigError,
+    RefundError,
     StaleVoucherError,
     UnknownChannelError,
 )
@@ -66,7 +68,7 @@ class Checked:
 
 
 class VoucherBook(Protocol):
-    """Where a payee keeps the best voucher of each channel."""
+    """Where a payee keeps, per channel, the best voucher, the charged and refunded totals."""
 
     def accept_if_higher(
         self,
@@ -76,27 +78,42 @@ class VoucherBook(Protocol):
         over: int | None = None,
         covered: bool = False,
         charge: SignedReceipt | None = None,
+        charged: int | None = None,
     ) -> int:
-        """Store ``voucher`` atomically if it beats the stored one; return the increment.
+        """The charge write: in one atomic step, keep ``voucher`` as the channel's best if its
+        ceiling is higher than the stored one, set the charged total to ``charged`` (default:
+        the voucher's whole amount, as a fixed price charges), and record ``charge``; return
+        the increment (new charged total minus the one replaced; 0 if none was stored).
 
-        Raise :class:`StaleVoucherError` if it does not beat it. With ``over``, the stored
-        voucher must also be exactly that amount (0: none stored): a seller who priced a
-        request as "what I read plus the price" needs the book unchanged since the read, or
-        a rival process that stored a smaller voucher in between would shrink the charge.
+        ``charged`` must be at most the voucher's amount (a ``ValueError`` otherwise).
+        Compare-and-swap on the charged total: with ``over``, the stored charged total must be
+        exactly ``over`` (0: none stored, or 0 charged): a seller who priced a request as "what
+        I read plus the price" needs the total unchanged since the read, or a rival process's
+        charge (or a refund) in between would be overwritten. Without ``over``, ``charged``
+        must beat the stored charged total. Either failing raises :class:`StaleVoucherError`
+        and writes nothing.
 
         ``covered``: the channel's confirmed deposit covers the voucher, so it also becomes
-        the channel's best covered voucher. Otherwise the covered one stays as it was, in
-        the same atomic step: a reorg that removes the top-up the new voucher relies on
-        cannot take it.
+        the channel's best covered voucher (if above the stored covered one). Otherwise the
+        covered one stays as it was, in the same atomic step: a reorg that removes the
+        top-up the new voucher relies on cannot take it.
 
         ``charge``: the signed receipt the request that paid it is answered with; the book
         records it with the voucher, in the same atomic step, or not at all.
         """
 
+    def refund(self, channel_id: bytes, amount: int, reason: str, *, floor: int = 0) -> Refund:
+        """Lower the channel's charged total by ``amount`` (a positive int) and add it to the
+        refunded total, atomically against concurrent charges, recording the refund; never
+        below ``floor`` (what is claimed on chain) nor 0. Raises :class:`RefundError`."""
+
     def charges(self, since: int | None = None, until: int | None = None) -> list[SignedReceipt]:
         """The recorded charges issued in ``[since, until)`` (Unix seconds), oldest first."""
 
     def best(self, channel_id: bytes) -> Voucher | None: ...
+
+    def held(self, channel_id: bytes) -> Held | None:
+        """The channel's best voucher with its charged and refunded totals, or None."""
 
     def best_covered(self, channel_id: bytes) -> Voucher | None:
         """The best voucher accepted as covered by the confirmed deposit, or None."""
@@ -131,6 +148,7 @@ class CommittingBook(VoucherBook, Protocol):
         over: int | None = None,
         covered: bool = False,
         charge: SignedReceipt | None = None,
+        charged: int | None = None,
     ) -> Future[int]:
         """:meth:`VoucherBook.accept_if_higher`, its result in a future once it is durable."""
 
@@ -140,9 +158,10 @@ class MemoryVoucherBook:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._best: dict[bytes, tuple[ChannelConfig, Voucher]] = {}
+        self._held: dict[bytes, tuple[ChannelConfig, Held]] = {}
         self._covered: dict[bytes, Voucher] = {}
         self._charges: list[SignedReceipt] = []
+        self._refunds: list[Refund] = []
 
     def accept_if_higher(
         self,
@@ -152,22 +171,55 @@ class MemoryVoucherBook:
         over: int | None = None,
         covered: bool = False,
         charge: SignedReceipt | None = None,
+        charged: int | None = None,
     ) -> int:
+        total = charged_total(voucher, charged)
         with self._lock:
-            held = self._best.get(voucher.channel_id)
-            previous = held[1].cumulative_amount if held else 0
-            if voucher.cumulative_amount <= previous:
+            entry = self._held.get(voucher.channel_id)
+            held = entry[1] if entry else None
+            previous = held.charged if held else 0
+            if over is not None and previous != over:
+                raise StaleVoucherError(
+                    f"the book holds {previous} for the channel, not {over} (its charged total)"
+                )
+            if (over is None or charged is None) and total <= previous:
                 raise StaleVoucherError(
                     f"voucher for {voucher.cumulative_amount} does not beat the accepted {previous}"
                 )
-            if over is not None and previous != over:
-                raise StaleVoucherError(f"the book holds {previous} for the channel, not {over}")
-            self._best[voucher.channel_id] = (config, voucher)
-            if covered:
+            higher = held is None or voucher.cumulative_amount > held.ceiling
+            best = voucher if higher or held is None else held.voucher
+            self._held[voucher.channel_id] = (
+                config,
+                Held(best, total, held.refunded if held else 0),
+            )
+            stored_cover = self._covered.get(voucher.channel_id)
+            if covered and (
+                stored_cover is None or voucher.cumulative_amount > stored_cover.cumulative_amount
+            ):
                 self._covered[voucher.channel_id] = voucher
             if charge is not None:
                 self._charges.append(charge)
-            return voucher.cumulative_amount - previous
+            return total - previous
+
+    def refund(self, channel_id: bytes, amount: int, reason: str, *, floor: int = 0) -> Refund:
+        amount = refund_amount(amount)
+        with self._lock:
+            entry = self._held.get(channel_id)
+            if entry is None:
+                raise RefundError("unknown_channel", "the book holds nothing for this channel")
+            config, held = entry
+            if held.charged - amount < max(floor, 0):
+                raise refunded_below(channel_id, held.charged, amount, floor)
+            after = Held(held.voucher, held.charged - amount, held.refunded + amount)
+            self._held[channel_id] = (config, after)
+            record = Refund(channel_id, amount, reason, time.time(), after.charged, after.refunded)
+            self._refunds.append(record)
+            return record
+
+    def refunds(self, channel_id: bytes | None = None) -> list[Refund]:
+        """The refunds recorded (of one channel, or all), oldest first."""
+        with self._lock:
+            return [r for r in self._refunds if channel_id in (None, r.channel_id)]
 
     def charges(self, since: int | None = None, until: int | None = None) -> list[SignedReceipt]:
         with self._lock:
@@ -179,18 +231,22 @@ class MemoryVoucherBook:
         )
 
     def best(self, channel_id: bytes) -> Voucher | None:
-        held = self._best.get(channel_id)
-        return held[1] if held else None
+        entry = self._held.get(channel_id)
+        return entry[1].voucher if entry else None
+
+    def held(self, channel_id: bytes) -> Held | None:
+        entry = self._held.get(channel_id)
+        return entry[1] if entry else None
 
     def best_covered(self, channel_id: bytes) -> Voucher | None:
         return self._covered.get(channel_id)
 
     def config(self, channel_id: bytes) -> ChannelConfig | None:
-        held = self._best.get(channel_id)
-        return held[0] if held else None
+        entry = self._held.get(channel_id)
+        return entry[0] if entry else None
 
     def channel_ids(self) -> list[bytes]:
-        return list(self._best)
+        return list(self._held)
 
 
 @dataclass
@@ -305,7 +361,8 @@ class Payee:
     # -- accepting -----------------------------------------------------------------------------
 
     def accept(self, config: ChannelConfig, voucher: Voucher) -> Accepted:
-        """Check a voucher and keep it if it is the best so far; return what it added."""
+        """Check a voucher and keep it if it is the best so far; return what it added. The
+        voucher is charged whole (a fixed price): the charged total becomes its amount."""
         checked = self.check(config, voucher)
         claimed = checked.claimed_floor
         increment = self.book.accept_if_higher(config, voucher, covered=checked.covered)
@@ -318,13 +375,19 @@ class Payee:
         """Every check :meth:`accept` makes, storing nothing (a paywall stores later)."""
         if voucher.channel_id != config.channel_id:
             raise UnknownChannelError("the voucher is for another channel than the configuration")
-        return self.check_over(config, voucher, self.book.best(voucher.channel_id))
+        return self.check_over(config, voucher, self.book.held(voucher.channel_id))
 
-    def check_over(self, config: ChannelConfig, voucher: Voucher, best: Voucher | None) -> Checked:
-        """:meth:`check` over the best voucher the caller has just read from the book
-        (``best``; None: none), so a paywall that read it for pricing reads it once. It does
-        not touch the book, and reads the chain only if the cached state is older than
-        ``state_ttl`` or below the voucher (refresh it first to keep it off the chain).
+    def check_over(self, config: ChannelConfig, voucher: Voucher, held: Held | None) -> Checked:
+        """:meth:`check` over what the caller has just read from the book (``held``; None:
+        nothing), so a paywall that read it for pricing reads it once. It does not touch the
+        book, and reads the chain only if the cached state is older than ``state_ttl`` or
+        below the voucher (refresh it first to keep it off the chain).
+
+        The voucher must beat the charged total (not the best ceiling: after a zero metered
+        charge or a refund the next voucher may be at or below it), and the deposit must
+        cover the whole voucher: a voucher is the charged total plus the most this request
+        may charge, so every charge up to that maximum stays claimable. ``increment`` is that
+        maximum (the voucher over the charged total, or over what is claimed on chain).
 
         The signature is checked by the book when it can remember that it did
         (:meth:`micropay.ledger.Ledger.verify`): its store that follows checks no more."""
@@ -332,12 +395,12 @@ class Payee:
             raise UnknownChannelError("the channel pays another payee")
         if voucher.channel_id != config.channel_id:
             raise UnknownChannelError("the voucher is for another channel than the configuration")
-        if best is not None and best.channel_id != voucher.channel_id:
+        if held is not None and held.voucher.channel_id != voucher.channel_id:
             raise UnknownChannelError("the best voucher given is for another channel")
-        if best is not None and voucher.cumulative_amount <= best.cumulative_amount:
+        if held is not None and voucher.cumulative_amount <= held.charged:
             raise StaleVoucherError(
-                f"voucher for {voucher.cumulative_amount} does not beat the accepted "
-                f"{best.cumulative_amount}"
+                f"voucher for {voucher.cumulative_amount} does not beat the charged total "
+                f"{held.charged}"
             )
         self._verify(config, voucher)
         cached = self._check_funded(voucher)
@@ -347,7 +410,7 @@ class Payee:
                 f"voucher for {voucher.cumulative_amount} does not beat the {state.claimed} "
                 "already claimed on chain"
             )
-        previous = max(best.cumulative_amount if best else 0, state.claimed)
+        previous = max(held.charged if held else 0, state.claimed)
         covered = voucher.cumulative_amount <= cached.confirmed_deposit
         return Checked(voucher.cumulative_amount - previous, state.claimed, state, covered)
 
@@ -372,24 +435,65 @@ class Payee:
             )
         return cached
 
+    # -- refunds -------------------------------------------------------------------------------
+
+    def refund(self, channel_id: bytes, amount: int, reason: str = "") -> Refund:
+        """Refund ``amount`` of what the channel was charged, off chain and without gas: the
+        charged total goes down by it (never below what is claimed on chain, read now, nor
+        0), the book records it beside the charges, and the channel's next receipt reports
+        the new refunded total. Raises :class:`RefundError` (``invalid_amount``,
+        ``unknown_channel``, ``exceeds_refundable``). Blocking (it reads the chain)."""
+        amount = refund_amount(amount)
+        if type(reason) is not str:
+            raise RefundError("invalid_reason", f"a refund's reason is text: {reason!r}")
+        if self.book.held(channel_id) is None:
+            raise RefundError("unknown_channel", "no voucher was accepted for this channel")
+        claimed = self.refresh(channel_id).claimed
+        return self.book.refund(channel_id, amount, reason, floor=claimed)
+
+    def refund_on_chain(self, channel_id: bytes, amount: int) -> TxReceipt:
+        """Return ``amount`` of the channel's unspent deposit to the payer now, on chain, the
+        channel staying open (``ChannelClient.refund``). Only deposit nobody was charged for
+        may go: the deposit less the larger of the charged total and what is claimed. The
+        cached state is read again after it, so no charge is then checked against the old
+        deposit. Raises :class:`RefundError` (``invalid_amount``, ``unknown_channel``,
+        ``exceeds_unspent``)."""
+        amount = refund_amount(amount)
+        config = self.book.config(channel_id)
+        held = self.book.held(channel_id)
+        if config is None or held is None:
+            raise RefundError("unknown_channel", "no voucher was accepted for this channel")
+        state = self.refresh(channel_id)
+        unspent = state.deposited - max(held.charged, state.claimed)
+        if amount > unspent:
+            raise RefundError(
+                "exceeds_unspent",
+                f"channel 0x{channel_id.hex()}: only {max(unspent, 0)} of its deposit is "
+                f"unspent; {amount} cannot be refunded",
+            )
+        try:
+            return self.client.refund(config, amount, self.account)
+        finally:
+            self.refresh(channel_id)
+
     # -- settling ------------------------------------------------------------------------------
 
     def unclaimed(self, channel_id: bytes) -> int:
         """Accepted but not yet claimed on chain (per the cached state)."""
-        best = self.book.best(channel_id)
-        if best is None:
+        held = self.book.held(channel_id)
+        if held is None:
             return 0
-        return best.cumulative_amount - self._cached(channel_id).state.claimed
+        return max(held.charged - self._cached(channel_id).state.claimed, 0)
 
     def claim(self, channel_id: bytes) -> TxReceipt:
-        """Claim one channel up to its best voucher (its best covered one if the deposit no
-        longer covers the best); the channel stays open."""
-        config, best = self._held(channel_id)
+        """Claim one channel's charged total, with its best voucher as the ceiling (its best
+        covered one if the deposit no longer covers the best); the channel stays open."""
+        config, held = self._held(channel_id)
         claim = self._claim(channel_id, self.refresh(channel_id))
-        voucher = (
-            best if claim is None else claim.voucher
-        )  # nothing claimable: the contract says why
-        receipt = self.client.claim(config, voucher, self.account)
+        if claim is None:  # nothing claimable: the contract says why
+            receipt = self.client.claim(config, held.voucher, self.account, total=held.charged)
+        else:
+            receipt = self.client.claim(config, claim.voucher, self.account, total=claim.total)
         self.refresh(channel_id)
         return receipt
 
@@ -414,29 +518,32 @@ class Payee:
         return receipt
 
     def close(self, channel_id: bytes) -> TxReceipt:
-        """Close with the best voucher (the best covered one if the deposit no longer covers
-        the best): claim it and refund the rest to the payer."""
-        config, best = self._held(channel_id)
+        """Close settling the charged total under the best voucher (the best covered one if the
+        deposit no longer covers the best): claim it and refund the rest to the payer."""
+        config, held = self._held(channel_id)
         state = self.refresh(channel_id)
         claim = self._claim(channel_id, state)
-        voucher = None if claim is None else claim.voucher
-        if voucher is None and best.cumulative_amount > state.claimed:
-            voucher = best  # nothing claimable: let the contract say why rather than refund
-        receipt = self.client.close(config, voucher, self.account)
+        if claim is not None:
+            receipt = self.client.close(config, claim.voucher, self.account, total=claim.total)
+        elif held.charged > state.claimed:
+            # nothing claimable: let the contract say why rather than refund
+            receipt = self.client.close(config, held.voucher, self.account, total=held.charged)
+        else:
+            receipt = self.client.close(config, None, self.account)
         self.refresh(channel_id)
         return receipt
 
     def _claim(self, channel_id: bytes, state: ChannelState) -> Claim | None:
         """The claim the channel pays now (see :func:`micropay.claims.claim_from`), or None.
         The covered voucher is read only when the deposit falls short of the best one."""
-        config, best = self._held(channel_id)
-        short = best.cumulative_amount > state.deposited
+        config, held = self._held(channel_id)
+        short = held.ceiling > state.deposited
         covered = self.book.best_covered(channel_id) if short else None
-        return claim_from(config, best, covered, state)
+        return claim_from(config, held.voucher, covered, state, charged=held.charged)
 
-    def _held(self, channel_id: bytes) -> tuple[ChannelConfig, Voucher]:
+    def _held(self, channel_id: bytes) -> tuple[ChannelConfig, Held]:
         config = self.book.config(channel_id)
-        voucher = self.book.best(channel_id)
-        if config is None or voucher is None:
+        held = self.book.held(channel_id)
+        if config is None or held is None:
             raise UnknownChannelError("no voucher was accepted for this channel")
-        return config, voucher
+        return config, held

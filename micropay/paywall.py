@@ -77,7 +77,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any, Final, NoReturn, TypeAlias, TypeVar
 
 import anyio.to_thread
@@ -98,7 +98,9 @@ from micropay._x402 import (
 )
 from micropay.access import AccessGate
 from micropay.channels import ChannelState
+from micropay.charging import Held, Refund
 from micropay.errors import (
+    ChargeError,
     InsufficientDepositError,
     InvalidSignatureError,
     PaymentDeclinedError,
@@ -128,13 +130,24 @@ _HEADER: Final = b"payment-signature"
 _ACCESS_HEADER: Final = b"payment-access"
 
 
+class _Meter:
+    """What a metered handler charged so far (None: it never said)."""
+
+    __slots__ = ("charged",)
+
+    def __init__(self) -> None:
+        self.charged: int | None = None
+
+
 @dataclass(frozen=True)
 class Payment:
     """``request.state.payment`` on a priced route: who pays and how much for this request.
 
-    The amount is charged if the handler answers 2xx; ``cumulative_amount`` is the channel's
-    total once it is. A reader let in on an access receipt has ``amount`` 0 and the total
-    of the receipt it showed.
+    ``amount`` is the most this request is charged: a fixed route's price, or a metered
+    route's maximum. It is charged only if the handler answers 2xx. On a metered route the
+    handler says what it used with :meth:`charge`; ``cumulative_amount`` is the voucher's
+    amount, the ceiling the payer authorised for this request. A reader let in on an access
+    receipt has ``amount`` 0 and the total of the receipt it showed.
     """
 
     payer: str
@@ -143,6 +156,41 @@ class Payment:
     cumulative_amount: int
     scheme: str = "channel"
     transaction: bytes | None = None  # ``exact``: the settled transfer (channel_id is b"")
+    metered: bool = False
+    _meter: _Meter = field(default_factory=_Meter, repr=False, compare=False)
+
+    def charge(self, amount: int) -> None:
+        """Say what this request used, on a metered route: an ``int`` from 0 to
+        :attr:`amount`. A second call replaces the first (the handler states the total it
+        used, so it may report a running total as it goes); only the last one counts, and
+        only if the answer is 2xx. A handler that never calls it charges 0: the payer only
+        authorised "up to", and a site that forgets to meter should not take the maximum.
+
+        Raises :class:`ChargeError` for anything else (a bool, a float, a negative amount,
+        more than the maximum, or a call on a route that is not metered)."""
+        if not self.metered:
+            raise ChargeError(f"this route has a fixed price of {self.amount}; it is not metered")
+        if type(amount) is not int:
+            raise ChargeError(f"a charge is an int of base units, not {type(amount).__name__}")
+        if not 0 <= amount <= self.amount:
+            raise ChargeError(f"a charge is from 0 to this route's maximum {self.amount}: {amount}")
+        self._meter.charged = amount
+
+    @property
+    def charged(self) -> int:
+        """What the request is charged if it answers 2xx: the price of a fixed route, or what
+        a metered handler last passed to :meth:`charge` (0 if it never did)."""
+        if not self.metered:
+            return self.amount
+        return self._meter.charged or 0
+
+
+@dataclass(frozen=True)
+class UpTo:
+    """A metered price in ``prices=``: ``{"GET /api/search": UpTo(5_000)}`` charges up to
+    5,000 base units per request, what the handler says it used."""
+
+    maximum: int
 
 
 # -- prices --------------------------------------------------------------------------------
@@ -163,21 +211,30 @@ class PricedRoute:
     description: str = ""
     mime_type: str = ""
     schemes: tuple[str, ...] = (CHANNEL,)
+    metered: bool = False
+    """``price`` is a maximum: the handler charges what it used (``payment.charge``)."""
 
     @classmethod
     def parse(
         cls,
         route: str,
-        price: int,
+        price: int | UpTo,
         *,
         description: str = "",
         mime_type: str = "",
         schemes: Iterable[str] = (CHANNEL,),
+        metered: bool = False,
     ) -> PricedRoute:
         """``schemes``: how the route may be paid, in the order the 402 offers them:
         ``channel``, ``exact`` (one EIP-3009 transfer per request: the paywall needs an
         :class:`~micropay.exact.ExactSettler`) or both, ``channel`` first, as it is the
-        cheaper for a reader who comes back."""
+        cheaper for a reader who comes back.
+
+        ``metered`` (or a price given as :class:`UpTo`): the price is the most a request may
+        be charged; the handler says what it used. Metered routes are sold in ``channel``
+        only (an ``exact`` transfer cannot be partly taken back)."""
+        if isinstance(price, UpTo):
+            price, metered = price.maximum, True
         method, _, pattern = route.strip().partition(" ")
         if not pattern:
             method, pattern = "*", method
@@ -195,6 +252,8 @@ class PricedRoute:
         offered = tuple(schemes)
         if not offered or set(offered) - {CHANNEL, EXACT} or len(set(offered)) != len(offered):
             raise ValueError(f"{route!r}: schemes are 'channel' and/or 'exact', not {offered!r}")
+        if metered and offered != (CHANNEL,):
+            raise ValueError(f"{route!r}: a metered route is sold in 'channel' only")
         return cls(
             method.upper(),
             pattern,
@@ -203,12 +262,17 @@ class PricedRoute:
             description,
             mime_type,
             offered,
+            metered,
         )
 
     @property
     def what(self) -> str:
         """The resource's description in a 402."""
-        return self.description or f"{self.method} {self.pattern}, paid per request"
+        if self.description:
+            return self.description
+        if self.metered:
+            return f"{self.method} {self.pattern}, paid per request, up to {self.price}"
+        return f"{self.method} {self.pattern}, paid per request"
 
     def matches(self, method: str, path: str) -> bool:
         if self.method not in ("*", method) and not (self.method == "GET" and method == "HEAD"):
@@ -250,12 +314,17 @@ _Refusal = PaymentRefusal  # the name the middleware's own code uses
 @dataclass(frozen=True)
 class ChannelCheck:
     """A ``channel`` payment that passed every check before the handler: what the payee's
-    checks found and the total the book held (0: nothing), which the write must still find."""
+    checks found, the charged total the book held (``held``; 0: nothing), which the write
+    must still find, and the total the charge adds to (``base``: the charged total, or what
+    is claimed on chain if the book holds nothing)."""
 
     payload: PaymentPayload
     price: int
     checked: Checked
     held: int
+    base: int = 0
+    refunded: int = 0
+    metered: bool = False
 
 
 # -- the middleware ------------------------------------------------------------------------
@@ -269,7 +338,7 @@ class Paywall:
         app: ASGIApp,
         *,
         payee: Payee,
-        prices: Mapping[str, int] | Iterable[PricedRoute],
+        prices: Mapping[str, int | UpTo] | Iterable[PricedRoute],
         asset: str = ZERO_ADDRESS,
         min_deposit: int | None = None,
         min_withdraw_delay: int | None = None,
@@ -336,11 +405,11 @@ class Paywall:
         )
         self.reader_page = reader_page
         self._busy: set[bytes] = set()
-        self._offers: dict[int, Offer] = {}
-        # Per channel, the best voucher this paywall last stored or read (bounded, least
-        # recently used first out): the next request that pays exactly one price over it
+        self._offers: dict[tuple[int, bool], Offer] = {}
+        # Per channel, what this paywall last stored or read (bounded, least recently used
+        # first out): the next request that pays exactly one price over its charged total
         # needs no read before its handler (see "Concurrency" above).
-        self._stored: OrderedDict[bytes, Voucher] = OrderedDict()
+        self._stored: OrderedDict[bytes, Held] = OrderedDict()
         self._max_stored = payee.max_cached_channels
         # Asked once: a check against a runtime protocol costs tens of µs.
         self._committing = self.book if isinstance(self.book, CommittingBook) else None
@@ -418,11 +487,11 @@ class Paywall:
         self._busy.add(channel_id)
         try:
             try:
-                checked, held = await self._preflight(payload, price)
+                check = await self._preflight(payload, price)
             except _Refusal as check_refusal:
                 await self._refuse(send, price, path, check_refusal)
                 return
-            await self._serve(scope, receive, send, payload, path, checked, held)
+            await self._serve(scope, receive, send, path, replace(check, metered=priced.metered))
         finally:
             self._busy.discard(channel_id)
 
@@ -513,9 +582,9 @@ class Paywall:
                 return route
         return None
 
-    def offer(self, price: int) -> Offer:
-        """What a 402 offers for a route of this price."""
-        offer = self._offers.get(price)
+    def offer(self, price: int, metered: bool = False) -> Offer:
+        """What a 402 offers for a route of this price (``metered``: up to this price)."""
+        offer = self._offers.get((price, metered))
         if offer is None:
             offer = Offer(
                 price=price,
@@ -524,8 +593,9 @@ class Paywall:
                 domain=self.domain,
                 min_deposit=self.min_deposit,
                 min_withdraw_delay=self.min_withdraw_delay,
+                metered=metered,
             )
-            self._offers[price] = offer
+            self._offers[(price, metered)] = offer
         return offer
 
     def exact_offer(self, price: int) -> ExactOffer:
@@ -536,7 +606,7 @@ class Paywall:
 
     def _offers_for(self, route: PricedRoute) -> tuple[Offer | OfferJSON, ...]:
         return tuple(
-            self.offer(route.price)
+            self.offer(route.price, route.metered)
             if scheme == CHANNEL
             else OfferJSON(EXACT, self.exact_offer(route.price).to_json())
             for scheme in route.schemes
@@ -593,10 +663,12 @@ class Paywall:
                 f"channels need a withdraw delay of at least {self.min_withdraw_delay} s",
             )
 
-    async def _preflight(self, payload: PaymentPayload, price: int) -> tuple[Checked, int]:
-        """Every check but the write; returns what the payee's checks found (the channel's
-        state for the receipt, whether the confirmed deposit covers the voucher) and the
-        amount the book held (0: nothing), which the write must still find."""
+    async def _preflight(self, payload: PaymentPayload, price: int) -> ChannelCheck:
+        """Every check but the write: the voucher must be exactly the channel's charged total
+        plus ``price`` (the route's price, or its maximum if metered). Returns the check: what
+        the payee's checks found (the channel's state for the receipt, whether the confirmed
+        deposit covers the voucher), the charged total the book held (0: nothing), which the
+        write must still find, and the total the charge adds to."""
         config, voucher = payload.config, payload.voucher
         channel_id = config.channel_id
         state = self.payee.cached_state(channel_id, max_age=self._state_ttl)
@@ -608,10 +680,10 @@ class Paywall:
             state = await self._refresh(channel_id)
         if not state.exists:
             raise _Refusal(402, Reason.UNKNOWN_CHANNEL, "the channel has no deposit on chain")
-        best = self._stored.get(channel_id)
-        if best is None or voucher.cumulative_amount != best.cumulative_amount + price:
-            best = await self._read_best(channel_id)  # unknown here, or moved elsewhere
-        if best is None:
+        held = self._stored.get(channel_id)
+        if held is None or voucher.cumulative_amount != held.charged + price:
+            held = await self._read_held(channel_id)  # unknown here, or moved elsewhere
+        if held is None:
             if state.deposited < self.min_deposit:
                 raise _Refusal(
                     402,
@@ -620,36 +692,44 @@ class Paywall:
                 )
             previous = state.claimed  # vouchers at or below it are worth nothing any more
         else:
-            previous = best.cumulative_amount
+            previous = max(held.charged, state.claimed)
         if voucher.cumulative_amount != previous + price:
             self._verify_or_refuse(config, voucher)  # only the authorizer may see the view
-            view = _view(channel_id, best, state)
+            view = _view(channel_id, held, state)
             if voucher.cumulative_amount <= previous:
                 raise _Refusal(
                     402,
                     Reason.STALE_VOUCHER,
-                    f"the channel already holds {previous}; pay {previous + price}",
+                    f"the channel's charged total is {previous}; pay {previous + price}",
                     view,
                 )
             raise _Refusal(
                 402,
                 Reason.CUMULATIVE_MISMATCH,
-                f"the channel holds {previous}; the next voucher is for {previous + price}",
+                f"the channel's charged total is {previous}; the next voucher is for "
+                f"{previous + price}",
                 view,
             )
         try:
-            # The best voucher read above is the one the checks compare with: one read.
-            checked = self.payee.check_over(config, voucher, best)
+            # What was read above is what the checks compare with: one read.
+            checked = self.payee.check_over(config, voucher, held)
         except InvalidSignatureError as err:
             raise _Refusal(402, Reason.INVALID_SIGNATURE, str(err)) from None
         except VoucherRejectedError as err:
-            held = None
+            shown = None
             if isinstance(err, StaleVoucherError | InsufficientDepositError):
-                held = _view(channel_id, best, state)
-            raise _Refusal(402, err.reason, str(err), held) from None
+                shown = _view(channel_id, held, state)
+            raise _Refusal(402, err.reason, str(err), shown) from None
         except VoucherError as err:
             raise _Refusal(400, Reason.INVALID_PAYLOAD, str(err)) from None
-        return checked, 0 if best is None else best.cumulative_amount
+        return ChannelCheck(
+            payload,
+            price,
+            checked,
+            0 if held is None else held.charged,
+            previous,
+            0 if held is None else held.refunded,
+        )
 
     async def _with_book(self, call: Callable[[], _T]) -> _T:
         """Run a call that reaches the book: off the event loop unless the book is in memory."""
@@ -678,21 +758,18 @@ class Paywall:
     # -- serving -----------------------------------------------------------------------------
 
     async def _serve(
-        self,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        payload: PaymentPayload,
-        path: _Resource,
-        checked: Checked,
-        held: int,
+        self, scope: Scope, receive: Receive, send: Send, path: _Resource, check: ChannelCheck
     ) -> None:
         price = path.route.price
-        config, voucher = payload.config, payload.voucher
-        check = ChannelCheck(payload, price, checked, held)
-        scope.setdefault("state", {})["payment"] = Payment(
-            config.payer, price, config.channel_id, voucher.cumulative_amount
+        config, voucher = check.payload.config, check.payload.voucher
+        payment = Payment(
+            config.payer,
+            price,
+            config.channel_id,
+            voucher.cumulative_amount,
+            metered=check.metered,
         )
+        scope.setdefault("state", {})["payment"] = payment
         replaced = False
 
         async def send_charging(message: Message) -> None:
@@ -701,7 +778,9 @@ class Paywall:
                 return  # the handler's response was replaced by a refusal: drop its body
             if message["type"] == "http.response.start" and 200 <= message["status"] < 300:
                 try:
-                    receipt = await self.record_channel_payment(check, path.name)
+                    receipt = await self.record_channel_payment(
+                        check, path.name, charge=payment.charged
+                    )
                 except PaymentRefusal as refusal:
                     # Another process moved the channel since our checks. The voucher passed
                     # the signature check, so the requester is the authorizer: show the view.
@@ -719,20 +798,28 @@ class Paywall:
     async def check_channel_payment(self, payload: PaymentPayload, price: int) -> ChannelCheck:
         """Every check the paywall makes before its handler runs, for a ``channel`` payment
         of ``price``: the offer's terms, then the channel's state, deposit and signature
-        through the payee, and that the voucher adds exactly the price to the book's total.
-        Nothing is recorded. Raises :class:`PaymentRefusal` (with the channel's view where
-        the voucher does not follow the book)."""
+        through the payee, and that the voucher adds exactly the price to the book's charged
+        total. Nothing is recorded. Raises :class:`PaymentRefusal` (with the channel's view
+        where the voucher does not follow the book)."""
         self._check_offer(payload, price)
-        checked, held = await self._preflight(payload, price)
-        return ChannelCheck(payload, price, checked, held)
+        return await self._preflight(payload, price)
 
-    async def record_channel_payment(self, check: ChannelCheck, resource: str) -> Receipt:
-        """Charge a checked payment whose handler answered 2xx: sign the receipt for
-        ``resource`` (``"METHOD /path"``) and record it with the voucher in one write, the
-        book's ``accept_if_higher`` over the total the check read. Returns the receipt for
-        ``PAYMENT-RESPONSE``. Raises :class:`PaymentRefusal` ``stale_voucher``, with the
-        channel's view, if another process moved the channel since the check."""
+    async def record_channel_payment(
+        self, check: ChannelCheck, resource: str, *, charge: int | None = None
+    ) -> Receipt:
+        """Charge a checked payment whose handler answered 2xx: ``charge`` (default: the whole
+        price; a metered route's handler says less) on top of the charged total the check
+        read. Signs the receipt for ``resource`` (``"METHOD /path"``) and records it with the
+        voucher (the new ceiling, if higher) and the new charged total in one write, the
+        book's ``accept_if_higher`` compare-and-swap over the charged total the check read.
+        Returns the receipt for ``PAYMENT-RESPONSE``. Raises :class:`PaymentRefusal`
+        ``stale_voucher``, with the channel's view, if another process moved the channel (a
+        charge or a refund) since the check."""
         config, voucher = check.payload.config, check.payload.voucher
+        amount = check.price if charge is None else charge
+        if type(amount) is not int or not 0 <= amount <= check.price:
+            raise ChargeError(f"a charge is an int from 0 to {check.price}: {amount!r}")
+        charged = check.base + amount
         state = check.checked.state
         signed = sign_receipt(
             self.domain,
@@ -742,29 +829,42 @@ class Paywall:
             payer=config.payer,
             asset=config.token,
             resource=resource,
-            amount=check.price,
-            cumulative_amount=voucher.cumulative_amount,
+            amount=amount,
+            cumulative_amount=charged,
             issued_at=int(time.time()),
         )
         # The charge is recorded with the voucher, in one transaction, or not at all;
         # the receipt goes out once that transaction is durable.
         try:
-            await self._store(config, voucher, check.held, check.checked.covered, signed)
+            await self._store(config, voucher, check, charged, signed)
         except StaleVoucherError as err:
-            view = _view(config.channel_id, await self._read_best(config.channel_id), state)
+            view = _view(config.channel_id, await self._read_held(config.channel_id), state)
             raise PaymentRefusal(402, Reason.STALE_VOUCHER, str(err), view) from None
-        return Receipt.of(signed, state.deposited - voucher.cumulative_amount)
+        return Receipt.of(
+            signed,
+            state.deposited - charged,
+            ceiling=voucher.cumulative_amount,
+            refunded=check.refunded,
+        )
 
-    async def _read_best(self, channel_id: bytes) -> Voucher | None:
-        """The book's best voucher for the channel, now (and remembered as the latest)."""
-        best = await self._with_book(functools.partial(self.book.best, channel_id))
-        if best is not None:
-            self._remember(best)
-        return best
+    async def refund(self, channel_id: bytes, amount: int, reason: str = "") -> Refund:
+        """:meth:`Payee.refund <micropay.payee.Payee.refund>` off the event loop (it reads
+        the chain and writes the book): lower the channel's charged total by ``amount``; the
+        channel's next receipt reports it. Raises :class:`~micropay.errors.RefundError`."""
+        refund = await anyio.to_thread.run_sync(self.payee.refund, channel_id, amount, reason)
+        self._stored.pop(channel_id, None)  # read the book again before the next charge
+        return refund
 
-    def _remember(self, best: Voucher) -> None:
-        self._stored[best.channel_id] = best
-        self._stored.move_to_end(best.channel_id)
+    async def _read_held(self, channel_id: bytes) -> Held | None:
+        """What the book holds for the channel, now (and remembered as the latest)."""
+        held = await self._with_book(functools.partial(self.book.held, channel_id))
+        if held is not None:
+            self._remember(channel_id, held)
+        return held
+
+    def _remember(self, channel_id: bytes, held: Held) -> None:
+        self._stored[channel_id] = held
+        self._stored.move_to_end(channel_id)
         if len(self._stored) > self._max_stored:
             self._stored.popitem(last=False)
 
@@ -772,34 +872,45 @@ class Paywall:
         self,
         config: ChannelConfig,
         voucher: Voucher,
-        held: int,
-        covered: bool,
+        check: ChannelCheck,
+        charged: int,
         charge: SignedReceipt,
     ) -> int:
-        """The book's ``accept_if_higher``: a book with a writer of its own (the ledger) is
-        awaited, not called from a thread; the result comes after the commit."""
+        """The book's charge write (``accept_if_higher``): a book with a writer of its own (the
+        ledger) is awaited, not called from a thread; the result comes after the commit."""
         book = self._committing
+        covered = check.checked.covered
         if book is not None:
-            future = book.accept_soon(config, voucher, over=held, covered=covered, charge=charge)
+            future = book.accept_soon(
+                config, voucher, over=check.held, covered=covered, charge=charge, charged=charged
+            )
             increment = await _completed(future)
         else:
             accept = functools.partial(
                 self.book.accept_if_higher,
                 config,
                 voucher,
-                over=held,
+                over=check.held,
                 covered=covered,
                 charge=charge,
+                charged=charged,
             )
             increment = await self._with_book(accept)
-        self._remember(voucher)
+        before = self._stored.get(config.channel_id)
+        best = voucher
+        if before is not None and before.ceiling > voucher.cumulative_amount:
+            best = before.voucher
+        self._remember(config.channel_id, Held(best, charged, check.refunded))
         return increment
 
     async def _send_reader_page(self, scope: Scope, send: Send, path: _Resource) -> None:
         """The 402 a browser gets: the page to pay from, with the usual header."""
         refusal = _Refusal(402, Reason.PAYMENT_REQUIRED, _ASK)
         page = reader_page(
-            self.offer(path.route.price), path.url, path.route.what, scope.get("root_path", "")
+            self.offer(path.route.price, path.route.metered),
+            path.url,
+            path.route.what,
+            scope.get("root_path", ""),
         )
         headers = [
             (b"content-type", b"text/html; charset=utf-8"),
@@ -944,12 +1055,20 @@ def route_path(scope: Scope) -> str:
     return path[len(root) :] if path[len(root)] == "/" else path
 
 
-def _view(channel_id: bytes, best: Voucher | None, state: ChannelState) -> ChannelView:
-    """What the site holds for a channel, to show its authorizer: the best voucher, or with
-    none, what was claimed on chain (vouchers at or below it are worth nothing)."""
-    if best is None:
+def _view(channel_id: bytes, held: Held | None, state: ChannelState) -> ChannelView:
+    """What the site holds for a channel, to show its authorizer: the best voucher with the
+    charged and refunded totals, or with none, what was claimed on chain (vouchers at or
+    below it are worth nothing)."""
+    if held is None:
         return ChannelView(channel_id, state.claimed, None, state.deposited)
-    return ChannelView(channel_id, best.cumulative_amount, best.signature, state.deposited)
+    return ChannelView(
+        channel_id,
+        held.ceiling,
+        held.voucher.signature,
+        state.deposited,
+        charged=max(held.charged, state.claimed),
+        refunded=held.refunded,
+    )
 
 
 _ASK = "this resource is paid per request: retry with a PAYMENT-SIGNATURE header"

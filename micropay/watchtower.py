@@ -260,7 +260,12 @@ class Watchtower:
             position = held[planned_claim.channel_id]
             state = self.client.state(planned_claim.channel_id)  # latest: see the docstring
             claim = claim_from(
-                position.config, position.voucher, position.covered, state, planned_claim.reason
+                position.config,
+                position.voucher,
+                position.covered,
+                state,
+                planned_claim.reason,
+                charged=position.charged,
             )
             if claim is None:
                 skipped.append(planned_claim.channel_id)

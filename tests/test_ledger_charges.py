@@ -106,7 +106,7 @@ def test_a_schema_version_2_ledger_is_upgraded_in_place(ledger_url):
     [(version,)] = raw_execute(
         ledger_url, "SELECT value FROM ledger_meta WHERE key = 'schema_version'"
     )
-    assert version == "3"
+    assert version == "4"
     with Ledger.open(ledger_url, DOMAIN) as reopened:
         assert reopened.charges() == [kept]
         assert sorted(p.voucher.cumulative_amount for p in reopened.positions()) == [90, 800]

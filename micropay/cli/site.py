@@ -132,7 +132,8 @@ def ledger() -> None:
 def show(settings: Settings, url: str, as_json: bool) -> None:
     """List the channels the ledger holds.
 
-    Per channel: deposit, best voucher, what is claimed on chain, and its state."""
+    Per channel: deposit, best voucher (the ceiling), the charged and refunded totals, what
+    is claimed on chain, and its state."""
     with _site(settings, url, create=False) as (connection, client, book):
         units = _Units(connection.w3)
         now = int(connection.w3.eth.get_block("latest")["timestamp"])  # withdraws use its clock
@@ -141,7 +142,9 @@ def show(settings: Settings, url: str, as_json: bool) -> None:
             state = client.state(position.channel_id)
             token = position.config.token
             best = position.voucher.cumulative_amount
-            claim = claim_from(position.config, position.voucher, position.covered, state)
+            claim = claim_from(
+                position.config, position.voucher, position.covered, state, charged=position.charged
+            )
             records.append(
                 {
                     "channel id": "0x" + position.channel_id.hex(),
@@ -149,8 +152,10 @@ def show(settings: Settings, url: str, as_json: bool) -> None:
                     "token": token,
                     "deposit": units.money(token, state.deposited),
                     "best voucher": units.money(token, best),
+                    "charged": units.money(token, position.charged_total),
+                    "refunded": units.money(token, position.refunded),
                     "claimed": units.money(token, state.claimed),
-                    "unclaimed": units.money(token, max(best - state.claimed, 0)),
+                    "unclaimed": units.money(token, max(position.charged_total - state.claimed, 0)),
                     "claimable now": units.money(token, 0 if claim is None else claim.amount),
                     "withdraw requested": state.withdraw_requested,
                     "withdraw at": Moment(state.closes_at, now) if state.closes_at else None,

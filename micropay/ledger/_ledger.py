@@ -19,10 +19,12 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
+from micropay.charging import Held, Refund, charged_total, refund_amount
 from micropay.errors import (
     ForeignLedgerError,
     LedgerCorruptError,
     LedgerURLError,
+    RefundError,
     StaleVoucherError,
     VoucherError,
 )
@@ -30,7 +32,7 @@ from micropay.ledger._authorizations import AuthorizationJournal
 from micropay.ledger._group import CommitStats
 from micropay.ledger._journal import ChainJournal
 from micropay.ledger._records import Position
-from micropay.ledger._store import Accepted, ChargeRow, Store, VoucherRow
+from micropay.ledger._store import Accepted, ChargeRow, RefundRow, Store, VoucherRow
 from micropay.receipts import SignedReceipt
 from micropay.vouchers import ChannelConfig, Voucher, VoucherDomain, VoucherVerifier
 
@@ -184,18 +186,22 @@ class Ledger:
         over: int | None = None,
         covered: bool = False,
         charge: SignedReceipt | None = None,
+        charged: int | None = None,
     ) -> int:
-        """Store ``voucher`` if it beats the stored one, durably, in one atomic step; with
-        ``covered`` (the confirmed deposit covers it) as the best covered voucher too, and
-        with ``charge`` (the receipt the request is answered with) a row of ``charges``,
-        in the same transaction.
+        """The charge write (:meth:`micropay.payee.VoucherBook.accept_if_higher`), durably, in
+        one transaction: the voucher raises the best (and, ``covered``, the best covered) if
+        higher, the charged total becomes ``charged`` (default: the voucher's amount), and
+        ``charge`` (the receipt the request is answered with) becomes a row of ``charges``.
 
-        Returns the increment (new cumulative amount minus the one it replaced); raises
-        :class:`StaleVoucherError` if it does not beat the stored voucher, or if ``over`` is
-        given and the stored amount is not exactly ``over`` (0: none stored), and
-        :class:`InvalidSignatureError` if the channel's authorizer did not sign it here.
+        Returns the increment (new charged total minus the one it replaced); raises
+        :class:`StaleVoucherError` if the charged total does not beat the stored one, or if
+        ``over`` is given and the stored charged total is not exactly ``over`` (0: none
+        stored, or 0), and :class:`InvalidSignatureError` if the channel's authorizer did not
+        sign it here.
         """
-        return self.accept_soon(config, voucher, over=over, covered=covered, charge=charge).result()
+        return self.accept_soon(
+            config, voucher, over=over, covered=covered, charge=charge, charged=charged
+        ).result()
 
     def accept_soon(
         self,
@@ -205,6 +211,7 @@ class Ledger:
         over: int | None = None,
         covered: bool = False,
         charge: SignedReceipt | None = None,
+        charged: int | None = None,
     ) -> Future[int]:
         """:meth:`accept_if_higher` without waiting: the checks run now (a bad voucher raises
         here), the write joins the ledger's next group commit, and the future holds the
@@ -218,7 +225,17 @@ class Ledger:
             config.authorizer,
         ):
             self._verifier.verify(voucher, bytes.fromhex(config.authorizer[2:]))
-        charge_row = None if charge is None else self._charge_row(config, voucher, charge)
+        total = charged_total(voucher, charged)
+        if charged is None and over is not None and total <= over:
+            # A voucher charged whole must add to the total read: nothing to write.
+            stale: Future[int] = Future()
+            stale.set_exception(
+                StaleVoucherError(
+                    f"voucher for {voucher.cumulative_amount} does not beat the accepted {over}"
+                )
+            )
+            return stale
+        charge_row = None if charge is None else self._charge_row(config, voucher, charge, total)
         self._remember(config)
         now = time.time()
         row = VoucherRow(
@@ -237,20 +254,22 @@ class Ledger:
             owed_since=now,
             covered_amount=voucher.cumulative_amount if covered else None,
             covered_signature=voucher.signature if covered else None,
+            charged_amount=total,
+            refunded_amount=0,
         )
 
         def increment(found: Accepted) -> int:
             if found.replaced is None:
-                if found.held < voucher.cumulative_amount:  # it would have beaten it: ``over``
+                if over is not None and found.held != over:
                     raise StaleVoucherError(
-                        f"the book holds {found.held} for the channel, not {over}"
+                        f"the book holds {found.held} for the channel, not {over} (its "
+                        "charged total)"
                     )
                 raise StaleVoucherError(
                     f"voucher for {voucher.cumulative_amount} does not beat the accepted "
                     f"{found.held}"
                 )
-            self._verified[config.channel_id] = (voucher.cumulative_amount, voucher.signature)
-            return voucher.cumulative_amount - found.replaced
+            return total - found.replaced
 
         return self._store.accept_soon(row, over=over, charge=charge_row, then=increment)
 
@@ -283,13 +302,13 @@ class Ledger:
         return self._store.blocking_reads
 
     def _charge_row(
-        self, config: ChannelConfig, voucher: Voucher, charge: SignedReceipt
+        self, config: ChannelConfig, voucher: Voucher, charge: SignedReceipt, charged: int
     ) -> ChargeRow:
         if (charge.domain, charge.channel_id, charge.payer, charge.cumulative_amount) != (
             self.domain,
             config.channel_id,
             config.payer,
-            voucher.cumulative_amount,
+            charged,
         ):
             raise VoucherError("the charge's receipt is not of this voucher")
         return ChargeRow(
@@ -302,7 +321,26 @@ class Ledger:
             cumulative_amount=charge.cumulative_amount,
             issued_at=charge.issued_at,
             signature=charge.signature,
+            ceiling=voucher.cumulative_amount,
         )
+
+    def refund(self, channel_id: bytes, amount: int, reason: str, *, floor: int = 0) -> Refund:
+        """Lower the channel's charged total by ``amount`` and record the refund in
+        ``refunds``, in one transaction, atomic against concurrent charges (compare-and-swap
+        on the totals); never below ``floor`` (what is claimed on chain) nor 0. Raises
+        :class:`RefundError` (``invalid_amount``, ``unknown_channel``, ``exceeds_refundable``)."""
+        amount = refund_amount(amount)
+        try:
+            row = self._store.refund(channel_id, amount, str(reason), floor, time.time())
+        except LookupError:
+            raise RefundError(
+                "unknown_channel", "the ledger holds nothing for this channel"
+            ) from None
+        return _refund_of(row)
+
+    def refunds(self, channel_id: bytes | None = None) -> list[Refund]:
+        """The refunds recorded (of one channel, or all), oldest first."""
+        return [_refund_of(row) for row in self._store.refunds(channel_id)]
 
     def charges(self, since: int | None = None, until: int | None = None) -> list[SignedReceipt]:
         """Every charge issued in ``[since, until)`` (Unix seconds; either end open), oldest
@@ -328,6 +366,13 @@ class Ledger:
         row = self._store.voucher_row(channel_id)
         return None if row is None else self._checked(row)[1]
 
+    def held(self, channel_id: bytes) -> Held | None:
+        """The best voucher (verified) with the charged and refunded totals, or None."""
+        row = self._store.voucher_row(channel_id)
+        if row is None:
+            return None
+        return Held(self._checked(row)[1], row.charged_amount, row.refunded_amount)
+
     def best_covered(self, channel_id: bytes) -> Voucher | None:
         """The best voucher accepted as covered by the confirmed deposit, verified, or None."""
         row = self._store.voucher_row(channel_id)
@@ -350,7 +395,16 @@ class Ledger:
         config, voucher = self._checked(row)
         view = self._store.view(channel_id)
         covered = self._covered(row, config)
-        return Position(config, voucher, view, row.accepted_at, row.owed_since, covered)
+        return Position(
+            config,
+            voucher,
+            view,
+            row.accepted_at,
+            row.owed_since,
+            covered,
+            row.charged_amount,
+            row.refunded_amount,
+        )
 
     def positions(self) -> list[Position]:
         """Every channel's position, each row verified (a damaged one raises, none is skipped)."""
@@ -361,12 +415,21 @@ class Ledger:
             view = views.get(row.channel_id)
             covered = self._covered(row, config)
             positions.append(
-                Position(config, voucher, view, row.accepted_at, row.owed_since, covered)
+                Position(
+                    config,
+                    voucher,
+                    view,
+                    row.accepted_at,
+                    row.owed_since,
+                    covered,
+                    row.charged_amount,
+                    row.refunded_amount,
+                )
             )
         return positions
 
     def unsettled(self, channel_id: bytes) -> int:
-        """Accepted but not claimed on chain, as far as the chain view has read (0 if unknown)."""
+        """Charged but not claimed on chain, as far as the chain view has read (0 if unknown)."""
         position = self.position(channel_id)
         return 0 if position is None else position.unsettled
 
@@ -488,6 +551,17 @@ class Ledger:
                 self._verified_covered, voucher, config, f"{where}: the covered voucher"
             )
         return voucher
+
+
+def _refund_of(row: RefundRow) -> Refund:
+    return Refund(
+        row.channel_id,
+        row.amount,
+        row.reason,
+        row.refunded_at,
+        row.charged_amount,
+        row.refunded_amount,
+    )
 
 
 _CONFIG_FIELDS = ("payer", "payee", "token", "authorizer", "withdraw_delay", "salt")

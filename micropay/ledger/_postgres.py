@@ -28,9 +28,12 @@ _T = TypeVar("_T")
 # (concurrent CREATE TABLE IF NOT EXISTS can otherwise collide in the catalog).
 _SCHEMA_LOCK = 0x6D6963726F706179  # "micropay"
 
-# Version 3's table, also what the upgrade from 2 creates.
-_CHARGES = [
-    """CREATE TABLE IF NOT EXISTS charges (
+
+
+def _charges_table(name: str) -> str:
+    """The charges table (version 4: no longer unique per charged total, which a zero metered
+    charge or a refund repeats; the ceiling each charge was made under beside it)."""
+    return f"""CREATE TABLE IF NOT EXISTS {name} (
         receipt_id BYTEA PRIMARY KEY,
         channel_id BYTEA NOT NULL,
         payer TEXT NOT NULL,
@@ -40,10 +43,29 @@ _CHARGES = [
         cumulative_amount NUMERIC(78, 0) NOT NULL,
         issued_at BIGINT NOT NULL,
         signature BYTEA NOT NULL,
-        UNIQUE (channel_id, cumulative_amount)
-    )""",
+        ceiling NUMERIC(78, 0) NOT NULL
+    )"""
+
+
+_CHARGES = [
+    _charges_table("charges"),
     "CREATE INDEX IF NOT EXISTS charges_by_time ON charges (issued_at)",
 ]
+_REFUNDS = [
+    """CREATE TABLE IF NOT EXISTS refunds (
+        channel_id BYTEA NOT NULL,
+        amount NUMERIC(78, 0) NOT NULL,
+        reason TEXT NOT NULL,
+        refunded_at DOUBLE PRECISION NOT NULL,
+        charged_amount NUMERIC(78, 0) NOT NULL,
+        refunded_amount NUMERIC(78, 0) NOT NULL,
+        PRIMARY KEY (channel_id, refunded_amount)
+    )""",
+]
+_CHARGE_COLUMNS = (
+    "receipt_id, channel_id, payer, asset, resource, amount, cumulative_amount, issued_at, "
+    "signature"
+)
 
 _SCHEMA = [
     f"SELECT pg_advisory_xact_lock({_SCHEMA_LOCK})",
@@ -64,7 +86,9 @@ _SCHEMA = [
         accepted_at DOUBLE PRECISION NOT NULL,
         owed_since DOUBLE PRECISION,
         covered_amount NUMERIC(78, 0),
-        covered_signature BYTEA
+        covered_signature BYTEA,
+        charged_amount NUMERIC(78, 0) NOT NULL,
+        refunded_amount NUMERIC(78, 0) NOT NULL
     )""",
     "CREATE TABLE IF NOT EXISTS chain_blocks (number BIGINT PRIMARY KEY, hash BYTEA NOT NULL)",
     """CREATE TABLE IF NOT EXISTS chain_events (
@@ -83,12 +107,29 @@ _SCHEMA = [
     POSTGRES_TABLE,
     POSTGRES_IDS_TABLE,
     *_CHARGES,
+    *_REFUNDS,
 ]
 
 # Version 2: the best voucher the confirmed deposit covers (a v1 ledger never kept one).
 # Version 3: the charges (a v2 ledger kept none); bind's CREATE ... IF NOT EXISTS made the
-# table already, the step is named for the record.
+# table already (in its version 4 form), the step is named for the record.
+# Version 4: charged and refunded totals beside the best voucher (a v3 ledger charged every
+# voucher whole, so its charged total is its best voucher's), the refunds, and the charges
+# rebuilt without their uniqueness per charged total and with the ceiling (a v3 charge's
+# ceiling was its charged total).
 _UPGRADES = {
+    4: [
+        "ALTER TABLE best_vouchers ADD COLUMN charged_amount NUMERIC(78, 0)",
+        "ALTER TABLE best_vouchers ADD COLUMN refunded_amount NUMERIC(78, 0)",
+        "UPDATE best_vouchers SET charged_amount = cumulative_amount, refunded_amount = 0",
+        _charges_table("charges_v4"),
+        f"INSERT INTO charges_v4 ({_CHARGE_COLUMNS}, ceiling) "
+        f"SELECT {_CHARGE_COLUMNS}, cumulative_amount FROM charges",
+        "DROP TABLE charges",
+        "ALTER TABLE charges_v4 RENAME TO charges",
+        *_CHARGES,
+        *_REFUNDS,
+    ],
     3: _CHARGES,
     2: [
         "ALTER TABLE best_vouchers ADD COLUMN covered_amount NUMERIC(78, 0)",

@@ -84,6 +84,14 @@ class Position:
     covered: Voucher | None = None
     """The best voucher accepted within the confirmed deposit (None: none was): what is
     still claimable if the deposit the best one relied on is reorged away."""
+    charged: int | None = None
+    """The charged total: what settlement claims, at most the best voucher (None: all of it)."""
+    refunded: int = 0
+    """The total refunded off chain (the charged total already went down by it)."""
+
+    @property
+    def charged_total(self) -> int:
+        return self.voucher.cumulative_amount if self.charged is None else self.charged
 
     @property
     def channel_id(self) -> bytes:
@@ -95,8 +103,8 @@ class Position:
 
     @property
     def unsettled(self) -> int:
-        """Accepted but not yet claimed on chain: what a claim with the best voucher would pay."""
-        return max(self.voucher.cumulative_amount - self.claimed, 0)
+        """Charged but not yet claimed on chain: what a claim of the charged total would pay."""
+        return max(self.charged_total - self.claimed, 0)
 
     @property
     def underfunded(self) -> bool:
@@ -120,10 +128,16 @@ class Position:
     @property
     def claimable(self) -> bool:
         """A claim (with :attr:`to_claim`) would succeed on the chain as the view shows it."""
-        return self.to_claim is not None
+        return self.claimable_amount > 0
 
     @property
     def claimable_amount(self) -> int:
-        """What a claim with :attr:`to_claim` would add (0 if nothing is claimable)."""
+        """What a claim with :attr:`to_claim` would add (0 if nothing is claimable): the
+        charged total, capped by that voucher and the deposit, over what is claimed."""
         voucher = self.to_claim
-        return 0 if voucher is None else voucher.cumulative_amount - self.claimed
+        if voucher is None:
+            return 0
+        cap = voucher.cumulative_amount
+        if self.chain is not None:
+            cap = min(cap, self.chain.deposited)
+        return max(min(self.charged_total, cap) - self.claimed, 0)

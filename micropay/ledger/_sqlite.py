@@ -30,9 +30,12 @@ _DIGITS = 78  # len(str(2**256 - 1))
 _BUSY_TIMEOUT_MS = 60_000
 _HEADER = b"SQLite format 3\x00"
 
-# Version 3's table, also what the upgrade from 2 creates.
-_CHARGES = [
-    """CREATE TABLE IF NOT EXISTS charges (
+
+
+def _charges_table(name: str) -> str:
+    """The charges table (version 4: no longer unique per charged total, which a zero metered
+    charge or a refund repeats; the ceiling each charge was made under beside it)."""
+    return f"""CREATE TABLE IF NOT EXISTS {name} (
         receipt_id BLOB PRIMARY KEY,
         channel_id BLOB NOT NULL,
         payer TEXT NOT NULL,
@@ -42,10 +45,29 @@ _CHARGES = [
         cumulative_amount TEXT NOT NULL,
         issued_at INTEGER NOT NULL,
         signature BLOB NOT NULL,
-        UNIQUE (channel_id, cumulative_amount)
-    )""",
+        ceiling TEXT NOT NULL
+    )"""
+
+
+_CHARGES = [
+    _charges_table("charges"),
     "CREATE INDEX IF NOT EXISTS charges_by_time ON charges (issued_at)",
 ]
+_REFUNDS = [
+    """CREATE TABLE IF NOT EXISTS refunds (
+        channel_id BLOB NOT NULL,
+        amount TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        refunded_at REAL NOT NULL,
+        charged_amount TEXT NOT NULL,
+        refunded_amount TEXT NOT NULL,
+        PRIMARY KEY (channel_id, refunded_amount)
+    )""",
+]
+_CHARGE_COLUMNS = (
+    "receipt_id, channel_id, payer, asset, resource, amount, cumulative_amount, issued_at, "
+    "signature"
+)
 
 _SCHEMA = [
     "CREATE TABLE IF NOT EXISTS ledger_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -65,7 +87,9 @@ _SCHEMA = [
         accepted_at REAL NOT NULL,
         owed_since REAL,
         covered_amount TEXT,
-        covered_signature BLOB
+        covered_signature BLOB,
+        charged_amount TEXT NOT NULL,
+        refunded_amount TEXT NOT NULL
     )""",
     "CREATE TABLE IF NOT EXISTS chain_blocks (number INTEGER PRIMARY KEY, hash BLOB NOT NULL)",
     """CREATE TABLE IF NOT EXISTS chain_events (
@@ -84,12 +108,30 @@ _SCHEMA = [
     SQLITE_TABLE,
     SQLITE_IDS_TABLE,
     *_CHARGES,
+    *_REFUNDS,
 ]
 
 # Version 2: the best voucher the confirmed deposit covers (a v1 ledger never kept one).
 # Version 3: the charges (a v2 ledger kept none); bind's CREATE ... IF NOT EXISTS made the
-# table already, the step is named for the record.
+# table already (in its version 4 form), the step is named for the record.
+# Version 4: charged and refunded totals beside the best voucher (a v3 ledger charged every
+# voucher whole, so its charged total is its best voucher's), the refunds, and the charges
+# rebuilt without their uniqueness per charged total and with the ceiling (a v3 charge's
+# ceiling was its charged total).
 _UPGRADES = {
+    4: [
+        "ALTER TABLE best_vouchers ADD COLUMN charged_amount TEXT",
+        "ALTER TABLE best_vouchers ADD COLUMN refunded_amount TEXT",
+        "UPDATE best_vouchers SET charged_amount = cumulative_amount, "
+        f"refunded_amount = '{0:0{_DIGITS}d}'",
+        _charges_table("charges_v4"),
+        f"INSERT INTO charges_v4 ({_CHARGE_COLUMNS}, ceiling) "
+        f"SELECT {_CHARGE_COLUMNS}, cumulative_amount FROM charges",
+        "DROP TABLE charges",
+        "ALTER TABLE charges_v4 RENAME TO charges",
+        *_CHARGES,
+        *_REFUNDS,
+    ],
     3: _CHARGES,
     2: [
         "ALTER TABLE best_vouchers ADD COLUMN covered_amount TEXT",

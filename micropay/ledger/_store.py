@@ -50,11 +50,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, ClassVar, Generic, TypeVar
 
+from micropay.charging import refunded_below
 from micropay.errors import LedgerCorruptError, LedgerError
 from micropay.ledger._group import COMMIT_WINDOW, MAX_BATCH, CommitStats, GroupCommit
 from micropay.ledger._records import BlockRef, ChainEvent, ChainView, EventKind
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 _T = TypeVar("_T")
 _R = TypeVar("_R")
 
@@ -90,6 +91,10 @@ class VoucherRow:
     covered_amount: int | None = field(default=None, metadata={"kind": "amount?"})
     """The best voucher covered by the confirmed deposit (None: none was accepted)."""
     covered_signature: bytes | None = field(default=None, metadata={"kind": "blob?"})
+    charged_amount: int = field(default=0, metadata={"kind": "amount"})
+    """The charged total: what the site charged, at most the best voucher (the ceiling)."""
+    refunded_amount: int = field(default=0, metadata={"kind": "amount"})
+    """The total refunded off chain (the charged total already went down by it)."""
 
 
 @dataclass(frozen=True)
@@ -105,6 +110,20 @@ class ChargeRow:
     cumulative_amount: int = _column("amount")
     issued_at: int = _column("int")
     signature: bytes = _column("blob")
+    ceiling: int = _column("amount")
+    """The voucher the charge was made under (``cumulative_amount`` is the charged total)."""
+
+
+@dataclass(frozen=True)
+class RefundRow:
+    """One ``refunds`` row: an off-chain refund and the channel's totals after it."""
+
+    channel_id: bytes = _column("channel")
+    amount: int = _column("amount")
+    reason: str = _column("text")
+    refunded_at: float = _column("real")
+    charged_amount: int = _column("amount")
+    refunded_amount: int = _column("amount")
 
 
 class _Table(Generic[_R]):
@@ -136,6 +155,7 @@ class _Table(Generic[_R]):
 
 VOUCHERS = _Table("best_vouchers", VoucherRow)
 CHARGES = _Table("charges", ChargeRow)
+REFUNDS = _Table("refunds", RefundRow)
 EVENTS = _Table(
     "chain_events",
     ChainEvent,
@@ -151,44 +171,56 @@ EVENTS = _Table(
     },
 )
 
-# What a voucher that beats the stored one writes over it: column -> its new value, from the
-# new one ({new}) and the stored one ({old}). A NULL covered voucher in the new row keeps the
-# stored one (only a voucher within the confirmed deposit may replace it); the age of a debt
-# starts when it first arose. ``replaced_amount`` keeps the amount replaced, for the increment.
-_RAISE = {
-    "cumulative_amount": "{new}",
-    "signature": "{new}",
-    "covered_amount": "COALESCE({new}, {old})",
-    "covered_signature": "COALESCE({new}, {old})",
-    "accepted_at": "{new}",
-    "owed_since": "COALESCE({old}, {new})",
+# The charge write (see :meth:`Store.accept_soon`): insert the channel's row, or update it
+# when the compare-and-swap on the charged total holds. Column -> its new value, from the new
+# row (``excluded``) and the stored one (``v``): the best voucher and the covered one are
+# raised only by a higher one (a metered request's voucher may be at or below the ceiling
+# held); the charged total is swapped; the refunded total is left as it is; the age of a
+# debt starts when it first arose. ``replaced_amount`` keeps the charged total replaced, for
+# the increment, without a second read that could race.
+_HIGHER = "excluded.cumulative_amount > v.cumulative_amount"
+_COVERS = (
+    "excluded.covered_amount IS NOT NULL AND "
+    "(v.covered_amount IS NULL OR excluded.covered_amount > v.covered_amount)"
+)
+_SETS = {
+    "cumulative_amount": f"CASE WHEN {_HIGHER} THEN excluded.cumulative_amount "
+    "ELSE v.cumulative_amount END",
+    "signature": f"CASE WHEN {_HIGHER} THEN excluded.signature ELSE v.signature END",
+    "covered_amount": f"CASE WHEN {_COVERS} THEN excluded.covered_amount "
+    "ELSE v.covered_amount END",
+    "covered_signature": f"CASE WHEN {_COVERS} THEN excluded.covered_signature "
+    "ELSE v.covered_signature END",
+    "charged_amount": "excluded.charged_amount",
+    "accepted_at": "excluded.accepted_at",
+    "owed_since": "COALESCE(v.owed_since, excluded.owed_since)",
+    "replaced_amount": "v.charged_amount",
 }
-
-
-def _assignments(new: Callable[[str], str], old: Callable[[str], str]) -> str:
-    sets = [f"{c} = {e.format(new=new(c), old=old(c))}" for c, e in _RAISE.items()]
-    return ",\n    ".join([*sets, f"replaced_amount = {old('cumulative_amount')}"])
-
-
-_INSERT_VOUCHER = VOUCHERS.insert(extra=("replaced_amount",), alias="v")
-# Insert, or raise the stored row if the new amount beats it: one statement, under the row lock.
-_ACCEPT = f"""{_INSERT_VOUCHER}
+_VOUCHER_COLUMNS = ", ".join([*VOUCHERS.names, "replaced_amount"])
+_VOUCHER_VALUES = ", ".join("?" * (len(VOUCHERS.names) + 1))
+_UPSERT = f"""INSERT INTO best_vouchers AS v ({_VOUCHER_COLUMNS})
+{{source}}
 ON CONFLICT (channel_id) DO UPDATE SET
-    {_assignments(lambda c: f"excluded.{c}", lambda c: f"v.{c}")}
-WHERE excluded.cumulative_amount > v.cumulative_amount
+    {", ".join(f"{column} = {value}" for column, value in _SETS.items())}
+WHERE {{condition}}
 RETURNING replaced_amount
 """
-# Accepting over a stored amount read earlier (``over``): "none was stored" may only insert,
-# an amount may only replace exactly that amount.
-_INSERT_NEW = f"""{_INSERT_VOUCHER}
-ON CONFLICT (channel_id) DO NOTHING
-RETURNING replaced_amount
-"""
-_REPLACE_READ = f"""UPDATE best_vouchers SET
-    {_assignments(lambda c: "?", lambda c: c)}
-WHERE channel_id = ? AND cumulative_amount = ?
-RETURNING replaced_amount
-"""
+# Without ``over``: the new charged total must beat the stored one. With it: the stored
+# charged total must be exactly the one read (a parameter after the row's); a positive one
+# was read from a stored row, so the row must exist (no insert: the guard's parameter is the
+# channel id).
+_ACCEPT = _UPSERT.format(
+    source=f"VALUES ({_VOUCHER_VALUES})",
+    condition="excluded.charged_amount > v.charged_amount",
+)
+_ACCEPT_OVER_NONE = _UPSERT.format(
+    source=f"VALUES ({_VOUCHER_VALUES})", condition="v.charged_amount = ?"
+)
+_ACCEPT_OVER = _UPSERT.format(
+    source=f"SELECT {_VOUCHER_VALUES} WHERE EXISTS "
+    "(SELECT 1 FROM best_vouchers WHERE channel_id = ?)",
+    condition="v.charged_amount = ?",
+)
 
 
 def _charging(accept: str) -> str:
@@ -201,8 +233,14 @@ def _charging(accept: str) -> str:
     )
 
 
-_HELD = "SELECT cumulative_amount FROM best_vouchers WHERE channel_id = ?"
+_HELD = "SELECT charged_amount FROM best_vouchers WHERE channel_id = ?"
 _INSERT_CHARGE = CHARGES.insert()
+_TOTALS = "SELECT charged_amount, refunded_amount FROM best_vouchers WHERE channel_id = ?"
+_REFUND = (
+    "UPDATE best_vouchers SET charged_amount = ?, refunded_amount = ? "
+    "WHERE channel_id = ? AND charged_amount = ? AND refunded_amount = ? RETURNING channel_id"
+)
+_INSERT_REFUND = REFUNDS.insert()
 
 # A channel's view is the maximum of each total over its rows; a channel with no seed row has
 # only some of its history here, so it has no view yet.
@@ -467,10 +505,12 @@ class Store(ABC):
     def accept(
         self, row: VoucherRow, *, over: int | None = None, charge: ChargeRow | None = None
     ) -> int | None:
-        """Store ``row`` if its amount beats the stored one (and, with ``over``, the stored
-        amount is exactly ``over``, 0 meaning none); return the amount it replaced (0 for a
-        new channel), or None if it did not. ``charge`` is written in the same transaction
-        if, and only if, the voucher is."""
+        """The charge write: store ``row`` (its voucher raises the stored best only if higher;
+        its ``charged_amount`` replaces the stored charged total) if its charged total beats
+        the stored one, or, with ``over``, if the stored charged total is exactly ``over``
+        (0: none stored, or 0); return the charged total it replaced (0 for a new channel),
+        or None if it wrote nothing. ``charge`` is written in the same transaction if, and
+        only if, the row is."""
         return self.accept_soon(row, over=over, charge=charge, then=_replaced).result()
 
     def accept_soon(
@@ -484,26 +524,20 @@ class Store(ABC):
         """:meth:`accept`, queued for the writer: the future holds ``then`` of what it found
         once the transaction that wrote it (shared with the accepts queued beside it) is
         durably committed, and only then (``then`` runs on the writer's thread)."""
-        if over is not None:
-            if over < 0:
-                raise ValueError("over is an amount: 0 or more")
-            if row.cumulative_amount <= over:
-                # It cannot beat the amount the caller says is stored: nothing to write.
-                done: Future[_T] = Future()
-                try:
-                    done.set_result(then(Accepted(None, over)))
-                except Exception as err:
-                    done.set_exception(err)
-                return done
+        if over is not None and over < 0:
+            raise ValueError("over is an amount: 0 or more")
+        if row.charged_amount > row.cumulative_amount:
+            raise ValueError("a charged total above the voucher it is charged under")
         params = self._params(VOUCHERS, row)
-        if over:  # replace exactly the amount read
-            sql = _REPLACE_READ
-            named = dict(zip(VOUCHERS.names, params, strict=True))
-            params = [named[column] for column in _RAISE]
-            params += [row.channel_id, self.encode_amount(over)]  # SQLite compares text forms
-        else:  # insert or raise the row (over None), or insert only (over 0: none was read)
-            sql = _ACCEPT if over is None else _INSERT_NEW
+        params.append(self.encode_amount(0))  # replaced_amount of a new row: none charged
+        if over is None:
+            sql = _ACCEPT
+        elif over == 0:  # nothing (or 0) was read: insert, or swap a stored 0
+            sql = _ACCEPT_OVER_NONE
             params.append(self.encode_amount(0))
+        else:  # swap exactly the charged total read (SQLite compares the text forms)
+            sql = _ACCEPT_OVER
+            params += [row.channel_id, self.encode_amount(over)]
         charged = None if charge is None else self._params(CHARGES, charge)
         if charged is not None and self.data_modifying_ctes:  # one round trip, not two
             sql, params, charged = _charging(sql), [*params, *charged], None
@@ -514,7 +548,7 @@ class Store(ABC):
                 held = execute(_HELD, (row.channel_id,))
                 if not held:
                     return Accepted(None, 0)
-                return Accepted(None, self._amount(held[0][0], row.channel_id, "held amount"))
+                return Accepted(None, self._amount(held[0][0], row.channel_id, "charged total"))
             if charged is not None:
                 execute(_INSERT_CHARGE, charged)
             return Accepted(self._amount(rows[0][0], row.channel_id, "replaced_amount"), 0)
@@ -569,6 +603,49 @@ class Store(ABC):
                 )
 
         self.transact(work)
+
+    def refund(
+        self, channel_id: bytes, amount: int, reason: str, floor: int, at: float
+    ) -> RefundRow:
+        """Lower the channel's charged total by ``amount`` (added to its refunded total) and
+        record the refund, in one transaction; return the row written. Raises
+        :class:`RefundError` (``exceeds_refundable``) and writes nothing if that would take the
+        charged total below ``floor`` (or 0), and :class:`LookupError` for an unknown channel.
+        Concurrent charges cannot interleave: the update is a compare-and-swap on the totals
+        just read (retried if a charge moved them in between)."""
+
+        def work(execute: Execute) -> RefundRow:
+            encode = self.encode_amount
+            for _ in range(8):
+                found = execute(_TOTALS, (channel_id,))
+                if not found:
+                    raise LookupError(channel_id)
+                charged = self._amount(found[0][0], channel_id, "charged total")
+                refunded = self._amount(found[0][1], channel_id, "refunded total")
+                if charged - amount < max(floor, 0):
+                    raise refunded_below(channel_id, charged, amount, floor)
+                after = RefundRow(
+                    channel_id, amount, reason, at, charged - amount, refunded + amount
+                )
+                swap = (
+                    encode(after.charged_amount),
+                    encode(after.refunded_amount),
+                    channel_id,
+                    encode(charged),
+                    encode(refunded),
+                )
+                if execute(_REFUND, swap):
+                    execute(_INSERT_REFUND, self._params(REFUNDS, after))
+                    return after
+            raise LedgerError(f"{self.location}: the channel's totals kept moving; try again")
+
+        return self.transact(work)
+
+    def refunds(self, channel_id: bytes | None = None) -> list[RefundRow]:
+        """The refunds recorded (of one channel, or all), oldest first."""
+        where, params = ("WHERE channel_id = ? ", (channel_id,)) if channel_id else ("", ())
+        rows = self.read(f"{REFUNDS.select} {where}ORDER BY refunded_at, refunded_amount", params)
+        return [self._decoded(REFUNDS, row) for row in rows]
 
     # -- chain view ----------------------------------------------------------------------------
 
@@ -667,6 +744,12 @@ class Store(ABC):
         row = self._decoded(VOUCHERS, values)
         if (row.covered_amount is None) != (row.covered_signature is None):
             raise self._corrupt(row.channel_id, "half a covered voucher (amount or signature only)")
+        if row.charged_amount > row.cumulative_amount:
+            raise self._corrupt(
+                row.channel_id,
+                f"its charged total {row.charged_amount} is above its best voucher for "
+                f"{row.cumulative_amount} (the row was altered)",
+            )
         return row
 
     def _view(self, row: tuple[Any, ...]) -> ChainView:
