@@ -78,6 +78,7 @@ from micropay._x402 import (
 )
 from micropay.channels import ChannelClient
 from micropay.errors import (
+    ChargeReceiptError,
     DepositLimitError,
     HostileSiteError,
     InvalidSignatureError,
@@ -290,6 +291,11 @@ class _Channel:
     retired: bool = False
     signed_here: set[int] = field(default_factory=set)
     claimable: bool = True  # False once the chain shows it finished or absent
+    refunded: int | None = None
+    """The channel's refunded total as the site last reported it (None: not seen in this
+    process): a receipt's charged total may fall below the last one by exactly the growth."""
+    suspended: str | None = None
+    """Why the channel is not used (a receipt failed its check) until a view resyncs it."""
 
     @property
     def config(self) -> ChannelConfig:
@@ -586,7 +592,11 @@ class HttpPayer:
         on a channel fixes what later views in the same request may move the base to. The
         new highest total is saved before the voucher is returned to be sent, so a later
         request (or run) knows the site may hold it."""
-        price = offer.price
+        price = offer.price  # a metered offer's maximum: the caps count it whole
+        if channel.suspended is not None:
+            raise PaymentProtocolError(
+                f"{site}: the channel is not used until it is resynchronised: {channel.suspended}"
+            )
         self._reserve(site, price, time.time())
         payer = channel.payer
         total = payer.acknowledged + price
@@ -668,13 +678,29 @@ class HttpPayer:
     def _conclude(self, pending: Pending, status: int, headers: Mapping[str, str]) -> Verdict:
         channel = pending.channel
         if 200 <= status < 300:
+            try:
+                receipt = self._check_receipt(pending, headers.get(PAYMENT_RESPONSE))
+            except PaymentProtocolError as err:
+                # The site may hold the voucher whole: count it so, and stop using the
+                # channel until a view resyncs it (at most one maximum beyond what was seen).
+                self._advance(
+                    pending,
+                    pending.voucher.cumulative_amount,
+                    pending.voucher.signature,
+                    spent=pending.offer.price,
+                )
+                channel.suspended = str(err)
+                raise
+            charged, ceiling = receipt.cumulative_amount, pending.voucher.cumulative_amount
+            # Build the next voucher on the charged total; the signature stands for it only
+            # when the charge took the whole voucher.
             self._advance(
                 pending,
-                pending.voucher.cumulative_amount,
-                pending.voucher.signature,
-                spent=pending.offer.price,
+                charged,
+                pending.voucher.signature if charged == ceiling else None,
+                spent=receipt.amount,
             )
-            receipt = self._check_receipt(pending, headers.get(PAYMENT_RESPONSE))
+            channel.refunded = receipt.refunded
             self._keep(pending, receipt)
             return Verdict.PAID
         if status == 409:
@@ -724,22 +750,57 @@ class HttpPayer:
         self._saved(channel)
 
     def _check_receipt(self, pending: Pending, value: str | None) -> Receipt:
+        """The site's receipt, checked against the voucher it answers: the same channel and
+        ceiling (the voucher), a charge of the price (a fixed offer) or from 0 to it (a
+        metered one), and a charged total that is what the client saw before plus the charge,
+        less exactly the refunds the receipt reports beyond those seen (never above the
+        ceiling). Raises :class:`ChargeReceiptError` (or :class:`PaymentProtocolError` for a
+        missing or malformed receipt)."""
         if value is None:
             raise PaymentProtocolError("the site served a paid request without a receipt")
         try:
             receipt = Receipt.decode(value)
         except PaymentHeaderError as err:
             raise PaymentProtocolError(f"the site's receipt is malformed: {err}") from None
-        expected = (
-            pending.channel.config.channel_id,
-            pending.voucher.cumulative_amount,
-            pending.offer.price,
-        )
-        if (receipt.channel_id, receipt.cumulative_amount, receipt.amount) != expected:
-            raise PaymentProtocolError(
-                f"the receipt (charged {receipt.amount}, total {receipt.cumulative_amount}) "
-                f"does not match the voucher (price {pending.offer.price}, total "
-                f"{pending.voucher.cumulative_amount})"
+        site, offer, voucher = pending.site, pending.offer, pending.voucher
+        base = voucher.cumulative_amount - offer.price  # the charged total the voucher built on
+        if receipt.channel_id != pending.channel.config.channel_id:
+            raise ChargeReceiptError(site, "the receipt is for another channel")
+        if receipt.ceiling_amount != voucher.cumulative_amount:
+            raise ChargeReceiptError(
+                site,
+                f"the receipt's ceiling {receipt.ceiling_amount} is not the voucher's "
+                f"{voucher.cumulative_amount}",
+            )
+        if receipt.cumulative_amount > voucher.cumulative_amount:
+            raise ChargeReceiptError(
+                site,
+                f"the receipt's charged total {receipt.cumulative_amount} is above the "
+                f"{voucher.cumulative_amount} the client signed",
+            )
+        fixed = not offer.metered
+        if (fixed and receipt.amount != offer.price) or not 0 <= receipt.amount <= offer.price:
+            raise ChargeReceiptError(
+                site,
+                f"the receipt charges {receipt.amount} for an offer of "
+                f"{'' if fixed else 'up to '}{offer.price}",
+            )
+        seen = pending.channel.refunded
+        if seen is not None and receipt.refunded < seen:
+            raise ChargeReceiptError(
+                site, f"the receipt's refunded total {receipt.refunded} fell from {seen}"
+            )
+        # With the refunds seen unknown (a new process), any refund only lowers the total.
+        refunds = receipt.refunded - seen if seen is not None else None
+        expected = base + receipt.amount
+        if (refunds is not None and receipt.cumulative_amount != expected - refunds) or (
+            refunds is None and receipt.cumulative_amount > expected
+        ):
+            raise ChargeReceiptError(
+                site,
+                f"the receipt's charged total {receipt.cumulative_amount} is not the "
+                f"{base} seen before plus the charge of {receipt.amount}"
+                + ("" if not refunds else f" less the refunds of {refunds}"),
             )
         return receipt
 
@@ -805,6 +866,9 @@ class HttpPayer:
         """
         channel, site, total = pending.channel, pending.site, view.cumulative_amount
         payer = channel.payer
+        if view.charged_total < total:  # a charged total below the ceiling the view proves
+            self._resync_charged(pending, view)
+            return
         if view.channel_id != payer.config.channel_id:
             raise PaymentProtocolError(f"{site}'s view is of another channel")
         voucher = view.voucher
@@ -837,6 +901,41 @@ class HttpPayer:
         # What the site holds above our record was paid before we lost track: count it.
         spent = max(0, total - payer.acknowledged)
         self._advance(pending, total, view.signature, spent=spent)
+
+    def _resync_charged(self, pending: Pending, view: ChannelView) -> None:
+        """Adopt a view whose charged total is below its voucher (metered charges or refunds):
+        the voucher must be the client's own, and the charged total at most it (the site can
+        claim no more than it charged, and the voucher bounds that). A charged total below
+        what the client holds is a refund or a loss of the site's, in the client's favour."""
+        channel, site = pending.channel, pending.site
+        payer = channel.payer
+        voucher = view.voucher
+        if view.channel_id != payer.config.channel_id:
+            raise PaymentProtocolError(f"{site}'s view is of another channel")
+        if voucher is None:
+            raise HostileSiteError(
+                site, view.charged_total, f"{site} shows a charged total without a voucher"
+            )
+        try:
+            VoucherVerifier(pending.offer.domain).verify(
+                voucher, bytes.fromhex(payer.config.authorizer[2:])
+            )
+        except InvalidSignatureError:
+            raise HostileSiteError(
+                site,
+                view.cumulative_amount,
+                f"{site} shows a voucher for {view.cumulative_amount} this client never signed",
+            ) from None
+        charged = view.charged_total
+        if voucher.cumulative_amount > pending.floor and voucher.cumulative_amount in (
+            channel.signed_here
+        ):
+            # The voucher of this very request: what it adds above the floor was never served.
+            charged = min(charged, max(pending.floor, payer.acknowledged))
+        spent = max(0, charged - payer.acknowledged)
+        self._advance(pending, charged, None, spent=spent)
+        channel.refunded = view.refunded
+        channel.suspended = None
 
     # -- exact: one EIP-3009 transfer per request -------------------------------------------
 
