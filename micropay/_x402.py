@@ -762,9 +762,10 @@ class Receipt:
             "amount": str(self.amount),
             "cumulativeAmount": str(self.cumulative_amount),
             "remaining": str(self.remaining),
-            "ceiling": str(self.ceiling_amount),
             "refunded": str(self.refunded),
         }
+        if self.ceiling is not None:  # a paywall always says; absent, it is the charged total
+            obj["ceiling"] = str(self.ceiling)
         signed = self.signed
         if signed is not None:
             obj.update(

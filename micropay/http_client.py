@@ -291,9 +291,6 @@ class _Channel:
     retired: bool = False
     signed_here: set[int] = field(default_factory=set)
     claimable: bool = True  # False once the chain shows it finished or absent
-    refunded: int | None = None
-    """The channel's refunded total as the site last reported it (None: not seen in this
-    process): a receipt's charged total may fall below the last one by exactly the growth."""
     suspended: str | None = None
     """Why the channel is not used (a receipt failed its check) until a view resyncs it."""
 
@@ -550,7 +547,9 @@ class HttpPayer:
             session_key=self._session_key(offer, first_free),
             salt=channel_salt(first_free),
         )
-        return self._saved(_Channel(key, WalletChannel.of(payer, first_free), payer))
+        # A new channel: nothing was refunded on it yet.
+        opened = WalletChannel.of(payer, first_free, refunded=0)
+        return self._saved(_Channel(key, opened, payer))
 
     def _retire(self, channel: _Channel, why: str) -> None:
         """Pay no more on a channel; the wallet keeps it for its withdraw."""
@@ -692,6 +691,7 @@ class HttpPayer:
                 channel.suspended = str(err)
                 raise
             charged, ceiling = receipt.cumulative_amount, pending.voucher.cumulative_amount
+            channel.stored = replace(channel.stored, refunded=receipt.refunded)
             # Build the next voucher on the charged total; the signature stands for it only
             # when the charge took the whole voucher.
             self._advance(
@@ -700,7 +700,6 @@ class HttpPayer:
                 pending.voucher.signature if charged == ceiling else None,
                 spent=receipt.amount,
             )
-            channel.refunded = receipt.refunded
             self._keep(pending, receipt)
             return Verdict.PAID
         if status == 409:
@@ -785,7 +784,7 @@ class HttpPayer:
                 f"the receipt charges {receipt.amount} for an offer of "
                 f"{'' if fixed else 'up to '}{offer.price}",
             )
-        seen = pending.channel.refunded
+        seen = pending.channel.stored.refunded
         if seen is not None and receipt.refunded < seen:
             raise ChargeReceiptError(
                 site, f"the receipt's refunded total {receipt.refunded} fell from {seen}"
@@ -900,6 +899,7 @@ class HttpPayer:
             )
         # What the site holds above our record was paid before we lost track: count it.
         spent = max(0, total - payer.acknowledged)
+        channel.stored = replace(channel.stored, refunded=view.refunded)
         self._advance(pending, total, view.signature, spent=spent)
 
     def _resync_charged(self, pending: Pending, view: ChannelView) -> None:
@@ -933,8 +933,8 @@ class HttpPayer:
             # The voucher of this very request: what it adds above the floor was never served.
             charged = min(charged, max(pending.floor, payer.acknowledged))
         spent = max(0, charged - payer.acknowledged)
+        channel.stored = replace(channel.stored, refunded=view.refunded)
         self._advance(pending, charged, None, spent=spent)
-        channel.refunded = view.refunded
         channel.suspended = None
 
     # -- exact: one EIP-3009 transfer per request -------------------------------------------

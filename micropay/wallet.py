@@ -119,6 +119,10 @@ class WalletChannel:
     """Why it takes no new payments (the site called it closing or unknown, a withdraw)."""
     legacy_key: bytes | None = field(default=None, repr=False)
     """A random session key from before derivation: the only secret a wallet may hold."""
+    refunded: int | None = None
+    """The channel's refunded total as the site last reported it (JSON ``refunded``; None:
+    not known, a channel found again or kept by a wallet from before refunds). A receipt's
+    charged total may fall below what was acknowledged only by what this grows."""
 
     @property
     def channel_id(self) -> bytes:
@@ -210,6 +214,8 @@ class WalletChannel:
         }
         if self.legacy_key is not None:
             data["legacySessionKey"] = "0x" + self.legacy_key.hex()
+        if self.refunded is not None:
+            data["refunded"] = str(self.refunded)
         return data
 
     @classmethod
@@ -228,6 +234,7 @@ class WalletChannel:
             sites=tuple(str(site) for site in data.get("sites", [])),
             retired=data.get("retired"),
             legacy_key=None if legacy is None else bytes.fromhex(legacy[2:]),
+            refunded=None if data.get("refunded") is None else int(data["refunded"]),
         )
 
 
