@@ -6,7 +6,8 @@ from __future__ import annotations
 import threading
 
 import pytest
-from ledger_helpers import DOMAIN, channel, voucher
+from ledger_helpers import DOMAIN, channel, charge, raw_execute, voucher
+from ledger_v3 import create_v3_ledger
 
 from micropay.errors import RefundError, StaleVoucherError
 from micropay.ledger import Ledger
@@ -116,3 +117,39 @@ def test_refunds_and_charges_racing_never_lose_one(ledger_url):
         held = book.held(cid)
         assert held.charged == 1000 + sum(charged_ok) - sum(refunds_ok) == 1000 + 120 - 80
         assert held.refunded == 80 and len(book.refunds(cid)) == 40
+
+
+def test_a_schema_version_3_ledger_is_upgraded_in_place(ledger_url):
+    """A version 3 ledger opens as version 4: each channel's charged total is its best
+    voucher (v3 charged vouchers whole), nothing is refunded, its charges keep their rows
+    with the ceiling they were charged under, and a zero charge (a repeated charged total,
+    which v3's uniqueness forbade) is recorded from then on."""
+    first, second = channel(1), channel(2)
+    kept = [charge(first, 300, 300, issued_at=10), charge(first, 700, 400, issued_at=20)]
+    create_v3_ledger(
+        ledger_url,
+        DOMAIN,
+        [(first, voucher(first, 700), True), (second, voucher(second, 90), False)],
+        kept,
+    )
+    with Ledger.open(ledger_url, DOMAIN) as book:
+        held = book.held(first.channel_id)
+        assert (held.ceiling, held.charged, held.refunded) == (700, 700, 0)
+        assert book.held(second.channel_id).charged == 90
+        assert book.charges() == kept
+        assert book.best_covered(first.channel_id) == voucher(first, 700)
+        zero = charge(first, 700, 0, issued_at=30)  # a metered request that used nothing
+        assert book.accept_if_higher(
+            first, voucher(first, 1_700), over=700, charge=zero, charged=700
+        ) == 0
+        assert book.refund(first.channel_id, 100, "upgrade").charged == 600
+    [(version,)] = raw_execute(
+        ledger_url, "SELECT value FROM ledger_meta WHERE key = 'schema_version'"
+    )
+    assert version == "4"
+    ceilings = raw_execute(ledger_url, "SELECT ceiling FROM charges ORDER BY issued_at")
+    assert [int(c) for (c,) in ceilings] == [300, 700, 1_700]
+    with Ledger.open(ledger_url, DOMAIN) as reopened:
+        assert reopened.charges() == [*kept, zero]
+        assert reopened.held(first.channel_id).charged == 600
+        assert [r.amount for r in reopened.refunds()] == [100]
