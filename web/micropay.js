@@ -66,6 +66,7 @@ function parseOffer(o) {
     domain: { ...domain, verifyingContract: checksum(domain.verifyingContract) },
     deposit: BigInt(extra.minDeposit),
     withdrawDelay: Number(extra.minWithdrawDelay),
+    metered: extra.metered === true, // price is a maximum: the receipt says what was charged
   };
 }
 
@@ -201,9 +202,13 @@ function receiptProblem(r, offer, resource) {
 }
 
 /** Move the channel to the site's view, if it stands for requests already paid: signed by
- * our session key (or claimed on chain) and not a total signed during this request. */
+ * our session key (or claimed on chain) and not a total signed during this request. Returns
+ * the charged total to build on: the view's ``charged`` (metered charges and refunds leave
+ * it below its voucher), at most the voucher it shows. */
 async function resync(view, record, offer, wallet, floor, signedHere) {
   const total = BigInt(view.cumulativeAmount);
+  const charged = view.charged == null ? total : BigInt(view.charged);
+  if (charged > total) throw new Refusal(`the site's charged total ${charged} is above its voucher`);
   if (String(view.channelId).toLowerCase() !== record.id) throw new Refusal("the site's view is of another channel");
   if (view.signature) {
     const signer = recoverAddress(voucherDigest(offer.domain, record.id, total), fromHex(view.signature));
@@ -211,10 +216,27 @@ async function resync(view, record, offer, wallet, floor, signedHere) {
   } else if ((await channelState(wallet, offer.contract, record.id)).claimed !== total) {
     throw new Refusal(`the site claims a total of ${total} without a voucher`);
   }
-  if (total > floor && signedHere.has(total)) {
+  if (total > floor && signedHere.has(total) && charged === total) {
     throw new Refusal(`the site calls ${total} already spent, but this browser signed it during this request`);
   }
-  return total;
+  return charged;
+}
+
+/** What is wrong with a paid answer's receipt against the voucher for ``total`` (the charged
+ * total seen before plus the offer's price, or its maximum if metered), or null: the same
+ * channel and ceiling, a charge of the price (up to it if metered), and a charged total of
+ * the one seen plus the charge, less exactly the refunds it reports beyond those seen. */
+function chargeProblem(receipt, record, offer, total) {
+  if (!receipt || String(receipt.channelId).toLowerCase() !== record.id) return 'no receipt of this channel';
+  const amount = BigInt(receipt.amount);
+  const charged = BigInt(receipt.cumulativeAmount);
+  const ceiling = receipt.ceiling == null ? charged : BigInt(receipt.ceiling);
+  const refunded = receipt.refunded == null ? 0n : BigInt(receipt.refunded);
+  const seen = record.refunded == null ? 0n : BigInt(record.refunded);
+  if (ceiling !== total || charged > total) return 'its charged total or ceiling is not the voucher';
+  if (offer.metered ? amount < 0n || amount > offer.price : amount !== offer.price) return 'its charge is not the price';
+  if (refunded < seen || charged !== record.acknowledged + amount - (refunded - seen)) return 'its charged total does not add up';
+  return null;
 }
 
 /** Pay for url once on the channel and return the paid response's body. */
@@ -242,14 +264,14 @@ async function payOnChannel(url, offer, record, site, wallet) {
     if (answer.ok) {
       const header = answer.headers.get('PAYMENT-RESPONSE');
       const receipt = header ? decodeHeader(header) : null;
-      if (!receipt || String(receipt.channelId).toLowerCase() !== record.id
-          || BigInt(receipt.cumulativeAmount) !== total || BigInt(receipt.amount) !== offer.price) {
-        throw new Refusal('the site served the page with a receipt that does not match the voucher');
-      }
-      record.acknowledged = total;
-      record.signature = signature;
+      const wrong = chargeProblem(receipt, record, offer, total);
+      if (wrong) throw new Refusal(`the site served the page with a receipt that does not match the voucher: ${wrong}`);
+      const charged = BigInt(receipt.cumulativeAmount);
+      record.acknowledged = charged; // the next voucher builds on what was charged
+      record.signature = charged === total ? signature : null;
+      if (receipt.refunded != null) record.refunded = BigInt(receipt.refunded);
       await store.putChannel(record);
-      site.spent += offer.price;
+      site.spent += BigInt(receipt.amount);
       await store.putSite(site);
       const problem = receiptProblem(receipt, offer, resource);
       await store.addReceipt({ site: site.site, resource, problem, receipt, recordedAt: Date.now() });
@@ -266,7 +288,8 @@ async function payOnChannel(url, offer, record, site, wallet) {
       // What the site holds above our record was paid before this browser lost track.
       if (adopted > record.acknowledged) site.spent += adopted - record.acknowledged;
       record.acknowledged = adopted;
-      record.signature = view.signature || null;
+      record.signature = adopted === BigInt(view.cumulativeAmount) ? view.signature || null : null;
+      if (view.refunded != null) record.refunded = BigInt(view.refunded);
       if (adopted > record.highestSigned) record.highestSigned = adopted;
       await store.putChannel(record);
       await store.putSite(site);

@@ -39,7 +39,7 @@ var getSite = (site) => run("sites", "readonly", (s) => s.get(site));
 var putSite = (record) => run("sites", "readwrite", (s) => s.put(record));
 var addReceipt = (receipt) => run("receipts", "readwrite", (s) => s.add(receipt));
 
-// node_modules/@noble/hashes/utils.js
+// ../../main/node_modules/@noble/hashes/utils.js
 function isBytes(a) {
   return a instanceof Uint8Array || ArrayBuffer.isView(a) && a.constructor.name === "Uint8Array" && "BYTES_PER_ELEMENT" in a && a.BYTES_PER_ELEMENT === 1;
 }
@@ -233,7 +233,7 @@ var oidNist = (suffix) => ({
   oid: Uint8Array.from([6, 9, 96, 134, 72, 1, 101, 3, 4, 2, suffix])
 });
 
-// node_modules/@noble/hashes/_u64.js
+// ../../main/node_modules/@noble/hashes/_u64.js
 var U32_MASK64 = /* @__PURE__ */ (() => BigInt(2 ** 32 - 1))();
 var _32n = /* @__PURE__ */ BigInt(32);
 function fromBig(n, le = false) {
@@ -260,7 +260,7 @@ function setU64FromNum(view, byteOffset, n, isLE2) {
   view.setUint32(byteOffset + 4, isLE2 ? h : l, isLE2);
 }
 
-// node_modules/@noble/hashes/_md.js
+// ../../main/node_modules/@noble/hashes/_md.js
 function Chi(a, b, c) {
   return a & b ^ ~a & c;
 }
@@ -373,7 +373,7 @@ var SHA256_IV = /* @__PURE__ */ Uint32Array.from([
   1541459225
 ]);
 
-// node_modules/@noble/hashes/sha2.js
+// ../../main/node_modules/@noble/hashes/sha2.js
 var SHA256_K = /* @__PURE__ */ Uint32Array.from([
   1116352408,
   1899447441,
@@ -538,7 +538,7 @@ var sha256 = /* @__PURE__ */ createHasher(
   /* @__PURE__ */ oidNist(1)
 );
 
-// node_modules/@noble/curves/utils.js
+// ../../main/node_modules/@noble/curves/utils.js
 /*! noble-curves - MIT License (c) 2022 Paul Miller (paulmillr.com) */
 function aarray(item, title, inner = () => {
 }) {
@@ -721,7 +721,7 @@ function validateObject(object, fields = {}, optFields = {}, title = "object") {
   iter(optFields, true);
 }
 
-// node_modules/@noble/curves/abstract/modular.js
+// ../../main/node_modules/@noble/curves/abstract/modular.js
 /*! noble-curves - MIT License (c) 2022 Paul Miller (paulmillr.com) */
 var _0n2 = /* @__PURE__ */ BigInt(0);
 var _1n2 = /* @__PURE__ */ BigInt(1);
@@ -1184,7 +1184,7 @@ function mapHashToField(key, fieldOrder, isLE2 = false) {
   return isLE2 ? numberToBytesLE(reduced, fieldLen) : numberToBytesBE(reduced, fieldLen);
 }
 
-// node_modules/@noble/curves/abstract/curve.js
+// ../../main/node_modules/@noble/curves/abstract/curve.js
 /*! noble-curves - MIT License (c) 2022 Paul Miller (paulmillr.com) */
 var _0n3 = /* @__PURE__ */ BigInt(0);
 var _1n3 = /* @__PURE__ */ BigInt(1);
@@ -1572,7 +1572,7 @@ function createKeygen(randomSecretKey, getPublicKey) {
   };
 }
 
-// node_modules/@noble/hashes/hmac.js
+// ../../main/node_modules/@noble/hashes/hmac.js
 var _HMAC = class {
   constructor(hash, key) {
     __publicField(this, "oHash");
@@ -1649,7 +1649,7 @@ var hmac = /* @__PURE__ */ (() => {
   return hmac_;
 })();
 
-// node_modules/@noble/curves/abstract/der.js
+// ../../main/node_modules/@noble/curves/abstract/der.js
 /*! noble-curves - MIT License (c) 2022 Paul Miller (paulmillr.com) */
 var _0n4 = /* @__PURE__ */ BigInt(0);
 var DERErr = class extends Error {
@@ -1777,7 +1777,7 @@ var DER = /* @__PURE__ */ (() => {
   return Object.freeze(_DER);
 })();
 
-// node_modules/@noble/curves/abstract/weierstrass.js
+// ../../main/node_modules/@noble/curves/abstract/weierstrass.js
 /*! noble-curves - MIT License (c) 2022 Paul Miller (paulmillr.com) */
 var divNearest = (num, den) => (num + (num >= 0 ? den : -den) / _2n2) / den;
 function _splitEndoScalar(k, basis, n) {
@@ -2611,7 +2611,7 @@ function ecdsa(Point, hash, ecdsaOpts = {}) {
   });
 }
 
-// node_modules/@noble/curves/secp256k1.js
+// ../../main/node_modules/@noble/curves/secp256k1.js
 /*! noble-curves - MIT License (c) 2022 Paul Miller (paulmillr.com) */
 var secp256k1_CURVE = {
   p: BigInt("0xfffffffffffffffffffffffffffffffffffffffffffffffffffffffefffffc2f"),
@@ -2659,7 +2659,7 @@ var Pointk1 = /* @__PURE__ */ weierstrass(secp256k1_CURVE, {
 });
 var secp256k1 = /* @__PURE__ */ ecdsa(Pointk1, sha256);
 
-// node_modules/@noble/hashes/sha3.js
+// ../../main/node_modules/@noble/hashes/sha3.js
 var _0n6 = BigInt(0);
 var _1n5 = BigInt(1);
 var _2n4 = BigInt(2);
@@ -3167,7 +3167,9 @@ function parseOffer(o) {
     chainId: Number(domain.chainId),
     domain: { ...domain, verifyingContract: checksum(domain.verifyingContract) },
     deposit: BigInt(extra.minDeposit),
-    withdrawDelay: Number(extra.minWithdrawDelay)
+    withdrawDelay: Number(extra.minWithdrawDelay),
+    metered: extra.metered === true
+    // price is a maximum: the receipt says what was charged
   };
 }
 async function siteOffer(url, shown) {
@@ -3297,6 +3299,8 @@ function receiptProblem(r, offer, resource) {
 }
 async function resync(view, record, offer, wallet, floor, signedHere) {
   const total = BigInt(view.cumulativeAmount);
+  const charged = view.charged == null ? total : BigInt(view.charged);
+  if (charged > total) throw new Refusal(`the site's charged total ${charged} is above its voucher`);
   if (String(view.channelId).toLowerCase() !== record.id) throw new Refusal("the site's view is of another channel");
   if (view.signature) {
     const signer = recoverAddress(voucherDigest(offer.domain, record.id, total), fromHex(view.signature));
@@ -3304,10 +3308,22 @@ async function resync(view, record, offer, wallet, floor, signedHere) {
   } else if ((await channelState(wallet, offer.contract, record.id)).claimed !== total) {
     throw new Refusal(`the site claims a total of ${total} without a voucher`);
   }
-  if (total > floor && signedHere.has(total)) {
+  if (total > floor && signedHere.has(total) && charged === total) {
     throw new Refusal(`the site calls ${total} already spent, but this browser signed it during this request`);
   }
-  return total;
+  return charged;
+}
+function chargeProblem(receipt, record, offer, total) {
+  if (!receipt || String(receipt.channelId).toLowerCase() !== record.id) return "no receipt of this channel";
+  const amount = BigInt(receipt.amount);
+  const charged = BigInt(receipt.cumulativeAmount);
+  const ceiling = receipt.ceiling == null ? charged : BigInt(receipt.ceiling);
+  const refunded = receipt.refunded == null ? 0n : BigInt(receipt.refunded);
+  const seen = record.refunded == null ? 0n : BigInt(record.refunded);
+  if (ceiling !== total || charged > total) return "its charged total or ceiling is not the voucher";
+  if (offer.metered ? amount < 0n || amount > offer.price : amount !== offer.price) return "its charge is not the price";
+  if (refunded < seen || charged !== record.acknowledged + amount - (refunded - seen)) return "its charged total does not add up";
+  return null;
 }
 async function payOnChannel(url, offer, record, site, wallet) {
   const resource = `GET ${new URL(url).pathname}`;
@@ -3333,13 +3349,14 @@ async function payOnChannel(url, offer, record, site, wallet) {
     if (answer.ok) {
       const header2 = answer.headers.get("PAYMENT-RESPONSE");
       const receipt = header2 ? decodeHeader(header2) : null;
-      if (!receipt || String(receipt.channelId).toLowerCase() !== record.id || BigInt(receipt.cumulativeAmount) !== total || BigInt(receipt.amount) !== offer.price) {
-        throw new Refusal("the site served the page with a receipt that does not match the voucher");
-      }
-      record.acknowledged = total;
-      record.signature = signature;
+      const wrong = chargeProblem(receipt, record, offer, total);
+      if (wrong) throw new Refusal(`the site served the page with a receipt that does not match the voucher: ${wrong}`);
+      const charged = BigInt(receipt.cumulativeAmount);
+      record.acknowledged = charged;
+      record.signature = charged === total ? signature : null;
+      if (receipt.refunded != null) record.refunded = BigInt(receipt.refunded);
       await putChannel(record);
-      site.spent += offer.price;
+      site.spent += BigInt(receipt.amount);
       await putSite(site);
       const problem = receiptProblem(receipt, offer, resource);
       await addReceipt({ site: site.site, resource, problem, receipt, recordedAt: Date.now() });
@@ -3355,7 +3372,8 @@ async function payOnChannel(url, offer, record, site, wallet) {
       const adopted = await resync(view, record, offer, wallet, floor, signedHere);
       if (adopted > record.acknowledged) site.spent += adopted - record.acknowledged;
       record.acknowledged = adopted;
-      record.signature = view.signature || null;
+      record.signature = adopted === BigInt(view.cumulativeAmount) ? view.signature || null : null;
+      if (view.refunded != null) record.refunded = BigInt(view.refunded);
       if (adopted > record.highestSigned) record.highestSigned = adopted;
       await putChannel(record);
       await putSite(site);
