@@ -53,13 +53,9 @@ class Claim:
     reason: Reason
     best_amount: int
     """The best voucher's total: above ``voucher``'s when the covered one is claimed."""
-    total: int = -1
-    """The channel's claimed total once it is settled (the charged total, capped by the
-    voucher); -1 (the default) stands for the voucher's whole amount."""
-
-    def __post_init__(self) -> None:
-        if self.total == -1:
-            object.__setattr__(self, "total", self.voucher.cumulative_amount)
+    total: int
+    """The channel's claimed total once it is settled: the charged total, capped by the
+    voucher's ceiling and the deposit."""
 
     @property
     def channel_id(self) -> bytes:

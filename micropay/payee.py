@@ -1,7 +1,7 @@
 """The payee's side: accept vouchers fast and safely, then settle with the best ones.
 
 ``Payee.accept`` is what a paywall calls per request. It checks, in order of cost: that the
-channel pays this payee through this contract, that the cumulative amount grows, the
+channel pays this payee through this contract, that the voucher beats the charged total, the
 signature (fast path, no RPC), and the channel's on-chain state from a cache: it exists, is
 not finished, holds enough deposit, and the payer's withdraw (if any) does not end within
 the safety margin. Only a voucher above the cached deposit triggers a refresh from the
@@ -16,7 +16,10 @@ falls back on it when the best one is short: a reorg costs at most the vouchers 
 beyond the confirmed deposit, never those it covered.
 
 Vouchers are kept by a :class:`VoucherBook`; the in-memory one here is the default, and
-the durable ledger (``micropay.ledger``) implements the same protocol.
+the durable ledger (``micropay.ledger``) implements the same protocol. Beside each best
+voucher (a *ceiling*) a book keeps the channel's charged and refunded totals
+(:mod:`micropay.charging`): settlement claims the charged total, :meth:`Payee.refund` lowers
+it off chain, and :meth:`Payee.refund_on_chain` returns unspent deposit.
 """
 
 from __future__ import annotations

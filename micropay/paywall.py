@@ -37,6 +37,13 @@ failure, needs an undo in every book and leaves a window where a failed request 
 A 2xx response whose body breaks off after the status line stays charged: the status is
 the paywall's only signal.
 
+Metered routes (``prices={"GET /search": UpTo(5_000)}`` or ``PricedRoute.parse(...,
+metered=True)``): the price is a maximum N. The voucher is the channel's charged total plus
+N, as for a fixed price; the handler says what it used with
+``request.state.payment.charge(amount)`` (0 to N, the last call standing; none: 0), and the
+write at the status line moves the charged total by that much, keeping the voucher as the
+ceiling. :meth:`Paywall.refund` refunds a charge off chain. docs/protocol.md has the rules.
+
 Receipts: at that same moment the paywall signs the charge's receipt with the payee key
 (:mod:`micropay.receipts`) and hands it to ``accept_if_higher`` with the voucher, so a
 durable book records the charge in the transaction that takes the voucher; the receipt
@@ -57,7 +64,7 @@ a voucher that matches only the stale total is refused by the write (``over``), 
 handler ran, and no content leaves. A channel served by one process therefore costs one
 write per request and no read.
 
-Why strict equality (cumulative = held + price) rather than "at least the price": a client
+Why strict equality (cumulative = charged total + price) rather than "at least the price": a client
 whose request failed after it signed must be able to send the same total again, and a
 client that lost its state must be told the true total, not be allowed to overpay. A
 mismatch gets 402 with the paywall's view of the channel (its best voucher, or what was

@@ -269,6 +269,10 @@ class Ledger:
                     f"voucher for {voucher.cumulative_amount} does not beat the accepted "
                     f"{found.held}"
                 )
+            # Read back next, the row's best is this voucher if it raised it: verified already.
+            known = self._verified.get(config.channel_id)
+            if known is None or voucher.cumulative_amount > known[0]:
+                self._verified[config.channel_id] = (voucher.cumulative_amount, voucher.signature)
             return total - found.replaced
 
         return self._store.accept_soon(row, over=over, charge=charge_row, then=increment)

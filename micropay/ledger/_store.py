@@ -9,20 +9,25 @@ connections, transactions and the encoding of 256-bit amounts.
 Tables:
 
 - ``ledger_meta``: schema version and the voucher domain the ledger is bound to;
-- ``best_vouchers``: per channel, its configuration, the best voucher and the best voucher
-  *covered* by the confirmed deposit (``covered_amount``, ``covered_signature``; NULL until a
-  covered one is accepted). Accepting is one
-  ``INSERT ... ON CONFLICT DO UPDATE ... WHERE new > stored RETURNING replaced_amount``: the
-  database compares and swaps under its own row lock, and ``replaced_amount`` (the amount the
-  new voucher replaced) yields the increment without a second read that could race. A
-  covered voucher fills the covered columns in the same statement; any other leaves them;
+- ``best_vouchers``: per channel, its configuration, the best voucher (the highest
+  ceiling), the best voucher *covered* by the confirmed deposit (``covered_amount``,
+  ``covered_signature``; NULL until a covered one is accepted), the charged total
+  (``charged_amount``, at most the best voucher) and the refunded total
+  (``refunded_amount``). The charge write is one
+  ``INSERT ... ON CONFLICT DO UPDATE ... WHERE <the charged total is the one read>
+  RETURNING replaced_amount``: the database compares and swaps the charged total under its
+  own row lock, the voucher raises the best (and covered) one only if higher, and
+  ``replaced_amount`` (the charged total replaced) yields the increment without a second
+  read that could race;
+- ``refunds``: one row per off-chain refund, with the totals after it, written in the
+  transaction that swaps the totals (:meth:`Store.refund`);
 - ``chain_blocks`` / ``chain_events``: what the chain follower has read (block hashes for
   reorg detection, and per-channel totals by block, so a rollback is a ``DELETE``);
 - ``charges``: one row per charged request, the site-signed receipt it was answered with
   (receipt id, channel, payer, asset, resource, amount, cumulative total, time,
-  signature). It is written in the transaction of the voucher accept that charged it, so
-  there is never a receipt without its row nor a charge counted twice (a channel's
-  cumulative totals are unique).
+  signature, and the ceiling it was charged under). It is written in the transaction of the
+  charge write, so there is never a receipt without its row nor a charge counted twice (the
+  compare-and-swap on the charged total admits one write per total read).
 
 Rows are frozen dataclasses (:class:`VoucherRow`, :class:`ChargeRow`, and the chain view's
 :class:`~micropay.ledger.ChainEvent`) whose fields are the table's columns, each with the
@@ -35,7 +40,8 @@ commits the accepts that arrive together in one durable transaction and answers 
 once it is committed.
 
 Schema versions (``ledger_meta.schema_version``): 1, the first; 2 adds the covered voucher
-columns; 3 adds ``charges``. Opening an older ledger upgrades it in place, in one
+columns; 3 adds ``charges``; 4 adds the charged and refunded totals, ``refunds`` and the
+charges' ceiling. Opening an older ledger upgrades it in place, in one
 transaction, before anything else reads it; a newer one is refused.
 """
 
