@@ -139,9 +139,10 @@ def test_a_schema_version_3_ledger_is_upgraded_in_place(ledger_url):
         assert book.charges() == kept
         assert book.best_covered(first.channel_id) == voucher(first, 700)
         zero = charge(first, 700, 0, issued_at=30)  # a metered request that used nothing
-        assert book.accept_if_higher(
-            first, voucher(first, 1_700), over=700, charge=zero, charged=700
-        ) == 0
+        assert (
+            book.accept_if_higher(first, voucher(first, 1_700), over=700, charge=zero, charged=700)
+            == 0
+        )
         assert book.refund(first.channel_id, 100, "upgrade").charged == 600
     [(version,)] = raw_execute(
         ledger_url, "SELECT value FROM ledger_meta WHERE key = 'schema_version'"

@@ -9,6 +9,7 @@ instead takes at most one request's slack from the payer.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from dataclasses import replace
 
@@ -89,6 +90,16 @@ def reader(node, index, tmp_path) -> HttpPayer:
     )
 
 
+@contextlib.contextmanager
+def paying(app, payer: HttpPayer) -> Iterator[httpx.Client]:
+    """A real uvicorn serving ``app`` and an httpx client paying through ``payer``."""
+    with (
+        Server(app) as server,
+        httpx.Client(base_url=server.url, transport=PaymentTransport(payer)) as client,
+    ):
+        yield client
+
+
 def receipt_of(response: httpx.Response) -> Receipt:
     return Receipt.decode(response.headers["payment-response"])
 
@@ -117,10 +128,7 @@ def test_a_metered_reader_pays_what_each_request_used_and_settlement_claims_it(
     paywall, payee, ledger = metered_site(node, tmp_path)
     payer = reader(node, 0, tmp_path)
     used = [3 * PRICE, 0, MAXIMUM, PRICE // 7, 1]
-    with (
-        Server(paywall) as server,
-        httpx.Client(base_url=server.url, transport=PaymentTransport(payer)) as client,
-    ):
+    with paying(paywall, payer) as client:
         receipts = []
         charged = 0
         for amount in used:
@@ -159,10 +167,7 @@ def test_hostile_charges_raise_in_the_handler_and_charge_nothing(metered_node, t
     node = metered_node
     paywall, _, ledger = metered_site(node, tmp_path)
     payer = reader(node, 1, tmp_path)
-    with (
-        Server(paywall) as server,
-        httpx.Client(base_url=server.url, transport=PaymentTransport(payer)) as client,
-    ):
+    with paying(paywall, payer) as client:
         for bad in ("over", "negative", "float", "bool"):
             response = client.get("/search", params={"bad": bad})
             assert response.json()["refused"] == "ChargeError"
@@ -178,10 +183,7 @@ def test_a_refund_lowers_the_charged_total_and_the_next_receipt_shows_it(metered
     node = metered_node
     paywall, payee, ledger = metered_site(node, tmp_path)
     payer = reader(node, 2, tmp_path)
-    with (
-        Server(paywall) as server,
-        httpx.Client(base_url=server.url, transport=PaymentTransport(payer)) as client,
-    ):
+    with paying(paywall, payer) as client:
         client.get("/search", params={"used": 5 * PRICE})
         [channel_id] = ledger.channel_ids()
         refund = payee.refund(channel_id, 2 * PRICE, "a wrong answer")
@@ -214,10 +216,7 @@ def test_an_on_chain_refund_returns_unspent_deposit_and_charges_stay_within_it(
     node = metered_node
     paywall, payee, ledger = metered_site(node, tmp_path)
     payer = reader(node, 3, tmp_path)
-    with (
-        Server(paywall) as server,
-        httpx.Client(base_url=server.url, transport=PaymentTransport(payer)) as client,
-    ):
+    with paying(paywall, payer) as client:
         client.get("/search", params={"used": PRICE})
         [channel_id] = ledger.channel_ids()
         state = node.channels.state(channel_id)
@@ -265,10 +264,7 @@ def test_the_client_refuses_a_receipt_above_the_ceiling_or_off_its_charge(
     node = metered_node
     paywall, _, ledger = metered_site(node, tmp_path, name=f"liar{shift}.db")
     payer = reader(node, 4 + (shift > 0) + (shift == MAXIMUM), tmp_path)
-    with (
-        Server(_LyingReceipts(paywall, shift)) as server,
-        httpx.Client(base_url=server.url, transport=PaymentTransport(payer)) as client,
-    ):
+    with paying(_LyingReceipts(paywall, shift), payer) as client:
         with pytest.raises(ChargeReceiptError) as err:
             client.get("/search", params={"used": 10})
         assert err.value.site
@@ -277,9 +273,7 @@ def test_the_client_refuses_a_receipt_above_the_ceiling_or_off_its_charge(
     ledger.close()
 
 
-def test_a_site_settling_its_best_ceiling_takes_at_most_one_requests_slack(
-    metered_node, tmp_path
-):
+def test_a_site_settling_its_best_ceiling_takes_at_most_one_requests_slack(metered_node, tmp_path):
     """The dishonest site: it charged little, then closes claiming its best voucher whole.
     The payer loses exactly the last request's slack (N minus its charge), in wei."""
     node = metered_node
@@ -287,10 +281,7 @@ def test_a_site_settling_its_best_ceiling_takes_at_most_one_requests_slack(
     paywall, _, ledger = metered_site(node, tmp_path, name="dishonest.db")
     account = node.readers[7]
     payer = reader(node, 7, tmp_path)
-    with (
-        Server(paywall) as server,
-        httpx.Client(base_url=server.url, transport=PaymentTransport(payer)) as client,
-    ):
+    with paying(paywall, payer) as client:
         client.get("/search", params={"used": 1})  # opens the channel
         [channel_id] = ledger.channel_ids()
         before = w3.eth.get_balance(account.address)

@@ -31,7 +31,7 @@ from micropay.errors import (
 from micropay.ledger._authorizations import AuthorizationJournal
 from micropay.ledger._group import CommitStats
 from micropay.ledger._journal import ChainJournal
-from micropay.ledger._records import Position
+from micropay.ledger._records import ChainView, Position
 from micropay.ledger._store import Accepted, ChargeRow, RefundRow, Store, VoucherRow
 from micropay.receipts import SignedReceipt
 from micropay.vouchers import ChannelConfig, Voucher, VoucherDomain, VoucherVerifier
@@ -392,45 +392,28 @@ class Ledger:
     # -- settlement view -------------------------------------------------------------------
 
     def position(self, channel_id: bytes) -> Position | None:
-        """The channel's configuration, best voucher and chain view, or None if unknown."""
+        """The channel's configuration, best voucher, totals and chain view, or None if unknown."""
         row = self._store.voucher_row(channel_id)
-        if row is None:
-            return None
+        return None if row is None else self._position(row, self._store.view(channel_id))
+
+    def positions(self) -> list[Position]:
+        """Every channel's position, each row verified (a damaged one raises, none is skipped)."""
+        views = self._store.views()
+        rows = self._store.voucher_rows()
+        return [self._position(row, views.get(row.channel_id)) for row in rows]
+
+    def _position(self, row: VoucherRow, view: ChainView | None) -> Position:
         config, voucher = self._checked(row)
-        view = self._store.view(channel_id)
-        covered = self._covered(row, config)
         return Position(
             config,
             voucher,
             view,
             row.accepted_at,
             row.owed_since,
-            covered,
+            self._covered(row, config),
             row.charged_amount,
             row.refunded_amount,
         )
-
-    def positions(self) -> list[Position]:
-        """Every channel's position, each row verified (a damaged one raises, none is skipped)."""
-        views = self._store.views()
-        positions = []
-        for row in self._store.voucher_rows():
-            config, voucher = self._checked(row)
-            view = views.get(row.channel_id)
-            covered = self._covered(row, config)
-            positions.append(
-                Position(
-                    config,
-                    voucher,
-                    view,
-                    row.accepted_at,
-                    row.owed_since,
-                    covered,
-                    row.charged_amount,
-                    row.refunded_amount,
-                )
-            )
-        return positions
 
     def unsettled(self, channel_id: bytes) -> int:
         """Charged but not claimed on chain, as far as the chain view has read (0 if unknown)."""

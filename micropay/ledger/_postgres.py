@@ -29,7 +29,6 @@ _T = TypeVar("_T")
 _SCHEMA_LOCK = 0x6D6963726F706179  # "micropay"
 
 
-
 def _charges_table(name: str) -> str:
     """The charges table (version 4: no longer unique per charged total, which a zero metered
     charge or a refund repeats; the ceiling each charge was made under beside it)."""

@@ -31,7 +31,6 @@ _BUSY_TIMEOUT_MS = 60_000
 _HEADER = b"SQLite format 3\x00"
 
 
-
 def _charges_table(name: str) -> str:
     """The charges table (version 4: no longer unique per charged total, which a zero metered
     charge or a refund repeats; the ceiling each charge was made under beside it)."""

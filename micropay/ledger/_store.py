@@ -193,8 +193,7 @@ _SETS = {
     "cumulative_amount": f"CASE WHEN {_HIGHER} THEN excluded.cumulative_amount "
     "ELSE v.cumulative_amount END",
     "signature": f"CASE WHEN {_HIGHER} THEN excluded.signature ELSE v.signature END",
-    "covered_amount": f"CASE WHEN {_COVERS} THEN excluded.covered_amount "
-    "ELSE v.covered_amount END",
+    "covered_amount": f"CASE WHEN {_COVERS} THEN excluded.covered_amount ELSE v.covered_amount END",
     "covered_signature": f"CASE WHEN {_COVERS} THEN excluded.covered_signature "
     "ELSE v.covered_signature END",
     "charged_amount": "excluded.charged_amount",
