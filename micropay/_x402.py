@@ -372,7 +372,7 @@ class ChannelView:
             "cumulativeAmount": str(self.cumulative_amount),
             "signature": None if self.signature is None else "0x" + self.signature.hex(),
             "deposited": None if self.deposited is None else str(self.deposited),
-            "charged": str(self.charged_total),
+            **({} if self.charged is None else {"charged": str(self.charged)}),
             "refunded": str(self.refunded),
         }
 

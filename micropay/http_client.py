@@ -762,32 +762,33 @@ class HttpPayer:
         except PaymentHeaderError as err:
             raise PaymentProtocolError(f"the site's receipt is malformed: {err}") from None
         site, offer, voucher = pending.site, pending.offer, pending.voucher
+        wrong = "the receipt does not match the voucher"
         base = voucher.cumulative_amount - offer.price  # the charged total the voucher built on
         if receipt.channel_id != pending.channel.config.channel_id:
-            raise ChargeReceiptError(site, "the receipt is for another channel")
+            raise ChargeReceiptError(site, f"{wrong}: it is for another channel")
         if receipt.ceiling_amount != voucher.cumulative_amount:
             raise ChargeReceiptError(
                 site,
-                f"the receipt's ceiling {receipt.ceiling_amount} is not the voucher's "
+                f"{wrong}: its ceiling {receipt.ceiling_amount} is not the voucher's "
                 f"{voucher.cumulative_amount}",
             )
         if receipt.cumulative_amount > voucher.cumulative_amount:
             raise ChargeReceiptError(
                 site,
-                f"the receipt's charged total {receipt.cumulative_amount} is above the "
+                f"{wrong}: its charged total {receipt.cumulative_amount} is above the "
                 f"{voucher.cumulative_amount} the client signed",
             )
         fixed = not offer.metered
         if (fixed and receipt.amount != offer.price) or not 0 <= receipt.amount <= offer.price:
             raise ChargeReceiptError(
                 site,
-                f"the receipt charges {receipt.amount} for an offer of "
+                f"{wrong}: it charges {receipt.amount} for an offer of "
                 f"{'' if fixed else 'up to '}{offer.price}",
             )
         seen = pending.channel.stored.refunded
         if seen is not None and receipt.refunded < seen:
             raise ChargeReceiptError(
-                site, f"the receipt's refunded total {receipt.refunded} fell from {seen}"
+                site, f"{wrong}: its refunded total {receipt.refunded} fell from {seen}"
             )
         # With the refunds seen unknown (a new process), any refund only lowers the total.
         refunds = receipt.refunded - seen if seen is not None else None
@@ -797,7 +798,7 @@ class HttpPayer:
         ):
             raise ChargeReceiptError(
                 site,
-                f"the receipt's charged total {receipt.cumulative_amount} is not the "
+                f"{wrong}: its charged total {receipt.cumulative_amount} is not the "
                 f"{base} seen before plus the charge of {receipt.amount}"
                 + ("" if not refunds else f" less the refunds of {refunds}"),
             )
