@@ -9,13 +9,14 @@ instead takes at most one request's slack from the payer.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Iterator
 from dataclasses import replace
 
 import httpx
 import pytest
-from paywall_helpers import Server, chain
+from paywall_helpers import Server, chain, fund
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
@@ -29,6 +30,7 @@ from micropay.payee import Payee
 from micropay.paywall import Paywall, PricedRoute, UpTo
 
 pytestmark = pytest.mark.standalone
+pytest_plugins = ["ledger_fixtures"]
 
 MAXIMUM = 10**13
 PRICE = 10**12
@@ -68,8 +70,8 @@ async def article(request: Request) -> PlainTextResponse:
     return PlainTextResponse("charged on a fixed route?")
 
 
-def metered_site(node, tmp_path, name="site.db"):
-    ledger = Ledger.open(f"sqlite:///{tmp_path / name}", node.channels.domain)
+def metered_site(node, tmp_path, name="site.db", url=None):
+    ledger = Ledger.open(url or f"sqlite:///{tmp_path / name}", node.channels.domain)
     payee = Payee(node.channels, node.site, book=ledger, confirmations=0)
     app = Starlette(routes=[Route("/search", search), Route("/articles/{slug}", article)])
     paywall = Paywall(
@@ -122,11 +124,15 @@ def test_route_spellings_and_the_402_offer_say_metered(metered_node, tmp_path):
 
 
 def test_a_metered_reader_pays_what_each_request_used_and_settlement_claims_it(
-    metered_node, tmp_path
+    metered_node, tmp_path, ledger_url
 ):
+    """On SQLite and on PostgreSQL, each with a fresh reader."""
     node = metered_node
-    paywall, payee, ledger = metered_site(node, tmp_path)
-    payer = reader(node, 0, tmp_path)
+    paywall, payee, ledger = metered_site(node, tmp_path, url=ledger_url)
+    [account] = fund(node.w3, node.deployer, 1, 10**18)
+    payer = HttpPayer(
+        node.w3, account, PaymentPolicy(max_price=MAXIMUM), store=tmp_path / "fresh.json"
+    )
     used = [3 * PRICE, 0, MAXIMUM, PRICE // 7, 1]
     with paying(paywall, payer) as client:
         receipts = []
@@ -186,8 +192,14 @@ def test_a_refund_lowers_the_charged_total_and_the_next_receipt_shows_it(metered
     with paying(paywall, payer) as client:
         client.get("/search", params={"used": 5 * PRICE})
         [channel_id] = ledger.channel_ids()
-        refund = payee.refund(channel_id, 2 * PRICE, "a wrong answer")
+        refund = payee.refund(channel_id, PRICE, "a wrong answer")
+        assert (refund.charged, refund.refunded) == (4 * PRICE, PRICE)
+        # The paywall's own refund (awaitable: the chain read runs in a thread) stacks on it.
+        refund = asyncio.run(paywall.refund(channel_id, PRICE, "late"))
         assert (refund.charged, refund.refunded) == (3 * PRICE, 2 * PRICE)
+        with pytest.raises(RefundError) as err:
+            asyncio.run(paywall.refund(channel_id, 3 * PRICE + 1, "more than charged"))
+        assert err.value.reason == "exceeds_refundable"
         # The reader's next request is signed over the old total; the site shows it the
         # lowered one (a 402 view), the reader resyncs and pays over the refunded total.
         receipt = receipt_of(client.get("/search", params={"used": PRICE}))
@@ -206,7 +218,11 @@ def test_a_refund_lowers_the_charged_total_and_the_next_receipt_shows_it(metered
         assert err.value.reason == "invalid_amount"
         receipt = receipt_of(client.get("/search", params={"used": PRICE}))
         assert receipt.cumulative_amount == 5 * PRICE and receipt.refunded == 2 * PRICE
-    assert [r.amount for r in ledger.refunds(channel_id)] == [2 * PRICE]
+    refunds = ledger.refunds(channel_id)
+    assert [(r.amount, r.reason, r.charged) for r in refunds] == [
+        (PRICE, "a wrong answer", 4 * PRICE),
+        (PRICE, "late", 3 * PRICE),
+    ]
     ledger.close()
 
 
