@@ -271,7 +271,8 @@ class RefundError(MicropayError, ValueError):
     """The payee refuses a refund; ``reason`` is a short machine-readable code:
     ``invalid_amount`` (not a positive int), ``exceeds_refundable`` (it would take the charged
     total below what is claimed on chain, or below 0), ``exceeds_unspent`` (an on-chain refund
-    of deposit that is charged or claimed), ``unknown_channel`` (the book holds nothing)."""
+    of deposit that is charged or claimed), ``unknown_channel`` (the book holds nothing),
+    ``invalid_reason`` (the reason is not text)."""
 
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)

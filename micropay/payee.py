@@ -92,9 +92,11 @@ class VoucherBook(Protocol):
         Compare-and-swap on the charged total: with ``over``, the stored charged total must be
         exactly ``over`` (0: none stored, or 0 charged): a seller who priced a request as "what
         I read plus the price" needs the total unchanged since the read, or a rival process's
-        charge (or a refund) in between would be overwritten. Without ``over``, ``charged``
-        must beat the stored charged total. Either failing raises :class:`StaleVoucherError`
-        and writes nothing.
+        charge (or a refund) in between would be overwritten. Without ``over`` (or with
+        ``charged`` None, a voucher charged whole), ``charged`` must also beat the stored
+        charged total; with ``over`` and a ``charged`` equal to it the write is a zero
+        metered charge (the voucher and receipt are still recorded). Either failing raises
+        :class:`StaleVoucherError` and writes nothing.
 
         ``covered``: the channel's confirmed deposit covers the voucher, so it also becomes
         the channel's best covered voucher (if above the stored covered one). Otherwise the
