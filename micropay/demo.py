@@ -11,7 +11,10 @@
 7. an x402 agent (the official ``x402`` client, unmodified) pays a token-priced API ten times
    with x402's ``exact`` scheme, then a thousand times with micropay's ``channel`` scheme
    registered in the same client (:mod:`micropay.demo_x402`);
-8. a summary: payments, gas against paying each article on chain (a plain ETH transfer
+8. an API user pays searches priced "up to" a maximum, charged what each used; one wrong
+   answer is refunded off chain, and the close settles the charged total, not the ceiling
+   (:mod:`micropay.demo_metered`);
+9. a summary: payments, gas against paying each article on chain (a plain ETH transfer
    and an ERC-20 transfer, measured in the same run), and every balance, showing that
    every wei is accounted for.
 
@@ -38,10 +41,11 @@ from rich.progress import Progress
 from rich.table import Table
 from web3 import Web3
 
-from micropay import demo_x402
+from micropay import demo_metered, demo_x402
 from micropay._contracts import RawCall, send_transaction
 from micropay._x402 import PAYMENT_SIGNATURE
 from micropay.channels import ChannelClient
+from micropay.demo_metered import MeteredSummary
 from micropay.demo_x402 import AgentSummary, receipts_since
 from micropay.deployments import deploy
 from micropay.devnode import free_port
@@ -80,6 +84,7 @@ class Summary:
     salary_expected: int = 0
     agent: AgentSummary | None = None
     """the x402 scene, when the x402 package is installed"""
+    metered: MeteredSummary | None = None
     balances: dict[str, tuple[int, int, int]] = field(default_factory=dict)
     """actor -> (start, end, gas paid)"""
     contract_delta: int = 0
@@ -93,7 +98,8 @@ class Summary:
         """Every wei that left someone arrived somewhere (gas aside), and every base unit of
         the x402 agent's token reached the site or waits in its channel."""
         eth = sum(self.net(a) for a in self.balances) + self.contract_delta == 0
-        return eth and (self.agent is None or self.agent.conserved)
+        metered = self.metered is None or self.metered.adds_up
+        return eth and metered and (self.agent is None or self.agent.conserved)
 
 
 class _Recorder(httpx.BaseTransport):
@@ -154,12 +160,12 @@ def run(
     out = console or Console(highlight=False, width=max(Console().width, 132))
     w3 = connection.w3
     keys = connection.dev_keys
-    if len(keys) < 8:
+    if len(keys) < 9:
         raise NetworkError(
-            f"the demo needs 8 funded test accounts, which {connection.name} does not offer: "
+            f"the demo needs 9 funded test accounts, which {connection.name} does not offer: "
             "run it on embedded, anvil, hardhat or a loopback RPC URL serving a dev chain"
         )
-    deployer, site_key, reader, other_reader, leaver, employer, employee, agent = keys[:8]
+    deployer, site_key, reader, other_reader, leaver, employer, employee, agent, user = keys[:9]
     actors: dict[str, LocalAccount] = {
         "deployer": deployer,
         "site": site_key,
@@ -169,6 +175,7 @@ def run(
         "employer": employer,
         "employee": employee,
         "x402 agent": agent,
+        "API user": user,
     }
     summary = Summary(connection.name, articles=articles)
     first_block = w3.eth.block_number + 1
@@ -251,6 +258,17 @@ def run(
             )
         else:
             out.print("x402 scene left out: the x402 package is not installed (micropay[x402])")
+
+        # -- an API user pays for what each search used; one charge is refunded ---------------
+        summary.metered = demo_metered.run(
+            w3,
+            site_key=site_key,
+            user=user,
+            channels=channels,
+            folder=Path(folder),
+            serve=_serve,
+            out=out,
+        )
 
         # -- a reader leaves; the watchtower claims in time --------------------------------------
         leaving = Payer.open(channels, leaver, site_key.address, 100 * PRICE, withdraw_delay=3600)
@@ -368,6 +386,17 @@ def _print_summary(out: Console, s: Summary) -> None:
         table.add_row(
             "x402 agent's USDC: spent = to the site + left in its channel (base units)",
             f"{a.agent_spent:,} = {a.site_received:,} + {a.channel_held:,}",
+        )
+    if s.metered is not None:
+        m = s.metered
+        table.add_row(
+            "metered searches: charged in all / refunded / last ceiling signed (wei)",
+            f"{sum(m.charges):,} / {m.refunded:,} / {m.ceiling:,}",
+        )
+        table.add_row(
+            "metered: charged - refunded = settled; settled + returned = deposit",
+            f"{sum(m.charges) - m.refunded:,} = {m.settled:,}; "
+            f"{m.settled:,} + {m.returned:,} = {m.deposit:,}",
         )
     out.print(table)
 

@@ -7,7 +7,7 @@ import io
 import pytest
 from rich.console import Console
 
-from micropay import demo, demo_x402
+from micropay import demo, demo_metered, demo_x402
 from micropay.networks import connect
 
 pytestmark = pytest.mark.standalone
@@ -79,3 +79,24 @@ def test_an_x402_agent_pays_ten_requests_in_exact_then_a_thousand_in_channel(sto
     assert agent.channel_gas_per_payment < 200
     assert "x402 agent, exact: payments / gas per payment" in text
     assert "x402 agent, channel: payments / gas per payment" in text
+
+
+def test_metered_searches_are_charged_what_they_used_and_the_refund_shows_in_the_settlement(
+    story,
+):
+    summary, text = story
+    m = summary.metered
+    assert m is not None
+    used = [demo_metered.results_for(q) * demo_metered.PER_RESULT for q in demo_metered.QUERIES]
+    after_refund = demo_metered.results_for("after the refund") * demo_metered.PER_RESULT
+    assert m.charges == (*used, after_refund)
+    assert 0 in m.charges  # the search that found nothing cost nothing
+    assert m.refunded == used[demo_metered.QUERIES.index(demo_metered.WRONG)] > 0
+    # To the wei: charges less the refund = the book = what the close settled, and the
+    # deposit split exactly into settled and returned; the site settled below the ceiling.
+    assert sum(m.charges) - m.refunded == m.charged_total == m.settled
+    assert m.settled + m.returned == m.deposit
+    assert m.settled < m.ceiling
+    assert summary.net("API user") == -m.settled
+    assert m.adds_up
+    assert "metered: charged - refunded = settled; settled + returned = deposit" in text
