@@ -46,7 +46,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Generator,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
@@ -67,6 +75,7 @@ from micropay._x402 import (
     PAYMENT_REQUIRED,
     PAYMENT_RESPONSE,
     PAYMENT_SIGNATURE,
+    PAYMENT_STREAM,
     AccessRequest,
     ChannelView,
     Offer,
@@ -86,6 +95,7 @@ from micropay.errors import (
     PaymentHeaderError,
     PaymentPolicyError,
     PaymentProtocolError,
+    PaymentRefusedError,
     PriceLimitError,
     SettlementReceiptError,
     SpendingLimitError,
@@ -95,6 +105,7 @@ from micropay.exact import SETTLE_MARGIN, ExactOffer, ExactPayload, ExactReceipt
 from micropay.payer import Payer
 from micropay.receipt_log import KeptReceipt
 from micropay.receipts import receipt_problem, sign_access
+from micropay.streaming import STATUS_EXTENSION, VOUCHER_ONLY, PaidStream
 from micropay.vouchers import ChannelConfig, Voucher, VoucherVerifier
 from micropay.wallet import (
     ChannelStatus,
@@ -376,6 +387,8 @@ class HttpPayer:
         self._clients: dict[str, ChannelClient] = {}
         self._trusted: dict[str, bool] = {}
         self._reserved: dict[str, int] = {}  # site -> amount signed but not yet answered
+        # channel id -> the stream its last paid request began, until the transport takes it
+        self._streams: dict[bytes, PaidStream] = {}
         # exact authorizations sent whose answer was lost, by nonce: resent, not re-signed
         self._unanswered: dict[bytes, ExactPending] = {}
 
@@ -701,6 +714,10 @@ class HttpPayer:
                 spent=receipt.amount,
             )
             self._keep(pending, receipt)
+            if pending.offer.stream is not None:
+                with self._lock:
+                    stream = PaidStream(pending, pending.offer.stream, charged)
+                    self._streams[channel.config.channel_id] = stream
             return Verdict.PAID
         if status == 409:
             return Verdict.BUSY
@@ -937,6 +954,125 @@ class HttpPayer:
         channel.stored = replace(channel.stored, refunded=view.refunded)
         self._advance(pending, charged, None, spent=spent)
         channel.suspended = None
+
+    # -- streamed responses (micropay.streaming) ---------------------------------------------
+
+    def paid_stream(self, headers: Mapping[str, str]) -> PaidStream | None:
+        """The stream a paid response begins (its offer priced per unit), taken once: what
+        the transport meters the body with. None for any other response."""
+        value = headers.get(PAYMENT_RESPONSE)
+        if value is None:
+            return None
+        try:
+            channel_id = Receipt.decode(value).channel_id
+        except PaymentHeaderError:
+            return None
+        with self._lock:
+            return self._streams.pop(channel_id, None)
+
+    def pay_increment(self, stream: PaidStream) -> Pending | None:
+        """Sign a stream's next increment, once every unit paid for has arrived: those units
+        are acknowledged (the site is owed them), then the ceiling plus one increment is
+        signed under the policy's caps, topping the deposit up if needed (may block on the
+        chain). None when the policy refuses: ``stream.status.stopped`` says why, and the
+        stream ends with what was paid for."""
+        last, status = stream.pending, stream.status
+        channel, offer = last.channel, last.offer
+        with channel.lock:
+            owed = status.ceiling - status.charged
+            if owed > 0:
+                self._advance(last, status.ceiling, last.voucher.signature, spent=owed)
+                status.paid += owed
+                status.charged = status.ceiling
+            try:
+                self._reserve(last.site, offer.price, time.time())  # the caps before a top-up
+                self._release(last.site, offer.price)
+                self.ensure_funded(channel, offer)
+                pending = self.sign(last.site, offer, channel, {}, last.resource)
+            except PaymentRefusedError as err:
+                status.stopped = f"the policy stops paying: {err}"
+                return None
+        stream.sent(pending)
+        return pending
+
+    def conclude_increment(
+        self, stream: PaidStream, pending: Pending, status: int, headers: Mapping[str, str]
+    ) -> None:
+        """Read the answer to a voucher-only request: a 200 whose receipt is for this
+        channel, under the voucher just sent, charging exactly the units paid for before it
+        (all delivered). Anything else stops paying the stream (``status.stopped``); a
+        receipt that breaks the rules raises :class:`ChargeReceiptError`."""
+        try:
+            if status != 200:
+                why = _reason(headers) or str(status)
+                stream.status.stopped = f"the site refused the stream's next voucher: {why}"
+                return
+            receipt = self._stream_receipt(stream, pending, headers.get(PAYMENT_RESPONSE))
+            if receipt.cumulative_amount != stream.status.charged:
+                self._stream_refused(stream, receipt, "it charges other than the units paid for")
+            stream.status.ceiling = pending.voucher.cumulative_amount
+            self._keep(pending, receipt)
+        finally:
+            self._release(pending.site, pending.offer.price)
+
+    def conclude_stream(self, stream: PaidStream) -> None:
+        """The stream's body has ended: adopt its final receipt (on SSE), which must charge
+        exactly the units received, or (a chunked body, which carries none) acknowledge the
+        units received, at most the ceiling. A broken-off SSE stream acknowledges nothing
+        more: the site's next 402 shows what it recorded."""
+        last, status = stream.pending, stream.status
+        ceiling = last.voucher.cumulative_amount
+        with last.channel.lock:
+            if stream.final is None:
+                if not stream.terms.unit_bytes:
+                    return
+                charged = min(stream.delivered_total, ceiling)
+                receipt = None
+            else:
+                receipt = self._stream_receipt(stream, last, stream.final.get("receipt"))
+                charged = receipt.cumulative_amount
+                if charged != stream.delivered_total:
+                    self._stream_refused(
+                        stream, receipt, f"it does not charge the {status.units} units received"
+                    )
+                reason = stream.final.get("reason")
+                status.ended = reason if isinstance(reason, str) else None
+                status.receipt = receipt
+            if charged > status.charged:
+                signature = last.voucher.signature if charged == ceiling else None
+                self._advance(last, charged, signature, spent=charged - status.charged)
+                status.paid += charged - status.charged
+                status.charged = charged
+            if receipt is not None:
+                self._keep(last, receipt)
+
+    def _stream_receipt(self, stream: PaidStream, pending: Pending, value: object) -> Receipt:
+        """A stream's receipt, for its channel and under the voucher ``pending`` sent, charging
+        no less than the client acknowledged and no more than that voucher."""
+        if not isinstance(value, str):
+            raise PaymentProtocolError("the site's stream answer carries no receipt")
+        try:
+            receipt = Receipt.decode(value)
+        except PaymentHeaderError as err:
+            raise PaymentProtocolError(f"the site's stream receipt is malformed: {err}") from None
+        if receipt.channel_id != pending.channel.config.channel_id:
+            self._stream_refused(stream, receipt, "it is for another channel")
+        if receipt.ceiling_amount != pending.voucher.cumulative_amount:
+            self._stream_refused(stream, receipt, "its ceiling is not the voucher sent")
+        if not stream.status.charged <= receipt.cumulative_amount <= receipt.ceiling_amount:
+            self._stream_refused(stream, receipt, "its charged total is out of bounds")
+        return receipt
+
+    def _stream_refused(self, stream: PaidStream, receipt: Receipt, why: str) -> NoReturn:
+        """A stream receipt that breaks the rules: stop paying, suspend the channel, raise."""
+        message = (
+            f"the stream receipt does not match: {why} (charged {receipt.cumulative_amount}, "
+            f"ceiling {receipt.ceiling_amount}; acknowledged {stream.status.charged} after "
+            f"{stream.status.units} units)"
+        )
+        stream.status.stopped = message
+        stream.pending.channel.suspended = message
+        raise ChargeReceiptError(stream.pending.site, message)
 
     # -- exact: one EIP-3009 transfer per request -------------------------------------------
 
@@ -1471,7 +1607,12 @@ class PaymentTransport(httpx.BaseTransport):
             discard,
             resource_of(request.method, request.url.path),
         )
-        return paid if paid is not None else response
+        if paid is None:
+            return response
+        stream = self.payer.paid_stream(paid.headers) if paid.is_success else None
+        if stream is None:
+            return paid
+        return _metered(paid, stream, _SyncStream(self.payer, self._inner, request, paid, stream))
 
     def close(self) -> None:
         self._inner.close()
@@ -1510,7 +1651,138 @@ class AsyncPaymentTransport(httpx.AsyncBaseTransport):
             self._locks,
             resource_of(request.method, request.url.path),
         )
-        return paid if paid is not None else response
+        if paid is None:
+            return response
+        stream = self.payer.paid_stream(paid.headers) if paid.is_success else None
+        if stream is None:
+            return paid
+        return _metered(paid, stream, _AsyncStream(self.payer, self._inner, request, paid, stream))
 
     async def aclose(self) -> None:
         await self._inner.aclose()
+
+
+# -- streamed responses: the body as the caller sees it, paid as it goes ----------------------
+
+
+def _voucher_only(request: httpx.Request, header: str) -> httpx.Request:
+    """The voucher-only request of a stream's next increment: the same method and URL, the
+    voucher, the marker, and no body (see micropay.streaming)."""
+    headers = httpx.Headers(request.headers)
+    for name in ("content-length", "content-type", "transfer-encoding"):
+        headers.pop(name, None)
+    headers[PAYMENT_SIGNATURE] = header
+    headers[PAYMENT_STREAM] = VOUCHER_ONLY
+    return httpx.Request(
+        request.method, request.url, headers=headers, extensions=request.extensions
+    )
+
+
+def _metered(
+    paid: httpx.Response, stream: PaidStream, body: httpx.SyncByteStream | httpx.AsyncByteStream
+) -> httpx.Response:
+    """The response the caller gets: the paid one's status and headers, its body metered."""
+    return httpx.Response(
+        paid.status_code,
+        headers=paid.headers,
+        stream=body,
+        request=paid.request,
+        extensions={**paid.extensions, STATUS_EXTENSION: stream.status},
+    )
+
+
+class _SyncStream(httpx.SyncByteStream):
+    """A paid stream's body for :class:`PaymentTransport`: the paywall's events stripped,
+    each next increment paid by a voucher-only request when it is due."""
+
+    def __init__(
+        self,
+        payer: HttpPayer,
+        inner: httpx.BaseTransport,
+        request: httpx.Request,
+        paid: httpx.Response,
+        stream: PaidStream,
+    ) -> None:
+        self._payer, self._inner, self._request = payer, inner, request
+        self._paid, self._stream = paid, stream
+
+    def __iter__(self) -> Iterator[bytes]:
+        stream = self._stream
+        try:
+            for chunk in self._paid.iter_raw():
+                content, due = stream.feed(chunk)
+                if content:
+                    yield content
+                if due:
+                    self._pay()
+            rest = stream.end()
+            if rest:
+                yield rest
+            self._payer.conclude_stream(stream)
+        finally:
+            self._paid.close()
+
+    def _pay(self) -> None:
+        pending = self._payer.pay_increment(self._stream)
+        if pending is None:
+            return
+        try:
+            answer = self._inner.handle_request(_voucher_only(self._request, pending.header))
+            answer.read()
+            answer.close()
+        except BaseException:
+            self._payer.conclude_increment(self._stream, pending, 0, {})
+            raise
+        self._payer.conclude_increment(self._stream, pending, answer.status_code, answer.headers)
+
+    def close(self) -> None:
+        self._paid.close()
+
+
+class _AsyncStream(httpx.AsyncByteStream):
+    """The async twin of :class:`_SyncStream` (signing, which may top up, runs in a thread)."""
+
+    def __init__(
+        self,
+        payer: HttpPayer,
+        inner: httpx.AsyncBaseTransport,
+        request: httpx.Request,
+        paid: httpx.Response,
+        stream: PaidStream,
+    ) -> None:
+        self._payer, self._inner, self._request = payer, inner, request
+        self._paid, self._stream = paid, stream
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        stream = self._stream
+        try:
+            async for chunk in self._paid.aiter_raw():
+                content, due = stream.feed(chunk)
+                if content:
+                    yield content
+                if due:
+                    await self._pay()
+            rest = stream.end()
+            if rest:
+                yield rest
+            await anyio.to_thread.run_sync(self._payer.conclude_stream, stream)
+        finally:
+            await self._paid.aclose()
+
+    async def _pay(self) -> None:
+        payer, stream = self._payer, self._stream
+        pending = await anyio.to_thread.run_sync(payer.pay_increment, stream)
+        if pending is None:
+            return
+        try:
+            request = _voucher_only(self._request, pending.header)
+            answer = await self._inner.handle_async_request(request)
+            await answer.aread()
+            await answer.aclose()
+        except BaseException:
+            payer.conclude_increment(stream, pending, 0, {})
+            raise
+        payer.conclude_increment(stream, pending, answer.status_code, answer.headers)
+
+    async def aclose(self) -> None:
+        await self._paid.aclose()
