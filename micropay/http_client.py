@@ -1686,7 +1686,6 @@ def _metered(
         paid.status_code,
         headers=paid.headers,
         stream=body,
-        request=paid.request,
         extensions={**paid.extensions, STATUS_EXTENSION: stream.status},
     )
 
