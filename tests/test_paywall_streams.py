@@ -31,6 +31,7 @@ from micropay.paywall import Paywall, PricedRoute
 from micropay.streaming import PerUnit, stream_status
 
 pytestmark = pytest.mark.standalone
+pytest_plugins = ["ledger_fixtures"]
 
 TOKEN = 10**9  # per token, and per media second
 INCREMENT = 100
@@ -69,8 +70,10 @@ async def media(request: Request) -> StreamingResponse:
     return StreamingResponse(generate(), media_type="video/mp2t")
 
 
-def streamed_site(node, tmp_path, timeout: float = 1.0) -> tuple[Paywall, Payee, Ledger]:
-    ledger = Ledger.open(f"sqlite:///{tmp_path / 'streams.db'}", node.channels.domain)
+def streamed_site(
+    node, tmp_path, timeout: float = 1.0, url: str | None = None
+) -> tuple[Paywall, Payee, Ledger]:
+    ledger = Ledger.open(url or f"sqlite:///{tmp_path / 'streams.db'}", node.channels.domain)
     payee = Payee(node.channels, node.site, book=ledger, confirmations=0)
     app = Starlette(routes=[Route("/v1/complete", complete), Route("/media", media)])
     prices = {
@@ -131,10 +134,11 @@ def test_the_offer_declares_the_stream_terms(streams_node, tmp_path):
 
 
 def test_an_llm_stream_pays_per_token_in_increments_and_settles_what_was_delivered(
-    streams_node, tmp_path
+    streams_node, tmp_path, ledger_url
 ):
+    """On SQLite and on PostgreSQL (the charge write is the book's, shared)."""
     node = streams_node
-    paywall, payee, ledger = streamed_site(node, tmp_path)
+    paywall, payee, ledger = streamed_site(node, tmp_path, url=ledger_url)
     payer = fresh_payer(node, tmp_path, "llm")
     with streaming(paywall, payer) as (_, client):
         with client.stream("GET", "/v1/complete", params={"tokens": 250}) as response:
@@ -351,4 +355,32 @@ def test_a_site_asking_for_a_voucher_before_delivering_is_not_paid_ahead(
     assert status.ended == "unpaid" and status.charged == 100 * TOKEN
     [channel_id] = ledger.channel_ids()
     assert ledger.held(channel_id).ceiling == STEP
+    ledger.close()
+
+
+def test_mid_stream_the_book_holds_what_was_delivered_at_the_last_increment(
+    streams_node, tmp_path
+):
+    """What a restart would find: another handle on the SQLite file, read mid-stream, holds
+    the units recorded at the last increment under the new ceiling; settling from it would
+    claim no more than was delivered."""
+    node = streams_node
+    paywall, _, ledger = streamed_site(node, tmp_path)
+    payer = fresh_payer(node, tmp_path, "restart")
+    with streaming(paywall, payer) as (_, client):
+        with client.stream(
+            "GET", "/v1/complete", params={"tokens": 200, "delay": 0.005}
+        ) as response:
+            lines = response.iter_lines()
+            got = 0
+            while got < 150:
+                got += next(lines).startswith("data:")
+            reopened = Ledger.open(f"sqlite:///{tmp_path / 'streams.db'}", node.channels.domain)
+            [channel_id] = reopened.channel_ids()
+            held = reopened.held(channel_id)
+            assert (held.charged, held.ceiling) == (100 * TOKEN, 2 * STEP)
+            reopened.close()
+            list(lines)
+    assert stream_status(response).charged == 200 * TOKEN
+    assert ledger.held(channel_id).charged == 200 * TOKEN
     ledger.close()
