@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -97,9 +98,7 @@ def fresh_payer(node, tmp_path, name: str, **policy: Any) -> HttpPayer:
 def streaming(app, payer: HttpPayer) -> Iterator[tuple[Server, httpx.Client]]:
     with (
         Server(app) as server,
-        httpx.Client(
-            base_url=server.url, transport=PaymentTransport(payer), timeout=30
-        ) as client,
+        httpx.Client(base_url=server.url, transport=PaymentTransport(payer), timeout=30) as client,
     ):
         yield server, client
 
@@ -204,9 +203,7 @@ def test_a_media_stream_in_a_chunked_body_pays_per_second(streams_node, tmp_path
     ledger.close()
 
 
-def test_the_policy_cap_stops_paying_and_the_stream_ends_with_what_was_paid(
-    streams_node, tmp_path
-):
+def test_the_policy_cap_stops_paying_and_the_stream_ends_with_what_was_paid(streams_node, tmp_path):
     node = streams_node
     paywall, _, ledger = streamed_site(node, tmp_path)
     payer = fresh_payer(node, tmp_path, "capped", max_spend_per_site=2 * STEP)
@@ -253,9 +250,7 @@ def test_a_client_disconnecting_mid_stream_is_charged_only_what_was_delivered(
     ledger.close()
 
 
-def test_voucher_only_requests_without_a_stream_or_replayed_are_refused(
-    streams_node, tmp_path
-):
+def test_voucher_only_requests_without_a_stream_or_replayed_are_refused(streams_node, tmp_path):
     node = streams_node
     paywall, _, ledger = streamed_site(node, tmp_path)
     payer = fresh_payer(node, tmp_path, "replay")
@@ -310,9 +305,7 @@ def test_voucher_only_requests_without_a_stream_or_replayed_are_refused(
     ledger.close()
 
 
-def test_a_site_asking_for_a_voucher_before_delivering_is_not_paid_ahead(
-    streams_node, tmp_path
-):
+def test_a_site_asking_for_a_voucher_before_delivering_is_not_paid_ahead(streams_node, tmp_path):
     """A hostile site injects the ask after the first token: the client refuses to pay
     more than delivered plus one increment, and sends no voucher-only request."""
     node = streams_node
@@ -337,11 +330,13 @@ def test_a_site_asking_for_a_voucher_before_delivering_is_not_paid_ahead(
             body = message.get("body", b"")
             if state["receipt"] is not None and b"data: tok0" in body:
                 receipt = state["receipt"]
-                ask = (
-                    'event: payment-need-voucher\ndata: {"channel":"0x%s","charged":"%d",'
-                    '"ceiling":"%d","units":100}\n\n'
-                    % (receipt.channel_id.hex(), receipt.ceiling_amount, receipt.ceiling_amount + STEP)
-                )
+                data = {
+                    "channel": "0x" + receipt.channel_id.hex(),
+                    "charged": str(receipt.ceiling_amount),
+                    "ceiling": str(receipt.ceiling_amount + STEP),
+                    "units": 100,
+                }
+                ask = f"event: payment-need-voucher\ndata: {json.dumps(data)}\n\n"
                 await send({"type": "http.response.body", "body": ask.encode(), "more_body": True})
 
         await paywall(scope, receive, inject)
@@ -358,29 +353,27 @@ def test_a_site_asking_for_a_voucher_before_delivering_is_not_paid_ahead(
     ledger.close()
 
 
-def test_mid_stream_the_book_holds_what_was_delivered_at_the_last_increment(
-    streams_node, tmp_path
-):
+def test_mid_stream_the_book_holds_what_was_delivered_at_the_last_increment(streams_node, tmp_path):
     """What a restart would find: another handle on the SQLite file, read mid-stream, holds
     the units recorded at the last increment under the new ceiling; settling from it would
     claim no more than was delivered."""
     node = streams_node
     paywall, _, ledger = streamed_site(node, tmp_path)
     payer = fresh_payer(node, tmp_path, "restart")
-    with streaming(paywall, payer) as (_, client):
-        with client.stream(
-            "GET", "/v1/complete", params={"tokens": 200, "delay": 0.005}
-        ) as response:
-            lines = response.iter_lines()
-            got = 0
-            while got < 150:
-                got += next(lines).startswith("data:")
-            reopened = Ledger.open(f"sqlite:///{tmp_path / 'streams.db'}", node.channels.domain)
-            [channel_id] = reopened.channel_ids()
-            held = reopened.held(channel_id)
-            assert (held.charged, held.ceiling) == (100 * TOKEN, 2 * STEP)
-            reopened.close()
-            list(lines)
+    with (
+        streaming(paywall, payer) as (_, client),
+        client.stream("GET", "/v1/complete", params={"tokens": 200, "delay": 0.005}) as response,
+    ):
+        lines = response.iter_lines()
+        got = 0
+        while got < 150:
+            got += next(lines).startswith("data:")
+        reopened = Ledger.open(f"sqlite:///{tmp_path / 'streams.db'}", node.channels.domain)
+        [channel_id] = reopened.channel_ids()
+        held = reopened.held(channel_id)
+        assert (held.charged, held.ceiling) == (100 * TOKEN, 2 * STEP)
+        reopened.close()
+        list(lines)
     assert stream_status(response).charged == 200 * TOKEN
     assert ledger.held(channel_id).charged == 200 * TOKEN
     ledger.close()
