@@ -1781,7 +1781,10 @@ class _AsyncStream(httpx.AsyncByteStream):
         except BaseException:
             payer.conclude_increment(stream, pending, 0, {})
             raise
-        payer.conclude_increment(stream, pending, answer.status_code, answer.headers)
+        conclude = payer.conclude_increment  # keeps the receipt (a file write): off the loop
+        await anyio.to_thread.run_sync(
+            conclude, stream, pending, answer.status_code, answer.headers
+        )
 
     async def aclose(self) -> None:
         await self._paid.aclose()

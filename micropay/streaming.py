@@ -23,8 +23,9 @@ What is charged is what was delivered, and only that: each write (the book's cha
 total) sets the charged total to the units handed to the server times the price, at each
 increment and when the stream ends, however it ends: the handler finished (``end``), the
 payer did not send the next voucher within ``timeout`` seconds (``unpaid``), the client went
-away (``disconnected``), or the channel moved under the stream (``stale``: a refund, or
-another process). An SSE stream then ends with its receipt, as its headers left long
+away (``disconnected``), the channel moved under the stream (``stale``: a refund, or
+another process), or the handler failed (``error``: logged, never a 500 once the stream
+has started). An SSE stream then ends with its receipt, as its headers left long
 before::
 
     event: payment-receipt
@@ -224,11 +225,21 @@ class StreamMeter:
         except BaseExceptionGroup as group:  # a task group around the handler's sends
             rest = group.subgroup(lambda err: not isinstance(err, _Stopped))
             if rest is not None:
-                raise rest from None
+                self._failed(rest)
+        except Exception as err:
+            self._failed(err)
         finally:
             if self._started:
                 with anyio.CancelScope(shield=True):
                     await self._finish(send)
+
+    def _failed(self, err: BaseException) -> None:
+        """The handler broke off: once the stream has started, its units are charged and
+        the body ends cleanly (the error is logged, not sent); before, it is the app's."""
+        if not self._started or not isinstance(err, Exception):
+            raise err
+        _log.error("%s: the stream's handler failed", self.resource, exc_info=err)
+        self.stopped = self.stopped or "error"
 
     async def _start(self, message: Message, send: Send) -> None:
         from micropay.paywall import PaymentRefusal, paid_headers
@@ -304,6 +315,8 @@ class StreamMeter:
         async with self._lock:
             if self.stopped is not None or not self._started:
                 raise PaymentRefusal(409, Reason.NO_STREAM, "no stream on this channel waits")
+            # Only the channel's authorizer learns where the stream stands.
+            paywall._verify_or_refuse(config, voucher)
             wanted = self.ceiling + self.increment
             if voucher.cumulative_amount != wanted:
                 raise PaymentRefusal(
@@ -318,7 +331,6 @@ class StreamMeter:
                 raise PaymentRefusal(409, Reason.NO_STREAM, "the channel moved under the stream")
             state = paywall.payee.cached_state(config.channel_id, max_age=paywall._state_ttl)
             if state is None or voucher.cumulative_amount > state.deposited:
-                paywall._verify_or_refuse(config, voucher)
                 await paywall._refresh(config.channel_id)
             try:
                 checked = paywall.payee.check_over(config, voucher, held)

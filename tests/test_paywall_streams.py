@@ -14,6 +14,7 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -24,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import StreamingResponse
 from starlette.routing import Route
 
-from micropay._x402 import PaymentRequired, Receipt
+from micropay._x402 import PaymentPayload, PaymentRequired, Receipt
 from micropay.http_client import AsyncPaymentTransport, HttpPayer, PaymentPolicy, PaymentTransport
 from micropay.ledger import Ledger
 from micropay.payee import Payee
@@ -50,9 +51,12 @@ async def complete(request: Request) -> StreamingResponse:
     """An LLM-style answer: ``tokens`` events, one token each."""
     tokens = int(request.query_params.get("tokens", "10"))
     delay = float(request.query_params.get("delay", "0"))
+    fail_at = int(request.query_params.get("fail_at", "-1"))
 
     async def generate() -> AsyncIterator[bytes]:
         for i in range(tokens):
+            if i == fail_at:
+                raise RuntimeError("the model went away")
             if delay:
                 await asyncio.sleep(delay)
             yield f"data: tok{i}\n\n".encode()
@@ -259,7 +263,9 @@ def test_voucher_only_requests_without_a_stream_or_replayed_are_refused(streams_
 
     class Recording(httpx.HTTPTransport):
         def handle_request(self, request: httpx.Request) -> httpx.Response:
-            if request.headers.get("payment-stream") == "voucher":
+            if request.headers.get("payment-stream") == "voucher" or (
+                sent and "payment-signature" in request.headers
+            ):
                 sent.append(request)
             return super().handle_request(request)
 
@@ -269,6 +275,12 @@ def test_voucher_only_requests_without_a_stream_or_replayed_are_refused(streams_
             first = client.get("/v1/complete", params={"tokens": 150})
             assert stream_status(first).paid == 150 * TOKEN
             [increment] = sent
+            # The other payer's voucher, dressed as this channel's: refused, charges nothing.
+            with httpx.Client(
+                base_url=server.url, transport=PaymentTransport(other, Recording()), timeout=30
+            ) as other_client:
+                other_client.get("/v1/complete", params={"tokens": 1})
+            [foreign] = [r for r in sent[1:] if "payment-signature" in r.headers]
             with httpx.Client(base_url=server.url) as raw:
                 # No stream waits: the increment replayed after the stream is refused.
                 replay = raw.get(increment.url, headers=dict(increment.headers))
@@ -287,16 +299,18 @@ def test_voucher_only_requests_without_a_stream_or_replayed_are_refused(streams_
                     assert PaymentRequired.decode(replay.headers["payment-required"]).error == (
                         "cumulative_mismatch"
                     )
+                    mine = PaymentPayload.decode(increment.headers["payment-signature"])
+                    theirs = PaymentPayload.decode(foreign.headers["payment-signature"])
+                    forged = replace(theirs, config=mine.config).encode()
+                    headers = {"payment-signature": forged, "payment-stream": "voucher"}
+                    refused = raw.get(increment.url, headers=headers)
+                    assert refused.status_code in (400, 402)
+                    assert "payment-response" not in refused.headers
                     # A second stream on the channel at once: the channel is busy.
                     busy = httpx.Client(base_url=server.url, transport=PaymentTransport(payer))
                     with busy:
                         assert busy.get("/v1/complete").status_code == 409
                     rest = list(lines)
-        # Another payer's channel has no stream: its voucher-only request charges nothing.
-        with httpx.Client(
-            base_url=server.url, transport=PaymentTransport(other), timeout=30
-        ) as client:
-            client.get("/v1/complete", params={"tokens": 1})
         settled(paywall)
     assert sum(line.startswith("data:") for line in rest) == 49
     ids = ledger.channel_ids()
@@ -376,4 +390,20 @@ def test_mid_stream_the_book_holds_what_was_delivered_at_the_last_increment(stre
         list(lines)
     assert stream_status(response).charged == 200 * TOKEN
     assert ledger.held(channel_id).charged == 200 * TOKEN
+    ledger.close()
+
+
+def test_a_handler_failing_mid_stream_ends_it_cleanly_charging_what_was_sent(
+    streams_node, tmp_path
+):
+    node = streams_node
+    paywall, _, ledger = streamed_site(node, tmp_path)
+    payer = fresh_payer(node, tmp_path, "failing")
+    with streaming(paywall, payer) as (_, client):
+        response = client.get("/v1/complete", params={"tokens": 300, "fail_at": 130})
+    status = stream_status(response)
+    assert response.status_code == 200 and len(events_of(response.content)) == 130
+    assert status.ended == "error" and status.charged == 130 * TOKEN
+    [channel_id] = ledger.channel_ids()
+    assert ledger.held(channel_id).charged == 130 * TOKEN
     ledger.close()
