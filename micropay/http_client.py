@@ -51,6 +51,7 @@ from collections.abc import (
     Awaitable,
     Callable,
     Generator,
+    Iterable,
     Iterator,
     Mapping,
     Sequence,
@@ -1046,6 +1047,37 @@ class HttpPayer:
             if receipt is not None:
                 self._keep(last, receipt)
 
+    def metered_body(
+        self,
+        stream: PaidStream,
+        chunks: Iterable[bytes],
+        send_voucher: Callable[[str], tuple[int, Mapping[str, str]]],
+    ) -> Iterator[bytes]:
+        """A paid stream's body as the caller reads it, for a blocking transport (httpx's,
+        the requests adapter): ``chunks`` is the body as it arrives; the paywall's events are
+        stripped, and each next increment is paid when it is due by
+        ``send_voucher(header)``, which sends the voucher-only request with that
+        ``PAYMENT-SIGNATURE`` and returns its status and headers. The final receipt is
+        checked when the body ends."""
+        for chunk in chunks:
+            content, due = stream.feed(chunk)
+            if content:
+                yield content
+            if due:
+                pending = self.pay_increment(stream)
+                if pending is None:
+                    continue
+                try:
+                    status, headers = send_voucher(pending.header)
+                except BaseException:
+                    self.conclude_increment(stream, pending, 0, {})
+                    raise
+                self.conclude_increment(stream, pending, status, headers)
+        rest = stream.end()
+        if rest:
+            yield rest
+        self.conclude_stream(stream)
+
     def _stream_receipt(self, stream: PaidStream, pending: Pending, value: object) -> Receipt:
         """A stream's receipt, for its channel and under the voucher ``pending`` sent, charging
         no less than the client acknowledged and no more than that voucher."""
@@ -1607,12 +1639,12 @@ class PaymentTransport(httpx.BaseTransport):
             discard,
             resource_of(request.method, request.url.path),
         )
-        if paid is None:
-            return response
-        stream = self.payer.paid_stream(paid.headers) if paid.is_success else None
-        if stream is None:
-            return paid
-        return _metered(paid, stream, _SyncStream(self.payer, self._inner, request, paid, stream))
+        return _answer(
+            self.payer,
+            response,
+            paid,
+            lambda p, s: _SyncStream(self.payer, self._inner, request, p, s),
+        )
 
     def close(self) -> None:
         self._inner.close()
@@ -1651,12 +1683,12 @@ class AsyncPaymentTransport(httpx.AsyncBaseTransport):
             self._locks,
             resource_of(request.method, request.url.path),
         )
-        if paid is None:
-            return response
-        stream = self.payer.paid_stream(paid.headers) if paid.is_success else None
-        if stream is None:
-            return paid
-        return _metered(paid, stream, _AsyncStream(self.payer, self._inner, request, paid, stream))
+        return _answer(
+            self.payer,
+            response,
+            paid,
+            lambda p, s: _AsyncStream(self.payer, self._inner, request, p, s),
+        )
 
     async def aclose(self) -> None:
         await self._inner.aclose()
@@ -1678,10 +1710,21 @@ def _voucher_only(request: httpx.Request, header: str) -> httpx.Request:
     )
 
 
-def _metered(
-    paid: httpx.Response, stream: PaidStream, body: httpx.SyncByteStream | httpx.AsyncByteStream
+def _answer(
+    payer: HttpPayer,
+    unpaid: httpx.Response,
+    paid: httpx.Response | None,
+    body_of: Callable[[httpx.Response, PaidStream], httpx.SyncByteStream | httpx.AsyncByteStream],
 ) -> httpx.Response:
-    """The response the caller gets: the paid one's status and headers, its body metered."""
+    """The response a transport returns: the 402 if nothing was paid, the paid response, or,
+    if it begins a stream priced per unit, the paid one's status and headers with its body
+    metered by ``body_of`` (the stream's status in its extensions)."""
+    if paid is None:
+        return unpaid
+    stream = payer.paid_stream(paid.headers) if paid.is_success else None
+    if stream is None:
+        return paid
+    body = body_of(paid, stream)
     return httpx.Response(
         paid.status_code,
         headers=paid.headers,
@@ -1706,33 +1749,16 @@ class _SyncStream(httpx.SyncByteStream):
         self._paid, self._stream = paid, stream
 
     def __iter__(self) -> Iterator[bytes]:
-        stream = self._stream
-        try:
-            for chunk in self._paid.iter_raw():
-                content, due = stream.feed(chunk)
-                if content:
-                    yield content
-                if due:
-                    self._pay()
-            rest = stream.end()
-            if rest:
-                yield rest
-            self._payer.conclude_stream(stream)
-        finally:
-            self._paid.close()
-
-    def _pay(self) -> None:
-        pending = self._payer.pay_increment(self._stream)
-        if pending is None:
-            return
-        try:
-            answer = self._inner.handle_request(_voucher_only(self._request, pending.header))
+        def send_voucher(header: str) -> tuple[int, Mapping[str, str]]:
+            answer = self._inner.handle_request(_voucher_only(self._request, header))
             answer.read()
             answer.close()
-        except BaseException:
-            self._payer.conclude_increment(self._stream, pending, 0, {})
-            raise
-        self._payer.conclude_increment(self._stream, pending, answer.status_code, answer.headers)
+            return answer.status_code, answer.headers
+
+        try:
+            yield from self._payer.metered_body(self._stream, self._paid.iter_raw(), send_voucher)
+        finally:
+            self._paid.close()
 
     def close(self) -> None:
         self._paid.close()

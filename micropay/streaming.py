@@ -508,9 +508,11 @@ class PaidStream:
 
 
 def stream_status(response: Any) -> StreamStatus | None:
-    """The :class:`StreamStatus` of an httpx response the micropay transports paid as a
-    stream (None for any other response). Read it after iterating the body."""
-    status = getattr(response, "extensions", {}).get(STATUS_EXTENSION)
+    """The :class:`StreamStatus` of a response micropay's transports (httpx) or the requests
+    adapter paid as a stream (None for any other response). Read it after the body."""
+    status = getattr(response, "extensions", {}).get(STATUS_EXTENSION)  # httpx
+    if status is None:  # requests (micropay.requests_adapter)
+        status = getattr(getattr(response, "raw", None), "stream_status", None)
     return status if isinstance(status, StreamStatus) else None
 
 

@@ -407,3 +407,28 @@ def test_a_handler_failing_mid_stream_ends_it_cleanly_charging_what_was_sent(
     [channel_id] = ledger.channel_ids()
     assert ledger.held(channel_id).charged == 130 * TOKEN
     ledger.close()
+
+
+def test_the_requests_adapter_pays_a_stream_as_it_is_read(streams_node, tmp_path):
+    import requests
+
+    from micropay.requests_adapter import PaymentAdapter
+
+    node = streams_node
+    paywall, _, ledger = streamed_site(node, tmp_path)
+    payer = fresh_payer(node, tmp_path, "requests")
+    with Server(paywall) as server, requests.Session() as session:
+        session.mount("http://", PaymentAdapter(payer))
+        with session.get(
+            f"{server.url}/v1/complete", params={"tokens": 230}, stream=True
+        ) as response:
+            lines = [line for line in response.iter_lines() if line]
+        media = session.get(f"{server.url}/media", params={"seconds": 15})
+    status = stream_status(response)
+    assert lines == [f"data: tok{i}".encode() for i in range(230)]
+    assert status.ended == "end" and status.paid == 230 * TOKEN
+    assert len(media.content) == 15 * SECOND_BYTES
+    assert stream_status(media).charged == 245 * TOKEN
+    ids = ledger.channel_ids()
+    assert [ledger.held(i).charged for i in ids] == [245 * TOKEN]
+    ledger.close()
