@@ -26,6 +26,7 @@ from starlette.responses import StreamingResponse
 from starlette.routing import Route
 
 from micropay._x402 import PaymentPayload, PaymentRequired, Receipt
+from micropay.errors import ChargeReceiptError, PaymentProtocolError
 from micropay.http_client import AsyncPaymentTransport, HttpPayer, PaymentPolicy, PaymentTransport
 from micropay.ledger import Ledger
 from micropay.payee import Payee
@@ -431,4 +432,47 @@ def test_the_requests_adapter_pays_a_stream_as_it_is_read(streams_node, tmp_path
     assert stream_status(media).charged == 245 * TOKEN
     ids = ledger.channel_ids()
     assert [ledger.held(i).charged for i in ids] == [245 * TOKEN]
+    ledger.close()
+
+
+def test_a_final_receipt_charging_more_than_was_received_is_refused(streams_node, tmp_path):
+    """A hostile site rewrites the stream's final receipt to one more unit than it sent:
+    the caller's iteration raises ChargeReceiptError and the channel is not used again."""
+    node = streams_node
+    paywall, _, ledger = streamed_site(node, tmp_path)
+    payer = fresh_payer(node, tmp_path, "inflated")
+
+    async def inflating(scope, receive, send):
+        async def rewrite(message):
+            body = message.get("body", b"")
+            if message["type"] == "http.response.body" and body.startswith(
+                b"event: payment-receipt"
+            ):
+                data = json.loads(body.split(b"data: ", 1)[1])
+                receipt = Receipt.decode(data["receipt"])
+                more = replace(
+                    receipt,
+                    signed=None,
+                    amount=receipt.amount + TOKEN,
+                    cumulative_amount=receipt.cumulative_amount + TOKEN,
+                )
+                data["receipt"] = more.encode()
+                body = f"event: payment-receipt\ndata: {json.dumps(data)}\n\n".encode()
+                message = {**message, "body": body}
+            await send(message)
+
+        await paywall(scope, receive, rewrite)
+
+    with streaming(inflating, payer) as (_, client):
+        with (
+            client.stream("GET", "/v1/complete", params={"tokens": 150}) as response,
+            pytest.raises(ChargeReceiptError, match="does not charge the 150 units"),
+        ):
+            b"".join(response.iter_bytes())
+        status = stream_status(response)
+        assert status.charged == 100 * TOKEN  # acknowledged: the first increment, delivered
+        with pytest.raises(PaymentProtocolError, match="not used"):
+            client.get("/v1/complete", params={"tokens": 1})
+    [channel_id] = ledger.channel_ids()
+    assert ledger.held(channel_id).charged == 150 * TOKEN  # the site's own book is honest
     ledger.close()
