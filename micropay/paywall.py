@@ -167,6 +167,7 @@ class Payment:
     scheme: str = "channel"
     transaction: bytes | None = None  # ``exact``: the settled transfer (channel_id is b"")
     metered: bool = False
+    streamed: bool = False  # priced per unit: the paywall counts what the handler sends
     _meter: _Meter = field(default_factory=_Meter, repr=False, compare=False)
 
     def charge(self, amount: int) -> None:
@@ -178,6 +179,8 @@ class Payment:
 
         Raises :class:`ChargeError` for anything else (a bool, a float, a negative amount,
         more than the maximum, or a call on a route that is not metered)."""
+        if self.streamed:
+            raise ChargeError("this route is priced per unit: the paywall counts what it sends")
         if not self.metered:
             raise ChargeError(f"this route has a fixed price of {self.amount}; it is not metered")
         if type(amount) is not int:
@@ -801,6 +804,7 @@ class Paywall:
             config.channel_id,
             voucher.cumulative_amount,
             metered=check.metered,
+            streamed=path.route.stream is not None,
         )
         scope.setdefault("state", {})["payment"] = payment
         if path.route.stream is not None:
@@ -852,9 +856,8 @@ class Paywall:
     ) -> None:
         """A voucher-only request: the next increment of the channel's stream in progress,
         answered with its receipt and no content (409 ``no_stream`` if none is waiting)."""
-        price = path.route.price
+        price = path.route.price  # the offer's terms are checked: the voucher is next
         try:
-            self._check_offer(payload, price)
             meter = self._streams.get(payload.config.channel_id)
             if meter is None:
                 raise _Refusal(409, Reason.NO_STREAM, "no stream on this channel waits")

@@ -81,7 +81,9 @@ class PerUnit:
     charges ``price`` per unit delivered, a unit being one server-sent event (or, with
     ``unit_bytes``, that many bytes of a chunked body: a media stream's second), paid
     ``increment`` units at a time. ``timeout``: how long a paused stream waits for the next
-    voucher before it ends (charging what was delivered)."""
+    voucher before it ends (charging what was delivered). The handler meters nothing
+    itself: the paywall counts the units it sends (``request.state.payment.amount`` is one
+    increment; ``payment.charge`` raises :class:`~micropay.errors.ChargeError`)."""
 
     price: int
     increment: int = 100

@@ -26,7 +26,7 @@ from starlette.responses import StreamingResponse
 from starlette.routing import Route
 
 from micropay._x402 import PaymentPayload, PaymentRequired, Receipt
-from micropay.errors import ChargeReceiptError, PaymentProtocolError
+from micropay.errors import ChargeError, ChargeReceiptError, PaymentProtocolError
 from micropay.http_client import AsyncPaymentTransport, HttpPayer, PaymentPolicy, PaymentTransport
 from micropay.ledger import Ledger
 from micropay.payee import Payee
@@ -53,6 +53,10 @@ async def complete(request: Request) -> StreamingResponse:
     tokens = int(request.query_params.get("tokens", "10"))
     delay = float(request.query_params.get("delay", "0"))
     fail_at = int(request.query_params.get("fail_at", "-1"))
+
+    with contextlib.suppress(ChargeError):
+        request.state.payment.charge(1)  # a streamed route meters itself
+        raise AssertionError("charge() on a streamed route")
 
     async def generate() -> AsyncIterator[bytes]:
         for i in range(tokens):
