@@ -596,8 +596,13 @@ class HttpPayer:
         floors: Floors,
         resource: str | None = None,
         resource_url: str = "",
+        owed: int = 0,
     ) -> Pending:
         """Check the spending caps, then sign the voucher for one more request.
+
+        ``owed``: what the channel's acknowledged total rose by in memory since it was last
+        saved (a stream's delivered units), counted against the site in the same write as
+        the new highest total, so a stream's increment costs one wallet write, not two.
 
         ``resource`` ("METHOD /path") binds the receipt; ``resource_url`` is the 402's absolute
         URL, echoed in the payload as x402 clients do. ``floors`` belongs to the request (one
@@ -610,14 +615,16 @@ class HttpPayer:
             raise PaymentProtocolError(
                 f"{site}: the channel is not used until it is resynchronised: {channel.suspended}"
             )
-        self._reserve(site, price, time.time())
+        self._reserve(site, price, time.time(), owed)
         payer = channel.payer
         total = payer.acknowledged + price
         _, floor = floors.setdefault(payer.config.channel_id, (channel, payer.highest_signed))
         try:
             raised = total > payer.highest_signed
             voucher = payer.voucher_for(total)  # within the deposit, or PaymentRefusedError
-            if raised:  # saved before it is sent: a later run knows the site may hold it
+            if owed:
+                self._record(channel, site, owed)
+            elif raised:  # saved before it is sent: a later run knows the site may hold it
                 self._saved(channel)
         except BaseException:
             self._release(site, price)
@@ -635,12 +642,13 @@ class HttpPayer:
         )
         return Pending(site, offer, channel, voucher, payload.encode(), floor, resource)
 
-    def _reserve(self, site: str, price: int, now: float) -> None:
+    def _reserve(self, site: str, price: int, now: float, owed: int = 0) -> None:
         """Check the site's and the period's caps with ``price`` more, counting what was
-        signed and is not yet answered, and hold ``price`` until :meth:`_release`."""
+        signed and is not yet answered (and ``owed``, spent but not yet saved), and hold
+        ``price`` until :meth:`_release`."""
         with self._lock:
-            in_flight = sum(self._reserved.values())
-            site_total = self.store.site_spend(site) + self._reserved.get(site, 0) + price
+            in_flight = sum(self._reserved.values()) + owed
+            site_total = self.store.site_spend(site) + self._reserved.get(site, 0) + owed + price
             cap = self.policy.max_spend_per_site
             if cap is not None and site_total > cap:
                 raise SpendingLimitError(
@@ -752,13 +760,14 @@ class HttpPayer:
     def _advance(
         self, pending: Pending, cumulative: int, signature: bytes | None, spent: int
     ) -> None:
-        channel = pending.channel
-        channel.payer.acknowledge(cumulative, signature)
-        # Totals at or below an acknowledged one stand for requests the site served.
-        channel.signed_here = {total for total in channel.signed_here if total > cumulative}
+        _acknowledge(pending.channel, cumulative, signature)
+        self._record(pending.channel, pending.site, spent)
+
+    def _record(self, channel: _Channel, site: str, spent: int) -> None:
+        """Save the channel's position and what it cost ``site``, in one wallet write."""
         now = time.time()
         channel.stored = self.store.record(
-            channel.record, pending.site, spent, now, now - self.policy.period
+            channel.record, site, spent, now, now - self.policy.period
         )
 
     def _set(self, channel: _Channel, *, deposited: int) -> None:
@@ -980,19 +989,23 @@ class HttpPayer:
         last, status = stream.pending, stream.status
         channel, offer = last.channel, last.offer
         with channel.lock:
-            owed = status.ceiling - status.charged
-            if owed > 0:
-                self._advance(last, status.ceiling, last.voucher.signature, spent=owed)
+            owed = max(0, status.ceiling - status.charged)
+            if owed:
+                _acknowledge(channel, status.ceiling, last.voucher.signature)
                 status.paid += owed
                 status.charged = status.ceiling
             try:
-                self._reserve(last.site, offer.price, time.time())  # the caps before a top-up
+                self._reserve(last.site, offer.price, time.time(), owed)  # caps before a top-up
                 self._release(last.site, offer.price)
                 self.ensure_funded(channel, offer)
-                pending = self.sign(last.site, offer, channel, {}, last.resource)
+                pending = self.sign(last.site, offer, channel, {}, last.resource, owed=owed)
             except PaymentRefusedError as err:
+                self._record(channel, last.site, owed)  # the units arrived: they are owed
                 status.stopped = f"the policy stops paying: {err}"
                 return None
+            except BaseException:
+                self._record(channel, last.site, owed)
+                raise
         stream.sent(pending)
         return pending
 
@@ -1452,6 +1465,13 @@ class HttpPayer:
         finally:
             with self._lock:
                 self._reserved[pending.site] -= pending.offer.price
+
+
+def _acknowledge(channel: _Channel, cumulative: int, signature: bytes | None) -> None:
+    """Move the channel's acknowledged total (in memory; the caller saves it)."""
+    channel.payer.acknowledge(cumulative, signature)
+    # Totals at or below an acknowledged one stand for requests the site served.
+    channel.signed_here = {total for total in channel.signed_here if total > cumulative}
 
 
 # -- the steps of an exchange ----------------------------------------------------------------
