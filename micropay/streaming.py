@@ -273,11 +273,13 @@ class StreamMeter:
             if room <= 0:
                 await self._ask(send)
                 continue
-            out, units = units[:room], units[room:]
-            await send({"type": "http.response.body", "body": b"".join(out), "more_body": True})
             if self.disconnected:
                 raise _Stopped
+            out, units = units[:room], units[room:]
+            # Counted as handed to the server, before the send returns: a voucher-only request
+            # from a client that has already read them must find them delivered.
             self.delivered += len(out)
+            await send({"type": "http.response.body", "body": b"".join(out), "more_body": True})
 
     def _foreign(self, unit: bytes) -> bool:
         """A handler's event named like the paywall's is dropped: only the paywall asks."""
