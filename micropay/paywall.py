@@ -44,6 +44,11 @@ N, as for a fixed price; the handler says what it used with
 write at the status line moves the charged total by that much, keeping the voucher as the
 ceiling. :meth:`Paywall.refund` refunds a charge off chain. docs/protocol.md has the rules.
 
+Streamed routes (``prices={"GET /v1/complete": PerUnit(10**9, increment=100)}``): the answer
+is charged per unit the handler sends (a server-sent event, or ``unit_bytes`` of a chunked
+body), paid an increment at a time; the next increment is asked for in band and paid by a
+voucher-only request (``PAYMENT-STREAM: voucher``). :mod:`micropay.streaming` has the design.
+
 Receipts: at that same moment the paywall signs the charge's receipt with the payee key
 (:mod:`micropay.receipts`) and hands it to ``accept_if_higher`` with the voucher, so a
 durable book records the charge in the transaction that takes the voucher; the receipt

@@ -172,24 +172,27 @@ def test_an_llm_stream_pays_per_token_in_increments_and_settles_what_was_deliver
     ledger.close()
 
 
-def test_the_async_transport_pays_a_stream_the_same_way(streams_node, tmp_path):
+def test_the_async_transport_pays_both_kinds_of_stream_the_same_way(streams_node, tmp_path):
     node = streams_node
     paywall, _, ledger = streamed_site(node, tmp_path)
     payer = fresh_payer(node, tmp_path, "async")
 
-    async def run(url: str) -> tuple[list[bytes], Any]:
+    async def run(url: str) -> tuple[list[bytes], Any, httpx.Response]:
         async with httpx.AsyncClient(
             base_url=url, transport=AsyncPaymentTransport(payer), timeout=30
         ) as client:
             async with client.stream("GET", "/v1/complete", params={"tokens": 150}) as response:
                 body = b"".join([chunk async for chunk in response.aiter_bytes()])
-            return events_of(body), stream_status(response)
+            media = await client.get("/media", params={"seconds": 12})
+            return events_of(body), stream_status(response), media
 
     with Server(paywall) as server:
-        events, status = asyncio.run(run(server.url))
+        events, status, media = asyncio.run(run(server.url))
     assert len(events) == 150 and status.ended == "end" and status.paid == 150 * TOKEN
+    assert len(media.content) == 12 * SECOND_BYTES
+    assert stream_status(media).paid == 12 * TOKEN  # two increments of ten seconds
     [channel_id] = ledger.channel_ids()
-    assert ledger.held(channel_id).charged == 150 * TOKEN
+    assert ledger.held(channel_id).charged == 162 * TOKEN
     ledger.close()
 
 
