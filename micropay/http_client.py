@@ -1717,6 +1717,9 @@ class AsyncPaymentTransport(httpx.AsyncBaseTransport):
 # -- streamed responses: the body as the caller sees it, paid as it goes ----------------------
 
 
+_Inner = httpx.BaseTransport | httpx.AsyncBaseTransport
+
+
 def _voucher_only(request: httpx.Request, header: str) -> httpx.Request:
     """The voucher-only request of a stream's next increment: the same method and URL, the
     voucher, the marker, and no body (see micropay.streaming)."""
@@ -1753,20 +1756,28 @@ def _answer(
     )
 
 
-class _SyncStream(httpx.SyncByteStream):
-    """A paid stream's body for :class:`PaymentTransport`: the paywall's events stripped,
-    each next increment paid by a voucher-only request when it is due."""
+class _StreamBody:
+    """What a paid stream's body reads from and pays with: the payer, the transport under
+    the paying one (``inner``), the request (for its voucher-only twins), the paid response
+    and the stream's :class:`PaidStream`."""
 
     def __init__(
         self,
         payer: HttpPayer,
-        inner: httpx.BaseTransport,
+        inner: _Inner,
         request: httpx.Request,
         paid: httpx.Response,
         stream: PaidStream,
     ) -> None:
         self._payer, self._inner, self._request = payer, inner, request
         self._paid, self._stream = paid, stream
+
+
+class _SyncStream(_StreamBody, httpx.SyncByteStream):
+    """A paid stream's body for :class:`PaymentTransport`: the paywall's events stripped,
+    each next increment paid by a voucher-only request when it is due."""
+
+    _inner: httpx.BaseTransport
 
     def __iter__(self) -> Iterator[bytes]:
         def send_voucher(header: str) -> tuple[int, Mapping[str, str]]:
@@ -1784,19 +1795,10 @@ class _SyncStream(httpx.SyncByteStream):
         self._paid.close()
 
 
-class _AsyncStream(httpx.AsyncByteStream):
+class _AsyncStream(_StreamBody, httpx.AsyncByteStream):
     """The async twin of :class:`_SyncStream` (signing, which may top up, runs in a thread)."""
 
-    def __init__(
-        self,
-        payer: HttpPayer,
-        inner: httpx.AsyncBaseTransport,
-        request: httpx.Request,
-        paid: httpx.Response,
-        stream: PaidStream,
-    ) -> None:
-        self._payer, self._inner, self._request = payer, inner, request
-        self._paid, self._stream = paid, stream
+    _inner: httpx.AsyncBaseTransport
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         stream = self._stream
