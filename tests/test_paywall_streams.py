@@ -25,8 +25,13 @@ from starlette.requests import Request
 from starlette.responses import StreamingResponse
 from starlette.routing import Route
 
-from micropay._x402 import PaymentPayload, PaymentRequired, Receipt
-from micropay.errors import ChargeError, ChargeReceiptError, PaymentProtocolError
+from micropay._x402 import Offer, PaymentPayload, PaymentRequired, Receipt
+from micropay.errors import (
+    ChargeError,
+    ChargeReceiptError,
+    PaymentHeaderError,
+    PaymentProtocolError,
+)
 from micropay.http_client import AsyncPaymentTransport, HttpPayer, PaymentPolicy, PaymentTransport
 from micropay.ledger import Ledger
 from micropay.payee import Payee
@@ -138,6 +143,19 @@ def test_the_offer_declares_the_stream_terms(streams_node, tmp_path):
     assert offer.price == 10 * TOKEN and offer.metered
     extra = offer.to_json()["extra"]
     assert extra["stream"] == {"unitPrice": str(TOKEN), "increment": 10, "unitBytes": 1000}
+    assert Offer.from_json(offer.to_json()) == offer
+    # Terms that do not add up, or a stream that is not metered, are not an offer.
+    for bad in (
+        {"stream": {**extra["stream"], "increment": 11}},
+        {"metered": False},
+        {"stream": {**extra["stream"], "unitPrice": "0"}},
+        {"stream": {**extra["stream"], "unitBytes": -1}},
+        {"stream": {"unitPrice": str(TOKEN), "increment": True}},
+    ):
+        wire = offer.to_json()
+        wire["extra"] = {**wire["extra"], **bad}
+        with pytest.raises(PaymentHeaderError):
+            Offer.from_json(wire)
     ledger.close()
 
 
