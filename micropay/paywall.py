@@ -679,7 +679,7 @@ class Paywall:
 
         async def send_with_receipt(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message = {**message, "headers": paid_headers(message, header)}
+                message = {**message, "headers": _paid_headers(message, header)}
             await send(message)
 
         await self.app(scope, receive, send_with_receipt)
@@ -833,7 +833,7 @@ class Paywall:
                     await self._refuse(send, price, path, refusal)
                     return
                 header = (b"payment-response", receipt.encode().encode("ascii"))
-                message = {**message, "headers": paid_headers(message, header)}
+                message = {**message, "headers": _paid_headers(message, header)}
             await send(message)
 
         await self.app(scope, receive, send_charging)
@@ -1042,7 +1042,7 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
     return None
 
 
-def paid_headers(message: Message, receipt: tuple[bytes, bytes]) -> list[tuple[bytes, bytes]]:
+def _paid_headers(message: Message, receipt: tuple[bytes, bytes]) -> list[tuple[bytes, bytes]]:
     """A paid response's headers: the handler's, the receipt, and no shared caching."""
     return _private([*message.get("headers", ()), receipt])
 

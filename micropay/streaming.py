@@ -244,7 +244,7 @@ class StreamMeter:
         self.stopped = self.stopped or "error"
 
     async def _start(self, message: Message, send: Send) -> None:
-        from micropay.paywall import PaymentRefusal, paid_headers
+        from micropay.paywall import PaymentRefusal, _paid_headers
 
         if not 200 <= message["status"] < 300:
             await send(message)
@@ -257,7 +257,7 @@ class StreamMeter:
         self.receipt = receipt
         self._started = True
         header = (b"payment-response", receipt.encode().encode("ascii"))
-        await send({**message, "headers": paid_headers(message, header)})
+        await send({**message, "headers": _paid_headers(message, header)})
 
     async def _body(self, message: Message, send: Send) -> None:
         if self.stopped is not None:
