@@ -63,7 +63,7 @@ from micropay.errors import (
 if TYPE_CHECKING:
     from micropay.paywall import ChannelCheck, Message, PaymentRefusal, Paywall, Receive, Send
 
-__all__ = ["NEED_VOUCHER", "RECEIPT", "PerUnit", "StreamTerms"]
+__all__ = ["NEED_VOUCHER", "RECEIPT", "PerUnit", "StreamStatus", "StreamTerms", "stream_status"]
 
 _log = logging.getLogger("micropay.streaming")
 
