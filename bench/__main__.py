@@ -12,7 +12,7 @@ import sys
 
 # Each module has a main() that prints a section.
 BENCHMARKS = ["bench.vouchers", "bench.gas_channels", "bench.gas_streams", "bench.gas_exact",
-    "bench.http_paywall",
+    "bench.http_paywall", "bench.http_stream",
 ]
 
 

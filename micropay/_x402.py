@@ -69,6 +69,8 @@ PAYMENT_REQUIRED: Final = "PAYMENT-REQUIRED"
 PAYMENT_SIGNATURE: Final = "PAYMENT-SIGNATURE"
 PAYMENT_RESPONSE: Final = "PAYMENT-RESPONSE"
 PAYMENT_ACCESS: Final = "PAYMENT-ACCESS"
+PAYMENT_STREAM: Final = "PAYMENT-STREAM"
+"""On a request: ``voucher`` marks a voucher-only request, the next increment of a stream."""
 
 # A PAYMENT-SIGNATURE is about 700 bytes; 4 KiB leaves room without inviting abuse.
 MAX_PAYMENT_HEADER: Final = 4096
@@ -131,6 +133,8 @@ class Reason:
     ROUTE_NOT_PRICED = "route_not_priced"
     # 409: another request on the same channel is being served
     CHANNEL_BUSY = "channel_busy"
+    # 409: a voucher-only request on a channel with no stream in progress
+    NO_STREAM = "no_stream"
     # 503: the paywall cannot read the chain (its node is down): nothing is served
     CHAIN_UNAVAILABLE = "chain_unavailable"
 
@@ -257,6 +261,8 @@ class Offer:
     metered: bool = False
     """``price`` is the most a request may be charged, not what it is: the voucher is the
     charged total plus ``price``, the receipt says what was charged (``extra.metered``)."""
+    stream: StreamTerms | None = None
+    """A streamed response priced per unit (``extra.stream``): ``price`` is one increment."""
 
     @property
     def network(self) -> str:
@@ -278,6 +284,8 @@ class Offer:
         }
         if self.metered:  # absent on fixed prices: their offers are as before
             extra["metered"] = True
+        if self.stream is not None:
+            extra["stream"] = self.stream.to_json()
         return {**terms, "extra": extra}
 
     @classmethod
@@ -314,8 +322,17 @@ class Offer:
         metered = extra.get("metered", False)
         if type(metered) is not bool:
             raise PaymentHeaderError(Reason.INVALID_PAYLOAD, f"{where}.extra.metered is a boolean")
+        price = _uint(obj, "amount", where)
+        stream = None
+        if "stream" in extra:
+            stream = StreamTerms.from_json(_field(extra, "stream", dict, f"{where}.extra"))
+            if not metered or stream.unit_price * stream.increment != price:
+                raise PaymentHeaderError(
+                    Reason.INVALID_PAYLOAD,
+                    f"{where}: a stream is metered and its amount is unitPrice x increment",
+                )
         return cls(
-            price=_uint(obj, "amount", where),
+            price=price,
             asset=_address(obj, "asset", where),
             pay_to=_address(obj, "payTo", where),
             domain=VoucherDomain(chain_id, contract),
@@ -323,7 +340,40 @@ class Offer:
             min_withdraw_delay=delay,
             max_timeout_seconds=timeout,
             metered=metered,
+            stream=stream,
         )
+
+
+@dataclass(frozen=True)
+class StreamTerms:
+    """How a streamed response is priced (``extra.stream`` of a ``channel`` offer):
+    ``unit_price`` per unit delivered, paid ``increment`` units ahead at most, a unit being
+    one server-sent event, or ``unit_bytes`` bytes of a chunked body (0: server-sent
+    events). See docs/protocol.md, "Streamed responses"."""
+
+    unit_price: int
+    increment: int
+    unit_bytes: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        obj: dict[str, Any] = {"unitPrice": str(self.unit_price), "increment": self.increment}
+        if self.unit_bytes:
+            obj["unitBytes"] = self.unit_bytes
+        return obj
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> StreamTerms:
+        where = "extra.stream"
+        increment = _field(obj, "increment", int, where)
+        unit_bytes = obj.get("unitBytes", 0)
+        if type(unit_bytes) is not int or unit_bytes < 0 or increment <= 0:
+            raise PaymentHeaderError(
+                Reason.INVALID_PAYLOAD, f"{where}: increment > 0 and unitBytes >= 0 are integers"
+            )
+        unit_price = _uint(obj, "unitPrice", where)
+        if unit_price == 0:
+            raise PaymentHeaderError(Reason.INVALID_PAYLOAD, f"{where}.unitPrice is positive")
+        return cls(unit_price, increment, unit_bytes)
 
 
 # -- the server's view of a channel --------------------------------------------------------

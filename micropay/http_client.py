@@ -46,7 +46,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Generator,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
@@ -67,6 +76,7 @@ from micropay._x402 import (
     PAYMENT_REQUIRED,
     PAYMENT_RESPONSE,
     PAYMENT_SIGNATURE,
+    PAYMENT_STREAM,
     AccessRequest,
     ChannelView,
     Offer,
@@ -86,6 +96,7 @@ from micropay.errors import (
     PaymentHeaderError,
     PaymentPolicyError,
     PaymentProtocolError,
+    PaymentRefusedError,
     PriceLimitError,
     SettlementReceiptError,
     SpendingLimitError,
@@ -95,6 +106,7 @@ from micropay.exact import SETTLE_MARGIN, ExactOffer, ExactPayload, ExactReceipt
 from micropay.payer import Payer
 from micropay.receipt_log import KeptReceipt
 from micropay.receipts import receipt_problem, sign_access
+from micropay.streaming import STATUS_EXTENSION, VOUCHER_ONLY, PaidStream
 from micropay.vouchers import ChannelConfig, Voucher, VoucherVerifier
 from micropay.wallet import (
     ChannelStatus,
@@ -376,6 +388,8 @@ class HttpPayer:
         self._clients: dict[str, ChannelClient] = {}
         self._trusted: dict[str, bool] = {}
         self._reserved: dict[str, int] = {}  # site -> amount signed but not yet answered
+        # channel id -> the stream its last paid request began, until the transport takes it
+        self._streams: dict[bytes, PaidStream] = {}
         # exact authorizations sent whose answer was lost, by nonce: resent, not re-signed
         self._unanswered: dict[bytes, ExactPending] = {}
 
@@ -582,8 +596,13 @@ class HttpPayer:
         floors: Floors,
         resource: str | None = None,
         resource_url: str = "",
+        owed: int = 0,
     ) -> Pending:
         """Check the spending caps, then sign the voucher for one more request.
+
+        ``owed``: what the channel's acknowledged total rose by in memory since it was last
+        saved (a stream's delivered units), counted against the site in the same write as
+        the new highest total, so a stream's increment costs one wallet write, not two.
 
         ``resource`` ("METHOD /path") binds the receipt; ``resource_url`` is the 402's absolute
         URL, echoed in the payload as x402 clients do. ``floors`` belongs to the request (one
@@ -596,14 +615,16 @@ class HttpPayer:
             raise PaymentProtocolError(
                 f"{site}: the channel is not used until it is resynchronised: {channel.suspended}"
             )
-        self._reserve(site, price, time.time())
+        self._reserve(site, price, time.time(), owed)
         payer = channel.payer
         total = payer.acknowledged + price
         _, floor = floors.setdefault(payer.config.channel_id, (channel, payer.highest_signed))
         try:
             raised = total > payer.highest_signed
             voucher = payer.voucher_for(total)  # within the deposit, or PaymentRefusedError
-            if raised:  # saved before it is sent: a later run knows the site may hold it
+            if owed:
+                self._record(channel, site, owed)
+            elif raised:  # saved before it is sent: a later run knows the site may hold it
                 self._saved(channel)
         except BaseException:
             self._release(site, price)
@@ -621,12 +642,13 @@ class HttpPayer:
         )
         return Pending(site, offer, channel, voucher, payload.encode(), floor, resource)
 
-    def _reserve(self, site: str, price: int, now: float) -> None:
+    def _reserve(self, site: str, price: int, now: float, owed: int = 0) -> None:
         """Check the site's and the period's caps with ``price`` more, counting what was
-        signed and is not yet answered, and hold ``price`` until :meth:`_release`."""
+        signed and is not yet answered (and ``owed``, spent but not yet saved), and hold
+        ``price`` until :meth:`_release`."""
         with self._lock:
-            in_flight = sum(self._reserved.values())
-            site_total = self.store.site_spend(site) + self._reserved.get(site, 0) + price
+            in_flight = sum(self._reserved.values()) + owed
+            site_total = self.store.site_spend(site) + self._reserved.get(site, 0) + owed + price
             cap = self.policy.max_spend_per_site
             if cap is not None and site_total > cap:
                 raise SpendingLimitError(
@@ -701,6 +723,10 @@ class HttpPayer:
                 spent=receipt.amount,
             )
             self._keep(pending, receipt)
+            if pending.offer.stream is not None:
+                with self._lock:
+                    stream = PaidStream(pending, pending.offer.stream, charged)
+                    self._streams[channel.config.channel_id] = stream
             return Verdict.PAID
         if status == 409:
             return Verdict.BUSY
@@ -734,13 +760,14 @@ class HttpPayer:
     def _advance(
         self, pending: Pending, cumulative: int, signature: bytes | None, spent: int
     ) -> None:
-        channel = pending.channel
-        channel.payer.acknowledge(cumulative, signature)
-        # Totals at or below an acknowledged one stand for requests the site served.
-        channel.signed_here = {total for total in channel.signed_here if total > cumulative}
+        _acknowledge(pending.channel, cumulative, signature)
+        self._record(pending.channel, pending.site, spent)
+
+    def _record(self, channel: _Channel, site: str, spent: int) -> None:
+        """Save the channel's position and what it cost ``site``, in one wallet write."""
         now = time.time()
         channel.stored = self.store.record(
-            channel.record, pending.site, spent, now, now - self.policy.period
+            channel.record, site, spent, now, now - self.policy.period
         )
 
     def _set(self, channel: _Channel, *, deposited: int) -> None:
@@ -937,6 +964,160 @@ class HttpPayer:
         channel.stored = replace(channel.stored, refunded=view.refunded)
         self._advance(pending, charged, None, spent=spent)
         channel.suspended = None
+
+    # -- streamed responses (micropay.streaming) ---------------------------------------------
+
+    def paid_stream(self, headers: Mapping[str, str]) -> PaidStream | None:
+        """The stream a paid response begins (its offer priced per unit), taken once: what
+        the transport meters the body with. None for any other response."""
+        value = headers.get(PAYMENT_RESPONSE)
+        if value is None:
+            return None
+        try:
+            channel_id = Receipt.decode(value).channel_id
+        except PaymentHeaderError:
+            return None
+        with self._lock:
+            return self._streams.pop(channel_id, None)
+
+    def pay_increment(self, stream: PaidStream) -> Pending | None:
+        """Sign a stream's next increment, once every unit paid for has arrived: those units
+        are acknowledged (the site is owed them), then the ceiling plus one increment is
+        signed under the policy's caps, topping the deposit up if needed (may block on the
+        chain). None when the policy refuses: ``stream.status.stopped`` says why, and the
+        stream ends with what was paid for."""
+        last, status = stream.pending, stream.status
+        channel, offer = last.channel, last.offer
+        with channel.lock:
+            owed = max(0, status.ceiling - status.charged)
+            if owed:
+                _acknowledge(channel, status.ceiling, last.voucher.signature)
+                status.paid += owed
+                status.charged = status.ceiling
+            try:
+                self._reserve(last.site, offer.price, time.time(), owed)  # caps before a top-up
+                self._release(last.site, offer.price)
+                self.ensure_funded(channel, offer)
+                pending = self.sign(last.site, offer, channel, {}, last.resource, owed=owed)
+            except PaymentRefusedError as err:
+                self._record(channel, last.site, owed)  # the units arrived: they are owed
+                status.stopped = f"the policy stops paying: {err}"
+                return None
+            except BaseException:
+                self._record(channel, last.site, owed)
+                raise
+        stream.sent(pending)
+        return pending
+
+    def conclude_increment(
+        self, stream: PaidStream, pending: Pending, status: int, headers: Mapping[str, str]
+    ) -> None:
+        """Read the answer to a voucher-only request: a 200 whose receipt is for this
+        channel, under the voucher just sent, charging exactly the units paid for before it
+        (all delivered). Anything else stops paying the stream (``status.stopped``); a
+        receipt that breaks the rules raises :class:`ChargeReceiptError`."""
+        try:
+            if status != 200:
+                why = _reason(headers) or str(status)
+                stream.status.stopped = f"the site refused the stream's next voucher: {why}"
+                return
+            receipt = self._stream_receipt(stream, pending, headers.get(PAYMENT_RESPONSE))
+            if receipt.cumulative_amount != stream.status.charged:
+                self._stream_refused(stream, receipt, "it charges other than the units paid for")
+            stream.status.ceiling = pending.voucher.cumulative_amount
+            self._keep(pending, receipt)
+        finally:
+            self._release(pending.site, pending.offer.price)
+
+    def conclude_stream(self, stream: PaidStream) -> None:
+        """The stream's body has ended: adopt its final receipt (on SSE), which must charge
+        exactly the units received, or (a chunked body, which carries none) acknowledge the
+        units received, at most the ceiling. A broken-off SSE stream acknowledges nothing
+        more: the site's next 402 shows what it recorded."""
+        last, status = stream.pending, stream.status
+        ceiling = last.voucher.cumulative_amount
+        with last.channel.lock:
+            if stream.final is None:
+                if not stream.terms.unit_bytes:
+                    return
+                charged = min(stream.delivered_total, ceiling)
+                receipt = None
+            else:
+                receipt = self._stream_receipt(stream, last, stream.final.get("receipt"))
+                charged = receipt.cumulative_amount
+                if charged != stream.delivered_total:
+                    self._stream_refused(
+                        stream, receipt, f"it does not charge the {status.units} units received"
+                    )
+                reason = stream.final.get("reason")
+                status.ended = reason if isinstance(reason, str) else None
+                status.receipt = receipt
+            if charged > status.charged:
+                signature = last.voucher.signature if charged == ceiling else None
+                self._advance(last, charged, signature, spent=charged - status.charged)
+                status.paid += charged - status.charged
+                status.charged = charged
+            if receipt is not None:
+                self._keep(last, receipt)
+
+    def metered_body(
+        self,
+        stream: PaidStream,
+        chunks: Iterable[bytes],
+        send_voucher: Callable[[str], tuple[int, Mapping[str, str]]],
+    ) -> Iterator[bytes]:
+        """A paid stream's body as the caller reads it, for a blocking transport (httpx's,
+        the requests adapter): ``chunks`` is the body as it arrives; the paywall's events are
+        stripped, and each next increment is paid when it is due by
+        ``send_voucher(header)``, which sends the voucher-only request with that
+        ``PAYMENT-SIGNATURE`` and returns its status and headers. The final receipt is
+        checked when the body ends."""
+        for chunk in chunks:
+            content, due = stream.feed(chunk)
+            if content:
+                yield content
+            if due:
+                pending = self.pay_increment(stream)
+                if pending is None:
+                    continue
+                try:
+                    status, headers = send_voucher(pending.header)
+                except BaseException:
+                    self.conclude_increment(stream, pending, 0, {})
+                    raise
+                self.conclude_increment(stream, pending, status, headers)
+        rest = stream.end()
+        if rest:
+            yield rest
+        self.conclude_stream(stream)
+
+    def _stream_receipt(self, stream: PaidStream, pending: Pending, value: object) -> Receipt:
+        """A stream's receipt, for its channel and under the voucher ``pending`` sent, charging
+        no less than the client acknowledged and no more than that voucher."""
+        if not isinstance(value, str):
+            raise PaymentProtocolError("the site's stream answer carries no receipt")
+        try:
+            receipt = Receipt.decode(value)
+        except PaymentHeaderError as err:
+            raise PaymentProtocolError(f"the site's stream receipt is malformed: {err}") from None
+        if receipt.channel_id != pending.channel.config.channel_id:
+            self._stream_refused(stream, receipt, "it is for another channel")
+        if receipt.ceiling_amount != pending.voucher.cumulative_amount:
+            self._stream_refused(stream, receipt, "its ceiling is not the voucher sent")
+        if not stream.status.charged <= receipt.cumulative_amount <= receipt.ceiling_amount:
+            self._stream_refused(stream, receipt, "its charged total is out of bounds")
+        return receipt
+
+    def _stream_refused(self, stream: PaidStream, receipt: Receipt, why: str) -> NoReturn:
+        """A stream receipt that breaks the rules: stop paying, suspend the channel, raise."""
+        message = (
+            f"the stream receipt does not match: {why} (charged {receipt.cumulative_amount}, "
+            f"ceiling {receipt.ceiling_amount}; acknowledged {stream.status.charged} after "
+            f"{stream.status.units} units)"
+        )
+        stream.status.stopped = message
+        stream.pending.channel.suspended = message
+        raise ChargeReceiptError(stream.pending.site, message)
 
     # -- exact: one EIP-3009 transfer per request -------------------------------------------
 
@@ -1286,6 +1467,13 @@ class HttpPayer:
                 self._reserved[pending.site] -= pending.offer.price
 
 
+def _acknowledge(channel: _Channel, cumulative: int, signature: bytes | None) -> None:
+    """Move the channel's acknowledged total (in memory; the caller saves it)."""
+    channel.payer.acknowledge(cumulative, signature)
+    # Totals at or below an acknowledged one stand for requests the site served.
+    channel.signed_here = {total for total in channel.signed_here if total > cumulative}
+
+
 # -- the steps of an exchange ----------------------------------------------------------------
 
 
@@ -1471,7 +1659,12 @@ class PaymentTransport(httpx.BaseTransport):
             discard,
             resource_of(request.method, request.url.path),
         )
-        return paid if paid is not None else response
+        return _answer(
+            self.payer,
+            response,
+            paid,
+            lambda p, s: _SyncStream(self.payer, self._inner, request, p, s),
+        )
 
     def close(self) -> None:
         self._inner.close()
@@ -1510,7 +1703,136 @@ class AsyncPaymentTransport(httpx.AsyncBaseTransport):
             self._locks,
             resource_of(request.method, request.url.path),
         )
-        return paid if paid is not None else response
+        return _answer(
+            self.payer,
+            response,
+            paid,
+            lambda p, s: _AsyncStream(self.payer, self._inner, request, p, s),
+        )
 
     async def aclose(self) -> None:
         await self._inner.aclose()
+
+
+# -- streamed responses: the body as the caller sees it, paid as it goes ----------------------
+
+
+_Inner = httpx.BaseTransport | httpx.AsyncBaseTransport
+
+
+def _voucher_only(request: httpx.Request, header: str) -> httpx.Request:
+    """The voucher-only request of a stream's next increment: the same method and URL, the
+    voucher, the marker, and no body (see micropay.streaming)."""
+    headers = httpx.Headers(request.headers)
+    for name in ("content-length", "content-type", "transfer-encoding"):
+        headers.pop(name, None)
+    headers[PAYMENT_SIGNATURE] = header
+    headers[PAYMENT_STREAM] = VOUCHER_ONLY
+    return httpx.Request(
+        request.method, request.url, headers=headers, extensions=request.extensions
+    )
+
+
+def _answer(
+    payer: HttpPayer,
+    unpaid: httpx.Response,
+    paid: httpx.Response | None,
+    body_of: Callable[[httpx.Response, PaidStream], httpx.SyncByteStream | httpx.AsyncByteStream],
+) -> httpx.Response:
+    """The response a transport returns: the 402 if nothing was paid, the paid response, or,
+    if it begins a stream priced per unit, the paid one's status and headers with its body
+    metered by ``body_of`` (the stream's status in its extensions)."""
+    if paid is None:
+        return unpaid
+    stream = payer.paid_stream(paid.headers) if paid.is_success else None
+    if stream is None:
+        return paid
+    body = body_of(paid, stream)
+    return httpx.Response(
+        paid.status_code,
+        headers=paid.headers,
+        stream=body,
+        extensions={**paid.extensions, STATUS_EXTENSION: stream.status},
+    )
+
+
+class _StreamBody:
+    """What a paid stream's body reads from and pays with: the payer, the transport under
+    the paying one (``inner``), the request (for its voucher-only twins), the paid response
+    and the stream's :class:`PaidStream`."""
+
+    def __init__(
+        self,
+        payer: HttpPayer,
+        inner: _Inner,
+        request: httpx.Request,
+        paid: httpx.Response,
+        stream: PaidStream,
+    ) -> None:
+        self._payer, self._inner, self._request = payer, inner, request
+        self._paid, self._stream = paid, stream
+
+
+class _SyncStream(_StreamBody, httpx.SyncByteStream):
+    """A paid stream's body for :class:`PaymentTransport`: the paywall's events stripped,
+    each next increment paid by a voucher-only request when it is due."""
+
+    _inner: httpx.BaseTransport
+
+    def __iter__(self) -> Iterator[bytes]:
+        def send_voucher(header: str) -> tuple[int, Mapping[str, str]]:
+            answer = self._inner.handle_request(_voucher_only(self._request, header))
+            answer.read()
+            answer.close()
+            return answer.status_code, answer.headers
+
+        try:
+            yield from self._payer.metered_body(self._stream, self._paid.iter_raw(), send_voucher)
+        finally:
+            self._paid.close()
+
+    def close(self) -> None:
+        self._paid.close()
+
+
+class _AsyncStream(_StreamBody, httpx.AsyncByteStream):
+    """The async twin of :class:`_SyncStream` (signing, which may top up, runs in a thread)."""
+
+    _inner: httpx.AsyncBaseTransport
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        stream = self._stream
+        try:
+            async for chunk in self._paid.aiter_raw():
+                content, due = stream.feed(chunk)
+                if content:
+                    yield content
+                if due:
+                    await self._pay()
+            rest = stream.end()
+            if rest:
+                yield rest
+            await anyio.to_thread.run_sync(self._payer.conclude_stream, stream)
+        finally:
+            await self._paid.aclose()
+
+    async def _pay(self) -> None:
+        payer, stream = self._payer, self._stream
+        pending = await anyio.to_thread.run_sync(payer.pay_increment, stream)
+        if pending is None:
+            return
+        try:
+            request = _voucher_only(self._request, pending.header)
+            answer = await self._inner.handle_async_request(request)
+            await answer.aread()
+            await answer.aclose()
+        except BaseException:
+            payer.conclude_increment(stream, pending, 0, {})
+            raise
+        conclude = payer.conclude_increment  # keeps the receipt (a file write): off the loop
+        await anyio.to_thread.run_sync(
+            conclude, stream, pending, answer.status_code, answer.headers
+        )
+
+    async def aclose(self) -> None:
+        await self._paid.aclose()

@@ -44,6 +44,11 @@ N, as for a fixed price; the handler says what it used with
 write at the status line moves the charged total by that much, keeping the voucher as the
 ceiling. :meth:`Paywall.refund` refunds a charge off chain. docs/protocol.md has the rules.
 
+Streamed routes (``prices={"GET /v1/complete": PerUnit(10**9, increment=100)}``): the answer
+is charged per unit the handler sends (a server-sent event, or ``unit_bytes`` of a chunked
+body), paid an increment at a time; the next increment is asked for in band and paid by a
+voucher-only request (``PAYMENT-STREAM: voucher``). :mod:`micropay.streaming` has the design.
+
 Receipts: at that same moment the paywall signs the charge's receipt with the payee key
 (:mod:`micropay.receipts`) and hands it to ``accept_if_higher`` with the voucher, so a
 durable book records the charge in the transaction that takes the voucher; the receipt
@@ -101,6 +106,7 @@ from micropay._x402 import (
     PaymentRequired,
     Reason,
     Receipt,
+    StreamTerms,
     network_of,
 )
 from micropay.access import AccessGate
@@ -123,6 +129,7 @@ from micropay.exact import ExactOffer, ExactPayload, ExactSettlerBase, payload_s
 from micropay.payee import Checked, CommittingBook, MemoryVoucherBook, Payee, VoucherBook
 from micropay.reader_page import SCRIPT_PATH, reader_page, script, wants_html
 from micropay.receipts import SignedReceipt, sign_receipt
+from micropay.streaming import VOUCHER_ONLY, PerUnit, StreamMeter
 from micropay.vouchers import ZERO_ADDRESS, ChannelConfig, Voucher, VoucherVerifier
 
 Scope: TypeAlias = MutableMapping[str, Any]
@@ -135,6 +142,7 @@ _log = logging.getLogger("micropay.paywall")
 _T = TypeVar("_T")
 _HEADER: Final = b"payment-signature"
 _ACCESS_HEADER: Final = b"payment-access"
+_STREAM_HEADER: Final = b"payment-stream"
 
 
 class _Meter:
@@ -164,6 +172,7 @@ class Payment:
     scheme: str = "channel"
     transaction: bytes | None = None  # ``exact``: the settled transfer (channel_id is b"")
     metered: bool = False
+    streamed: bool = False  # priced per unit: the paywall counts what the handler sends
     _meter: _Meter = field(default_factory=_Meter, repr=False, compare=False)
 
     def charge(self, amount: int) -> None:
@@ -175,6 +184,8 @@ class Payment:
 
         Raises :class:`ChargeError` for anything else (a bool, a float, a negative amount,
         more than the maximum, or a call on a route that is not metered)."""
+        if self.streamed:
+            raise ChargeError("this route is priced per unit: the paywall counts what it sends")
         if not self.metered:
             raise ChargeError(f"this route has a fixed price of {self.amount}; it is not metered")
         if type(amount) is not int:
@@ -220,12 +231,15 @@ class PricedRoute:
     schemes: tuple[str, ...] = (CHANNEL,)
     metered: bool = False
     """``price`` is a maximum: the handler charges what it used (``payment.charge``)."""
+    stream: PerUnit | None = None
+    """A streamed answer priced per unit (:mod:`micropay.streaming`); ``price`` is then one
+    increment (``stream.increment`` units at ``stream.price``), sold as a metered price."""
 
     @classmethod
     def parse(
         cls,
         route: str,
-        price: int | UpTo,
+        price: int | UpTo | PerUnit,
         *,
         description: str = "",
         mime_type: str = "",
@@ -239,8 +253,15 @@ class PricedRoute:
 
         ``metered`` (or a price given as :class:`UpTo`): the price is the most a request may
         be charged; the handler says what it used. Metered routes are sold in ``channel``
-        only (an ``exact`` transfer cannot be partly taken back)."""
-        if isinstance(price, UpTo):
+        only (an ``exact`` transfer cannot be partly taken back).
+
+        A price given as :class:`~micropay.streaming.PerUnit` streams: the answer is charged
+        per unit delivered, paid in increments asked for in band (metered, ``channel`` only).
+        """
+        stream = None
+        if isinstance(price, PerUnit):
+            stream, price, metered = price, price.price * price.increment, True
+        elif isinstance(price, UpTo):
             price, metered = price.maximum, True
         method, _, pattern = route.strip().partition(" ")
         if not pattern:
@@ -270,6 +291,7 @@ class PricedRoute:
             mime_type,
             offered,
             metered,
+            stream,
         )
 
     @property
@@ -277,6 +299,11 @@ class PricedRoute:
         """The resource's description in a 402."""
         if self.description:
             return self.description
+        if self.stream is not None:
+            return (
+                f"{self.method} {self.pattern}, streamed at {self.stream.price} per unit, "
+                f"paid {self.stream.increment} units ahead"
+            )
         if self.metered:
             return f"{self.method} {self.pattern}, paid per request, up to {self.price}"
         return f"{self.method} {self.pattern}, paid per request"
@@ -345,7 +372,7 @@ class Paywall:
         app: ASGIApp,
         *,
         payee: Payee,
-        prices: Mapping[str, int | UpTo] | Iterable[PricedRoute],
+        prices: Mapping[str, int | UpTo | PerUnit] | Iterable[PricedRoute],
         asset: str = ZERO_ADDRESS,
         min_deposit: int | None = None,
         min_withdraw_delay: int | None = None,
@@ -412,7 +439,8 @@ class Paywall:
         )
         self.reader_page = reader_page
         self._busy: set[bytes] = set()
-        self._offers: dict[tuple[int, bool], Offer] = {}
+        self._streams: dict[bytes, StreamMeter] = {}  # channel id -> its stream in progress
+        self._offers: dict[tuple[int, bool, StreamTerms | None], Offer] = {}
         # Per channel, what this paywall last stored or read (bounded, least recently used
         # first out): the next request that pays exactly one price over its charged total
         # needs no read before its handler (see "Concurrency" above).
@@ -485,6 +513,9 @@ class Paywall:
             await self._refuse(send, price, path, offer_refusal)
             return
         channel_id = payload.config.channel_id
+        if priced.stream is not None and _header(scope, _STREAM_HEADER) == VOUCHER_ONLY.encode():
+            await self._take_stream_voucher(send, path, payload)
+            return
         if channel_id in self._busy:
             refusal = _Refusal(
                 409, Reason.CHANNEL_BUSY, "a request on this channel is being served"
@@ -589,9 +620,11 @@ class Paywall:
                 return route
         return None
 
-    def offer(self, price: int, metered: bool = False) -> Offer:
-        """What a 402 offers for a route of this price (``metered``: up to this price)."""
-        offer = self._offers.get((price, metered))
+    def offer(self, price: int, metered: bool = False, stream: PerUnit | None = None) -> Offer:
+        """What a 402 offers for a route of this price (``metered``: up to this price;
+        ``stream``: priced per unit, ``price`` being one increment)."""
+        terms = None if stream is None else stream.terms
+        offer = self._offers.get((price, metered, terms))
         if offer is None:
             offer = Offer(
                 price=price,
@@ -601,8 +634,9 @@ class Paywall:
                 min_deposit=self.min_deposit,
                 min_withdraw_delay=self.min_withdraw_delay,
                 metered=metered,
+                stream=terms,
             )
-            self._offers[(price, metered)] = offer
+            self._offers[(price, metered, terms)] = offer
         return offer
 
     def exact_offer(self, price: int) -> ExactOffer:
@@ -613,7 +647,7 @@ class Paywall:
 
     def _offers_for(self, route: PricedRoute) -> tuple[Offer | OfferJSON, ...]:
         return tuple(
-            self.offer(route.price, route.metered)
+            self.offer(route.price, route.metered, route.stream)
             if scheme == CHANNEL
             else OfferJSON(EXACT, self.exact_offer(route.price).to_json())
             for scheme in route.schemes
@@ -775,8 +809,12 @@ class Paywall:
             config.channel_id,
             voucher.cumulative_amount,
             metered=check.metered,
+            streamed=path.route.stream is not None,
         )
         scope.setdefault("state", {})["payment"] = payment
+        if path.route.stream is not None:
+            await self._serve_stream(scope, receive, send, path, check)
+            return
         replaced = False
 
         async def send_charging(message: Message) -> None:
@@ -799,6 +837,55 @@ class Paywall:
             await send(message)
 
         await self.app(scope, receive, send_charging)
+
+    async def _serve_stream(
+        self, scope: Scope, receive: Receive, send: Send, path: _Resource, check: ChannelCheck
+    ) -> None:
+        """A streamed route: the handler runs under a :class:`StreamMeter`, which charges the
+        units it delivers and asks for each next increment (see :mod:`micropay.streaming`)."""
+        assert path.route.stream is not None
+        channel_id = check.payload.config.channel_id
+
+        async def refuse(refusal: PaymentRefusal) -> None:
+            await self._refuse(send, path.route.price, path, refusal)
+
+        meter = StreamMeter(self, check, path.name, path.route.stream, refuse)
+        self._streams[channel_id] = meter
+        try:
+            await meter.run(self.app, scope, receive, send)
+        finally:
+            del self._streams[channel_id]
+
+    async def _take_stream_voucher(
+        self, send: Send, path: _Resource, payload: PaymentPayload
+    ) -> None:
+        """A voucher-only request: the next increment of the channel's stream in progress,
+        answered with its receipt and no content (409 ``no_stream`` if none is waiting)."""
+        price = path.route.price  # the offer's terms are checked: the voucher is next
+        try:
+            meter = self._streams.get(payload.config.channel_id)
+            if meter is None:
+                raise _Refusal(409, Reason.NO_STREAM, "no stream on this channel waits")
+            receipt = await meter.take(payload)
+        except _Refusal as refusal:
+            await self._refuse(send, price, path, refusal)
+            return
+        body = json.dumps(
+            {"ceiling": str(receipt.ceiling_amount), "charged": str(receipt.cumulative_amount)}
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"cache-control", b"no-store"),
+                    (b"payment-response", receipt.encode().encode("ascii")),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
 
     # -- for hosts that answer the request themselves (micropay.x402_plugin) ------------------
 
@@ -914,7 +1001,7 @@ class Paywall:
         """The 402 a browser gets: the page to pay from, with the usual header."""
         refusal = _Refusal(402, Reason.PAYMENT_REQUIRED, _ASK)
         page = reader_page(
-            self.offer(path.route.price, path.route.metered),
+            self.offer(path.route.price, path.route.metered, path.route.stream),
             path.url,
             path.route.what,
             scope.get("root_path", ""),
@@ -945,6 +1032,14 @@ class Paywall:
             payment_identifier=EXACT in path.route.schemes,
         )
         return (b"payment-required", required.encode().encode("ascii"))
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    """The value of a request header (the first, if it is sent twice)."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return value  # type: ignore[no-any-return]
+    return None
 
 
 def _paid_headers(message: Message, receipt: tuple[bytes, bytes]) -> list[tuple[bytes, bytes]]:
