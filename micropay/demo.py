@@ -11,9 +11,10 @@
 7. an x402 agent (the official ``x402`` client, unmodified) pays a token-priced API ten times
    with x402's ``exact`` scheme, then a thousand times with micropay's ``channel`` scheme
    registered in the same client (:mod:`micropay.demo_x402`);
-8. an API user pays searches priced "up to" a maximum, charged what each used; one wrong
-   answer is refunded off chain, and the close settles the charged total, not the ceiling
-   (:mod:`micropay.demo_metered`);
+8. an API user pays searches priced "up to" a maximum, charged what each used, an LLM answer
+   streamed at a price per token and a media stream priced per second, both paid in
+   increments asked for in band; one wrong answer is refunded off chain, and the close
+   settles the charged total, not the ceiling (:mod:`micropay.demo_metered`);
 9. a summary: payments, gas against paying each article on chain (a plain ETH transfer
    and an ERC-20 transfer, measured in the same run), and every balance, showing that
    every wei is accounted for.
@@ -390,12 +391,20 @@ def _print_summary(out: Console, s: Summary) -> None:
     if s.metered is not None:
         m = s.metered
         table.add_row(
-            "metered searches: charged in all / refunded / last ceiling signed (wei)",
-            f"{sum(m.charges):,} / {m.refunded:,} / {m.ceiling:,}",
+            "metered searches: answers / charged (wei)",
+            f"{m.queries:,} / {sum(m.charges):,}",
         )
         table.add_row(
-            "metered: charged - refunded = settled; settled + returned = deposit",
-            f"{sum(m.charges) - m.refunded:,} = {m.settled:,}; "
+            "streamed LLM tokens / media seconds: units / charged (wei)",
+            f"{m.tokens:,} / {m.tokens_charged:,}; {m.seconds:,} / {m.seconds_charged:,}",
+        )
+        charged = sum(m.charges) + m.tokens_charged + m.seconds_charged
+        table.add_row(
+            "metered: charged - refunded = settled (last ceiling signed)",
+            f"{charged:,} - {m.refunded:,} = {m.settled:,} ({m.ceiling:,})",
+        )
+        table.add_row(
+            "metered: settled + returned = deposit",
             f"{m.settled:,} + {m.returned:,} = {m.deposit:,}",
         )
     out.print(table)

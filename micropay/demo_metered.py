@@ -1,18 +1,26 @@
-"""The demo's pay-for-what-you-use scene: metered answers, and a refund, on one channel.
+"""The demo's pay-for-what-you-use scene: metered answers, streams and a refund, on one channel.
 
-An API sells ``GET /v1/search`` "up to" :data:`SEARCH_MAX` a query: each voucher authorises
-the charged total plus that maximum (a ceiling), and the handler charges what the query used
-(:data:`PER_RESULT` a result found; nothing when it finds nothing). One answer turns out
-wrong and the site refunds its charge off chain, without gas: the next receipt shows it.
-Then the site closes the channel: it settles the charged total, not the ceiling the user
-signed, and the contract returns the rest of the deposit to the user in the same
-transaction. The summary shows the ceiling, every charge, the refund and what was settled,
-adding up to the wei.
+An API sells, to one user over one channel:
+
+- ``GET /v1/search`` "up to" :data:`SEARCH_MAX` a query: each voucher authorises the charged
+  total plus that maximum (a ceiling), and the handler charges what the query used
+  (:data:`PER_RESULT` a result found; nothing when it finds nothing);
+- ``GET /v1/complete``, an LLM-style answer streamed as server-sent events at
+  :data:`PER_TOKEN` a token, paid :data:`TOKEN_INCREMENT` tokens at a time: the paywall asks
+  for each next increment in band and charges only the tokens it sent;
+- ``GET /v1/watch``, a media stream in a chunked body at :data:`PER_SECOND` a second of
+  :data:`SECOND_BYTES` bytes, paid :data:`SECOND_INCREMENT` seconds at a time.
+
+One search answer turns out wrong and the site refunds its charge off chain, without gas:
+the next receipt shows it. Then the site closes the channel: it settles the charged total,
+not the ceiling the user signed, and the contract returns the rest of the deposit to the
+user in the same transaction. The summary shows the ceiling, every charge, the refund and
+what was settled, adding up to the wei.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +30,7 @@ from eth_account.signers.local import LocalAccount
 from rich.console import Console
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from web3 import Web3
 
@@ -32,6 +40,7 @@ from micropay.http_client import DepositPolicy, HttpPayer, PaymentPolicy, Paymen
 from micropay.ledger import Ledger
 from micropay.payee import Payee
 from micropay.paywall import Paywall, UpTo
+from micropay.streaming import PerUnit, stream_status
 
 SEARCH_MAX = 10**13  # at most 0.00001 ETH a query
 PER_RESULT = 10**12  # charged per result found
@@ -48,6 +57,13 @@ QUERIES = (
     "refund",
 )
 WRONG = "reorg depth"  # the answer the site refunds
+PER_TOKEN = 10**11  # an LLM token
+TOKEN_INCREMENT = 50  # tokens paid at a time
+ANSWER = ("a paid answer streamed one token at a time " * 15).split()  # 135 tokens
+PER_SECOND = 2 * 10**11  # a second of media
+SECOND_BYTES = 4_000  # the bytes of one second
+SECOND_INCREMENT = 10  # seconds paid at a time
+SECONDS = 25
 
 
 def results_for(query: str) -> int:
@@ -62,7 +78,11 @@ class MeteredSummary:
     """What the scene measured, in wei."""
 
     queries: int
-    charges: tuple[int, ...]  # what each answer was charged, from its receipt
+    charges: tuple[int, ...]  # what each search was charged, from its receipt
+    tokens: int  # LLM tokens received
+    tokens_charged: int  # what the token stream charged
+    seconds: int  # seconds of media received
+    seconds_charged: int  # what the media stream charged
     ceiling: int  # the best voucher the user signed (the most the site could have settled)
     refunded: int
     charged_total: int  # the site's book after the refund
@@ -74,8 +94,11 @@ class MeteredSummary:
     def adds_up(self) -> bool:
         """Charges less the refund are what the book holds, what was settled, and the deposit
         is exactly what was settled plus what came back."""
+        charged = sum(self.charges) + self.tokens_charged + self.seconds_charged
         return (
-            sum(self.charges) - self.refunded == self.charged_total == self.settled
+            self.tokens_charged == self.tokens * PER_TOKEN
+            and self.seconds_charged == self.seconds * PER_SECOND
+            and charged - self.refunded == self.charged_total == self.settled
             and self.settled + self.returned == self.deposit
             and self.settled <= self.ceiling
         )
@@ -89,9 +112,36 @@ def _site(channels: ChannelClient, key: LocalAccount, ledger: Ledger) -> Paywall
         hits = [f"{query} #{n}" for n in range(1, found + 1)]
         return JSONResponse({"query": query, "results": hits})
 
-    app = Starlette(routes=[Route("/v1/search", search)])
+    async def complete(request: Request) -> Response:
+        async def tokens() -> AsyncIterator[str]:
+            for word in ANSWER:
+                yield f"data: {word}\n\n"  # one event, one unit: the paywall counts them
+
+        return StreamingResponse(tokens(), media_type="text/event-stream")
+
+    async def watch(request: Request) -> Response:
+        async def seconds() -> AsyncIterator[bytes]:
+            for second in range(SECONDS):
+                yield bytes([second % 256]) * SECOND_BYTES
+
+        return StreamingResponse(seconds(), media_type="video/mp2t")
+
+    app = Starlette(
+        routes=[
+            Route("/v1/search", search),
+            Route("/v1/complete", complete),
+            Route("/v1/watch", watch),
+        ]
+    )
     payee = Payee(channels, key, book=ledger, confirmations=0)
-    return Paywall(app, payee=payee, prices={"GET /v1/search": UpTo(SEARCH_MAX)})
+    prices: dict[str, UpTo | PerUnit] = {
+        "GET /v1/search": UpTo(SEARCH_MAX),
+        "GET /v1/complete": PerUnit(PER_TOKEN, increment=TOKEN_INCREMENT),
+        "GET /v1/watch": PerUnit(
+            PER_SECOND, increment=SECOND_INCREMENT, unit_bytes=SECOND_BYTES
+        ),
+    }
+    return Paywall(app, payee=payee, prices=prices)
 
 
 def run(
@@ -140,6 +190,25 @@ def run(
             f"the next receipt shows it: refunded {after.refunded} wei, "
             f"charged total {after.cumulative_amount} wei"
         )
+        with client.stream("GET", f"{url}/v1/complete") as response:
+            words = [line[6:] for line in response.iter_lines() if line.startswith("data: ")]
+        llm = stream_status(response)
+        if llm is None or words != ANSWER:
+            raise RuntimeError(f"the token stream broke off after {len(words)} tokens")
+        out.print(
+            f"an LLM answer streamed {len(words)} tokens at {PER_TOKEN} wei each, paid "
+            f"{TOKEN_INCREMENT} at a time in band: charged {llm.paid} wei, the tokens sent "
+            f"(the last increment signed up to {llm.ceiling} wei)"
+        )
+        with client.stream("GET", f"{url}/v1/watch") as response:
+            media = b"".join(response.iter_bytes())
+        video = stream_status(response)
+        if video is None or len(media) != SECONDS * SECOND_BYTES:
+            raise RuntimeError(f"the media stream broke off after {len(media)} bytes")
+        out.print(
+            f"a media stream played {len(media) // SECOND_BYTES} seconds at {PER_SECOND} wei "
+            f"a second, paid {SECOND_INCREMENT} seconds at a time: charged {video.paid} wei"
+        )
     held = ledger.held(channel_id)
     assert held is not None
     deposit = channels.state(channel_id).deposited
@@ -156,6 +225,10 @@ def run(
     return MeteredSummary(
         queries=len(charges),
         charges=tuple(charges),
+        tokens=len(words),
+        tokens_charged=llm.paid,
+        seconds=len(media) // SECOND_BYTES,
+        seconds_charged=video.paid,
         ceiling=held.ceiling,
         refunded=held.refunded,
         charged_total=held.charged,

@@ -94,9 +94,15 @@ def test_metered_searches_are_charged_what_they_used_and_the_refund_shows_in_the
     assert m.refunded == used[demo_metered.QUERIES.index(demo_metered.WRONG)] > 0
     # To the wei: charges less the refund = the book = what the close settled, and the
     # deposit split exactly into settled and returned; the site settled below the ceiling.
-    assert sum(m.charges) - m.refunded == m.charged_total == m.settled
+    # The streams charged what they delivered, not the increments signed for.
+    assert (m.tokens, m.seconds) == (len(demo_metered.ANSWER), demo_metered.SECONDS)
+    assert m.tokens_charged == m.tokens * demo_metered.PER_TOKEN
+    assert m.seconds_charged == m.seconds * demo_metered.PER_SECOND
+    charged = sum(m.charges) + m.tokens_charged + m.seconds_charged
+    assert charged - m.refunded == m.charged_total == m.settled
     assert m.settled + m.returned == m.deposit
     assert m.settled < m.ceiling
     assert summary.net("API user") == -m.settled
     assert m.adds_up
-    assert "metered: charged - refunded = settled; settled + returned = deposit" in text
+    assert "metered: charged - refunded = settled (last ceiling signed)" in text
+    assert "streamed LLM tokens / media seconds: units / charged (wei)" in text
