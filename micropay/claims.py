@@ -78,7 +78,7 @@ def claim_from(
     if best.cumulative_amount > state.deposited:
         log.warning(
             "channel 0x%s: the best voucher for %d exceeds the deposit of %d on chain (a "
-            "top-up was reorged away?); %s",
+            "top-up was reorged away, or the payee refunded on chain?); %s",
             config.channel_id.hex(),
             best.cumulative_amount,
             state.deposited,
