@@ -104,7 +104,8 @@ class Position:
     @property
     def underfunded(self) -> bool:
         """The best voucher promises more than the channel holds (a deposit was reorged away,
-        or a voucher was accepted against a deposit that never confirmed): a claim would revert."""
+        a voucher was accepted against a deposit that never confirmed, or the payee refunded
+        on chain more than the best voucher left unspent): a claim with it would revert."""
         return self.chain is not None and self.voucher.cumulative_amount > self.chain.deposited
 
     @property
