@@ -284,6 +284,24 @@ def test_claim_many_for_checks_every_claims_payee_signature(channels, actors):
     assert [channels.state(c).claimed for c in configs] == [400, 400]
 
 
+def test_a_relayed_batch_pays_one_payee_in_each_channels_own_token(channels, actors, usd, w3):
+    """One payee's ETH and token channels in one claimManyFor: each payout goes out in its
+    channel's token (a batch cut by payee alone would pay the token claim in ETH)."""
+    configs = [
+        make_config(actors.payer, actors.payee),
+        make_config(actors.payer, actors.payee, token=usd.address),
+    ]
+    for config in configs:
+        channels.deposit(config, 1_000, actors.payer)
+    items = [(c, signed(channels, c, 1_000, actors.payer), 400) for c in configs]
+    eth_before = w3.eth.get_balance(actors.payee.address)
+    usd_before = usd.balance_of(actors.payee.address)
+    channels.claim_each(items, actors.relayer, payee_key=actors.payee)  # claimManyFor
+    assert w3.eth.get_balance(actors.payee.address) - eth_before == 400
+    assert usd.balance_of(actors.payee.address) - usd_before == 400
+    assert [channels.state(c).claimed for c in configs] == [400, 400]
+
+
 # -- on-chain refunds --------------------------------------------------------------------------
 
 
