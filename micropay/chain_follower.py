@@ -17,10 +17,10 @@ A channel the follower has never read (newly in the ledger, or its seed rolled b
 is needed; events after the cursor then move it forward. Until it is seeded a channel has
 no chain view at all, rather than a partial one.
 
-Not followed yet: ``Refunded`` (the payee's on-chain partial refund, contract version 2). The
-chain view keeps the highest deposit total it saw, so after a refund it overstates the
-deposit until the channel is seeded again; claims are unaffected, since every claim is
-checked against the channel's latest state on chain (:func:`micropay.claims.claim_from`).
+Every event that moves a channel's state is followed, ``Refunded`` (the payee's on-chain
+partial refund, contract version 2) too: it carries the new, lower deposit total, so the
+chain view's deposit is the latest total by block order rather than the highest one seen,
+and a rollback that removes the refund's block brings the deposit back up.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ _EVENT_KINDS = {
     "WithdrawRequested": EventKind.WITHDRAW_REQUESTED,
     "Closed": EventKind.CLOSED,
     "Withdrawn": EventKind.WITHDRAWN,
+    "Refunded": EventKind.REFUNDED,
 }
 
 
@@ -251,7 +252,8 @@ class ChainFollower:
         kind, decoder = self._decoders[bytes(topics[0])]
         args = decoder.process_log(log)["args"]
         block, index = int(log["blockNumber"]), int(log["logIndex"])
-        if kind is EventKind.DEPOSITED:
+        if kind is EventKind.DEPOSITED or kind is EventKind.REFUNDED:
+            # A refund's total is the deposit after it: lower than the one before.
             total = int(args["totalDeposited"])
             return ChainEvent(block, index, channel_id, kind, total_deposited=total)
         if kind is EventKind.WITHDRAW_REQUESTED:

@@ -98,7 +98,8 @@ def claim_from(
     if voucher is not best:
         log.warning(
             "channel 0x%s: the best voucher for %d exceeds the deposit of %d on chain (a "
-            "top-up was reorged away?); claiming the covered voucher for %d instead",
+            "top-up was reorged away, or the payee refunded on chain?); claiming the covered "
+            "voucher for %d instead",
             config.channel_id.hex(),
             best.cumulative_amount,
             state.deposited,

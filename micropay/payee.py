@@ -330,14 +330,10 @@ class Payee:
         return entry
 
     def _confirmed_deposit(self, channel_id: bytes, latest: ChannelState, head: int) -> int:
-        """The deposit as of ``confirmations`` blocks under ``head``. Read from the chain only
-        when the latest deposit is above the confirmed one last seen: deposits only grow, so
-        once the latest deposit was seen confirmed it stays confirmed (short of a reorg
-        deeper than the depth), and a channel nobody tops up costs no extra call."""
+        """The deposit as of ``confirmations`` blocks under ``head``, read from the chain each
+        time: deposits do not only grow (the payee's on-chain refund lowers them), so a
+        deposit seen confirmed before a refund says nothing about a top-up after it."""
         if self.confirmations == 0 or not latest.exists:
-            return latest.deposited
-        seen = self._cache.get(channel_id)
-        if seen is not None and seen.confirmed_deposit >= latest.deposited:
             return latest.deposited
         block = max(head - self.confirmations, 0)
         return min(self.client.state(channel_id, block=block).deposited, latest.deposited)

@@ -15,7 +15,8 @@ same ledger) and, every ``poll_interval`` seconds:
    cannot hold up the rest).
 
 It also reports what it cannot fix: channels whose best voucher exceeds the deposit on chain
-(a deposit the payee accepted vouchers against was reorged away; such a channel is claimed
+(a deposit the payee accepted vouchers against was reorged away, or the payee refunded more
+than the best voucher left unspent; such a channel is claimed
 with its best voucher covered by the confirmed deposit instead, so the reorg costs only the
 vouchers beyond it) and channels that finished with vouchers unclaimed.
 
@@ -301,7 +302,8 @@ class Watchtower:
         for channel_id in set(report.underfunded) - self._warned_underfunded:
             log.warning(
                 "channel 0x%s: best voucher exceeds its deposit on chain (a top-up reorged "
-                "away?); only the vouchers the confirmed deposit covered can be claimed",
+                "away, or a refund?); only the vouchers the confirmed deposit covered can be "
+                "claimed",
                 channel_id.hex(),
             )
         for channel_id in self._warned_underfunded - set(report.underfunded):

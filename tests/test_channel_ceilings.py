@@ -250,6 +250,58 @@ def test_claim_many_for_needs_one_payee_signature_per_claim(channels, actors, op
         channels._transact(call, actors.relayer)
 
 
+def test_claim_many_for_refuses_more_payee_signatures_than_claims(channels, actors, open_channel):
+    voucher = signed(channels, open_channel, 1_000, actors.payer)
+    payee_claim = consent(channels, open_channel, 500, actors.payee)
+    call = channels.contract.functions.claimManyFor(
+        [(open_channel.as_tuple(), 500, 1_000, voucher.compact_signature)],
+        [payee_claim.signature, payee_claim.signature],
+    )
+    with pytest.raises(PayeeSignatureRejectedError, match="1 claims need as many"):
+        channels._transact(call, actors.relayer)
+    assert channels.state(open_channel).claimed == 0
+
+
+def test_claim_many_for_checks_every_claims_payee_signature(channels, actors):
+    """One forged consent in a relayed batch refuses the whole batch, wherever it is."""
+    configs = [make_config(actors.payer, actors.payee) for _ in range(2)]
+    for config in configs:
+        channels.deposit(config, 1_000, actors.payer)
+    vouchers = [signed(channels, c, 1_000, actors.payer) for c in configs]
+    good = [consent(channels, c, 400, actors.payee) for c in configs]
+    forged = [consent(channels, c, 400, actors.stranger) for c in configs]
+    for consents in ([good[0], forged[1]], [forged[0], good[1]]):
+        with pytest.raises(PayeeSignatureRejectedError):
+            channels.claim_many_for(
+                [(c, v, 400) for c, v in zip(configs, vouchers, strict=True)],
+                consents,
+                actors.stranger,
+            )
+    assert [channels.state(c).claimed for c in configs] == [0, 0]
+    channels.claim_many_for(
+        [(c, v, 400) for c, v in zip(configs, vouchers, strict=True)], good, actors.relayer
+    )
+    assert [channels.state(c).claimed for c in configs] == [400, 400]
+
+
+def test_a_relayed_batch_pays_one_payee_in_each_channels_own_token(channels, actors, usd, w3):
+    """One payee's ETH and token channels in one claimManyFor: each payout goes out in its
+    channel's token (a batch cut by payee alone would pay the token claim in ETH)."""
+    configs = [
+        make_config(actors.payer, actors.payee),
+        make_config(actors.payer, actors.payee, token=usd.address),
+    ]
+    for config in configs:
+        channels.deposit(config, 1_000, actors.payer)
+    items = [(c, signed(channels, c, 1_000, actors.payer), 400) for c in configs]
+    eth_before = w3.eth.get_balance(actors.payee.address)
+    usd_before = usd.balance_of(actors.payee.address)
+    channels.claim_each(items, actors.relayer, payee_key=actors.payee)  # claimManyFor
+    assert w3.eth.get_balance(actors.payee.address) - eth_before == 400
+    assert usd.balance_of(actors.payee.address) - usd_before == 400
+    assert [channels.state(c).claimed for c in configs] == [400, 400]
+
+
 # -- on-chain refunds --------------------------------------------------------------------------
 
 

@@ -524,6 +524,35 @@ def test_unsettled_is_the_best_voucher_less_what_was_claimed_on_chain(ledger):
     assert ledger.chain.cursor() == BlockRef(12, b"\x0c" * 32)
 
 
+def _read_block(chain, number, *events):
+    """The follower's record of block ``number`` (its hash made up) and its events."""
+    chain.record([BlockRef(number, bytes([number]) * 32)], list(events))
+
+
+def test_a_refund_lowers_the_deposit_by_block_order_and_a_rollback_restores_it(ledger):
+    """The deposit is the latest total (block, then log index), not the highest: a refund's
+    lower total wins over the deposits before it, in its block and in earlier ones."""
+    config = channel(1)
+    ledger.accept_if_higher(config, voucher(config, 400))
+    chain = ledger.chain
+    seed = _event(10, -1, config, EventKind.SEED, total_deposited=1_000, total_claimed=0)
+    _read_block(chain, 10, seed)
+    deposited = _event(11, 0, config, EventKind.DEPOSITED, total_deposited=1_500)
+    refunded = _event(11, 1, config, EventKind.REFUNDED, total_deposited=700)
+    _read_block(chain, 11, deposited, refunded)
+    assert ledger.position(config.channel_id).chain.deposited == 700
+    claimed = _event(12, 0, config, EventKind.CLAIMED, total_claimed=300)
+    _read_block(chain, 12, claimed, _event(12, 1, config, EventKind.REFUNDED, total_deposited=350))
+    position = ledger.position(config.channel_id)
+    assert (position.chain.deposited, position.chain.claimed) == (350, 300)
+    assert position.underfunded and not position.claimable  # the best (400) is above 350
+    assert ledger.chain.views()[config.channel_id] == position.chain
+    chain.rollback(11)
+    assert ledger.position(config.channel_id).chain.deposited == 700
+    chain.rollback(10)
+    assert ledger.position(config.channel_id).chain.deposited == 1_000
+
+
 def test_rolling_back_forgets_what_reorged_blocks_said(ledger):
     config = channel(1)
     ledger.accept_if_higher(config, voucher(config, 900))

@@ -149,3 +149,20 @@ def test_with_no_confirmations_the_latest_deposit_covers_every_voucher(channels,
 def test_nonsense_confirmations_are_refused(channels, actors, confirmations):
     with pytest.raises(PayeeConfigError, match="confirmations"):
         Payee(channels, actors.payee, confirmations=confirmations)
+
+
+def test_a_top_up_after_a_refund_is_not_covered_until_it_is_confirmed(chain, channels, actors):
+    """Deposits no longer only grow (the payee's on-chain refund lowers them), so a confirmed
+    deposit seen before a refund says nothing about a later top-up: it must be read again."""
+    payee = Payee(channels, actors.payee, state_ttl=0.0)
+    payer = Payer.open(channels, actors.payer, actors.payee.address, DEPOSIT)
+    channel_id = payer.config.channel_id
+    chain.mine(SETTLE_BLOCKS)
+    payee.accept(payer.config, payer.pay(10**17))  # seen: 1 ETH, confirmed
+    assert payee.book.best_covered(channel_id).cumulative_amount == 10**17
+    channels.refund(payer.config, 6 * 10**17, actors.payee)  # 0.4 ETH left
+    chain.mine(SETTLE_BLOCKS)  # the refund is confirmed
+    payer.top_up(5 * 10**17)  # 0.9 ETH, not confirmed: a reorg could take it away
+    payee.accept(payer.config, payer.pay(7 * 10**17))  # 0.8 ETH: only the top-up covers it
+    assert payee.book.best(channel_id).cumulative_amount == 8 * 10**17
+    assert payee.book.best_covered(channel_id).cumulative_amount == 10**17

@@ -281,6 +281,65 @@ def test_top_up_removed_by_a_reorg_leaves_the_covered_voucher_claimed(chain, led
     assert payer.state().claimed == best.cumulative_amount
 
 
+def test_refund_removed_by_a_reorg_restores_the_followed_deposit(chain, ledger):
+    payer = chain.open_channel(ETH, 3_600)
+    channel_id = payer.config.channel_id
+    best = accept(chain, ledger, payer, [3 * 10**17])
+    watch = tower(chain, ledger, confirmations=1)
+    chain.mine(2)
+    watch.run_once()
+    refunded = chain.client.refund(payer.config, 4 * 10**17, chain.payee)
+    chain.mine(2)
+    assert watch.run_once().sync.events == 1
+    assert ledger.position(channel_id).chain.deposited == 6 * 10**17
+
+    chain.reorg(chain.head - refunded["blockNumber"] + 1)
+    assert payer.state().deposited == ETH  # the refund is gone from the chain
+    report = watch.run_once()
+    assert report.sync.rolled_back is not None
+    assert report.sync.rolled_back[1] < refunded["blockNumber"]
+    assert ledger.position(channel_id).chain.deposited == ETH
+    assert EventKind.REFUNDED not in {e.kind for e in ledger.chain.events(channel_id)}
+
+    payer.request_withdraw()
+    chain.mine(2)
+    assert watch.run_once().claimed == {channel_id}
+    assert payer.state().claimed == best.cumulative_amount
+
+
+def test_top_up_after_a_refund_removed_by_a_reorg_leaves_the_refunded_deposit(chain, ledger):
+    """The refund's lower total outlives a reorg of the later top-up: the view's deposit is
+    the latest surviving total, not the highest one ever read (the deposit before the
+    refund), and the watchtower's plan claims within it."""
+    payer = chain.open_channel(ETH, 3_600)
+    channel_id = payer.config.channel_id
+    chain.mine(2)  # the opening deposit is confirmed (the payee's depth is 2 blocks)
+    covered = accept(chain, ledger, payer, [3 * 10**17])
+    watch = tower(chain, ledger, confirmations=1)
+    watch.run_once()
+    chain.client.refund(payer.config, 6 * 10**17, chain.payee)  # 0.4 ETH left
+    chain.mine(2)
+    watch.run_once()
+    top_up = payer.top_up(ETH)
+    best = accept(chain, ledger, payer, [10**18])  # 1.3 ETH: only the top-up covers it
+    chain.mine(2)
+    watch.run_once()
+    assert ledger.position(channel_id).chain.deposited == 14 * 10**17
+
+    chain.reorg(chain.head - top_up["blockNumber"] + 1)
+    assert payer.state().deposited == 4 * 10**17
+    payer.request_withdraw()
+    chain.mine(2)
+    report = watch.run_once()
+    assert report.sync.rolled_back is not None
+    position = ledger.position(channel_id)
+    assert position.chain.deposited == 4 * 10**17 and position.underfunded
+    assert report.underfunded == (channel_id,) and report.claimed_covered == (channel_id,)
+    [outcome] = report.outcomes
+    assert outcome.ok and outcome.amounts == (3 * 10**17,)
+    assert payer.state().claimed == covered.cumulative_amount < best.cumulative_amount
+
+
 def test_reorg_deeper_than_the_kept_block_hashes_rebuilds_the_view(chain, ledger):
     payer = chain.open_channel(ETH, 3_600)
     accept(chain, ledger, payer, [10**17])

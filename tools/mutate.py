@@ -42,6 +42,7 @@ CHANNEL_TESTS = [
     "tests/test_digest_differential.py",
     "tests/test_voucher_replay.py",
     "tests/test_invariants_stateful.py",
+    "tests/test_chain_follower_refunds.py",
 ]
 STREAM_TESTS = [
     "tests/test_streams_fixed.py",
@@ -115,6 +116,22 @@ MUTANTS = [
         "        if (false) revert",
     ),
     Mutant(
+        "pc-ceiling-off-by-one",
+        PC,
+        "off-by-one",
+        "a total of exactly the voucher's ceiling is refused (> became >=)",
+        "        if (totalClaimed > ceiling) revert",
+        "        if (totalClaimed >= ceiling) revert",
+    ),
+    Mutant(
+        "pc-voucher-signs-total",
+        PC,
+        "wrong variable",
+        "the voucher signature is checked over the claimed total, not the ceiling",
+        "voucherDigest(id, ceiling), signature)",
+        "voucherDigest(id, totalClaimed), signature)",
+    ),
+    Mutant(
         "pc-anyone-claims",
         PC,
         "removed check",
@@ -141,6 +158,47 @@ MUTANTS = [
         "",
     ),
     Mutant(
+        "pc-relay-many-without-consent",
+        PC,
+        "removed check",
+        "a relayed claimManyFor needs no payee signatures",
+        "            _checkPayeeClaim(id, config.payee, item.totalClaimed, payeeSignatures[i]);\n",
+        "",
+    ),
+    Mutant(
+        "pc-consent-by-authorizer",
+        PC,
+        "wrong variable",
+        "a relayed claim is authorised by the voucher's signer instead of the payee",
+        "        _checkPayeeClaim(id, config.payee, totalClaimed, payeeSignature);",
+        "        _checkPayeeClaim(id, config.authorizer, totalClaimed, payeeSignature);",
+    ),
+    Mutant(
+        "pc-consent-any-total",
+        PC,
+        "wrong variable",
+        "the payee's PayeeClaim signature is checked over 0, so one consent fits every total",
+        "        if (!_isValidSignature(payee, payeeClaimDigest(id, totalClaimed), "
+        "payeeSignature))",
+        "        if (!_isValidSignature(payee, payeeClaimDigest(id, 0), payeeSignature))",
+    ),
+    Mutant(
+        "pc-consent-typehash",
+        PC,
+        "wrong constant",
+        "a PayeeClaim is hashed as a Voucher, so a payer's voucher doubles as the payee's consent",
+        "        return _typedDigest(PAYEE_CLAIM_TYPEHASH, id, totalClaimed);",
+        "        return _typedDigest(VOUCHER_TYPEHASH, id, totalClaimed);",
+    ),
+    Mutant(
+        "pc-consent-count",
+        PC,
+        "flipped comparison",
+        "claimManyFor accepts more payee signatures than claims",
+        "        if (payeeSignatures.length != claims.length) {",
+        "        if (payeeSignatures.length < claims.length) {",
+    ),
+    Mutant(
         "pc-anyone-refunds",
         PC,
         "removed check",
@@ -165,6 +223,55 @@ MUTANTS = [
         "        if (closesAt == _FINISHED) revert PaymentChannels_ChannelFinished(id);\n"
         "        if (amount == 0)",
         "        if (amount == 0)",
+    ),
+    Mutant(
+        "pc-refund-all-unspent-refused",
+        PC,
+        "off-by-one",
+        "a refund of exactly the unspent deposit is refused (> became >=)",
+        "        if (amount > unspent) revert",
+        "        if (amount >= unspent) revert",
+    ),
+    Mutant(
+        "pc-refund-zero",
+        PC,
+        "removed check",
+        "a refund of nothing is accepted",
+        "        if (amount == 0) revert PaymentChannels_ZeroRefund(id);\n",
+        "",
+    ),
+    Mutant(
+        "pc-refund-keeps-deposit",
+        PC,
+        "removed statement",
+        "a refund pays the payer but leaves the deposit as it was",
+        "            deposited -= amount;\n",
+        "",
+    ),
+    Mutant(
+        "pc-refund-to-payee",
+        PC,
+        "wrong variable",
+        "a refund pays the payee instead of the payer",
+        "        TokenTransfers.push(token, config.payer, amount);",
+        "        TokenTransfers.push(token, config.payee, amount);",
+    ),
+    Mutant(
+        "pc-refunded-event-amount",
+        PC,
+        "wrong variable",
+        "the Refunded event carries the amount refunded, not the new total",
+        "        emit Refunded(id, deposited);",
+        "        emit Refunded(id, amount);",
+    ),
+    Mutant(
+        "pc-close-unchecked-voucher",
+        PC,
+        "removed check",
+        "close settles any total without checking the voucher",
+        "            _checkVoucher(id, deposited, config.authorizer, totalClaimed, ceiling, "
+        "signature);\n            // unchecked: totalClaimed > claimed was just checked.",
+        "            // unchecked: totalClaimed > claimed was just checked.",
     ),
     Mutant(
         "pc-high-s",
@@ -393,10 +500,11 @@ MUTANTS = [
 ]
 
 # What the copy needs: sources, the package (its artifacts are rebuilt), tests, the tools
-# that compile, and the configuration ape and pytest read. Tools and the venv are used
-# from the real project.
+# that compile, the docs some tests compare with the contract (docs/protocol.md), and the
+# configuration ape and pytest read. Tools and the venv are used from the real project.
 _COPY = [
     "contracts",
+    "docs",
     "micropay",
     "tests",
     "tools",

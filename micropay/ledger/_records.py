@@ -30,13 +30,16 @@ class EventKind(StrEnum):
     WITHDRAW_REQUESTED = "withdraw_requested"
     CLOSED = "closed"
     WITHDRAWN = "withdrawn"
+    REFUNDED = "refunded"
+    """The payee's on-chain partial refund: ``total_deposited`` is the new, lower total."""
 
 
 @dataclass(frozen=True)
 class ChainEvent:
-    """One fact about a channel at one block. Totals, not deltas: the channel's state is the
-    maximum of each total over its rows, so dropping the rows of reorged blocks rolls it back.
-    A field the event does not carry is None."""
+    """One fact about a channel at one block. Totals, not deltas, so dropping the rows of
+    reorged blocks rolls the channel's state back: its deposit is the latest
+    ``total_deposited`` by (block, log index), since a refund lowers it; the other totals
+    only grow and are the maximum over its rows. A field the event does not carry is None."""
 
     block_number: int
     log_index: int
@@ -109,7 +112,8 @@ class Position:
     @property
     def underfunded(self) -> bool:
         """The best voucher promises more than the channel holds (a deposit was reorged away,
-        or a voucher was accepted against a deposit that never confirmed): a claim would revert."""
+        a voucher was accepted against a deposit that never confirmed, or the payee refunded
+        on chain more than the best voucher left unspent): a claim with it would revert."""
         return self.chain is not None and self.voucher.cumulative_amount > self.chain.deposited
 
     @property

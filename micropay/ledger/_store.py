@@ -247,14 +247,20 @@ _REFUND = (
 )
 _INSERT_REFUND = REFUNDS.insert()
 
-# A channel's view is the maximum of each total over its rows; a channel with no seed row has
-# only some of its history here, so it has no view yet.
+# A channel's view: its deposit is the latest total by block order (a refund lowers it, so a
+# maximum would overstate it), every other total only grows and is the maximum over its rows.
+# A seed row sits at the newest block read, at log index -1, and says the state after that
+# block, as the block's last deposit event does. A channel with no seed row has only some of
+# its history here, so it has no view yet.
 _VIEW_COLUMNS = """
-SELECT channel_id, MAX(total_deposited), MAX(total_claimed), MAX(closes_at), MAX(finished),
-       MAX(block_number)
-FROM chain_events
+SELECT e.channel_id,
+       (SELECT d.total_deposited FROM chain_events d
+        WHERE d.channel_id = e.channel_id AND d.total_deposited IS NOT NULL
+        ORDER BY d.block_number DESC, d.log_index DESC LIMIT 1),
+       MAX(e.total_claimed), MAX(e.closes_at), MAX(e.finished), MAX(e.block_number)
+FROM chain_events e
 """
-_SEEDED = f"HAVING MAX(CASE WHEN kind = '{EventKind.SEED.value}' THEN 1 ELSE 0 END) = 1"
+_SEEDED = f"HAVING MAX(CASE WHEN e.kind = '{EventKind.SEED.value}' THEN 1 ELSE 0 END) = 1"
 
 
 @dataclass(frozen=True)
@@ -709,12 +715,13 @@ class Store(ABC):
         return [self._channel_id(row[0]) for row in rows]
 
     def views(self) -> dict[bytes, ChainView]:
-        rows = self.read(f"{_VIEW_COLUMNS} GROUP BY channel_id {_SEEDED}")
+        rows = self.read(f"{_VIEW_COLUMNS} GROUP BY e.channel_id {_SEEDED}")
         return {self._channel_id(row[0]): self._view(row) for row in rows}
 
     def view(self, channel_id: bytes) -> ChainView | None:
         rows = self.read(
-            f"{_VIEW_COLUMNS} WHERE channel_id = ? GROUP BY channel_id {_SEEDED}", (channel_id,)
+            f"{_VIEW_COLUMNS} WHERE e.channel_id = ? GROUP BY e.channel_id {_SEEDED}",
+            (channel_id,),
         )
         return self._view(rows[0]) if rows else None
 
