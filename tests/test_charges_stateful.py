@@ -47,6 +47,7 @@ import ape
 import httpx
 import pytest
 from audit_profiles import ExampleLog, profile_settings
+from channel_helpers import attempt
 from charges_helpers import (
     DELAY,
     MARGIN,
@@ -189,15 +190,7 @@ def _machine(
 
         def attempt(self, step: str, action: Any, error: str | None) -> Any:
             """Run a transaction; it must revert with ``error``, or succeed if that is None."""
-            log.step(step)
-            try:
-                result = action()
-            except ContractRevertError as err:
-                assert error is not None, f"{step}: unexpected revert {err}"
-                assert err.error_name == error, f"{step}: expected {error}, got {err}"
-                return None
-            assert error is None, f"{step}: expected {error}, but it succeeded"
-            return result
+            return attempt(log, step, action, error)
 
         def get(self, route: str, header: str, use: int, status: int) -> httpx.Response:
             return get(self.paywall, route, header, use, status)
