@@ -27,7 +27,7 @@ from eth_account import Account
 from eth_utils import keccak
 
 from micropay._x402 import PaymentPayload, Reason, Receipt
-from micropay.errors import ChargeError, RefundError
+from micropay.errors import ChargeError, RefundError, StaleVoucherError
 from micropay.ledger import Ledger
 from micropay.paywall import Payment, PaymentRefusal, Paywall
 from micropay.tokens import TokenClient
@@ -259,3 +259,19 @@ def test_claim_all_settles_a_channel_whose_deposit_a_refund_took_below_its_best_
     assert payee.client.state(config).claimed == 100
     after = site.balances()
     assert after[payee.account.address] - balances[payee.account.address] == 100
+
+
+def test_the_book_refuses_a_charged_total_above_the_voucher_or_over_a_stale_read(hostile_site):  # type: ignore[no-untyped-def]
+    """The book's charge write itself (what the paywall's record step calls): a charged total
+    above the voucher's ceiling is a ValueError, one over a charged total the book no longer
+    holds is stale; neither writes anything."""
+    site = hostile_site
+    config = site.open(9)
+    paid(site, config, "metered", MAXIMUM, 1_000)
+    voucher = PaymentPayload.decode(site.header(config, "metered", 1_000 + MAXIMUM)).voucher
+    before = site.snapshot(config)
+    with pytest.raises(ValueError, match="from 0 to the voucher's"):
+        site.ledger.accept_if_higher(config, voucher, over=1_000, charged=1_001 + MAXIMUM)
+    with pytest.raises(StaleVoucherError):
+        site.ledger.accept_if_higher(config, voucher, over=999, charged=1_500)
+    assert site.snapshot(config) == before
