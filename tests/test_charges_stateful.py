@@ -236,6 +236,13 @@ def _machine(
                 return
             charge = use if route == "metered" else ROUTES[route]
             receipt = Receipt.decode(response.headers["payment-response"])
+            self.charged(channel, receipt, voucher, charge)
+            channel.headers.append((route, header, voucher))
+
+        def charged(self, channel: Channel, receipt: Receipt, voucher: int, charge: int) -> None:
+            """Check one receipt for ``charge`` under ``voucher`` against the model, then
+            apply it: the one place a charge enters the model (a ``stream`` rule calls it
+            per receipt, with the units delivered as the charge)."""
             assert receipt.channel_id == channel.config.channel_id
             assert receipt.amount == charge
             assert receipt.ceiling_amount == voucher
@@ -246,7 +253,6 @@ def _machine(
             channel.ever_charged += charge
             channel.ceiling = max(channel.ceiling, voucher)
             channel.receipts.append(receipt)
-            channel.headers.append((route, header, voucher))
 
         # -- channels ----------------------------------------------------------------------
 
@@ -310,7 +316,7 @@ def _machine(
             claimed, if more) plus the route's price; the handler charges ``use`` (metered)
             and answers ``status``. (A ``stream`` rule goes beside this one: open a streamed
             route with the same voucher, deliver k units, cut at any point, and apply what
-            its receipts say with ``serve``'s model updates, so every invariant covers it.)"""
+            its receipts say through ``charged``, so every invariant covers it.)"""
             self.touch(channel)
             for metered, use, status in requests:
                 route = "metered" if metered else "fixed"
