@@ -459,10 +459,18 @@ def _machine(
             self.move(channels.address, site.address, paid)
             channel.claimed += paid
 
-        @rule(channel=channel_refs)
-        def claim(self, channel: Channel) -> None:
+        @rule(channel=channel_refs, batch=st.booleans())
+        def claim(self, channel: Channel, batch: bool) -> None:
+            """The payee claims one channel: with ``claim`` (the contract says why nothing is
+            claimable), or as a batch of one (``claim_all``, the watchtower's path: nothing
+            is sent when nothing is claimable)."""
             self.touch(channel)
             log.step("claim")
+            if batch:
+                receipt = self.payee.claim_all([channel.config.channel_id] if channel.held else [])
+                assert (receipt is None) == (self.claimable(channel) == 0)
+                self.claimed_now(channel)
+                return
             if not channel.held:
                 with pytest.raises(UnknownChannelError):
                     self.payee.claim(channel.config.channel_id)
