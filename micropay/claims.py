@@ -88,7 +88,10 @@ def claim_from(
         return None
     charged = best.cumulative_amount if charged is None else charged
     voucher = voucher_to_claim(best, covered, deposited=state.deposited, claimed=state.claimed)
-    if voucher is None and best.cumulative_amount > state.deposited and covered is None:
+    # A covered voucher above the deposit is no fallback either (with ``confirmations`` 0, or
+    # once the refund came after its deposit was confirmed, the best voucher is the covered one).
+    fallback = covered is not None and covered.cumulative_amount <= state.deposited
+    if voucher is None and best.cumulative_amount > state.deposited and not fallback:
         voucher = best
     if voucher is None:
         return None

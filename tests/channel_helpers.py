@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from typing import Any
 
 import ape
 
+from micropay.errors import ContractRevertError
 from micropay.vouchers import ZERO_ADDRESS, ChannelConfig
 
 DELAY = 3600
@@ -30,6 +32,21 @@ def make_config(
         withdraw_delay=delay,
         salt=(next(_salts) if salt is None else salt).to_bytes(32, "big"),
     )
+
+
+def attempt(log: Any, step: str, action: Callable[[], Any], error: str | None) -> Any:
+    """Run a transaction for a state machine (counting the step in ``log``, an
+    audit_profiles.ExampleLog): it must revert with the custom error ``error``, or succeed
+    if that is None. Returns its result, or None if it reverted."""
+    log.step(step)
+    try:
+        result = action()
+    except ContractRevertError as err:
+        assert error is not None, f"{step}: unexpected revert {err}"
+        assert err.error_name == error, f"{step}: expected {error}, got {err}"
+        return None
+    assert error is None, f"{step}: expected {error}, but it succeeded"
+    return result
 
 
 def advance(seconds: int) -> None:

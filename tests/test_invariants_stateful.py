@@ -34,6 +34,7 @@ from typing import Any
 import ape
 import pytest
 from audit_profiles import ExampleLog, profile_settings
+from channel_helpers import attempt
 from eth_account import Account
 from eth_utils import keccak
 from hypothesis import strategies as st
@@ -212,15 +213,7 @@ def _machine(
 
         def attempt(self, step: str, action: Any, error: str | None) -> Any:
             """Run ``action``; it must revert with ``error``, or succeed if that is None."""
-            log.step(step)
-            try:
-                result = action()
-            except ContractRevertError as err:
-                assert error is not None, f"{step}: unexpected revert {err}"
-                assert err.error_name == error, f"{step}: expected {error}, got {err}"
-                return None
-            assert error is None, f"{step}: expected {error}, but it succeeded"
-            return result
+            return attempt(log, step, action, error)
 
         def block_time(self, receipt: Any) -> int:
             return int(w3.eth.get_block(receipt["blockNumber"])["timestamp"])
@@ -392,9 +385,7 @@ def _machine(
             items = [(c.config, self.voucher(c, ceiling, 0), t) for c, t, ceiling, _ in batch]
             if relayed:
                 consents = [
-                    sign_payee_claim(
-                        channels.domain, c.config.channel_id, t, self.payee_key(c)
-                    )
+                    sign_payee_claim(channels.domain, c.config.channel_id, t, self.payee_key(c))
                     for c, t, _, _ in batch
                 ]
                 action = lambda: channels.claim_many_for(items, consents, sender)  # noqa: E731
