@@ -257,6 +257,9 @@ class Offer:
     metered: bool = False
     """``price`` is the most a request may be charged, not what it is: the voucher is the
     charged total plus ``price``, the receipt says what was charged (``extra.metered``)."""
+    prepay: int = 0
+    """``extra.prepay``: one voucher may prepay up to this many requests (0: one per voucher;
+    see :mod:`micropay.credit`)."""
 
     @property
     def network(self) -> str:
@@ -278,6 +281,8 @@ class Offer:
         }
         if self.metered:  # absent on fixed prices: their offers are as before
             extra["metered"] = True
+        if self.prepay:  # absent unless the site sells prepaid credit
+            extra["prepay"] = self.prepay
         return {**terms, "extra": extra}
 
     @classmethod
@@ -314,6 +319,11 @@ class Offer:
         metered = extra.get("metered", False)
         if type(metered) is not bool:
             raise PaymentHeaderError(Reason.INVALID_PAYLOAD, f"{where}.extra.metered is a boolean")
+        prepay = extra.get("prepay", 0)
+        if type(prepay) is not int or not 0 <= prepay < 2**32 or (prepay and metered):
+            raise PaymentHeaderError(
+                Reason.INVALID_PAYLOAD, f"{where}.extra.prepay is a count on a fixed price"
+            )
         return cls(
             price=_uint(obj, "amount", where),
             asset=_address(obj, "asset", where),
@@ -323,6 +333,7 @@ class Offer:
             min_withdraw_delay=delay,
             max_timeout_seconds=timeout,
             metered=metered,
+            prepay=prepay,
         )
 
 
