@@ -819,6 +819,28 @@ class Paywall:
             metered=check.metered,
         )
         scope.setdefault("state", {})["payment"] = payment
+
+        async def charge() -> list[tuple[bytes, bytes]]:
+            # A refusal here: another process moved the channel since our checks. The voucher
+            # passed the signature check, so the requester is the authorizer: it sees the view.
+            receipt = await self.record_channel_payment(check, path.name, charge=payment.charged)
+            headers = [(b"payment-response", receipt.encode().encode("ascii"))]
+            credit = self._credit_left(config, receipt, price)
+            if credit is not None:
+                headers.append((_CREDIT_HEADER, credit.encode("ascii")))
+            return headers
+
+        await self.app(scope, receive, self._charging(send, path, charge))
+
+    def _charging(
+        self,
+        send: Send,
+        path: _Resource,
+        charge: Callable[[], Awaitable[list[tuple[bytes, bytes]]]],
+    ) -> Send:
+        """The handler's ``send`` on a paid request: at a 2xx status line, ``charge`` (which
+        returns the headers to add) before a byte goes out; if it is refused, the refusal is
+        sent instead and the handler's body dropped."""
         replaced = False
 
         async def send_charging(message: Message) -> None:
@@ -827,23 +849,15 @@ class Paywall:
                 return  # the handler's response was replaced by a refusal: drop its body
             if message["type"] == "http.response.start" and 200 <= message["status"] < 300:
                 try:
-                    receipt = await self.record_channel_payment(
-                        check, path.name, charge=payment.charged
-                    )
+                    added = await charge()
                 except PaymentRefusal as refusal:
-                    # Another process moved the channel since our checks. The voucher passed
-                    # the signature check, so the requester is the authorizer: show the view.
                     replaced = True
-                    await self._refuse(send, price, path, refusal)
+                    await self._refuse(send, path.route.price, path, refusal)
                     return
-                header = (b"payment-response", receipt.encode().encode("ascii"))
-                message = {**message, "headers": _paid_headers(message, header)}
-                credit = self._credit_left(config, receipt, price)
-                if credit is not None:
-                    message["headers"].append((_CREDIT_HEADER, credit.encode("ascii")))
+                message = {**message, "headers": _private([*message.get("headers", ()), *added])}
             await send(message)
 
-        await self.app(scope, receive, send_charging)
+        return send_charging
 
     # -- prepaid credit (micropay.credit) ----------------------------------------------------
 
@@ -899,24 +913,12 @@ class Paywall:
             scope.setdefault("state", {})["payment"] = Payment(
                 config.payer, price, channel_id, token.ceiling
             )
-            replaced = False
 
-            async def send_charging(message: Message) -> None:
-                nonlocal replaced
-                if replaced:
-                    return
-                if message["type"] == "http.response.start" and 200 <= message["status"] < 300:
-                    try:
-                        receipt = await self._charge_credit(token, config, held, state)
-                    except _Refusal as refusal:
-                        replaced = True
-                        await self._refuse(send, price, path, refusal)
-                        return
-                    header = (b"payment-response", receipt.encode().encode("ascii"))
-                    message = {**message, "headers": _paid_headers(message, header)}
-                await send(message)
+            async def charge() -> list[tuple[bytes, bytes]]:
+                receipt = await self._charge_credit(token, config, held, state)
+                return [(b"payment-response", receipt.encode().encode("ascii"))]
 
-            await self.app(scope, receive, send_charging)
+            await self.app(scope, receive, self._charging(send, path, charge))
         finally:
             self._busy.discard(channel_id)
 

@@ -11,7 +11,6 @@ real process, SIGKILLed) loses no credit and grants none twice.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import subprocess
@@ -22,13 +21,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from paywall_helpers import Server, chain, fund
+from paywall_helpers import Server, chain, fund, paying, receipt_of
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from micropay._x402 import PaymentRequired, Receipt
+from micropay._x402 import PaymentRequired
 from micropay.credit import CreditKey, CreditToken, peek
 from micropay.devnode import free_port
 from micropay.errors import PriceLimitError
@@ -85,22 +84,7 @@ def credit_reader(node, account, tmp_path, prepay=K, max_price=K * PRICE) -> Htt
     )
 
 
-@contextlib.contextmanager
-def paying(app, payer: HttpPayer) -> Iterator[httpx.Client]:
-    with (
-        Server(app) as server,
-        httpx.Client(base_url=server.url, transport=PaymentTransport(payer)) as client,
-    ):
-        yield client
-
-
-def receipt_of(response: httpx.Response) -> Receipt:
-    return Receipt.decode(response.headers["payment-response"])
-
-
-def test_the_offer_says_prepay_and_a_paywall_refuses_what_cannot_be_prepaid(
-    credit_node, tmp_path
-):
+def test_the_offer_says_prepay_and_a_paywall_refuses_what_cannot_be_prepaid(credit_node, tmp_path):
     paywall, payee, ledger = credit_site(credit_node, tmp_path)
     with Server(paywall) as server, httpx.Client(base_url=server.url) as client:
         required = PaymentRequired.decode(client.get("/articles/a").headers["payment-required"])
@@ -386,9 +370,7 @@ class _SiteProcess:
         self.process.wait()
 
 
-def test_a_killed_and_restarted_server_loses_no_credit_and_grants_none_twice(
-    credit_node, tmp_path
-):
+def test_a_killed_and_restarted_server_loses_no_credit_and_grants_none_twice(credit_node, tmp_path):
     node = credit_node
     path, port = tmp_path / "restart.db", free_port()
     [account] = fund(node.w3, node.deployer, 1, 10**18)
