@@ -406,3 +406,24 @@ def test_a_killed_and_restarted_server_loses_no_credit_and_grants_none_twice(cre
     [channel_id] = ledger.channel_ids()
     assert ledger.held(channel_id).charged == (K + 1) * PRICE
     ledger.close()
+
+
+def test_the_async_transport_spends_credit_and_buys_more_unnoticed(credit_node, tmp_path):
+    from micropay.http_client import AsyncPaymentTransport
+
+    node = credit_node
+    paywall, _, ledger = credit_site(node, tmp_path, prepay=3)
+    [account] = fund(node.w3, node.deployer, 1, 10**18)
+    payer = credit_reader(node, account, tmp_path, prepay=3, max_price=3 * PRICE)
+
+    async def read(url: str) -> list[dict]:
+        transport = AsyncPaymentTransport(payer)
+        async with httpx.AsyncClient(base_url=url, transport=transport) as client:
+            return [(await client.get(f"/articles/{n}")).json() for n in range(7)]
+
+    with Server(paywall) as server:
+        answers = asyncio.run(read(server.url))
+    assert [a["voucher"] for a in answers] == [True, False, False, True, False, False, True]
+    [channel_id] = ledger.channel_ids()
+    assert ledger.held(channel_id).charged == 7 * PRICE
+    ledger.close()
