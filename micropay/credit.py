@@ -43,6 +43,8 @@ _BODY: Final = 1 + 32 + 32 + 16
 _SIZE: Final = _BODY + 32
 # base64url of 113 bytes without padding: 151 characters.
 MAX_CREDIT_HEADER: Final = 256
+MAX_PRICE: Final = 2**128
+"""Prices at or above this cannot be sold as credit (the token holds a 16-byte price)."""
 
 
 class CreditReason:
@@ -64,6 +66,12 @@ class CreditToken:
     channel_id: bytes
     ceiling: int
     price: int
+
+    def __post_init__(self) -> None:
+        if len(self.channel_id) != 32 or not 0 <= self.ceiling < 2**256:
+            raise ValueError("a credit token names a 32-byte channel id and a uint256 ceiling")
+        if not 0 < self.price < MAX_PRICE:
+            raise ValueError(f"a credit token's price is from 1 to 2**128 - 1, not {self.price}")
 
     def body(self) -> bytes:
         return (

@@ -106,7 +106,7 @@ from micropay._x402 import (
 from micropay.access import AccessGate
 from micropay.channels import ChannelState
 from micropay.charging import Held, Refund
-from micropay.credit import CreditKey, CreditReason, CreditToken
+from micropay.credit import MAX_PRICE, CreditKey, CreditReason, CreditToken
 from micropay.errors import (
     ChargeError,
     InsufficientDepositError,
@@ -438,6 +438,8 @@ class Paywall:
             raise ValueError(f"prepay is a count of requests of at least 2, not {prepay!r}")
         if prepay is not None and any(r.metered for r in routes):
             raise ValueError("prepaid credit is sold on fixed prices; this paywall meters some")
+        if prepay is not None and any(r.price >= MAX_PRICE for r in routes):
+            raise ValueError("prepaid credit is sold on prices below 2**128")
         self.prepay = prepay or 0
         self._credit = None if prepay is None else CreditKey(self._payee_key, self.domain)
         # The configuration of each channel with credit (bounded like _stored): a credit
