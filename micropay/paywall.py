@@ -976,7 +976,13 @@ class Paywall:
         for _ in range(8):
             charged = held.charged + token.price
             try:
-                await self._write(config, held.voucher, over=held.charged, charged=charged)
+                if self._committing is not None:  # the ledger: swap the charged total only
+                    future = self._committing.charge_soon(
+                        config.channel_id, held.ceiling, held.charged, charged
+                    )
+                    await _completed(future)
+                else:
+                    await self._write(config, held.voucher, over=held.charged, charged=charged)
             except StaleVoucherError:
                 again = await self._read_held(config.channel_id)
                 if again is None or again.ceiling != token.ceiling:

@@ -427,3 +427,35 @@ def test_the_async_transport_spends_credit_and_buys_more_unnoticed(credit_node, 
     [channel_id] = ledger.channel_ids()
     assert ledger.held(channel_id).charged == 7 * PRICE
     ledger.close()
+
+
+def test_the_ledger_charge_under_a_held_ceiling_is_a_compare_and_swap(credit_node, ledger_url):
+    """``Ledger.charge_soon``: the charged total moves from exactly the total read, under
+    exactly the ceiling read; anything else is StaleVoucherError and writes nothing."""
+    from eth_account import Account
+
+    from micropay.errors import StaleVoucherError
+    from micropay.vouchers import ChannelConfig, sign_voucher
+
+    domain = credit_node.channels.domain
+    ledger = Ledger.open(ledger_url, domain)
+    key = Account.create()
+    config = ChannelConfig(
+        payer=key.address,
+        payee=credit_node.site.address,
+        token="0x" + "00" * 20,
+        authorizer=key.address,
+        withdraw_delay=86_400,
+        salt=bytes(32),
+    )
+    voucher = sign_voucher(domain, config.channel_id, K * PRICE, key)
+    ledger.accept_if_higher(config, voucher, charged=PRICE)
+    assert ledger.charge_soon(config.channel_id, K * PRICE, PRICE, 2 * PRICE).result() == PRICE
+    for ceiling, over in ((K * PRICE, PRICE), (2 * K * PRICE, 2 * PRICE)):  # stale total; ceiling
+        with pytest.raises(StaleVoucherError):
+            ledger.charge_soon(config.channel_id, ceiling, over, over + PRICE).result()
+    with pytest.raises(StaleVoucherError):  # no row at all
+        ledger.charge_soon(b"\x09" * 32, K * PRICE, PRICE, 2 * PRICE).result()
+    held = ledger.held(config.channel_id)
+    assert (held.charged, held.ceiling) == (2 * PRICE, K * PRICE)
+    ledger.close()

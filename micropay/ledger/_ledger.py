@@ -219,11 +219,11 @@ class Ledger:
         on an event loop awaits it (``asyncio.wrap_future``) instead of parking a thread."""
         if voucher.channel_id != config.channel_id:
             raise VoucherError("the voucher is for another channel than the configuration")
-        held = (voucher.cumulative_amount, voucher.signature)
-        fresh = self._fresh.pop(config.channel_id, None) == (*held, config.authorizer)
-        # Not checked just now by verify(), nor the channel's best voucher checked before (a
-        # prepaid credit's charge writes the best voucher again, with a higher charged total).
-        if not fresh and self._verified.get(config.channel_id) != held:
+        if self._fresh.pop(config.channel_id, None) != (
+            voucher.cumulative_amount,
+            voucher.signature,
+            config.authorizer,
+        ):
             self._verifier.verify(voucher, bytes.fromhex(config.authorizer[2:]))
         total = charged_total(voucher, charged)
         if charged is None and over is not None and total <= over:
@@ -276,6 +276,25 @@ class Ledger:
             return total - found.replaced
 
         return self._store.accept_soon(row, over=over, charge=charge_row, then=increment)
+
+    def charge_soon(self, channel_id: bytes, ceiling: int, over: int, charged: int) -> Future[int]:
+        """A charge under the best voucher already held (a prepaid credit's): the charged total
+        goes from exactly ``over`` to ``charged`` while the best voucher is still ``ceiling``,
+        in the next group commit; the future holds the increment once durable, or
+        :class:`StaleVoucherError` if the row holds another total or ceiling. No voucher is
+        written, so none is checked: the one held was checked when it was stored."""
+
+        def increment(found: Accepted) -> int:
+            if found.replaced is None:
+                raise StaleVoucherError(
+                    f"the book holds {found.held} for the channel under another ceiling, or "
+                    f"not {over} (its charged total)"
+                )
+            return charged - over
+
+        return self._store.charge_soon(
+            channel_id, ceiling, over, charged, time.time(), then=increment
+        )
 
     def verify(self, config: ChannelConfig, voucher: Voucher) -> None:
         """Check the voucher's signature as :meth:`accept_if_higher` would, and remember it
