@@ -2,8 +2,11 @@
 
 One uvicorn server process serves each handler unpriced at ``/free/...`` and priced, once
 per book, at ``/memory/paid/...`` (the in-memory book), ``/sqlite/paid/...`` (a durable
-SQLite ledger in a temporary directory) and ``/postgres/paid/...`` (a PostgreSQL ledger on a
-throw-away server started through tools/postgres.py, stopped afterwards). Two handlers: a
+SQLite ledger in a temporary directory), ``/postgres/paid/...`` (a PostgreSQL ledger on a
+throw-away server started through tools/postgres.py, stopped afterwards) and
+``/credit/paid/...`` (prepaid credit on its own SQLite ledger: ``Paywall(prepay=PREPAY)``,
+one voucher per PREPAY requests, the others carrying the ``PAYMENT-CREDIT`` token the
+voucher's answer gave). Two handlers: a
 minimal one (512 bytes of text, the worst case for the ratio: nearly all of a paid request's
 cost is then the payment) and the example site's article page. The load comes from this
 process over keep-alive loopback connections, one payment channel per connection and book,
@@ -12,7 +15,8 @@ verify, book, receipt), not the client's signing.
 
 Per row: requests/s, paid/free, the server time a paid request adds (at saturation one
 request occupies the server for 1/rate), p50 and p99. Goals: on SQLite at most 150 µs added
-and p99 at most 10 ms; on PostgreSQL at least 1,000 paid requests/s.
+and p99 at most 10 ms; on PostgreSQL at least 1,000 paid requests/s; prepaid credit at least
+0.8 of the free route's rate.
 
 Run with ``make bench`` or ``python -m bench.http_paywall [--requests N] [--connections C]``.
 """
@@ -44,7 +48,9 @@ PRICE = 1_000
 SQLITE_ADDED_US = 150
 SQLITE_P99_MS = 10
 POSTGRES_RATE = 1_000
-BOOKS = ("memory", "sqlite", "postgres")
+CREDIT_RATIO = 0.8
+PREPAY = 100
+BOOKS = ("memory", "sqlite", "postgres", "credit")
 KINDS = ("minimal", "article")
 ROOT = Path(__file__).resolve().parent.parent
 _PROFILE = "MICROPAY_BENCH_PROFILE"
@@ -102,6 +108,7 @@ def serve(rpc: str, contract: str, site_key: str, port: int, ledgers: dict[str, 
             Starlette(routes=[Mount("/paid", routes=handlers)]),
             payee=payee,
             prices={"GET /paid/{kind}/{n}": PRICE},
+            prepay=PREPAY if name == "credit" else None,
         )
         routes.append(Mount(f"/{name}", app=paywall))
     app = Starlette(routes=routes)
@@ -163,19 +170,33 @@ class Figures:
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
 
-def _request(path: str, header: str | None) -> bytes:
+_CREDIT = b"PAYMENT-CREDIT: <token>"
+"""A request that spends prepaid credit: the connection puts in the last token it was given."""
+
+
+def _request(path: str, header: str | None, credit: bool = False) -> bytes:
     lines = [f"GET {path} HTTP/1.1", "Host: 127.0.0.1"]
     if header is not None:
         lines.append(f"PAYMENT-SIGNATURE: {header}")
+    if credit:
+        lines.append(_CREDIT.decode())
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
 async def _connection(
-    port: int, requests: list[bytes], latencies: list[float], failures: list[int]
+    port: int,
+    requests: list[bytes],
+    latencies: list[float],
+    failures: list[int],
+    token: list[bytes],
 ) -> None:
+    """Send the requests one after another; ``token`` holds the connection's latest
+    ``PAYMENT-CREDIT`` (kept across loads: the warm-up's voucher pays for what follows)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         for request in requests:
+            if token and _CREDIT in request:
+                request = request.replace(b"<token>", token[0])
             started = time.perf_counter()
             writer.write(request)
             head = await reader.readuntil(b"\r\n\r\n")
@@ -183,6 +204,8 @@ async def _connection(
             for line in head.split(b"\r\n"):
                 if line[:15].lower() == b"content-length:":
                     length = int(line[15:])
+                elif line[:15].lower() == b"payment-credit:":
+                    token[:] = [line[15:].strip()]
             await reader.readexactly(length)
             latencies.append(time.perf_counter() - started)
             if not head.startswith(b"HTTP/1.1 200"):
@@ -191,12 +214,25 @@ async def _connection(
         writer.close()
 
 
-async def _load(port: int, route: str, per_connection: list[list[bytes]], server: int) -> Figures:
+async def _load(
+    port: int,
+    route: str,
+    per_connection: list[list[bytes]],
+    server: int,
+    tokens: list[list[bytes]] | None = None,
+) -> Figures:
     latencies: list[float] = []
     failures: list[int] = []
+    if tokens is None:
+        tokens = [[] for _ in per_connection]
     cpu = _cpu_seconds(server)
     started = time.perf_counter()
-    await asyncio.gather(*(_connection(port, rs, latencies, failures) for rs in per_connection))
+    await asyncio.gather(
+        *(
+            _connection(port, rs, latencies, failures, token)
+            for rs, token in zip(per_connection, tokens, strict=True)
+        )
+    )
     seconds = time.perf_counter() - started
     cpu = _cpu_seconds(server) - cpu
     return Figures(route, len(latencies), seconds, latencies, len(failures), cpu)
@@ -237,6 +273,8 @@ def _ledgers(books: tuple[str, ...]) -> Iterator[tuple[dict[str, str], dict[str,
             urls["memory"] = ""
         if "sqlite" in books:
             urls["sqlite"] = f"sqlite:///{directory}/ledger.db"
+        if "credit" in books:
+            urls["credit"] = f"sqlite:///{directory}/credit.db"
         if "postgres" not in books:
             yield urls, missing
             return
@@ -298,7 +336,7 @@ def run(
                         channels,
                         keys[2 + c % 8],
                         offer.pay_to,
-                        PRICE * (len(kinds) * per + 1),
+                        PRICE * (len(kinds) * per + PREPAY),
                         withdraw_delay=offer.min_withdraw_delay,
                     )
                     for c in range(connections)
@@ -316,15 +354,18 @@ def run(
                 )
                 paid_figures = []
                 for book in urls:
+                    prepay = PREPAY if book == "credit" else 1
                     paid = [
-                        _signed(payer, offer, f"/{book}/paid/{kind}", per) for payer in payers[book]
+                        _signed(payer, offer, f"/{book}/paid/{kind}", per, prepay)
+                        for payer in payers[book]
                     ]
+                    tokens: list[list[bytes]] = [[] for _ in paid]
                     # Warm (first-sight chain reads, caches), then measure the rest.
-                    asyncio.run(_load(port, "paid", [rs[:warmup] for rs in paid], server.pid))
+                    warm = [rs[:warmup] for rs in paid]
+                    asyncio.run(_load(port, "paid", warm, server.pid, tokens))
                     before = asyncio.run(_stats(port)).get(book)
-                    figures = asyncio.run(
-                        _load(port, f"{kind} {book}", [r[warmup:] for r in paid], server.pid)
-                    )
+                    rest = [r[warmup:] for r in paid]
+                    figures = asyncio.run(_load(port, f"{kind} {book}", rest, server.pid, tokens))
                     after = asyncio.run(_stats(port)).get(book)
                     if before is not None and after is not None:
                         accepts = after["accepts"] - before["accepts"]
@@ -352,11 +393,16 @@ async def _stats(port: int) -> dict[str, dict[str, int]]:
     return stats
 
 
-def _signed(payer: Payer, offer: Offer, prefix: str, count: int) -> list[bytes]:
-    """``count`` requests, each carrying the next voucher of ``payer``'s channel."""
+def _signed(payer: Payer, offer: Offer, prefix: str, count: int, prepay: int = 1) -> list[bytes]:
+    """``count`` requests, each carrying the next voucher of ``payer``'s channel; with
+    ``prepay``, one in every ``prepay`` does (for that many prices), the others spend the
+    credit it bought."""
     signed = []
     for n in range(count):
-        voucher = payer.pay(PRICE)
+        if n % prepay:
+            signed.append(_request(f"{prefix}/{n}", None, credit=True))
+            continue
+        voucher = payer.pay(PRICE * prepay)
         header = PaymentPayload(
             offer.network, PRICE, offer.asset, offer.pay_to, payer.config, voucher
         ).encode()
@@ -391,6 +437,12 @@ def _verdicts(kind: str, free: Figures, paid: Figures) -> list[str]:
             "met" if rate >= POSTGRES_RATE else f"NOT met, short by {POSTGRES_RATE - rate:.0f}"
         )
         said.append(f"{kind} postgres: {rate:.0f} paid req/s (goal >= {POSTGRES_RATE}: {verdict})")
+    if book == "credit":
+        ratio = paid.rate / free.rate
+        verdict = (
+            "met" if ratio >= CREDIT_RATIO else f"NOT met, short by {CREDIT_RATIO - ratio:.2f}"
+        )
+        said.append(f"{kind} credit: paid/free {ratio:.2f} (goal >= {CREDIT_RATIO}: {verdict})")
     return said
 
 

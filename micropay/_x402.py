@@ -263,6 +263,9 @@ class Offer:
     charged total plus ``price``, the receipt says what was charged (``extra.metered``)."""
     stream: StreamTerms | None = None
     """A streamed response priced per unit (``extra.stream``): ``price`` is one increment."""
+    prepay: int = 0
+    """``extra.prepay``: one voucher may prepay up to this many requests (0: one per voucher;
+    see :mod:`micropay.credit`)."""
 
     @property
     def network(self) -> str:
@@ -286,6 +289,8 @@ class Offer:
             extra["metered"] = True
         if self.stream is not None:
             extra["stream"] = self.stream.to_json()
+        if self.prepay:  # absent unless the site sells prepaid credit
+            extra["prepay"] = self.prepay
         return {**terms, "extra": extra}
 
     @classmethod
@@ -331,6 +336,11 @@ class Offer:
                     Reason.INVALID_PAYLOAD,
                     f"{where}: a stream is metered and its amount is unitPrice x increment",
                 )
+        prepay = extra.get("prepay", 0)
+        if type(prepay) is not int or not 0 <= prepay < 2**32 or (prepay and metered):
+            raise PaymentHeaderError(
+                Reason.INVALID_PAYLOAD, f"{where}.extra.prepay is a count on a fixed price"
+            )
         return cls(
             price=price,
             asset=_address(obj, "asset", where),
@@ -341,6 +351,7 @@ class Offer:
             max_timeout_seconds=timeout,
             metered=metered,
             stream=stream,
+            prepay=prepay,
         )
 
 

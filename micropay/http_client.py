@@ -87,6 +87,7 @@ from micropay._x402 import (
     Receipt,
 )
 from micropay.channels import ChannelClient
+from micropay.credit import PAYMENT_CREDIT, CreditReason, peek
 from micropay.errors import (
     ChargeReceiptError,
     DepositLimitError,
@@ -212,12 +213,22 @@ class PaymentPolicy:
     deposit: DepositPolicy = field(default_factory=DepositPolicy)
     expected_requests: int = 100
     channel_open_cost: int = 0
+    prepay: int = 0
+    """Buy prepaid credit where a site sells it (``extra.prepay``): one voucher pays for up
+    to this many requests (0, the default: one voucher per request). What it prepays counts
+    whole against ``max_price`` and the spending caps when it is signed; a stolen credit
+    token spends at most that (see docs/protocol.md, "Prepaid credit")."""
 
     def __post_init__(self) -> None:
         # A policy that cannot mean what it says is refused when it is made, not when the
         # first 402 arrives: a negative cap would refuse everything, a zero expected count
         # would divide the channel-or-exact rule by nothing.
-        for name, least in (("max_price", 0), ("expected_requests", 1), ("channel_open_cost", 0)):
+        for name, least in (
+            ("max_price", 0),
+            ("expected_requests", 1),
+            ("channel_open_cost", 0),
+            ("prepay", 0),
+        ):
             value = getattr(self, name)
             if type(value) is not int or value < least:
                 raise PaymentPolicyError(
@@ -305,6 +316,11 @@ class _Channel:
     claimable: bool = True  # False once the chain shows it finished or absent
     suspended: str | None = None
     """Why the channel is not used (a receipt failed its check) until a view resyncs it."""
+    ceiling: int = 0
+    """The best voucher the site is known to hold (a prepaid ceiling may be above the
+    acknowledged charged total): a site selling credit takes vouchers above it only."""
+    credit: Pending | None = None
+    """Prepaid credit to spend (its header is the token; its voucher the prepaid one)."""
 
     @property
     def config(self) -> ChannelConfig:
@@ -333,6 +349,11 @@ class Pending:
     header: str
     floor: int  # the channel's highest signed total before this request signed on it
     resource: str | None = None  # "METHOD /path" of the request, for its receipt
+    base: int = 0  # the charged total the voucher builds on (the acknowledged total)
+    unseen: int = 0
+    """Prepaid credit above ``base`` the site may have charged meanwhile, unseen here (the
+    token is a bearer's: a copy of it, or an answer lost): the receipt may count it."""
+    reserved: int = 0  # what it holds against the spending caps until it is answered
 
 
 @dataclass(frozen=True)
@@ -392,6 +413,7 @@ class HttpPayer:
         self._streams: dict[bytes, PaidStream] = {}
         # exact authorizations sent whose answer was lost, by nonce: resent, not re-signed
         self._unanswered: dict[bytes, ExactPending] = {}
+        self._credits: dict[str, _Channel] = {}  # site -> the channel with prepaid credit
 
     # -- choosing and opening (may block on the chain) -----------------------------------------
 
@@ -580,11 +602,26 @@ class HttpPayer:
         """Top the channel up if the next payment would exceed its deposit (call under the
         channel's lock)."""
         payer = channel.payer
-        if payer.acknowledged + offer.price <= payer.deposited:
+        _, total = self._next_total(offer, channel)
+        if total <= payer.deposited:
             return
         amount = self.policy.deposit.amount(offer)
-        payer.top_up(max(amount, payer.acknowledged + offer.price - payer.deposited))
+        payer.top_up(max(amount, total - payer.deposited))
         self._set(channel, deposited=payer.deposited)
+
+    def _next_total(self, offer: Offer, channel: _Channel) -> tuple[int, int]:
+        """What the next voucher builds on and its total: the acknowledged total plus the
+        price, or where the site sells prepaid credit, its best ceiling plus as many prices
+        as the policy prepays (within ``max_price`` and, where possible, the deposit)."""
+        payer, price = channel.payer, offer.price
+        if not offer.prepay:
+            return payer.acknowledged, payer.acknowledged + price
+        top = max(payer.acknowledged, channel.ceiling)
+        left = top - payer.acknowledged  # credit the client lost track of: it carries over
+        count = min(offer.prepay, self.policy.prepay, (self.policy.max_price - left) // price)
+        if top + price <= payer.deposited:
+            count = min(count, (payer.deposited - top) // price)
+        return top, top + max(count, 1) * price
 
     # -- signing (fast; under the channel's lock) ------------------------------------------------
 
@@ -610,14 +647,20 @@ class HttpPayer:
         on a channel fixes what later views in the same request may move the base to. The
         new highest total is saved before the voucher is returned to be sent, so a later
         request (or run) knows the site may hold it."""
-        price = offer.price  # a metered offer's maximum: the caps count it whole
         if channel.suspended is not None:
             raise PaymentProtocolError(
                 f"{site}: the channel is not used until it is resynchronised: {channel.suspended}"
             )
-        self._reserve(site, price, time.time(), owed)
         payer = channel.payer
-        total = payer.acknowledged + price
+        top, total = self._next_total(offer, channel)
+        # A metered offer's maximum, or what a prepaid voucher authorises: counted whole.
+        exposure = total - payer.acknowledged
+        if exposure > self.policy.max_price:
+            raise PriceLimitError(
+                f"{site}: the next voucher would authorise {exposure} (credit the site still "
+                f"holds, plus one price), above the maximum of {self.policy.max_price}"
+            )
+        self._reserve(site, exposure, time.time(), owed)
         _, floor = floors.setdefault(payer.config.channel_id, (channel, payer.highest_signed))
         try:
             raised = total > payer.highest_signed
@@ -627,12 +670,12 @@ class HttpPayer:
             elif raised:  # saved before it is sent: a later run knows the site may hold it
                 self._saved(channel)
         except BaseException:
-            self._release(site, price)
+            self._release(site, exposure)
             raise
         channel.signed_here.add(total)
         payload = PaymentPayload(
             offer.network,
-            price,
+            offer.price,
             offer.asset,
             offer.pay_to,
             payer.config,
@@ -640,7 +683,18 @@ class HttpPayer:
             offer,
             resource_url,
         )
-        return Pending(site, offer, channel, voucher, payload.encode(), floor, resource)
+        return Pending(
+            site,
+            offer,
+            channel,
+            voucher,
+            payload.encode(),
+            floor,
+            resource,
+            base=payer.acknowledged,
+            unseen=top - payer.acknowledged,
+            reserved=exposure,
+        )
 
     def _reserve(self, site: str, price: int, now: float, owed: int = 0) -> None:
         """Check the site's and the period's caps with ``price`` more, counting what was
@@ -694,13 +748,13 @@ class HttpPayer:
         try:
             return self._conclude(pending, status, headers)
         finally:
-            self._release(pending.site, pending.offer.price)
+            self._release(pending.site, pending.reserved)
 
     def _conclude(self, pending: Pending, status: int, headers: Mapping[str, str]) -> Verdict:
         channel = pending.channel
         if 200 <= status < 300:
             try:
-                receipt = self._check_receipt(pending, headers.get(PAYMENT_RESPONSE))
+                receipt, unseen = self._check_receipt(pending, headers.get(PAYMENT_RESPONSE))
             except PaymentProtocolError as err:
                 # The site may hold the voucher whole: count it so, and stop using the
                 # channel until a view resyncs it (at most one maximum beyond what was seen).
@@ -720,9 +774,12 @@ class HttpPayer:
                 pending,
                 charged,
                 pending.voucher.signature if charged == ceiling else None,
-                spent=receipt.amount,
+                spent=receipt.amount + unseen,
             )
-            self._keep(pending, receipt)
+            channel.ceiling = max(channel.ceiling, receipt.ceiling_amount)
+            if pending.reserved:  # a voucher's signed receipt (a credit's statement is not)
+                self._keep(pending, receipt)
+                self._take_credit(pending, receipt, headers.get(PAYMENT_CREDIT))
             if pending.offer.stream is not None:
                 with self._lock:
                     stream = PaidStream(pending, pending.offer.stream, charged)
@@ -775,13 +832,15 @@ class HttpPayer:
         channel.payer.deposited = deposited
         self._saved(channel)
 
-    def _check_receipt(self, pending: Pending, value: str | None) -> Receipt:
+    def _check_receipt(self, pending: Pending, value: str | None) -> tuple[Receipt, int]:
         """The site's receipt, checked against the voucher it answers: the same channel and
         ceiling (the voucher), a charge of the price (a fixed offer) or from 0 to it (a
         metered one), and a charged total that is what the client saw before plus the charge,
         less exactly the refunds the receipt reports beyond those seen (never above the
-        ceiling). Raises :class:`ChargeReceiptError` (or :class:`PaymentProtocolError` for a
-        missing or malformed receipt)."""
+        ceiling), plus at most the prepaid credit it may have charged unseen
+        (:attr:`Pending.unseen`), which is returned with the receipt. Raises
+        :class:`ChargeReceiptError` (or :class:`PaymentProtocolError` for a missing or
+        malformed receipt)."""
         if value is None:
             raise PaymentProtocolError("the site served a paid request without a receipt")
         try:
@@ -790,7 +849,7 @@ class HttpPayer:
             raise PaymentProtocolError(f"the site's receipt is malformed: {err}") from None
         site, offer, voucher = pending.site, pending.offer, pending.voucher
         wrong = "the receipt does not match the voucher"
-        base = voucher.cumulative_amount - offer.price  # the charged total the voucher built on
+        base = pending.base  # the charged total the voucher (or the credit) builds on
         if receipt.channel_id != pending.channel.config.channel_id:
             raise ChargeReceiptError(site, f"{wrong}: it is for another channel")
         if receipt.ceiling_amount != voucher.cumulative_amount:
@@ -820,16 +879,81 @@ class HttpPayer:
         # With the refunds seen unknown (a new process), any refund only lowers the total.
         refunds = receipt.refunded - seen if seen is not None else None
         expected = base + receipt.amount
-        if (refunds is not None and receipt.cumulative_amount != expected - refunds) or (
-            refunds is None and receipt.cumulative_amount > expected
+        unseen = 0 if refunds is None else receipt.cumulative_amount - (expected - refunds)
+        if (refunds is not None and not 0 <= unseen <= pending.unseen) or (
+            refunds is None and receipt.cumulative_amount > expected + pending.unseen
         ):
             raise ChargeReceiptError(
                 site,
                 f"{wrong}: its charged total {receipt.cumulative_amount} is not the "
                 f"{base} seen before plus the charge of {receipt.amount}"
-                + ("" if not refunds else f" less the refunds of {refunds}"),
+                + ("" if not refunds else f" less the refunds of {refunds}")
+                + ("" if not pending.unseen else f" (and up to {pending.unseen} of credit)"),
             )
-        return receipt
+        return receipt, unseen
+
+    def _take_credit(self, pending: Pending, receipt: Receipt, token: str | None) -> None:
+        """Keep the prepaid credit a paid voucher left, if the policy buys credit and the
+        token is for this channel, this voucher and this price (a token the site did not
+        issue just fails at the site, which then asks for a voucher)."""
+        channel = pending.channel
+        channel.credit = None
+        if token is None or not self.policy.prepay or not pending.offer.prepay:
+            return
+        try:
+            said = peek(token)
+        except PaymentHeaderError:
+            return
+        voucher = pending.voucher
+        if (said.channel_id, said.ceiling, said.price) != (
+            channel.config.channel_id,
+            voucher.cumulative_amount,
+            pending.offer.price,
+        ) or receipt.cumulative_amount + said.price > said.ceiling:
+            return
+        channel.credit = replace(pending, header=token, reserved=0)
+        with self._lock:
+            self._credits[pending.site] = channel
+
+    def holds_credit(self, site: str) -> bool:
+        """Whether this client holds prepaid credit for ``site`` (its transport then sends
+        the request with it first)."""
+        channel = self._credits.get(site)
+        return channel is not None and channel.credit is not None
+
+    def spend_credit(
+        self, site: str, answer: Callable[[_R], tuple[int, Mapping[str, str]]], resource: str
+    ) -> Generator[_Step, Any, _R | None]:
+        """Send a request with the site's prepaid credit, if this client holds some (a
+        generator of steps, as :meth:`exchange`): the answer's statement is checked as a
+        receipt (this channel and prepaid ceiling, one price, the charged total one price
+        up) and counted. Returns the response, or None if no credit was sent. A refusal of
+        the credit (spent, superseded, closing) drops it: the caller pays the 402 as usual."""
+        channel = self._credits.get(site)
+        if channel is None:
+            return None
+        yield _Hold(channel)
+        try:
+            credit = channel.credit
+            if credit is None or channel.retired or channel.suspended is not None:
+                return None
+            base = channel.payer.acknowledged
+            unseen = max(0, credit.voucher.cumulative_amount - credit.offer.price - base)
+            credit = replace(credit, base=base, unseen=unseen, resource=resource)
+            response = yield _Send(PAYMENT_CREDIT, credit.header)
+            status, headers = answer(response)
+            if 200 <= status < 300 and PAYMENT_RESPONSE in headers:
+                self.conclude(credit, status, headers)  # counted; checked like a receipt
+                if (
+                    channel.payer.acknowledged + credit.offer.price
+                    > credit.voucher.cumulative_amount
+                ):
+                    channel.credit = None  # spent: the next request pays a voucher
+            elif _reason(headers) in _CREDIT_REFUSALS:
+                channel.credit = None
+            return response  # type: ignore[no-any-return]
+        finally:
+            yield _Release(channel)
 
     def _keep(self, pending: Pending, receipt: Receipt) -> None:
         """Append the receipt to the wallet's receipts, flagged if its signature is not the
@@ -928,6 +1052,7 @@ class HttpPayer:
         # What the site holds above our record was paid before we lost track: count it.
         spent = max(0, total - payer.acknowledged)
         channel.stored = replace(channel.stored, refunded=view.refunded)
+        channel.ceiling = total
         self._advance(pending, total, view.signature, spent=spent)
 
     def _resync_charged(self, pending: Pending, view: ChannelView) -> None:
@@ -962,6 +1087,8 @@ class HttpPayer:
             charged = min(charged, max(pending.floor, payer.acknowledged))
         spent = max(0, charged - payer.acknowledged)
         channel.stored = replace(channel.stored, refunded=view.refunded)
+        channel.ceiling = voucher.cumulative_amount  # the client's own: a prepaid ceiling
+        channel.credit = None
         self._advance(pending, charged, None, spent=spent)
         channel.suspended = None
 
@@ -1385,6 +1512,15 @@ class HttpPayer:
         request with that header added (a voucher, or an access receipt), ``discard``
         drops a response that is not the final one."""
         flow = self.exchange(site, required_header, answer, resource)
+        return self.drive(flow, send, discard)
+
+    def drive(
+        self,
+        flow: Generator[_Step, Any, _R | None],
+        send: Callable[[str, str], _R],
+        discard: Callable[[_R], None],
+    ) -> _R | None:
+        """Perform a flow's steps (:meth:`exchange`, :meth:`spend_credit`) with plain calls."""
         run = _Run(flow)
         while (step := run.next_step()) is not None:
             try:
@@ -1418,6 +1554,16 @@ class HttpPayer:
         and requests on one channel are serialised by ``locks`` (the transport's, bound to
         its event loop)."""
         flow = self.exchange(site, required_header, answer, resource)
+        return await self.adrive(flow, send, discard, locks)
+
+    async def adrive(
+        self,
+        flow: Generator[_Step, Any, _R | None],
+        send: Callable[[str, str], Awaitable[_R]],
+        discard: Callable[[_R], Awaitable[None]],
+        locks: dict[bytes, anyio.Lock],
+    ) -> _R | None:
+        """Perform a flow's steps without blocking the event loop (see :meth:`apay`)."""
         run = _Run(flow)
         while (step := run.next_step()) is not None:
             try:
@@ -1463,8 +1609,7 @@ class HttpPayer:
             voucher, price = pending.voucher, pending.offer.price
             self._advance(pending, voucher.cumulative_amount, voucher.signature, price)
         finally:
-            with self._lock:
-                self._reserved[pending.site] -= pending.offer.price
+            self._release(pending.site, pending.reserved)
 
 
 def _acknowledge(channel: _Channel, cumulative: int, signature: bytes | None) -> None:
@@ -1539,6 +1684,19 @@ class _Run(Generic[_R]):
         except StopIteration as done:
             self.result = done.value
             return None
+
+
+_CREDIT_REFUSALS = frozenset(
+    {
+        CreditReason.INVALID_CREDIT,
+        CreditReason.FORGED_CREDIT,
+        CreditReason.CREDIT_SUPERSEDED,
+        CreditReason.CREDIT_SPENT,
+        CreditReason.CREDIT_PRICE_MISMATCH,
+        Reason.CHANNEL_CLOSING,
+        Reason.UNKNOWN_CHANNEL,
+    }
+)
 
 
 def _decode_required(value: str) -> PaymentRequired:
@@ -1636,13 +1794,7 @@ class PaymentTransport(httpx.BaseTransport):
         self._inner = transport if transport is not None else httpx.HTTPTransport()
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        response = self._inner.handle_request(request)
-        if not _payable(request, response):
-            return response
-        required = response.headers[PAYMENT_REQUIRED]
-        response.read()
-        response.close()
-        request.read()
+        site = site_of(str(request.url))
 
         def send(name: str, value: str) -> httpx.Response:
             return self._inner.handle_request(_with_payment(request, name, value))
@@ -1651,8 +1803,23 @@ class PaymentTransport(httpx.BaseTransport):
             answer.read()
             answer.close()
 
+        response = None
+        if self.payer.holds_credit(site):  # spend it: no 402 round trip, no signature
+            request.read()
+            resource = resource_of(request.method, request.url.path)
+            flow = self.payer.spend_credit(site, _httpx_answer, resource)
+            response = self.payer.drive(flow, send, discard)
+        if response is None:
+            response = self._inner.handle_request(request)
+        if not _payable(request, response):
+            return response
+        required = response.headers[PAYMENT_REQUIRED]
+        response.read()
+        response.close()
+        request.read()
+
         paid = self.payer.pay(
-            site_of(str(request.url)),
+            site,
             required,
             send,
             _httpx_answer,
@@ -1679,13 +1846,7 @@ class AsyncPaymentTransport(httpx.AsyncBaseTransport):
         self._locks: dict[bytes, anyio.Lock] = {}
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        response = await self._inner.handle_async_request(request)
-        if not _payable(request, response):
-            return response
-        required = response.headers[PAYMENT_REQUIRED]
-        await response.aread()
-        await response.aclose()
-        await request.aread()
+        site = site_of(str(request.url))
 
         async def send(name: str, value: str) -> httpx.Response:
             return await self._inner.handle_async_request(_with_payment(request, name, value))
@@ -1694,8 +1855,23 @@ class AsyncPaymentTransport(httpx.AsyncBaseTransport):
             await answer.aread()
             await answer.aclose()
 
+        response = None
+        if self.payer.holds_credit(site):  # spend it: no 402 round trip, no signature
+            await request.aread()
+            resource = resource_of(request.method, request.url.path)
+            flow = self.payer.spend_credit(site, _httpx_answer, resource)
+            response = await self.payer.adrive(flow, send, discard, self._locks)
+        if response is None:
+            response = await self._inner.handle_async_request(request)
+        if not _payable(request, response):
+            return response
+        required = response.headers[PAYMENT_REQUIRED]
+        await response.aread()
+        await response.aclose()
+        await request.aread()
+
         paid = await self.payer.apay(
-            site_of(str(request.url)),
+            site,
             required,
             send,
             _httpx_answer,

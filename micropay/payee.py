@@ -157,6 +157,12 @@ class CommittingBook(VoucherBook, Protocol):
     ) -> Future[int]:
         """:meth:`VoucherBook.accept_if_higher`, its result in a future once it is durable."""
 
+    def charge_soon(self, channel_id: bytes, ceiling: int, over: int, charged: int) -> Future[int]:
+        """A charge under the best voucher held (``ceiling``, not written again): the charged
+        total from exactly ``over`` to ``charged``, its result in a future once durable
+        (:class:`StaleVoucherError` if the book holds another total or ceiling)."""
+        ...
+
 
 class MemoryVoucherBook:
     """A thread-safe in-process book: fine for one process that may lose its vouchers."""

@@ -112,6 +112,7 @@ from micropay._x402 import (
 from micropay.access import AccessGate
 from micropay.channels import ChannelState
 from micropay.charging import Held, Refund
+from micropay.credit import MAX_PRICE, CreditKey, CreditReason, CreditToken
 from micropay.errors import (
     ChargeError,
     InsufficientDepositError,
@@ -143,6 +144,7 @@ _T = TypeVar("_T")
 _HEADER: Final = b"payment-signature"
 _ACCESS_HEADER: Final = b"payment-access"
 _STREAM_HEADER: Final = b"payment-stream"
+_CREDIT_HEADER: Final = b"payment-credit"
 
 
 class _Meter:
@@ -380,6 +382,7 @@ class Paywall:
         exact: ExactSettlerBase | None = None,
         access_period: int | None = None,
         reader_page: bool = True,
+        prepay: int | None = None,
     ) -> None:
         """``payee`` settles later (``payee.claim_all()``); its book records the vouchers.
 
@@ -405,6 +408,11 @@ class Paywall:
         with the 402 page readers pay from, and serve its script at
         ``/.well-known/micropay/micropay.js`` (:mod:`micropay.reader_page`); False keeps
         the JSON 402 for every client.
+        ``prepay``: sell prepaid credit (:mod:`micropay.credit`): one voucher may prepay up to
+        this many requests (at least 2) of a fixed-price ``channel`` route, the following
+        ones carrying the ``PAYMENT-CREDIT`` token the paid answer gives; their charges are
+        checked with a keyed hash, not a signature. A paywall with metered routes cannot
+        (their next voucher builds on the charged total, below a prepaid ceiling).
         """
         self.app = app
         self.payee = payee
@@ -454,6 +462,17 @@ class Paywall:
             else:
                 book_in_thread = not isinstance(self.book, MemoryVoucherBook)
         self._book_in_thread = book_in_thread
+        if prepay is not None and (type(prepay) is not int or prepay < 2):
+            raise ValueError(f"prepay is a count of requests of at least 2, not {prepay!r}")
+        if prepay is not None and any(r.metered for r in routes):
+            raise ValueError("prepaid credit is sold on fixed prices; this paywall meters some")
+        if prepay is not None and any(r.price >= MAX_PRICE for r in routes):
+            raise ValueError("prepaid credit is sold on prices below 2**128")
+        self.prepay = prepay or 0
+        self._credit = None if prepay is None else CreditKey(self._payee_key, self.domain)
+        # The configuration of each channel with credit (bounded like _stored): a credit
+        # request names only the channel, and reading the book for it would cost a trip.
+        self._configs: OrderedDict[bytes, ChannelConfig] = OrderedDict()
 
     # -- ASGI --------------------------------------------------------------------------------
 
@@ -473,6 +492,7 @@ class Paywall:
         path = _Resource(request_url(scope), priced, f"{scope['method']} {scope['path']}")
         raw: bytes | None = None
         accept: bytes | None = None
+        credit: bytes | None = None
         count = 0
         for name, value in scope["headers"]:
             if name == _HEADER:
@@ -480,6 +500,11 @@ class Paywall:
                 count += 1
             elif name == b"accept":
                 accept = value
+            elif name == _CREDIT_HEADER:
+                credit = b"" if credit is not None else value  # two: neither counts
+        if raw is None and credit is not None and self._sells_credit(priced):
+            await self._serve_credit(scope, receive, send, path, credit)
+            return
         if raw is None:
             access = self._access_header(scope)
             if access is not None:
@@ -635,6 +660,7 @@ class Paywall:
                 min_withdraw_delay=self.min_withdraw_delay,
                 metered=metered,
                 stream=terms,
+                prepay=0 if metered else self.prepay,
             )
             self._offers[(price, metered, terms)] = offer
         return offer
@@ -722,7 +748,7 @@ class Paywall:
         if not state.exists:
             raise _Refusal(402, Reason.UNKNOWN_CHANNEL, "the channel has no deposit on chain")
         held = self._stored.get(channel_id)
-        if held is None or voucher.cumulative_amount != held.charged + price:
+        if held is None or not self._follows(voucher, self._top(held, state), price):
             held = await self._read_held(channel_id)  # unknown here, or moved elsewhere
         if held is None:
             if state.deposited < self.min_deposit:
@@ -734,21 +760,23 @@ class Paywall:
             previous = state.claimed  # vouchers at or below it are worth nothing any more
         else:
             previous = max(held.charged, state.claimed)
-        if voucher.cumulative_amount != previous + price:
+        top = self._top(held, state)
+        if not self._follows(voucher, top, price):
             self._verify_or_refuse(config, voucher)  # only the authorizer may see the view
             view = _view(channel_id, held, state)
-            if voucher.cumulative_amount <= previous:
+            what = "charged total" if top == previous else "prepaid ceiling"
+            upto = f" (up to {top + self.prepay * price})" if self.prepay else ""
+            if voucher.cumulative_amount <= top:
                 raise _Refusal(
                     402,
                     Reason.STALE_VOUCHER,
-                    f"the channel's charged total is {previous}; pay {previous + price}",
+                    f"the channel's {what} is {top}; pay {top + price}{upto}",
                     view,
                 )
             raise _Refusal(
                 402,
                 Reason.CUMULATIVE_MISMATCH,
-                f"the channel's charged total is {previous}; the next voucher is for "
-                f"{previous + price}",
+                f"the channel's {what} is {top}; the next voucher is for {top + price}{upto}",
                 view,
             )
         try:
@@ -771,6 +799,22 @@ class Paywall:
             previous,
             0 if held is None else held.refunded,
         )
+
+    def _top(self, held: Held | None, state: ChannelState) -> int:
+        """What the next voucher builds on: the charged total, or with prepaid credit on sale
+        the best ceiling (a voucher never repeats one the book holds, so none can be
+        replayed; the credit left below the ceiling carries over into the new one)."""
+        if held is None:
+            return state.claimed
+        return max(held.ceiling if self.prepay else held.charged, state.claimed)
+
+    def _follows(self, voucher: Voucher, top: int, price: int) -> bool:
+        """Whether the voucher is ``top`` plus one price, or with prepaid credit on sale,
+        plus 1 to ``prepay`` prices."""
+        step = voucher.cumulative_amount - top
+        if not self.prepay:
+            return step == price
+        return 0 < step <= self.prepay * price and step % price == 0
 
     async def _with_book(self, call: Callable[[], _T]) -> _T:
         """Run a call that reaches the book: off the event loop unless the book is in memory."""
@@ -815,6 +859,28 @@ class Paywall:
         if path.route.stream is not None:
             await self._serve_stream(scope, receive, send, path, check)
             return
+
+        async def charge() -> list[tuple[bytes, bytes]]:
+            # A refusal here: another process moved the channel since our checks. The voucher
+            # passed the signature check, so the requester is the authorizer: it sees the view.
+            receipt = await self.record_channel_payment(check, path.name, charge=payment.charged)
+            headers = [(b"payment-response", receipt.encode().encode("ascii"))]
+            credit = self._credit_left(config, receipt, price)
+            if credit is not None:
+                headers.append((_CREDIT_HEADER, credit.encode("ascii")))
+            return headers
+
+        await self.app(scope, receive, self._charging(send, path, charge))
+
+    def _charging(
+        self,
+        send: Send,
+        path: _Resource,
+        charge: Callable[[], Awaitable[list[tuple[bytes, bytes]]]],
+    ) -> Send:
+        """The handler's ``send`` on a paid request: at a 2xx status line, ``charge`` (which
+        returns the headers to add) before a byte goes out; if it is refused, the refusal is
+        sent instead and the handler's body dropped."""
         replaced = False
 
         async def send_charging(message: Message) -> None:
@@ -823,20 +889,159 @@ class Paywall:
                 return  # the handler's response was replaced by a refusal: drop its body
             if message["type"] == "http.response.start" and 200 <= message["status"] < 300:
                 try:
-                    receipt = await self.record_channel_payment(
-                        check, path.name, charge=payment.charged
-                    )
+                    added = await charge()
                 except PaymentRefusal as refusal:
-                    # Another process moved the channel since our checks. The voucher passed
-                    # the signature check, so the requester is the authorizer: show the view.
                     replaced = True
-                    await self._refuse(send, price, path, refusal)
+                    await self._refuse(send, path.route.price, path, refusal)
                     return
-                header = (b"payment-response", receipt.encode().encode("ascii"))
-                message = {**message, "headers": _paid_headers(message, header)}
+                message = {**message, "headers": _private([*message.get("headers", ()), *added])}
             await send(message)
 
-        await self.app(scope, receive, send_charging)
+        return send_charging
+
+    # -- prepaid credit (micropay.credit) ----------------------------------------------------
+
+    def _sells_credit(self, route: PricedRoute) -> bool:
+        return self._credit is not None and CHANNEL in route.schemes and not route.metered
+
+    def _credit_left(self, config: ChannelConfig, receipt: Receipt, price: int) -> str | None:
+        """The ``PAYMENT-CREDIT`` token for what a paid voucher left to spend (None: less than
+        one price left, or no credit on sale)."""
+        ceiling = receipt.ceiling_amount
+        if self._credit is None or ceiling - receipt.cumulative_amount < price:
+            return None
+        self._configs[config.channel_id] = config
+        self._configs.move_to_end(config.channel_id)
+        if len(self._configs) > self._max_stored:
+            self._configs.popitem(last=False)
+        return self._credit.issue(CreditToken(config.channel_id, ceiling, price))
+
+    async def _serve_credit(
+        self, scope: Scope, receive: Receive, send: Send, path: _Resource, raw: bytes
+    ) -> None:
+        """Serve a request that spends prepaid credit: the token's tag is checked (a keyed
+        hash, no signature), the book must hold its ceiling with a price left below it, and
+        the charge is written at the status line as a voucher's is (same one-at-a-time rule
+        per channel, same compare-and-swap on the charged total)."""
+        assert self._credit is not None
+        price = path.route.price
+        try:
+            token = self._credit.check(raw)
+        except PaymentHeaderError as err:
+            await self._refuse(send, price, path, _Refusal(err.status, err.reason, str(err)))
+            return
+        if token.price != price:
+            refusal = _Refusal(
+                402,
+                CreditReason.CREDIT_PRICE_MISMATCH,
+                f"this credit pays {token.price} a request; this resource costs {price}",
+            )
+            await self._refuse(send, price, path, refusal)
+            return
+        channel_id = token.channel_id
+        if channel_id in self._busy:
+            refusal = _Refusal(409, Reason.CHANNEL_BUSY, "a request on this channel is served")
+            await self._refuse(send, price, path, refusal)
+            return
+        self._busy.add(channel_id)
+        try:
+            try:
+                config, held, state = await self._credit_check(token)
+            except _Refusal as refusal:
+                await self._refuse(send, price, path, refusal)
+                return
+            scope.setdefault("state", {})["payment"] = Payment(
+                config.payer, price, channel_id, token.ceiling
+            )
+
+            async def charge() -> list[tuple[bytes, bytes]]:
+                receipt = await self._charge_credit(token, config, held, state)
+                return [(b"payment-response", receipt.encode().encode("ascii"))]
+
+            await self.app(scope, receive, self._charging(send, path, charge))
+        finally:
+            self._busy.discard(channel_id)
+
+    async def _credit_check(self, token: CreditToken) -> tuple[ChannelConfig, Held, ChannelState]:
+        """The channel's configuration, what the book holds and its state, if the credit
+        can pay one more price: the book's best ceiling is the token's, and the channel is
+        not closing. Raises :class:`PaymentRefusal`."""
+        channel_id = token.channel_id
+        held = self._stored.get(channel_id)
+        if held is None or held.ceiling != token.ceiling:
+            held = await self._read_held(channel_id)  # after a restart, or another process
+        if held is None or held.ceiling != token.ceiling:
+            raise _Refusal(
+                402,
+                CreditReason.CREDIT_SUPERSEDED,
+                "the site holds another voucher for this channel than this credit's: pay with "
+                "a voucher",
+            )
+        self._check_credit_left(held, token)
+        state = self.payee.cached_state(channel_id, max_age=self._state_ttl)
+        if state is None:
+            state = await self._refresh(channel_id)
+        if state.finished or (
+            state.withdraw_requested and state.closes_at - time.time() < self.payee.safety_margin
+        ):
+            raise _Refusal(402, Reason.CHANNEL_CLOSING, "the channel is closing: no more credit")
+        config = self._configs.get(channel_id)
+        if config is None:
+            config = await self._with_book(functools.partial(self.book.config, channel_id))
+            if config is None:  # cannot be: the book holds a voucher for it
+                raise _Refusal(402, Reason.UNKNOWN_CHANNEL, "the site holds nothing for it")
+            self._configs[channel_id] = config
+        return config, held, state
+
+    @staticmethod
+    def _check_credit_left(held: Held, token: CreditToken) -> None:
+        if held.charged + token.price > held.ceiling:
+            raise _Refusal(
+                402,
+                CreditReason.CREDIT_SPENT,
+                f"this credit is spent ({held.charged} of {held.ceiling} charged): pay with a "
+                "voucher",
+            )
+
+    async def _charge_credit(
+        self, token: CreditToken, config: ChannelConfig, held: Held, state: ChannelState
+    ) -> Receipt:
+        """Charge one price against the credit: the book's compare-and-swap from the charged
+        total read to one price more, durable before this returns. If another process moved
+        the channel meanwhile, read it again and charge over what it holds while a price is
+        left (the handler has run; nothing is granted twice, as each write adds one price to
+        a total it read). The answer is an unsigned statement (see docs/protocol.md)."""
+        for _ in range(8):
+            charged = held.charged + token.price
+            try:
+                if self._committing is not None:  # the ledger: swap the charged total only
+                    future = self._committing.charge_soon(
+                        config.channel_id, held.ceiling, held.charged, charged
+                    )
+                    await _completed(future)
+                else:
+                    await self._write(config, held.voucher, over=held.charged, charged=charged)
+            except StaleVoucherError:
+                again = await self._read_held(config.channel_id)
+                if again is None or again.ceiling != token.ceiling:
+                    raise _Refusal(
+                        402, CreditReason.CREDIT_SUPERSEDED, "the channel moved on: pay again"
+                    ) from None
+                self._check_credit_left(again, token)
+                held = again
+                continue
+            self._remember(config.channel_id, Held(held.voucher, charged, held.refunded))
+            return Receipt(
+                network=self.network,
+                payer=config.payer,
+                channel_id=config.channel_id,
+                amount=token.price,
+                cumulative_amount=charged,
+                remaining=state.deposited - charged,
+                ceiling=token.ceiling,
+                refunded=held.refunded,
+            )
+        raise _Refusal(409, Reason.CHANNEL_BUSY, "the channel is being charged elsewhere")
 
     async def _serve_stream(
         self, scope: Scope, receive: Receive, send: Send, path: _Resource, check: ChannelCheck
@@ -970,32 +1175,50 @@ class Paywall:
         charged: int,
         charge: SignedReceipt,
     ) -> int:
-        """The book's charge write (``accept_if_higher``): a book with a writer of its own (the
-        ledger) is awaited, not called from a thread; the result comes after the commit."""
-        book = self._committing
-        covered = check.checked.covered
-        if book is not None:
-            future = book.accept_soon(
-                config, voucher, over=check.held, covered=covered, charge=charge, charged=charged
-            )
-            increment = await _completed(future)
-        else:
-            accept = functools.partial(
-                self.book.accept_if_higher,
-                config,
-                voucher,
-                over=check.held,
-                covered=covered,
-                charge=charge,
-                charged=charged,
-            )
-            increment = await self._with_book(accept)
+        """A voucher's charge write (:meth:`_write`), remembered as the channel's latest."""
+        increment = await self._write(
+            config,
+            voucher,
+            over=check.held,
+            covered=check.checked.covered,
+            charged=charged,
+            charge=charge,
+        )
         before = self._stored.get(config.channel_id)
         best = voucher
         if before is not None and before.ceiling > voucher.cumulative_amount:
             best = before.voucher
         self._remember(config.channel_id, Held(best, charged, check.refunded))
         return increment
+
+    async def _write(
+        self,
+        config: ChannelConfig,
+        voucher: Voucher,
+        *,
+        over: int,
+        charged: int,
+        covered: bool = False,
+        charge: SignedReceipt | None = None,
+    ) -> int:
+        """The book's ``accept_if_higher``: a book with a writer of its own (the ledger) is
+        awaited, not called from a thread; the result comes after the commit."""
+        book = self._committing
+        if book is not None:
+            future = book.accept_soon(
+                config, voucher, over=over, covered=covered, charge=charge, charged=charged
+            )
+            return await _completed(future)
+        accept = functools.partial(
+            self.book.accept_if_higher,
+            config,
+            voucher,
+            over=over,
+            covered=covered,
+            charge=charge,
+            charged=charged,
+        )
+        return await self._with_book(accept)
 
     async def _send_reader_page(self, scope: Scope, send: Send, path: _Resource) -> None:
         """The 402 a browser gets: the page to pay from, with the usual header."""

@@ -15,13 +15,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import uvicorn
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
+from micropay._x402 import Receipt
 from micropay.channels import ChannelClient
 from micropay.devnode import anvil
+from micropay.http_client import HttpPayer, PaymentTransport
 
 MNEMONIC = "test test test test test test test test test test test junk"
 Account.enable_unaudited_hdwallet_features()
@@ -106,3 +109,18 @@ class Server:
         self._server.should_exit = True
         self._thread.join(timeout=10)
         self._socket.close()
+
+
+@contextlib.contextmanager
+def paying(app: Any, payer: HttpPayer) -> Iterator[httpx.Client]:
+    """A real uvicorn serving ``app`` and an httpx client paying through ``payer``."""
+    with (
+        Server(app) as server,
+        httpx.Client(base_url=server.url, transport=PaymentTransport(payer)) as client,
+    ):
+        yield client
+
+
+def receipt_of(response: httpx.Response) -> Receipt:
+    """The ``PAYMENT-RESPONSE`` of a paid answer."""
+    return Receipt.decode(response.headers["payment-response"])

@@ -10,13 +10,12 @@ instead takes at most one request's slack from the payer.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Iterator
 from dataclasses import replace
 
 import httpx
 import pytest
-from paywall_helpers import Server, chain, fund
+from paywall_helpers import Server, chain, fund, paying, receipt_of
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
@@ -24,7 +23,7 @@ from starlette.routing import Route
 
 from micropay._x402 import PaymentRequired, Receipt
 from micropay.errors import ChargeError, ChargeReceiptError, RefundError
-from micropay.http_client import HttpPayer, PaymentPolicy, PaymentTransport
+from micropay.http_client import HttpPayer, PaymentPolicy
 from micropay.ledger import Ledger
 from micropay.payee import Payee
 from micropay.paywall import Paywall, PricedRoute, UpTo
@@ -90,20 +89,6 @@ def reader(node, index, tmp_path) -> HttpPayer:
         PaymentPolicy(max_price=MAXIMUM),
         store=tmp_path / f"reader{index}.json",
     )
-
-
-@contextlib.contextmanager
-def paying(app, payer: HttpPayer) -> Iterator[httpx.Client]:
-    """A real uvicorn serving ``app`` and an httpx client paying through ``payer``."""
-    with (
-        Server(app) as server,
-        httpx.Client(base_url=server.url, transport=PaymentTransport(payer)) as client,
-    ):
-        yield client
-
-
-def receipt_of(response: httpx.Response) -> Receipt:
-    return Receipt.decode(response.headers["payment-response"])
 
 
 def test_route_spellings_and_the_402_offer_say_metered(metered_node, tmp_path):

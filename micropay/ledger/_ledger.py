@@ -277,6 +277,25 @@ class Ledger:
 
         return self._store.accept_soon(row, over=over, charge=charge_row, then=increment)
 
+    def charge_soon(self, channel_id: bytes, ceiling: int, over: int, charged: int) -> Future[int]:
+        """A charge under the best voucher already held (a prepaid credit's): the charged total
+        goes from exactly ``over`` to ``charged`` while the best voucher is still ``ceiling``,
+        in the next group commit; the future holds the increment once durable, or
+        :class:`StaleVoucherError` if the row holds another total or ceiling. No voucher is
+        written, so none is checked: the one held was checked when it was stored."""
+
+        def increment(found: Accepted) -> int:
+            if found.replaced is None:
+                raise StaleVoucherError(
+                    f"the book holds {found.held} for the channel under another ceiling, or "
+                    f"not {over} (its charged total)"
+                )
+            return charged - over
+
+        return self._store.charge_soon(
+            channel_id, ceiling, over, charged, time.time(), then=increment
+        )
+
     def verify(self, config: ChannelConfig, voucher: Voucher) -> None:
         """Check the voucher's signature as :meth:`accept_if_higher` would, and remember it
         passed: a payee that checks a voucher here before storing it (the paywall checks

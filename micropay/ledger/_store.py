@@ -239,6 +239,12 @@ def _charging(accept: str) -> str:
 
 
 _HELD = "SELECT charged_amount FROM best_vouchers WHERE channel_id = ?"
+# A charge under the best voucher already held (prepaid credit): swap the charged total only.
+_CHARGE_UNDER = (
+    "UPDATE best_vouchers SET charged_amount = ?, accepted_at = ?, "
+    "owed_since = COALESCE(owed_since, ?) "
+    "WHERE channel_id = ? AND charged_amount = ? AND cumulative_amount = ? RETURNING channel_id"
+)
 _INSERT_CHARGE = CHARGES.insert()
 _TOTALS = "SELECT charged_amount, refunded_amount FROM best_vouchers WHERE channel_id = ?"
 _REFUND = (
@@ -563,6 +569,34 @@ class Store(ABC):
             if charged is not None:
                 execute(_INSERT_CHARGE, charged)
             return Accepted(self._amount(rows[0][0], row.channel_id, "replaced_amount"), 0)
+
+        return self._writer().submit(work, then)
+
+    def charge_soon(
+        self,
+        channel_id: bytes,
+        ceiling: int,
+        over: int,
+        charged: int,
+        at: float,
+        *,
+        then: Callable[[Accepted], _T],
+    ) -> Future[_T]:
+        """A charge under the best voucher the row holds (``ceiling``), queued for the writer
+        as :meth:`accept_soon`'s: the charged total goes from exactly ``over`` to ``charged``
+        (at most the ceiling), else nothing is written; the future holds what was found."""
+        if not 0 <= over < charged <= ceiling:
+            raise ValueError("a charge raises the charged total, at most to the ceiling")
+        encode, real = self.encode_amount, self._encoders["real"]
+        params = (encode(charged), real(at), real(at), channel_id, encode(over), encode(ceiling))
+
+        def work(execute: Execute) -> Accepted:
+            if execute(_CHARGE_UNDER, params):
+                return Accepted(over, 0)
+            held = execute(_HELD, (channel_id,))
+            return Accepted(
+                None, self._amount(held[0][0], channel_id, "charged total") if held else 0
+            )
 
         return self._writer().submit(work, then)
 
