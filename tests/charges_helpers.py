@@ -5,25 +5,30 @@ tests/test_charges_hostile.py. Not fixtures: plain functions and a handler."""
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse
+from starlette.responses import PlainTextResponse, StreamingResponse
 from starlette.routing import Route
 
-from micropay._x402 import PaymentPayload, PaymentRequired
+from micropay._x402 import PaymentPayload, PaymentRequired, Receipt
 from micropay.channels import ChannelClient
 from micropay.payee import Payee, VoucherBook
 from micropay.paywall import Paywall, UpTo
+from micropay.streaming import RECEIPT, PerUnit
 from micropay.vouchers import ChannelConfig, sign_voucher
 
 PRICE = 1_000  # GET /fixed
 MAXIMUM = 5_000  # GET /metered: up to N
 MARGIN = 600  # the payee's safety margin before a payer's withdraw ends
 DELAY = 2 * MARGIN + 600  # the channels' withdraw delay
-ROUTES = {"fixed": PRICE, "metered": MAXIMUM}
+UNIT = 100  # GET /stream: a server-sent event
+INCREMENT = 10  # units paid at a time
+STREAM_WAIT = 0.05  # how long a paused stream waits for the next voucher (a test sends none)
+ROUTES = {"fixed": PRICE, "metered": MAXIMUM, "stream": UNIT * INCREMENT}
 
 
 async def serve(request: Request) -> PlainTextResponse:
@@ -34,16 +39,42 @@ async def serve(request: Request) -> PlainTextResponse:
     return PlainTextResponse("served", status_code=int(request.query_params["status"]))
 
 
+async def stream(request: Request) -> StreamingResponse:
+    """Sends ``use`` server-sent events, one unit each; the paywall meters them."""
+
+    async def units() -> Any:
+        for n in range(int(request.query_params["use"])):
+            yield f"data: unit {n}\n\n"
+
+    return StreamingResponse(units(), media_type="text/event-stream")
+
+
+def stream_receipt(response: httpx.Response) -> Receipt:
+    """The receipt a streamed answer ends with (its ``payment-receipt`` event)."""
+    blocks = response.text.split("\n\n")
+    final = [b for b in blocks if b.startswith(f"event: {RECEIPT}\n")]
+    assert len(final) == 1, response.text[-400:]
+    data = json.loads(final[0].split("\ndata: ", 1)[1])
+    return Receipt.decode(data["receipt"])
+
+
 def metered_paywall(channels: ChannelClient, site: Any, book: VoucherBook, token: str) -> Paywall:
-    """GET /fixed at PRICE and GET /metered up to MAXIMUM, in ``token``. The payee reads the
+    """GET /fixed at PRICE, GET /metered up to MAXIMUM and GET /stream at UNIT an event,
+    INCREMENT events per voucher, in ``token``. The payee reads the
     chain for every check (``state_ttl`` 0) and trusts the latest block, so a test that sees
     every transaction can predict every verdict."""
     payee = Payee(channels, site, book=book, safety_margin=MARGIN, state_ttl=0, confirmations=0)
-    app = Starlette(routes=[Route("/fixed", serve), Route("/metered", serve)])
+    app = Starlette(
+        routes=[Route("/fixed", serve), Route("/metered", serve), Route("/stream", stream)]
+    )
     return Paywall(
         app,
         payee=payee,
-        prices={"GET /fixed": PRICE, "GET /metered": UpTo(MAXIMUM)},
+        prices={
+            "GET /fixed": PRICE,
+            "GET /metered": UpTo(MAXIMUM),
+            "GET /stream": PerUnit(UNIT, increment=INCREMENT, timeout=STREAM_WAIT),
+        },
         asset=token,
         min_deposit=2 * MAXIMUM,
         min_withdraw_delay=DELAY,
