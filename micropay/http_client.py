@@ -615,7 +615,11 @@ class HttpPayer:
         as the policy prepays (within ``max_price`` and, where possible, the deposit)."""
         payer, price = channel.payer, offer.price
         if not offer.prepay:
-            return payer.acknowledged, payer.acknowledged + price
+            # One above the best voucher the site holds if the price would not rise above it
+            # (a metered charge below its maximum, a refund): the site takes no voucher twice.
+            if offer.stream is not None:  # a stream delivers on its whole voucher
+                return payer.acknowledged, payer.acknowledged + price
+            return payer.acknowledged, max(payer.acknowledged + price, channel.ceiling + 1)
         top = max(payer.acknowledged, channel.ceiling)
         left = top - payer.acknowledged  # credit the client lost track of: it carries over
         count = min(offer.prepay, self.policy.prepay, (self.policy.max_price - left) // price)
@@ -654,7 +658,9 @@ class HttpPayer:
         payer = channel.payer
         top, total = self._next_total(offer, channel)
         # A metered offer's maximum, or what a prepaid voucher authorises: counted whole.
-        exposure = total - payer.acknowledged
+        # (Without credit, a voucher one above the site's best authorises nothing the site
+        # could not settle already: the request is charged at most its price.)
+        exposure = total - payer.acknowledged if offer.prepay else offer.price
         if exposure > self.policy.max_price:
             raise PriceLimitError(
                 f"{site}: the next voucher would authorise {exposure} (credit the site still "

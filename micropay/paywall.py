@@ -550,7 +550,7 @@ class Paywall:
         self._busy.add(channel_id)
         try:
             try:
-                check = await self._preflight(payload, price)
+                check = await self._preflight(payload, price, streamed=priced.stream is not None)
             except _Refusal as check_refusal:
                 await self._refuse(send, price, path, check_refusal)
                 return
@@ -730,7 +730,9 @@ class Paywall:
                 f"channels need a withdraw delay of at least {self.min_withdraw_delay} s",
             )
 
-    async def _preflight(self, payload: PaymentPayload, price: int) -> ChannelCheck:
+    async def _preflight(
+        self, payload: PaymentPayload, price: int, *, streamed: bool = False
+    ) -> ChannelCheck:
         """Every check but the write: the voucher must be exactly the channel's charged total
         plus ``price`` (the route's price, or its maximum if metered). Returns the check: what
         the payee's checks found (the channel's state for the receipt, whether the confirmed
@@ -748,7 +750,10 @@ class Paywall:
         if not state.exists:
             raise _Refusal(402, Reason.UNKNOWN_CHANNEL, "the channel has no deposit on chain")
         held = self._stored.get(channel_id)
-        if held is None or not self._follows(voucher, self._top(held, state), price):
+        # The remembered totals stand in for a read only for a voucher of exactly the charged
+        # total plus the price: one above the best ceiling would follow a stale copy as well
+        # as the book (a refund elsewhere lowers the charged total, not the ceiling).
+        if held is None or not self._follows(voucher, held, state, price, True):
             held = await self._read_held(channel_id)  # unknown here, or moved elsewhere
         if held is None:
             if state.deposited < self.min_deposit:
@@ -761,22 +766,24 @@ class Paywall:
         else:
             previous = max(held.charged, state.claimed)
         top = self._top(held, state)
-        if not self._follows(voucher, top, price):
+        if not self._follows(voucher, held, state, price, streamed):
             self._verify_or_refuse(config, voucher)  # only the authorizer may see the view
             view = _view(channel_id, held, state)
             what = "charged total" if top == previous else "prepaid ceiling"
+            due = top + price if self.prepay else self._due(held, state, price, streamed)
             upto = f" (up to {top + self.prepay * price})" if self.prepay else ""
+            above = "" if self.prepay or due == top + price else " (one above its best voucher)"
             if voucher.cumulative_amount <= top:
                 raise _Refusal(
                     402,
                     Reason.STALE_VOUCHER,
-                    f"the channel's {what} is {top}; pay {top + price}{upto}",
+                    f"the channel's {what} is {top}; pay {due}{upto}{above}",
                     view,
                 )
             raise _Refusal(
                 402,
                 Reason.CUMULATIVE_MISMATCH,
-                f"the channel's {what} is {top}; the next voucher is for {top + price}{upto}",
+                f"the channel's {what} is {top}; the next voucher is for {due}{upto}{above}",
                 view,
             )
         try:
@@ -808,13 +815,31 @@ class Paywall:
             return state.claimed
         return max(held.ceiling if self.prepay else held.charged, state.claimed)
 
-    def _follows(self, voucher: Voucher, top: int, price: int) -> bool:
-        """Whether the voucher is ``top`` plus one price, or with prepaid credit on sale,
-        plus 1 to ``prepay`` prices."""
-        step = voucher.cumulative_amount - top
+    def _follows(
+        self, voucher: Voucher, held: Held | None, state: ChannelState, price: int, streamed: bool
+    ) -> bool:
+        """Whether the voucher is the one this request must carry (:meth:`_due`), or with
+        prepaid credit on sale, the best ceiling plus 1 to ``prepay`` prices."""
         if not self.prepay:
-            return step == price
+            return voucher.cumulative_amount == self._due(held, state, price, streamed)
+        step = voucher.cumulative_amount - self._top(held, state)
         return 0 < step <= self.prepay * price and step % price == 0
+
+    def _due(self, held: Held | None, state: ChannelState, price: int, streamed: bool) -> int:
+        """The one voucher a request must carry without prepaid credit: the charged total plus
+        the price, or, where that would not rise above the best ceiling the book holds (a
+        metered charge below its maximum, a stream cut short, a refund), one base unit above
+        that ceiling. So every voucher the book takes is above every one it took before, and
+        a voucher seen on the wire never pays a second time; the payer authorises at most one
+        base unit beyond the charged total plus the price.
+
+        A stream's first voucher is the charged total plus one increment, as before: the
+        paywall delivers on all of a stream's ceiling, so a voucher one above the best would
+        have it deliver more than the increment the payer's policy priced. That voucher may
+        repeat one the book took (after a refund or a stream cut short): replayed, it starts
+        a stream charged at most one increment (docs/protocol.md)."""
+        due = self._top(held, state) + price
+        return due if held is None or streamed else max(due, held.ceiling + 1)
 
     async def _with_book(self, call: Callable[[], _T]) -> _T:
         """Run a call that reaches the book: off the event loop unless the book is in memory."""

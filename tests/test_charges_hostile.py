@@ -155,6 +155,28 @@ def test_vouchers_below_at_or_past_the_charged_total_are_refused(hostile_site): 
     assert site.snapshot(config) == before
 
 
+def test_a_served_voucher_never_pays_again_after_a_zero_charge_or_a_refund(hostile_site):  # type: ignore[no-untyped-def]
+    """After a zero metered charge (the charged total did not move) or a refund (it went
+    down), the charged total plus N is at or below the best voucher: whoever saw a voucher
+    served before must not be served with it. The next voucher is one above the best
+    ceiling; every served one is refused (402, nothing written)."""
+    site = hostile_site
+    config = site.open(5)
+    paid(site, config, "metered", MAXIMUM, 0)  # charged 0: total + N is MAXIMUM again
+    paid(site, config, "metered", MAXIMUM + 1, 3_000)  # so one above: charged 3,000
+    paid(site, config, "metered", 3_000 + MAXIMUM, 0)  # charged 3,000 still
+    site.paywall.payee.refund(config.channel_id, 3_000, "a wrong answer")  # charged 0
+    before = site.snapshot(config)
+    # Charged total + N is MAXIMUM: the first voucher served. Every served one is refused.
+    for served in (MAXIMUM, MAXIMUM + 1, 3_000 + MAXIMUM):
+        response = get(site.paywall, "metered", site.header(config, "metered", served), use=1)
+        assert response.status_code == 402, served
+        assert refusal_reason(response) in (Reason.STALE_VOUCHER, Reason.CUMULATIVE_MISMATCH)
+        assert site.snapshot(config) == before
+    receipt = paid(site, config, "metered", 3_000 + MAXIMUM + 1, 10)  # one above the best
+    assert (receipt.amount, receipt.cumulative_amount, receipt.refunded) == (10, 10, 3_000)
+
+
 def test_a_voucher_replayed_into_another_channel_or_route_is_refused(hostile_site):  # type: ignore[no-untyped-def]
     """A served voucher re-labelled as another channel of the same payer (its signature is
     over the first channel), or sent to the other route (its payload's price is the first

@@ -207,14 +207,24 @@ def _machine(
         def header(self, channel: Channel, route: str, amount: int) -> str:
             return payment_header(self.paywall, channel.config, channel.key, route, amount)
 
-        def refusal(self, channel: Channel, voucher: int, price: int) -> str | None:
+        def due(self, channel: Channel, price: int, streamed: bool = False) -> int:
+            """The voucher the next request must carry: the charged total (or what is
+            claimed, if more) plus the price, or one above the best ceiling if that is not
+            above it (the paywall takes no voucher twice); a stream's is the charged total
+            plus one increment."""
+            due = max(channel.charged, channel.claimed) + price
+            return max(due, channel.ceiling + 1) if channel.held and not streamed else due
+
+        def refusal(
+            self, channel: Channel, voucher: int, price: int, streamed: bool = False
+        ) -> str | None:
             """The paywall's verdict on a validly signed voucher for ``channel``, or None."""
             if channel.deposited == 0:
                 return Reason.UNKNOWN_CHANNEL
             if not channel.held and channel.deposited < 2 * MAXIMUM:
                 return Reason.DEPOSIT_TOO_SMALL
             previous = max(channel.charged, channel.claimed)
-            if voucher != previous + price:
+            if voucher != self.due(channel, price, streamed):
                 return Reason.STALE_VOUCHER if voucher <= previous else Reason.CUMULATIVE_MISMATCH
             if channel.finished:
                 return Reason.CHANNEL_CLOSING
@@ -329,7 +339,7 @@ def _machine(
             self.touch(channel)
             for metered, use, status in requests:
                 route = "metered" if metered else "fixed"
-                voucher = max(channel.charged, channel.claimed) + ROUTES[route]
+                voucher = self.due(channel, ROUTES[route])
                 log.step(f"request {route}")
                 header = self.header(channel, route, voucher)
                 self.serve(channel, route, header, voucher, use, status)
@@ -344,10 +354,10 @@ def _machine(
             The client sends no next voucher, so a longer stream pauses after the increment
             and ends unpaid; either way the book charges the events delivered, no more."""
             self.touch(channel)
-            voucher = max(channel.charged, channel.claimed) + ROUTES["stream"]
+            voucher = self.due(channel, ROUTES["stream"], streamed=True)
             log.step("stream")
             header = self.header(channel, "stream", voucher)
-            expected = self.refusal(channel, voucher, ROUTES["stream"])
+            expected = self.refusal(channel, voucher, ROUTES["stream"], streamed=True)
             response = self.get("stream", header, units, 200)
             if expected is not None:
                 assert response.status_code == 402, (expected, response.text)

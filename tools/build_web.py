@@ -56,6 +56,9 @@ def build(output: Path) -> None:
             "--target=es2020",
             "--charset=utf8",
             "--legal-comments=inline",
+            # The path comments name node_modules where it is linked, not where the link
+            # points: a worktree whose node_modules is a symlink builds the same bytes.
+            "--preserve-symlinks",
             f"--banner:js={BANNER}",
             f"--define:MICROPAY_RUNTIME={json.dumps(runtime_fingerprint())}",
             f"--outfile={output}",

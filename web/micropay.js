@@ -245,7 +245,10 @@ async function payOnChannel(url, offer, record, site, wallet) {
   const floor = record.highestSigned;
   const signedHere = new Set();
   for (let round = 0; round < ROUNDS; round++) {
-    const total = record.acknowledged + offer.price;
+    // One above the best voucher the site holds when the price would not rise above it (a
+    // metered charge below its maximum, a refund): the site takes no voucher twice.
+    const ceiling = record.ceiling == null ? 0n : record.ceiling;
+    const total = record.acknowledged + offer.price > ceiling ? record.acknowledged + offer.price : ceiling + 1n;
     if (site.spent + offer.price > site.budget) throw new Refusal(budgetMessage(site, offer));
     if (total > record.deposited) throw new Refusal('the deposit is spent: close the channel to get the rest back');
     if (total > record.highestSigned) {
@@ -268,6 +271,7 @@ async function payOnChannel(url, offer, record, site, wallet) {
       if (wrong) throw new Refusal(`the site served the page with a receipt that does not match the voucher: ${wrong}`);
       const charged = BigInt(receipt.cumulativeAmount);
       record.acknowledged = charged; // the next voucher builds on what was charged
+      record.ceiling = total; // the site's best voucher now
       record.signature = charged === total ? signature : null;
       if (receipt.refunded != null) record.refunded = BigInt(receipt.refunded);
       await store.putChannel(record);
@@ -288,6 +292,7 @@ async function payOnChannel(url, offer, record, site, wallet) {
       // What the site holds above our record was paid before this browser lost track.
       if (adopted > record.acknowledged) site.spent += adopted - record.acknowledged;
       record.acknowledged = adopted;
+      record.ceiling = BigInt(view.cumulativeAmount); // its best voucher, checked as ours
       record.signature = adopted === BigInt(view.cumulativeAmount) ? view.signature || null : null;
       if (view.refunded != null) record.refunded = BigInt(view.refunded);
       if (adopted > record.highestSigned) record.highestSigned = adopted;

@@ -39,7 +39,7 @@ var getSite = (site) => run("sites", "readonly", (s) => s.get(site));
 var putSite = (record) => run("sites", "readwrite", (s) => s.put(record));
 var addReceipt = (receipt) => run("receipts", "readwrite", (s) => s.add(receipt));
 
-// ../../main/node_modules/@noble/hashes/utils.js
+// node_modules/@noble/hashes/utils.js
 function isBytes(a) {
   return a instanceof Uint8Array || ArrayBuffer.isView(a) && a.constructor.name === "Uint8Array" && "BYTES_PER_ELEMENT" in a && a.BYTES_PER_ELEMENT === 1;
 }
@@ -233,7 +233,7 @@ var oidNist = (suffix) => ({
   oid: Uint8Array.from([6, 9, 96, 134, 72, 1, 101, 3, 4, 2, suffix])
 });
 
-// ../../main/node_modules/@noble/hashes/_u64.js
+// node_modules/@noble/hashes/_u64.js
 var U32_MASK64 = /* @__PURE__ */ (() => BigInt(2 ** 32 - 1))();
 var _32n = /* @__PURE__ */ BigInt(32);
 function fromBig(n, le = false) {
@@ -260,7 +260,7 @@ function setU64FromNum(view, byteOffset, n, isLE2) {
   view.setUint32(byteOffset + 4, isLE2 ? h : l, isLE2);
 }
 
-// ../../main/node_modules/@noble/hashes/_md.js
+// node_modules/@noble/hashes/_md.js
 function Chi(a, b, c) {
   return a & b ^ ~a & c;
 }
@@ -373,7 +373,7 @@ var SHA256_IV = /* @__PURE__ */ Uint32Array.from([
   1541459225
 ]);
 
-// ../../main/node_modules/@noble/hashes/sha2.js
+// node_modules/@noble/hashes/sha2.js
 var SHA256_K = /* @__PURE__ */ Uint32Array.from([
   1116352408,
   1899447441,
@@ -538,7 +538,7 @@ var sha256 = /* @__PURE__ */ createHasher(
   /* @__PURE__ */ oidNist(1)
 );
 
-// ../../main/node_modules/@noble/curves/utils.js
+// node_modules/@noble/curves/utils.js
 /*! noble-curves - MIT License (c) 2022 Paul Miller (paulmillr.com) */
 function aarray(item, title, inner = () => {
 }) {
@@ -721,7 +721,7 @@ function validateObject(object, fields = {}, optFields = {}, title = "object") {
   iter(optFields, true);
 }
 
-// ../../main/node_modules/@noble/curves/abstract/modular.js
+// node_modules/@noble/curves/abstract/modular.js
 /*! noble-curves - MIT License (c) 2022 Paul Miller (paulmillr.com) */
 var _0n2 = /* @__PURE__ */ BigInt(0);
 var _1n2 = /* @__PURE__ */ BigInt(1);
@@ -1184,7 +1184,7 @@ function mapHashToField(key, fieldOrder, isLE2 = false) {
   return isLE2 ? numberToBytesLE(reduced, fieldLen) : numberToBytesBE(reduced, fieldLen);
 }
 
-// ../../main/node_modules/@noble/curves/abstract/curve.js
+// node_modules/@noble/curves/abstract/curve.js
 /*! noble-curves - MIT License (c) 2022 Paul Miller (paulmillr.com) */
 var _0n3 = /* @__PURE__ */ BigInt(0);
 var _1n3 = /* @__PURE__ */ BigInt(1);
@@ -1572,7 +1572,7 @@ function createKeygen(randomSecretKey, getPublicKey) {
   };
 }
 
-// ../../main/node_modules/@noble/hashes/hmac.js
+// node_modules/@noble/hashes/hmac.js
 var _HMAC = class {
   constructor(hash, key) {
     __publicField(this, "oHash");
@@ -1649,7 +1649,7 @@ var hmac = /* @__PURE__ */ (() => {
   return hmac_;
 })();
 
-// ../../main/node_modules/@noble/curves/abstract/der.js
+// node_modules/@noble/curves/abstract/der.js
 /*! noble-curves - MIT License (c) 2022 Paul Miller (paulmillr.com) */
 var _0n4 = /* @__PURE__ */ BigInt(0);
 var DERErr = class extends Error {
@@ -1777,7 +1777,7 @@ var DER = /* @__PURE__ */ (() => {
   return Object.freeze(_DER);
 })();
 
-// ../../main/node_modules/@noble/curves/abstract/weierstrass.js
+// node_modules/@noble/curves/abstract/weierstrass.js
 /*! noble-curves - MIT License (c) 2022 Paul Miller (paulmillr.com) */
 var divNearest = (num, den) => (num + (num >= 0 ? den : -den) / _2n2) / den;
 function _splitEndoScalar(k, basis, n) {
@@ -2611,7 +2611,7 @@ function ecdsa(Point, hash, ecdsaOpts = {}) {
   });
 }
 
-// ../../main/node_modules/@noble/curves/secp256k1.js
+// node_modules/@noble/curves/secp256k1.js
 /*! noble-curves - MIT License (c) 2022 Paul Miller (paulmillr.com) */
 var secp256k1_CURVE = {
   p: BigInt("0xfffffffffffffffffffffffffffffffffffffffffffffffffffffffefffffc2f"),
@@ -2659,7 +2659,7 @@ var Pointk1 = /* @__PURE__ */ weierstrass(secp256k1_CURVE, {
 });
 var secp256k1 = /* @__PURE__ */ ecdsa(Pointk1, sha256);
 
-// ../../main/node_modules/@noble/hashes/sha3.js
+// node_modules/@noble/hashes/sha3.js
 var _0n6 = BigInt(0);
 var _1n5 = BigInt(1);
 var _2n4 = BigInt(2);
@@ -3330,7 +3330,8 @@ async function payOnChannel(url, offer, record, site, wallet) {
   const floor = record.highestSigned;
   const signedHere = /* @__PURE__ */ new Set();
   for (let round = 0; round < ROUNDS; round++) {
-    const total = record.acknowledged + offer.price;
+    const ceiling = record.ceiling == null ? 0n : record.ceiling;
+    const total = record.acknowledged + offer.price > ceiling ? record.acknowledged + offer.price : ceiling + 1n;
     if (site.spent + offer.price > site.budget) throw new Refusal(budgetMessage(site, offer));
     if (total > record.deposited) throw new Refusal("the deposit is spent: close the channel to get the rest back");
     if (total > record.highestSigned) {
@@ -3353,6 +3354,7 @@ async function payOnChannel(url, offer, record, site, wallet) {
       if (wrong) throw new Refusal(`the site served the page with a receipt that does not match the voucher: ${wrong}`);
       const charged = BigInt(receipt.cumulativeAmount);
       record.acknowledged = charged;
+      record.ceiling = total;
       record.signature = charged === total ? signature : null;
       if (receipt.refunded != null) record.refunded = BigInt(receipt.refunded);
       await putChannel(record);
@@ -3372,6 +3374,7 @@ async function payOnChannel(url, offer, record, site, wallet) {
       const adopted = await resync(view, record, offer, wallet, floor, signedHere);
       if (adopted > record.acknowledged) site.spent += adopted - record.acknowledged;
       record.acknowledged = adopted;
+      record.ceiling = BigInt(view.cumulativeAmount);
       record.signature = adopted === BigInt(view.cumulativeAmount) ? view.signature || null : null;
       if (view.refunded != null) record.refunded = BigInt(view.refunded);
       if (adopted > record.highestSigned) record.highestSigned = adopted;
