@@ -390,11 +390,12 @@ class Payee:
         book, and reads the chain only if the cached state is older than ``state_ttl`` or
         below the voucher (refresh it first to keep it off the chain).
 
-        The voucher must beat the charged total (not the best ceiling: after a zero metered
-        charge or a refund the next voucher may be at or below it), and the deposit must
-        cover the whole voucher: a voucher is the charged total plus the most this request
-        may charge, so every charge up to that maximum stays claimable. ``increment`` is that
-        maximum (the voucher over the charged total, or over what is claimed on chain).
+        The voucher must beat the charged total (not the best ceiling: a stream's first
+        voucher after a refund or a stream cut short may be at or below it; the paywall asks
+        every other voucher to be above it), and the deposit must cover the whole voucher: a
+        voucher is the charged total plus the most this request may charge, so every charge
+        up to that maximum stays claimable. ``increment`` is that maximum (the voucher over
+        the charged total, or over what is claimed on chain).
 
         The signature is checked by the book when it can remember that it did
         (:meth:`micropay.ledger.Ledger.verify`): its store that follows checks no more."""

@@ -919,7 +919,7 @@ class Paywall:
                     replaced = True
                     await self._refuse(send, path.route.price, path, refusal)
                     return
-                message = {**message, "headers": _private([*message.get("headers", ()), *added])}
+                message = {**message, "headers": _paid_headers(message, *added)}
             await send(message)
 
         return send_charging
@@ -1290,9 +1290,10 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
     return None
 
 
-def _paid_headers(message: Message, receipt: tuple[bytes, bytes]) -> list[tuple[bytes, bytes]]:
-    """A paid response's headers: the handler's, the receipt, and no shared caching."""
-    return _private([*message.get("headers", ()), receipt])
+def _paid_headers(message: Message, *added: tuple[bytes, bytes]) -> list[tuple[bytes, bytes]]:
+    """A paid response's headers: the handler's, the receipt (and a credit token), and no
+    shared caching."""
+    return _private([*message.get("headers", ()), *added])
 
 
 def _private(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
