@@ -1165,13 +1165,15 @@ class HttpPayer:
     def conclude_stream(self, stream: PaidStream) -> None:
         """The stream's body has ended: adopt its final receipt (on SSE), which must charge
         exactly the units received, or (a chunked body, which carries none) acknowledge the
-        units received, at most the ceiling. A broken-off SSE stream acknowledges nothing
-        more: the site's next 402 shows what it recorded."""
+        units received, at most the ceiling. So does an SSE stream this client gave up on
+        (the site asked for a voucher it will not sign: it delivered all it will). Any other
+        broken-off SSE stream acknowledges nothing more: the site's next 402 shows what it
+        recorded."""
         last, status = stream.pending, stream.status
         ceiling = last.voucher.cumulative_amount
         with last.channel.lock:
             if stream.final is None:
-                if not stream.terms.unit_bytes:
+                if not stream.terms.unit_bytes and not stream.given_up:
                     return
                 charged = min(stream.delivered_total, ceiling)
                 receipt = None
@@ -1198,31 +1200,37 @@ class HttpPayer:
         stream: PaidStream,
         chunks: Iterable[bytes],
         send_voucher: Callable[[str], tuple[int, Mapping[str, str]]],
-    ) -> Iterator[bytes]:
+    ) -> Generator[bytes, None, bool]:
         """A paid stream's body as the caller reads it, for a blocking transport (httpx's,
         the requests adapter): ``chunks`` is the body as it arrives; the paywall's events are
         stripped, and each next increment is paid when it is due by
         ``send_voucher(header)``, which sends the voucher-only request with that
         ``PAYMENT-SIGNATURE`` and returns its status and headers. The final receipt is
-        checked when the body ends."""
+        checked when the body ends.
+
+        Returns whether the body was read to its end: not when this client gave up
+        (:attr:`~micropay.streaming.PaidStream.given_up`), and the caller then closes the
+        connection."""
         for chunk in chunks:
             content, due = stream.feed(chunk)
             if content:
                 yield content
-            if due:
-                pending = self.pay_increment(stream)
-                if pending is None:
-                    continue
+            pending = self.pay_increment(stream) if due else None
+            if pending is not None:
                 try:
                     status, headers = send_voucher(pending.header)
                 except BaseException:
                     self.conclude_increment(stream, pending, 0, {})
                     raise
                 self.conclude_increment(stream, pending, status, headers)
+            if stream.given_up:
+                self.conclude_stream(stream)
+                return False
         rest = stream.end()
         if rest:
             yield rest
         self.conclude_stream(stream)
+        return True
 
     def _stream_receipt(self, stream: PaidStream, pending: Pending, value: object) -> Receipt:
         """A stream's receipt, for its channel and under the voucher ``pending`` sent, charging
@@ -1991,9 +1999,12 @@ class _AsyncStream(_StreamBody, httpx.AsyncByteStream):
                     yield content
                 if due:
                     await self._pay()
-            rest = stream.end()
-            if rest:
-                yield rest
+                if stream.given_up:
+                    break
+            else:
+                rest = stream.end()
+                if rest:
+                    yield rest
             await anyio.to_thread.run_sync(self._payer.conclude_stream, stream)
         finally:
             await self._paid.aclose()

@@ -102,7 +102,8 @@ class _MeteredRaw:
         # Each chunk as it arrives (urllib3 reads a chunked body chunk by chunk): a paused
         # stream must not leave the client waiting for a full buffer.
         chunks = self._raw.stream(None, decode_content=False)
-        yield from self._payer.metered_body(self._stream, chunks, self._send_voucher)
+        if not (yield from self._payer.metered_body(self._stream, chunks, self._send_voucher)):
+            self._raw.close()  # broken off: the connection must not go back to the pool
 
     def close(self) -> None:
         self._raw.close()

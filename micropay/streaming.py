@@ -442,6 +442,7 @@ class PaidStream:
         self._buffer = b""
         self._bytes = 0
         self._paid_for = self.status.ceiling  # the ceiling an increment was last sent over
+        self._asked_last = False  # the last event was an ask: the site is paused for a voucher
 
     @property
     def channel_hex(self) -> str:
@@ -464,8 +465,10 @@ class PaidStream:
             found = payment_event(one)
             if found is None:
                 self.status.units += 1
+                self._asked_last = False
                 out.append(one)
             elif found[0] == NEED_VOUCHER:
+                self._asked_last = True
                 due = self._asked(found[1]) or due
             elif found[0] == RECEIPT:
                 self.final = found[1]
@@ -478,6 +481,18 @@ class PaidStream:
         if (self.terms.unit_bytes and self._bytes % self.terms.unit_bytes) or rest:
             self.status.units += 1
         return rest
+
+    @property
+    def given_up(self) -> bool:
+        """This client pays no more and the site is paused for a voucher: every unit paid for
+        has arrived, and nothing will until the site's pause times out, so the transport
+        breaks the stream off instead of waiting for that (the site records the units
+        delivered, as on any disconnect). The site is paused once it has asked (SSE) or
+        once every byte paid for has arrived (a chunked body, which cannot ask). An ask
+        before that is a hostile site's: what was paid for is still read."""
+        if self.status.stopped is None or self.delivered_total < self.status.ceiling:
+            return False
+        return bool(self.terms.unit_bytes) or self._asked_last
 
     def _due(self) -> bool:
         """Everything paid for has arrived (and this ceiling is not paid over yet)."""
