@@ -89,7 +89,15 @@ class FacilitatorSettler(ExactSettlerBase):
         )
 
     def close(self) -> None:
+        """Close the HTTP client's connections to the facilitator (the settler is then
+        unusable); ``with FacilitatorSettler(...) as settler:`` does it on exit."""
         self._http.close()
+
+    def __enter__(self) -> FacilitatorSettler:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def supports(self) -> bool:
         """Whether ``GET {url}/supported`` lists x402 v2 ``exact`` on this site's network

@@ -95,9 +95,11 @@ def test_the_official_client_pays_through_the_official_facilitator(
 
 def test_the_settler_reads_what_a_facilitator_supports(fac_usdc, official_facilitator):
     usdc = fac_usdc
-    assert FacilitatorSettler(official_facilitator.url, usdc).supports()
-    with Server(Hostile().app()) as hostile:  # no /supported at all
-        assert not FacilitatorSettler(hostile.url, usdc).supports()
+    with FacilitatorSettler(official_facilitator.url, usdc) as settler:
+        assert settler.supports()
+    with Server(Hostile().app()) as hostile, FacilitatorSettler(hostile.url, usdc) as settler:
+        assert not settler.supports()  # no /supported at all
+    assert settler._http.is_closed  # the with block closed its client
     with pytest.raises(ValueError, match="http"):
         FacilitatorSettler("file:///etc/passwd", usdc)
 
