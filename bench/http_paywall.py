@@ -140,7 +140,8 @@ def serve(rpc: str, contract: str, site_key: str, port: int, ledgers: dict[str, 
     for ledger in opened.values():
         ledger.close()
     profiler.dump_stats(profile)
-    writers.dump_stats(profile + ".writer")
+    if opened:  # without a ledger no writer ran, and pstats cannot read an empty profile
+        writers.dump_stats(profile + ".writer")
 
 
 # -- the load --------------------------------------------------------------------------------
