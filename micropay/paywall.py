@@ -89,7 +89,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from concurrent.futures import Future
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Final, NoReturn, TypeAlias, TypeVar
 
 import anyio.to_thread
@@ -550,11 +550,13 @@ class Paywall:
         self._busy.add(channel_id)
         try:
             try:
-                check = await self._preflight(payload, price, streamed=priced.stream is not None)
+                check = await self._preflight(
+                    payload, price, streamed=priced.stream is not None, metered=priced.metered
+                )
             except _Refusal as check_refusal:
                 await self._refuse(send, price, path, check_refusal)
                 return
-            await self._serve(scope, receive, send, path, replace(check, metered=priced.metered))
+            await self._serve(scope, receive, send, path, check)
         finally:
             self._busy.discard(channel_id)
 
@@ -731,7 +733,7 @@ class Paywall:
             )
 
     async def _preflight(
-        self, payload: PaymentPayload, price: int, *, streamed: bool = False
+        self, payload: PaymentPayload, price: int, *, streamed: bool = False, metered: bool = False
     ) -> ChannelCheck:
         """Every check but the write: the voucher must be exactly the channel's charged total
         plus ``price`` (the route's price, or its maximum if metered). Returns the check: what
@@ -805,6 +807,7 @@ class Paywall:
             0 if held is None else held.charged,
             previous,
             0 if held is None else held.refunded,
+            metered,
         )
 
     def _top(self, held: Held | None, state: ChannelState) -> int:

@@ -24,7 +24,7 @@ tests verify with :func:`verify_receipt`. docs/protocol.md spells out every byte
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from eth_account.signers.local import LocalAccount
 from eth_typing import ChecksumAddress
@@ -221,7 +221,7 @@ def sign_receipt(
     issued_at: int,
 ) -> SignedReceipt:
     """The site's receipt for one charge, signed with its payee key."""
-    unsigned = SignedReceipt(
+    receipt = SignedReceipt(
         domain,
         receipt_id,
         channel_id,
@@ -233,7 +233,11 @@ def sign_receipt(
         issued_at,
         b"",
     )
-    return replace(unsigned, signature=sign_digest(unsigned.digest, key))
+    # The checks ran on the receipt unsigned, and the signature covers exactly those fields:
+    # fill it in place rather than build and check the receipt a second time (a signed
+    # receipt per paid request). It is new here, so nobody else holds it yet.
+    object.__setattr__(receipt, "signature", sign_digest(receipt.digest, key))
+    return receipt
 
 
 def verify_receipt(receipt: SignedReceipt, signer: str | None = None) -> ChecksumAddress:
