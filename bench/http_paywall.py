@@ -35,6 +35,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
@@ -69,6 +70,7 @@ def serve(rpc: str, contract: str, site_key: str, port: int, ledgers: dict[str, 
     from starlette.requests import Request
     from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse
     from starlette.routing import Mount, Route
+    from starlette.types import ASGIApp, Receive, Scope, Send
     from web3 import HTTPProvider, Web3
 
     from micropay.example_site import ARTICLES, render_article
@@ -98,23 +100,36 @@ def serve(rpc: str, contract: str, site_key: str, port: int, ledgers: dict[str, 
         """Each ledger's writer so far: accepts and the transactions they took."""
         return JSONResponse({name: vars(ledger.commit_stats()) for name, ledger in opened.items()})
 
-    routes: list[Route | Mount] = [Mount("/free", routes=handlers), Route("/stats", stats)]
+    # Each prefix is its own app, as a site is: the free routes run one Starlette stack, and
+    # each paid book runs one too, behind its paywall. (Mounting the paywalls under a shared
+    # Starlette would give every paid request a second router and middleware stack to pay for.)
+    apps: dict[str, ASGIApp] = {
+        "free": Starlette(routes=[Mount("/free", routes=handlers)]),
+        "stats": Starlette(routes=[Route("/stats", stats)]),
+    }
     for name, url in ledgers.items():
         book: VoucherBook | None = None
         if name != "memory":
             book = opened[name] = Ledger.open(url, client.domain)
         payee = Payee(client, site, book=book, state_ttl=3600)
-        paywall = Paywall(
-            Starlette(routes=[Mount("/paid", routes=handlers)]),
+        apps[name] = Paywall(
+            Starlette(routes=[Mount(f"/{name}/paid", routes=handlers)]),
             payee=payee,
-            prices={"GET /paid/{kind}/{n}": PRICE},
+            prices={f"GET /{name}/paid/{{kind}}/{{n}}": PRICE},
             prepay=PREPAY if name == "credit" else None,
         )
-        routes.append(Mount(f"/{name}", app=paywall))
-    app = Starlette(routes=routes)
+    missing = PlainTextResponse("no such route", status_code=404)
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        """Hand each request to the app of its path's first segment."""
+        target = apps.get(scope["path"].split("/", 2)[1]) if scope["type"] == "http" else None
+        await (target or missing)(scope, receive, send)
+
+    # No lifespan: nothing here starts on it, and the dispatcher answers only HTTP.
+    options: dict[str, Any] = {"log_level": "warning", "access_log": False, "lifespan": "off"}
     profile = os.environ.get(_PROFILE)
     if not profile:
-        uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+        uvicorn.run(app, host="127.0.0.1", port=port, **options)
         return
     import cProfile
     import signal
@@ -136,7 +151,7 @@ def serve(rpc: str, contract: str, site_key: str, port: int, ledgers: dict[str, 
 
     GroupCommit._run = profiled_writer  # type: ignore[method-assign]
     with cProfile.Profile() as profiler:  # the event loop's thread
-        uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+        uvicorn.run(app, host="127.0.0.1", port=port, **options)
     for ledger in opened.values():
         ledger.close()
     profiler.dump_stats(profile)
