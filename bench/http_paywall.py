@@ -64,7 +64,7 @@ _MNEMONIC = "test test test test test test test test test test test junk"
 
 def serve(rpc: str, contract: str, site_key: str, port: int, ledgers: dict[str, str]) -> None:
     """The server side, run in its own process by :func:`main`: one paywall per book in
-    ``ledgers`` (book name -> ledger URL; ``memory`` has none), each mounted at its name."""
+    ``ledgers`` (book name -> ledger URL; ``memory`` has none), each served at its name."""
     import uvicorn
     from starlette.applications import Starlette
     from starlette.requests import Request
