@@ -442,28 +442,24 @@ class Wallet:
         """Open the payer's next channel to ``payee`` (a derived session key, or the payer's
         own key) with a first deposit, and keep it."""
         chain_id = client.domain.chain_id
+        keys: dict[int, LocalAccount] = {}  # each slot's key, derived once (a KDF apiece)
 
         def config_at(index: int) -> ChannelConfig:
-            authorizer = (
-                derive_session_key(account, chain_id, client.address, payee, token, index)
-                if use_session_key
-                else account
-            )
+            if use_session_key:
+                keys[index] = derive_session_key(
+                    account, chain_id, client.address, payee, token, index
+                )
             return ChannelConfig(
                 payer=account.address,
                 payee=payee,
                 token=token,
-                authorizer=authorizer.address,
+                authorizer=keys[index].address if use_session_key else account.address,
                 withdraw_delay=withdraw_delay,
                 salt=channel_salt(index),
             )
 
         *_, (index, _config, _state) = slots(client, config_at)
-        session_key = (
-            derive_session_key(account, chain_id, client.address, payee, token, index)
-            if use_session_key
-            else None
-        )
+        session_key = keys.get(index)
         payer = Payer.open(
             client,
             account,
