@@ -86,6 +86,7 @@ web: setup
 
 lint: $(STAMP_PY)
 	$(BIN)/ruff check micropay tools tests scripts bench examples
+	$(BIN)/ruff format --check micropay tools tests scripts bench examples
 	$(BIN)/mypy
 
 clean:

@@ -11,8 +11,13 @@ import importlib
 import sys
 
 # Each module has a main() that prints a section.
-BENCHMARKS = ["bench.vouchers", "bench.gas_channels", "bench.gas_streams", "bench.gas_exact",
-    "bench.http_paywall", "bench.http_stream",
+BENCHMARKS = [
+    "bench.vouchers",
+    "bench.gas_channels",
+    "bench.gas_streams",
+    "bench.gas_exact",
+    "bench.http_paywall",
+    "bench.http_stream",
 ]
 
 

@@ -79,9 +79,7 @@ def render(exact: int, opened: int, claimed: int) -> str:
     ]
     channel = opened + claimed
     for n in REQUESTS:
-        lines.append(
-            f"| {n:,} | {n * exact:,} | {channel:,} | {exact:,} | {channel / n:,.0f} |"
-        )
+        lines.append(f"| {n:,} | {n * exact:,} | {channel:,} | {exact:,} | {channel / n:,.0f} |")
     lines.append("")
     lines.append(
         f"a channel costs less gas than exact from {-(-channel // exact)} requests on "

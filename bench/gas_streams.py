@@ -243,16 +243,24 @@ def measure(
     # Time passes between the sender's calls, as it would: a snapshot taken in the same
     # second as the previous one rewrites unchanged values, which costs less.
     step(60)
-    rows.append(Row("adjust rate (the stream's first snapshot)",
-                    streams.adjust_rate(open_stream, rate * 2, sender).gas_used))
+    rows.append(
+        Row(
+            "adjust rate (the stream's first snapshot)",
+            streams.adjust_rate(open_stream, rate * 2, sender).gas_used,
+        )
+    )
     step(60)
     rows.append(Row("adjust rate", streams.adjust_rate(open_stream, rate, sender).gas_used))
     step(60)
     rows.append(Row("pause", streams.pause(open_stream, sender).gas_used))
     refundable = streams.open_amounts(open_stream).refundable
     step(60)
-    rows.append(Row("refund (ERC-20, paused stream)",
-                    streams.refund(open_stream, refundable // 2, sender).gas_used))
+    rows.append(
+        Row(
+            "refund (ERC-20, paused stream)",
+            streams.refund(open_stream, refundable // 2, sender).gas_used,
+        )
+    )
     step(60)
     rows.append(Row("resume", streams.resume(open_stream, rate, sender).gas_used))
     rows.append(

@@ -137,9 +137,7 @@ def _site(channels: ChannelClient, key: LocalAccount, ledger: Ledger) -> Paywall
     prices: dict[str, UpTo | PerUnit] = {
         "GET /v1/search": UpTo(SEARCH_MAX),
         "GET /v1/complete": PerUnit(PER_TOKEN, increment=TOKEN_INCREMENT),
-        "GET /v1/watch": PerUnit(
-            PER_SECOND, increment=SECOND_INCREMENT, unit_bytes=SECOND_BYTES
-        ),
+        "GET /v1/watch": PerUnit(PER_SECOND, increment=SECOND_INCREMENT, unit_bytes=SECOND_BYTES),
     }
     return Paywall(app, payee=payee, prices=prices)
 

@@ -36,8 +36,7 @@ def test_the_runbook_covers_the_operators_path():
 def test_every_command_in_the_runbook_runs_on_anvil(tmp_path: Path, postgres_ledger_url: str):
     script = tmp_path / "runbook.sh"
     script.write_text(
-        "set -euo pipefail\ntrap 'kill $(jobs -p) 2>/dev/null; wait' EXIT\n"
-        + "\n".join(BLOCKS),
+        "set -euo pipefail\ntrap 'kill $(jobs -p) 2>/dev/null; wait' EXIT\n" + "\n".join(BLOCKS),
         encoding="utf8",
     )
     deployer, site, reader = dev_keys(3)

@@ -58,7 +58,14 @@ def test_every_reason_code_and_codec_header_validates_offline():
     voucher = sign_voucher(domain, config.channel_id, 1_000, b"\x01" * 32)
     for with_offer in (offer, None):
         payload = PaymentPayload(
-            offer.network, 1_000, ZERO_ADDRESS, offer.pay_to, config, voucher, with_offer, "http://a/"
+            offer.network,
+            1_000,
+            ZERO_ADDRESS,
+            offer.pay_to,
+            config,
+            voucher,
+            with_offer,
+            "http://a/",
         )
         model = check_payload(payload.encode())
         assert model.accepted.scheme == "channel"
