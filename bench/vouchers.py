@@ -5,6 +5,10 @@ Three verifiers over the same signed vouchers:
 - eth-account's generic path (``encode_typed_data`` + ``Account.recover_message``);
 - raw coincurve: keccak of the message and recovery of the key, with nothing around it —
   the floor any Python verifier pays (goal: fast path at least 0.9 times this, and twice generic).
+
+Beside them, the rest of what a paid request costs a site in the SDK's own code: signing its
+receipt (``sign_receipt``) and decoding the ``PAYMENT-SIGNATURE`` header (one channel, as a
+reader's requests are: its configuration is parsed once).
 """
 
 from __future__ import annotations
@@ -18,7 +22,9 @@ from eth_account import Account
 from eth_account.messages import encode_typed_data
 
 from micropay._keccak import keccak256
-from micropay.vouchers import VoucherDomain, VoucherVerifier, sign_voucher
+from micropay._x402 import PaymentPayload
+from micropay.receipts import sign_receipt
+from micropay.vouchers import ChannelConfig, VoucherDomain, VoucherVerifier, sign_voucher
 
 N = 20_000
 DOMAIN = VoucherDomain(1, "0x5FbDB2315678afecb367f032d93F642f64180aa3")
@@ -73,11 +79,48 @@ def main() -> None:
         for i in range(N // 4):
             sign_voucher(DOMAIN, channel_id, i, secret)
 
+    site = Account.from_key(os.urandom(32))
+    receipt_ids = [os.urandom(32) for _ in range(N // 4)]
+
+    def receipts() -> None:
+        for i, receipt_id in enumerate(receipt_ids):
+            sign_receipt(
+                DOMAIN,
+                site,
+                receipt_id=receipt_id,
+                channel_id=channel_id,
+                payer=signer.address,
+                asset=DOMAIN.verifying_contract,
+                resource="GET /articles/1",
+                amount=1000,
+                cumulative_amount=1000 * (i + 1),
+                issued_at=1_800_000_000,
+            )
+
+    config = ChannelConfig(
+        payer=signer.address,
+        payee=site.address,
+        token=DOMAIN.verifying_contract,
+        authorizer=signer.address,
+        withdraw_delay=3600,
+        salt=os.urandom(32),
+    )
+    headers = [
+        PaymentPayload("eip155:1", 1000, config.token, site.address, config, v).encode().encode()
+        for v in vouchers[: N // 4]
+    ]
+
+    def decode() -> None:
+        for header in headers:
+            PaymentPayload.decode(header)
+
     print(f"Voucher verification, one core, {N:,} vouchers (generic path: {N // 10:,}):\n")
     fast_rate = rate("payee fast path (VoucherVerifier.verify)", N, fast)
     generic_rate = rate("eth-account generic (encode_typed_data+recover)", N // 10, generic)
     raw_rate = rate("raw coincurve keccak + recover", N, raw)
     rate("vouchers signed (sign_voucher)", N // 4, sign)
+    rate("receipts signed (sign_receipt)", N // 4, receipts)
+    rate("PAYMENT-SIGNATURE headers decoded", N // 4, decode)
     print()
     print(f"fast / raw coincurve  = {fast_rate / raw_rate:.2f}  (goal ≥ 0.90)")
     print(f"fast / generic        = {fast_rate / generic_rate:.1f}  (goal ≥ 2)")
