@@ -24,6 +24,7 @@ it off chain, and :meth:`Payee.refund_on_chain` returns unspent deposit.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections import OrderedDict
@@ -140,7 +141,9 @@ class VerifyingBook(VoucherBook, Protocol):
 @runtime_checkable
 class CommittingBook(VoucherBook, Protocol):
     """A book whose writes are committed in groups by a writer of its own (the durable
-    ledger): an event loop awaits :meth:`accept_soon`'s future instead of parking a thread."""
+    ledger): an event loop awaits :meth:`accept_soon`'s future instead of parking a thread.
+    Given the running asyncio loop as ``loop``, the future is one of that loop (settled with
+    one wake-up per commit); without it, a :class:`concurrent.futures.Future`."""
 
     blocking_reads: bool
     """Whether its reads may wait on a server (then an event loop reads it from a thread)."""
@@ -154,10 +157,19 @@ class CommittingBook(VoucherBook, Protocol):
         covered: bool = False,
         charge: SignedReceipt | None = None,
         charged: int | None = None,
-    ) -> Future[int]:
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> Future[int] | asyncio.Future[int]:
         """:meth:`VoucherBook.accept_if_higher`, its result in a future once it is durable."""
 
-    def charge_soon(self, channel_id: bytes, ceiling: int, over: int, charged: int) -> Future[int]:
+    def charge_soon(
+        self,
+        channel_id: bytes,
+        ceiling: int,
+        over: int,
+        charged: int,
+        *,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> Future[int] | asyncio.Future[int]:
         """A charge under the best voucher held (``ceiling``, not written again): the charged
         total from exactly ``over`` to ``charged``, its result in a future once durable
         (:class:`StaleVoucherError` if the book holds another total or ceiling)."""

@@ -1043,10 +1043,15 @@ class Paywall:
             charged = held.charged + token.price
             try:
                 if self._committing is not None:  # the ledger: swap the charged total only
-                    future = self._committing.charge_soon(
-                        config.channel_id, held.ceiling, held.charged, charged
+                    await _committed(
+                        functools.partial(
+                            self._committing.charge_soon,
+                            config.channel_id,
+                            held.ceiling,
+                            held.charged,
+                            charged,
+                        )
                     )
-                    await _completed(future)
                 else:
                     await self._write(config, held.voucher, over=held.charged, charged=charged)
             except StaleVoucherError:
@@ -1233,10 +1238,17 @@ class Paywall:
         awaited, not called from a thread; the result comes after the commit."""
         book = self._committing
         if book is not None:
-            future = book.accept_soon(
-                config, voucher, over=over, covered=covered, charge=charge, charged=charged
+            return await _committed(
+                functools.partial(
+                    book.accept_soon,
+                    config,
+                    voucher,
+                    over=over,
+                    covered=covered,
+                    charge=charge,
+                    charged=charged,
+                )
             )
-            return await _completed(future)
         accept = functools.partial(
             self.book.accept_if_higher,
             config,
@@ -1428,11 +1440,16 @@ def _view(channel_id: bytes, held: Held | None, state: ChannelState) -> ChannelV
 _ASK = "this resource is paid per request: retry with a PAYMENT-SIGNATURE header"
 
 
-async def _completed(future: Future[_T]) -> _T:
-    """The result of a future another thread completes, awaited without a thread of ours
-    (an asyncio loop is woken by it; any other loop waits in a worker thread)."""
+async def _committed(write: Callable[..., Future[_T] | asyncio.Future[_T]]) -> _T:
+    """The result of a write the ledger's writer commits (``write`` takes the loop to
+    settle on as ``loop``): on an asyncio loop, a future of it, awaited without a thread of
+    ours; on any other loop (trio), a thread's future, waited for in a worker thread."""
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:
+        future = write(loop=None)
         return await anyio.to_thread.run_sync(future.result)
-    return await asyncio.wrap_future(future, loop=loop)
+    future = write(loop=loop)
+    if isinstance(future, asyncio.Future):
+        return await future
+    return await asyncio.wrap_future(future, loop=loop)  # a book that keeps to threads

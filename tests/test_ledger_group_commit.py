@@ -8,6 +8,7 @@ another process's writer would), so what queues behind it is known, not left to 
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -163,3 +164,112 @@ def test_a_voucher_checked_by_the_ledger_is_not_checked_again_when_stored(ledger
         with pytest.raises(InvalidSignatureError):
             ledger.accept_if_higher(config, forged)
         assert ledger.best(config.channel_id).cumulative_amount == 60
+
+
+# -- accepts from an event loop: futures of the loop, one wake-up per commit ----------------
+
+
+def _counting_wakeups(loop: asyncio.AbstractEventLoop) -> list[int]:
+    """Count the calls another thread makes to wake ``loop`` (the real call still runs)."""
+    calls: list[int] = []
+    wake = loop.call_soon_threadsafe
+
+    def counted(callback, *args, context=None):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        return wake(callback, *args, context=context)
+
+    loop.call_soon_threadsafe = counted  # type: ignore[method-assign]
+    return calls
+
+
+def test_accepts_from_an_event_loop_are_settled_on_it_once_per_commit(ledger_url):
+    with Ledger.open(ledger_url, DOMAIN) as ledger:
+        configs = [channel(500 + i) for i in range(20)]
+        repeated = configs[0]
+
+        async def accept_together() -> None:
+            loop = asyncio.get_running_loop()
+            wakeups = _counting_wakeups(loop)
+            with _writes_held(ledger_url):
+                futures = [
+                    ledger.accept_soon(
+                        c, voucher(c, 100 + i), over=0, charge=charge(c, 100 + i), loop=loop
+                    )
+                    for i, c in enumerate(configs)
+                ]
+                # The same voucher again, in the same batch: refused there, not here.
+                again = ledger.accept_soon(repeated, voucher(repeated, 100), over=0, loop=loop)
+                await asyncio.sleep(0.3)  # the writer waits on the lock: nothing answered yet
+                assert not any(f.done() for f in [*futures, again])
+            assert all(isinstance(f, asyncio.Future) and f.get_loop() is loop for f in futures)
+            assert await asyncio.gather(*futures) == [100 + i for i in range(20)]
+            with pytest.raises(StaleVoucherError, match=r"holds 100|does not beat"):
+                await again
+            # Every future of a commit came with the commit's one wake-up of the loop.
+            assert len(wakeups) == ledger.commit_stats().commits <= 2
+
+        asyncio.run(accept_together())
+        assert len(ledger.charges()) == 20
+
+
+def test_a_bad_accept_from_an_event_loop_fails_alone(ledger_url):
+    with Ledger.open(ledger_url, DOMAIN) as ledger:
+        earlier = channel(600)
+        ledger.accept_if_higher(earlier, voucher(earlier, 10), charge=charge(earlier, 10, 10))
+        [taken] = ledger.charges()
+        good, bad, other = channel(601), channel(602), channel(603)
+
+        async def accept_both() -> None:
+            loop = asyncio.get_running_loop()
+            with _writes_held(ledger_url):
+                first = ledger.accept_soon(
+                    good, voucher(good, 5), charge=charge(good, 5, 5), loop=loop
+                )
+                clash = replace(charge(bad, 5, 5), receipt_id=taken.receipt_id)
+                refused = ledger.accept_soon(bad, voucher(bad, 5), charge=clash, loop=loop)
+                last = ledger.accept_soon(
+                    other, voucher(other, 7), charge=charge(other, 7, 7), loop=loop
+                )
+            assert (await first, await last) == (5, 7)
+            with pytest.raises(LedgerError):
+                await refused
+
+        asyncio.run(accept_both())
+        assert ledger.best(bad.channel_id) is None
+        assert sorted(c.cumulative_amount for c in ledger.charges()) == [5, 7, 10]
+
+
+def test_an_accept_cancelled_before_its_turn_is_not_written(ledger_url):
+    """A request that went away (its task cancelled) before the writer took its accept is
+    not charged; one the writer already took is, as a thread's future would be."""
+    with Ledger.open(ledger_url, DOMAIN) as ledger:
+        first, left, kept = channel(700), channel(701), channel(702)
+
+        async def cancel_one() -> None:
+            loop = asyncio.get_running_loop()
+            with _writes_held(ledger_url):
+                taken = ledger.accept_soon(first, voucher(first, 3), over=0, loop=loop)
+                await asyncio.sleep(0.2)  # the writer took it and waits on the lock
+                gone = ledger.accept_soon(left, voucher(left, 4), over=0, loop=loop)
+                stays = ledger.accept_soon(kept, voucher(kept, 6), over=0, loop=loop)
+                gone.cancel()
+            assert (await taken, await stays) == (3, 6)
+            assert gone.cancelled()
+
+        asyncio.run(cancel_one())
+        assert ledger.best(left.channel_id) is None
+        assert ledger.best(kept.channel_id).cumulative_amount == 6
+
+
+def test_a_closed_loop_does_not_stop_the_writer(ledger_url):
+    """A loop that closed with an accept in flight has nobody to tell: the accept is still
+    committed, and the writer goes on serving others."""
+    with Ledger.open(ledger_url, DOMAIN) as ledger:
+        config, later = channel(800), channel(801)
+        loop = asyncio.new_event_loop()
+        with _writes_held(ledger_url):
+            orphan = ledger.accept_soon(config, voucher(config, 8), over=0, loop=loop)
+            loop.close()
+        assert ledger.accept_if_higher(later, voucher(later, 9)) == 9
+        assert ledger.best(config.channel_id).cumulative_amount == 8
+        assert not orphan.done()  # its loop is gone: nothing could settle it

@@ -14,10 +14,18 @@ at fault fails and none is lost or applied twice (a rolled-back transaction wrot
 
 The writer keeps its own connection (beside the store's pool), so an accept never waits
 for a pooled connection and never hops to a new thread per call.
+
+An accept submitted from an asyncio loop (``loop=``) gets a future of that loop, and the
+writer settles all of a commit's futures of one loop with one wake-up of it: a
+:class:`concurrent.futures.Future` per accept, wrapped for the loop, would cost the loop
+two futures and a wake-up each, and the writer the Python to run their callbacks, which it
+can only do holding the interpreter lock the loop is serving requests with.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import threading
 import time
@@ -25,7 +33,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, Union
 
 from micropay.errors import LedgerError
 
@@ -37,6 +45,10 @@ COMMIT_WINDOW = 0.0002
 longer window of its own: what arrives meanwhile joins the next batch)."""
 MAX_BATCH = 64
 """The most accepts one transaction carries (a bound on the latency of the last of them)."""
+
+_T = TypeVar("_T")
+Pending = Union[Future[_T], "asyncio.Future[_T]"]
+"""What an accept's submitter waits on: a thread's future, or one of its event loop's."""
 
 
 @dataclass
@@ -55,7 +67,21 @@ class _Job:
     """The statements, run inside the batch's transaction."""
     then: Callable[[Any], Any]
     """Turns what ``work`` returned into the future's result, once the commit is durable."""
-    future: Future[Any]
+    future: Pending[Any]
+    loop: asyncio.AbstractEventLoop | None
+    """The loop ``future`` belongs to (None: a thread's future, settled from the writer)."""
+
+    def wanted(self) -> bool:
+        """Whether anyone still waits for the job: a cancelled one is not written (its
+        request went away before its turn). A loop's future is read from the writer's thread
+        here; a cancel that races the read is one that could have come after the commit."""
+        if self.loop is None:
+            return self.future.set_running_or_notify_cancel()  # type: ignore[union-attr]
+        return not self.future.cancelled()
+
+
+_Outcome = tuple[_Job, Any, BaseException | None]
+"""A job's result or its error, to be delivered to its future."""
 
 
 class GroupCommit:
@@ -77,13 +103,19 @@ class GroupCommit:
         )
         self._thread.start()
 
-    def submit(self, work: Callable[[Execute], Any], then: Callable[[Any], Any]) -> Future[Any]:
-        """Queue ``work``; the future holds ``then(work's result)`` once it is committed."""
-        future: Future[Any] = Future()
+    def submit(
+        self,
+        work: Callable[[Execute], Any],
+        then: Callable[[Any], Any],
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> Pending[Any]:
+        """Queue ``work``; the future holds ``then(work's result)`` once it is committed.
+        With ``loop`` (the running loop: call from it), the future is one of that loop."""
+        future: Pending[Any] = Future() if loop is None else loop.create_future()
         with self._ready:
             if self._stopping:
                 raise LedgerError(f"the ledger at {self._store.location} is closed")
-            self._jobs.append(_Job(work, then, future))
+            self._jobs.append(_Job(work, then, future, loop))
             self._ready.notify()
         return future
 
@@ -114,26 +146,25 @@ class GroupCommit:
         connection: Any = None
         try:
             while (batch := self._take()) is not None:
-                jobs = [job for job in batch if job.future.set_running_or_notify_cancel()]
+                jobs = [job for job in batch if job.wanted()]
                 if not jobs:
                     continue
-                connection = self._commit(connection, jobs)
+                connection, outcomes = self._commit(connection, jobs)
+                _deliver(outcomes)
         finally:
             with self._ready:
                 self._stopping = True
                 left = list(self._jobs)
                 self._jobs.clear()
-            for job in left:  # only if the loop itself failed: say so rather than hang
-                if job.future.set_running_or_notify_cancel():
-                    job.future.set_exception(
-                        LedgerError(f"the writer of {self._store.location} stopped")
-                    )
+            # Only if the loop itself failed: say so rather than hang.
+            stopped = LedgerError(f"the writer of {self._store.location} stopped")
+            _deliver([(job, None, stopped) for job in left if job.wanted()])
             if connection is not None:
                 self._store._close_connection(connection)
 
-    def _commit(self, connection: Any, jobs: list[_Job]) -> Any:
+    def _commit(self, connection: Any, jobs: list[_Job]) -> tuple[Any, list[_Outcome]]:
         """Run ``jobs`` in one transaction (or, if it fails, each in its own); return the
-        connection to use next (a new one if this one broke)."""
+        connection to use next (a new one if this one broke) and what each job came to."""
         try:
             if connection is None:
                 connection = self._store._connect()
@@ -143,26 +174,26 @@ class GroupCommit:
         except Exception as err:
             connection = self._recycled(connection)
             if len(jobs) == 1:
-                jobs[0].future.set_exception(err)
-                return connection
+                return connection, [(jobs[0], None, err)]
+            outcomes: list[_Outcome] = []
             for job in jobs:  # find the one at fault: the others still commit
                 try:
                     if connection is None:
                         connection = self._store._connect()
                     result = self._store._transact(connection, job.work)
                 except Exception as alone:
-                    job.future.set_exception(alone)
+                    outcomes.append((job, None, alone))
                     connection = self._recycled(connection)
                 else:
                     self.stats.commits += 1
                     self.stats.accepts += 1
-                    _finish(job, result)
-            return connection
+                    outcomes.append(_finished(job, result))
+            return connection, outcomes
         self.stats.commits += 1
         self.stats.accepts += len(jobs)
-        for job, result in zip(jobs, results, strict=True):
-            _finish(job, result)
-        return connection
+        return connection, [
+            _finished(job, result) for job, result in zip(jobs, results, strict=True)
+        ]
 
     def _recycled(self, connection: Any) -> Any:
         """The connection if it still works, else None (closed; the next use reconnects)."""
@@ -172,10 +203,36 @@ class GroupCommit:
         return None
 
 
-def _finish(job: _Job, result: Any) -> None:
+def _finished(job: _Job, result: Any) -> _Outcome:
+    """The job's outcome once its commit is durable: ``then`` of its work's result."""
     try:
-        value = job.then(result)
+        return job, job.then(result), None
     except Exception as err:
-        job.future.set_exception(err)
-    else:
-        job.future.set_result(value)
+        return job, None, err
+
+
+def _deliver(outcomes: list[_Outcome]) -> None:
+    """Settle the jobs' futures: a thread's at once, a loop's in one call on that loop for
+    all of its jobs here (a loop that has closed meanwhile has nobody waiting)."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
+    for outcome in outcomes:
+        loop = outcome[0].loop
+        if loop is None:
+            _settle([outcome])
+        else:
+            by_loop.setdefault(loop, []).append(outcome)
+    for loop, settled in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # the loop is closed
+            loop.call_soon_threadsafe(_settle, settled)
+
+
+def _settle(outcomes: list[_Outcome]) -> None:
+    """Set each future's result or error (on a loop: run by it, so a future is not cancelled
+    meanwhile; one that was is left alone)."""
+    for job, value, error in outcomes:
+        if job.future.cancelled():
+            continue
+        if error is None:
+            job.future.set_result(value)
+        else:
+            job.future.set_exception(error)

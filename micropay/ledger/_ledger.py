@@ -9,6 +9,7 @@ a claim that reverts (or a voucher quietly missing from the books).
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections import OrderedDict
@@ -29,7 +30,7 @@ from micropay.errors import (
     VoucherError,
 )
 from micropay.ledger._authorizations import AuthorizationJournal
-from micropay.ledger._group import CommitStats
+from micropay.ledger._group import CommitStats, Pending
 from micropay.ledger._journal import ChainJournal
 from micropay.ledger._records import ChainView, Position
 from micropay.ledger._store import Accepted, ChargeRow, RefundRow, Store, VoucherRow
@@ -212,11 +213,16 @@ class Ledger:
         covered: bool = False,
         charge: SignedReceipt | None = None,
         charged: int | None = None,
-    ) -> Future[int]:
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> Pending[int]:
         """:meth:`accept_if_higher` without waiting: the checks run now (a bad voucher raises
         here), the write joins the ledger's next group commit, and the future holds the
-        increment (or the :class:`StaleVoucherError`) once that commit is durable. A server
-        on an event loop awaits it (``asyncio.wrap_future``) instead of parking a thread."""
+        increment (or the :class:`StaleVoucherError`) once that commit is durable.
+
+        A server on an asyncio loop passes it as ``loop`` (calling from it) and awaits the
+        future, a future of that loop, instead of parking a thread: the writer wakes the loop
+        once per commit for all of its futures there. Without ``loop`` the future is a
+        :class:`concurrent.futures.Future`, for threads."""
         if voucher.channel_id != config.channel_id:
             raise VoucherError("the voucher is for another channel than the configuration")
         if self._fresh.pop(config.channel_id, None) != (
@@ -228,7 +234,7 @@ class Ledger:
         total = charged_total(voucher, charged)
         if charged is None and over is not None and total <= over:
             # A voucher charged whole must add to the total read: nothing to write.
-            stale: Future[int] = Future()
+            stale: Pending[int] = Future() if loop is None else loop.create_future()
             stale.set_exception(
                 StaleVoucherError(
                     f"voucher for {voucher.cumulative_amount} does not beat the accepted {over}"
@@ -275,14 +281,23 @@ class Ledger:
                 self._verified[config.channel_id] = (voucher.cumulative_amount, voucher.signature)
             return total - found.replaced
 
-        return self._store.accept_soon(row, over=over, charge=charge_row, then=increment)
+        return self._store.accept_soon(row, over=over, charge=charge_row, then=increment, loop=loop)
 
-    def charge_soon(self, channel_id: bytes, ceiling: int, over: int, charged: int) -> Future[int]:
+    def charge_soon(
+        self,
+        channel_id: bytes,
+        ceiling: int,
+        over: int,
+        charged: int,
+        *,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> Pending[int]:
         """A charge under the best voucher already held (a prepaid credit's): the charged total
         goes from exactly ``over`` to ``charged`` while the best voucher is still ``ceiling``,
         in the next group commit; the future holds the increment once durable, or
         :class:`StaleVoucherError` if the row holds another total or ceiling. No voucher is
-        written, so none is checked: the one held was checked when it was stored."""
+        written, so none is checked: the one held was checked when it was stored. ``loop``
+        as for :meth:`accept_soon`."""
 
         def increment(found: Accepted) -> int:
             if found.replaced is None:
@@ -293,7 +308,7 @@ class Ledger:
             return charged - over
 
         return self._store.charge_soon(
-            channel_id, ceiling, over, charged, time.time(), then=increment
+            channel_id, ceiling, over, charged, time.time(), then=increment, loop=loop
         )
 
     def verify(self, config: ChannelConfig, voucher: Voucher) -> None:

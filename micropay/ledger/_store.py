@@ -47,18 +47,18 @@ transaction, before anything else reads it; a newer one is refused.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, ClassVar, Generic, TypeVar
 
 from micropay.charging import refunded_below
 from micropay.errors import LedgerCorruptError, LedgerError
-from micropay.ledger._group import COMMIT_WINDOW, MAX_BATCH, CommitStats, GroupCommit
+from micropay.ledger._group import COMMIT_WINDOW, MAX_BATCH, CommitStats, GroupCommit, Pending
 from micropay.ledger._records import BlockRef, ChainEvent, ChainView, EventKind
 
 SCHEMA_VERSION = 4
@@ -537,10 +537,12 @@ class Store(ABC):
         over: int | None = None,
         charge: ChargeRow | None = None,
         then: Callable[[Accepted], _T],
-    ) -> Future[_T]:
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> Pending[_T]:
         """:meth:`accept`, queued for the writer: the future holds ``then`` of what it found
         once the transaction that wrote it (shared with the accepts queued beside it) is
-        durably committed, and only then (``then`` runs on the writer's thread)."""
+        durably committed, and only then (``then`` runs on the writer's thread). With
+        ``loop`` (the running loop: call from it), the future is one of that loop."""
         if over is not None and over < 0:
             raise ValueError("over is an amount: 0 or more")
         if row.charged_amount > row.cumulative_amount:
@@ -570,7 +572,7 @@ class Store(ABC):
                 execute(_INSERT_CHARGE, charged)
             return Accepted(self._amount(rows[0][0], row.channel_id, "replaced_amount"), 0)
 
-        return self._writer().submit(work, then)
+        return self._writer().submit(work, then, loop)
 
     def charge_soon(
         self,
@@ -581,10 +583,12 @@ class Store(ABC):
         at: float,
         *,
         then: Callable[[Accepted], _T],
-    ) -> Future[_T]:
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> Pending[_T]:
         """A charge under the best voucher the row holds (``ceiling``), queued for the writer
-        as :meth:`accept_soon`'s: the charged total goes from exactly ``over`` to ``charged``
-        (at most the ceiling), else nothing is written; the future holds what was found."""
+        as :meth:`accept_soon`'s (``loop`` likewise): the charged total goes from exactly
+        ``over`` to ``charged`` (at most the ceiling), else nothing is written; the future
+        holds what was found."""
         if not 0 <= over < charged <= ceiling:
             raise ValueError("a charge raises the charged total, at most to the ceiling")
         encode, real = self.encode_amount, self._encoders["real"]
@@ -598,7 +602,7 @@ class Store(ABC):
                 None, self._amount(held[0][0], channel_id, "charged total") if held else 0
             )
 
-        return self._writer().submit(work, then)
+        return self._writer().submit(work, then, loop)
 
     def commit_stats(self) -> CommitStats:
         """A copy of what this process's writer has committed (zeros before its first)."""
