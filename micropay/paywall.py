@@ -1236,29 +1236,16 @@ class Paywall:
     ) -> int:
         """The book's ``accept_if_higher``: a book with a writer of its own (the ledger) is
         awaited, not called from a thread; the result comes after the commit."""
+
+        def this_write(method: Callable[..., _T]) -> Callable[..., _T]:
+            return functools.partial(
+                method, config, voucher, over=over, covered=covered, charge=charge, charged=charged
+            )
+
         book = self._committing
         if book is not None:
-            return await _committed(
-                functools.partial(
-                    book.accept_soon,
-                    config,
-                    voucher,
-                    over=over,
-                    covered=covered,
-                    charge=charge,
-                    charged=charged,
-                )
-            )
-        accept = functools.partial(
-            self.book.accept_if_higher,
-            config,
-            voucher,
-            over=over,
-            covered=covered,
-            charge=charge,
-            charged=charged,
-        )
-        return await self._with_book(accept)
+            return await _committed(this_write(book.accept_soon))
+        return await self._with_book(this_write(self.book.accept_if_higher))
 
     async def _send_reader_page(self, scope: Scope, send: Send, path: _Resource) -> None:
         """The 402 a browser gets: the page to pay from, with the usual header."""
