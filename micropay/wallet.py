@@ -442,24 +442,25 @@ class Wallet:
         """Open the payer's next channel to ``payee`` (a derived session key, or the payer's
         own key) with a first deposit, and keep it."""
         chain_id = client.domain.chain_id
-        keys: dict[int, LocalAccount] = {}  # each slot's key, derived once (a KDF apiece)
+        keys: dict[int, LocalAccount] = {}  # each slot's authorizer, derived once (a KDF apiece)
 
         def config_at(index: int) -> ChannelConfig:
-            if use_session_key:
-                keys[index] = derive_session_key(
-                    account, chain_id, client.address, payee, token, index
-                )
+            authorizer = keys[index] = (
+                derive_session_key(account, chain_id, client.address, payee, token, index)
+                if use_session_key
+                else account
+            )
             return ChannelConfig(
                 payer=account.address,
                 payee=payee,
                 token=token,
-                authorizer=keys[index].address if use_session_key else account.address,
+                authorizer=authorizer.address,
                 withdraw_delay=withdraw_delay,
                 salt=channel_salt(index),
             )
 
         *_, (index, _config, _state) = slots(client, config_at)
-        session_key = keys.get(index)
+        session_key = keys[index] if use_session_key else None
         payer = Payer.open(
             client,
             account,
