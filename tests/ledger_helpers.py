@@ -12,7 +12,7 @@ import json
 import os
 import random
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,6 +93,33 @@ def raw_execute(url: str, sql: str, params: Sequence[Any] = ()) -> list[tuple[An
     with psycopg.connect(url, autocommit=True) as connection:
         cursor = connection.execute(sql.replace("?", "%s"), params)
         return cursor.fetchall() if cursor.description else []
+
+
+@contextlib.contextmanager
+def writes_held(url: str) -> Iterator[None]:
+    """Keep the ledger's table write-locked from another connection until the block ends
+    (as another process's writer would): what the ledger's writer commits meanwhile waits,
+    so a test knows what is queued rather than leaving it to timing."""
+    if url.startswith("sqlite:"):
+        import sqlite3
+
+        connection = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            connection.execute("ROLLBACK")
+            connection.close()
+        return
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as held:
+        held.execute("BEGIN")
+        held.execute("LOCK TABLE best_vouchers IN SHARE ROW EXCLUSIVE MODE")
+        try:
+            yield
+        finally:
+            held.execute("ROLLBACK")
 
 
 # -- concurrency: many processes accepting interleaved vouchers ---------------------------------

@@ -2,21 +2,18 @@
 answered before it, a bad one fails alone; a known channel's configuration is built once
 (in a bounded cache) and a voucher the payee checked is not checked again. Both back ends.
 
-The writer is held back by a transaction another connection keeps open on the table (as
-another process's writer would), so what queues behind it is known, not left to timing.
+The writer is held back by a transaction another connection keeps open on the table
+(``ledger_helpers.writes_held``), so what queues behind it is known, not left to timing.
 """
 
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import replace
 
 import pytest
-from ledger_helpers import DOMAIN, channel, charge, raw_execute, voucher
+from ledger_helpers import DOMAIN, channel, charge, raw_execute, voucher, writes_held
 
 from micropay.errors import (
     InvalidSignatureError,
@@ -31,35 +28,12 @@ pytestmark = pytest.mark.offchain
 pytest_plugins = ["ledger_fixtures"]
 
 
-@contextmanager
-def _writes_held(url: str) -> Iterator[None]:
-    """Keep the ledger's table write-locked from another connection until the block ends."""
-    if url.startswith("sqlite:"):
-        connection = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
-        connection.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        finally:
-            connection.execute("ROLLBACK")
-            connection.close()
-        return
-    import psycopg
-
-    with psycopg.connect(url, autocommit=True) as held:
-        held.execute("BEGIN")
-        held.execute("LOCK TABLE best_vouchers IN SHARE ROW EXCLUSIVE MODE")
-        try:
-            yield
-        finally:
-            held.execute("ROLLBACK")
-
-
 def test_accepts_that_queue_together_share_one_commit_and_none_is_answered_before_it(
     ledger_url,
 ):
     with Ledger.open(ledger_url, DOMAIN) as ledger:
         configs = [channel(100 + i) for i in range(40)]
-        with _writes_held(ledger_url):
+        with writes_held(ledger_url):
             futures = [
                 ledger.accept_soon(c, voucher(c, 1_000 + i), over=0, charge=charge(c, 1_000 + i))
                 for i, c in enumerate(configs)
@@ -85,7 +59,7 @@ def test_a_bad_accept_in_a_batch_fails_alone_and_writes_nothing(ledger_url):
         ledger.accept_if_higher(earlier, voucher(earlier, 10), charge=charge(earlier, 10, 10))
         [taken] = ledger.charges()
         good, bad, other = channel(201), channel(202), channel(203)
-        with _writes_held(ledger_url):
+        with writes_held(ledger_url):
             first = ledger.accept_soon(good, voucher(good, 5), charge=charge(good, 5, 5))
             # A receipt id already charged: the database refuses the row, in the batch.
             clash = replace(charge(bad, 5, 5), receipt_id=taken.receipt_id)
@@ -102,7 +76,7 @@ def test_a_bad_accept_in_a_batch_fails_alone_and_writes_nothing(ledger_url):
 def test_a_stale_accept_in_a_batch_is_refused_and_the_rest_commit(ledger_url):
     with Ledger.open(ledger_url, DOMAIN) as ledger:
         config = channel(250)
-        with _writes_held(ledger_url):
+        with writes_held(ledger_url):
             raised = ledger.accept_soon(config, voucher(config, 9), over=0)
             same = ledger.accept_soon(config, voucher(config, 9), over=0)  # the same voucher
             lower = ledger.accept_soon(config, voucher(config, 4))
@@ -190,7 +164,7 @@ def test_accepts_from_an_event_loop_are_settled_on_it_once_per_commit(ledger_url
         async def accept_together() -> None:
             loop = asyncio.get_running_loop()
             wakeups = _counting_wakeups(loop)
-            with _writes_held(ledger_url):
+            with writes_held(ledger_url):
                 futures = [
                     ledger.accept_soon(
                         c, voucher(c, 100 + i), over=0, charge=charge(c, 100 + i), loop=loop
@@ -221,7 +195,7 @@ def test_a_bad_accept_from_an_event_loop_fails_alone(ledger_url):
 
         async def accept_both() -> None:
             loop = asyncio.get_running_loop()
-            with _writes_held(ledger_url):
+            with writes_held(ledger_url):
                 first = ledger.accept_soon(
                     good, voucher(good, 5), charge=charge(good, 5, 5), loop=loop
                 )
@@ -247,7 +221,7 @@ def test_an_accept_cancelled_before_its_turn_is_not_written(ledger_url):
 
         async def cancel_one() -> None:
             loop = asyncio.get_running_loop()
-            with _writes_held(ledger_url):
+            with writes_held(ledger_url):
                 taken = ledger.accept_soon(first, voucher(first, 3), over=0, loop=loop)
                 await asyncio.sleep(0.2)  # the writer took it and waits on the lock
                 gone = ledger.accept_soon(left, voucher(left, 4), over=0, loop=loop)
@@ -267,7 +241,7 @@ def test_a_closed_loop_does_not_stop_the_writer(ledger_url):
     with Ledger.open(ledger_url, DOMAIN) as ledger:
         config, later = channel(800), channel(801)
         loop = asyncio.new_event_loop()
-        with _writes_held(ledger_url):
+        with writes_held(ledger_url):
             orphan = ledger.accept_soon(config, voucher(config, 8), over=0, loop=loop)
             loop.close()
         assert ledger.accept_if_higher(later, voucher(later, 9)) == 9
