@@ -6,7 +6,10 @@ SQLite ledger in a temporary directory), ``/postgres/paid/...`` (a PostgreSQL le
 throw-away server started through tools/postgres.py, stopped afterwards) and
 ``/credit/paid/...`` (prepaid credit on its own SQLite ledger: ``Paywall(prepay=PREPAY)``,
 one voucher per PREPAY requests, the others carrying the ``PAYMENT-CREDIT`` token the
-voucher's answer gave). Two handlers: a
+voucher's answer gave); and, as the floor of them all, ``/noop/paid/...``: the same app
+behind an ASGI layer that does nothing but pass the request on, sent the same requests as
+credit's (a token-sized ``PAYMENT-CREDIT`` header included), so its row is the most any
+paywall could reach on this machine and server. Two handlers: a
 minimal one (512 bytes of text, the worst case for the ratio: nearly all of a paid request's
 cost is then the payment) and the example site's article page. The load comes from this
 process over keep-alive loopback connections, one payment channel per connection and book,
@@ -16,7 +19,7 @@ verify, book, receipt), not the client's signing.
 Per row: requests/s, paid/free, the server time a paid request adds (at saturation one
 request occupies the server for 1/rate), p50 and p99. Goals: on SQLite at most 150 µs added
 and p99 at most 10 ms; on PostgreSQL at least 1,000 paid requests/s; prepaid credit at least
-0.8 of the free route's rate.
+0.8 of the free route's rate (the no-op row says how much of that one layer already takes).
 
 Run with ``make bench`` or ``python -m bench.http_paywall [--requests N] [--connections C]``.
 """
@@ -51,7 +54,9 @@ SQLITE_P99_MS = 10
 POSTGRES_RATE = 1_000
 CREDIT_RATIO = 0.8
 PREPAY = 100
-BOOKS = ("memory", "sqlite", "postgres", "credit")
+BOOKS = ("memory", "sqlite", "postgres", "credit", "noop")
+NOOP = "noop"
+"""Not a book: the floor row, an ASGI layer that passes every request on unpaid."""
 KINDS = ("minimal", "article")
 ROOT = Path(__file__).resolve().parent.parent
 _PROFILE = "MICROPAY_BENCH_PROFILE"
@@ -107,6 +112,7 @@ def serve(rpc: str, contract: str, site_key: str, port: int, ledgers: dict[str, 
         "free": Starlette(routes=[Mount("/free", routes=handlers)]),
         "stats": Starlette(routes=[Route("/stats", stats)]),
     }
+    apps[NOOP] = _PassOn(Starlette(routes=[Mount(f"/{NOOP}/paid", routes=handlers)]))
     for name, url in ledgers.items():
         book: VoucherBook | None = None
         if name != "memory":
@@ -159,6 +165,17 @@ def serve(rpc: str, contract: str, site_key: str, port: int, ledgers: dict[str, 
         writers.dump_stats(profile + ".writer")
 
 
+class _PassOn:
+    """An ASGI layer that does nothing: what any middleware in front of the app costs at the
+    least (one more coroutine per request), the floor under every paywall row."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.app(scope, receive, send)
+
+
 # -- the load --------------------------------------------------------------------------------
 
 
@@ -196,6 +213,9 @@ class Figures:
 
 _CREDIT = b"PAYMENT-CREDIT: <token>"
 """A request that spends prepaid credit: the connection puts in the last token it was given."""
+_TOKEN_SIZE = 151
+"""Characters of a ``PAYMENT-CREDIT`` token (micropay.credit): the no-op row's requests carry
+one of this size, so that they are as long as credit's."""
 
 
 def _request(path: str, header: str | None, credit: bool = False) -> bytes:
@@ -219,8 +239,8 @@ async def _connection(
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         for request in requests:
-            if token and _CREDIT in request:
-                request = request.replace(b"<token>", token[0])
+            if _CREDIT in request:
+                request = request.replace(b"<token>", token[0] if token else b"A" * _TOKEN_SIZE)
             started = time.perf_counter()
             writer.write(request)
             head = await reader.readuntil(b"\r\n\r\n")
@@ -353,22 +373,27 @@ def run(
             _wait_for(port, server)
             per = requests // connections + warmup
             # One 402 tells the client what to pay; then one channel per connection and book.
-            first = next(iter(urls))
-            offer = PaymentRequired.decode(asyncio.run(_probe(port, first))).offers[0]
-            assert isinstance(offer, Offer)
-            payers = {
-                book: [
-                    Payer.open(
-                        channels,
-                        keys[2 + c % 8],
-                        offer.pay_to,
-                        PRICE * (len(kinds) * per + PREPAY),
-                        withdraw_delay=offer.min_withdraw_delay,
-                    )
-                    for c in range(connections)
-                ]
-                for book in urls
-            }
+            rows = [*urls, *([NOOP] if NOOP in books else [])]
+            offer: Offer | None = None
+            payers: dict[str, list[Payer]] = {}
+            if urls:
+                probed = PaymentRequired.decode(asyncio.run(_probe(port, next(iter(urls)))))
+                first = probed.offers[0]
+                assert isinstance(first, Offer)
+                offer = first
+                payers = {
+                    book: [
+                        Payer.open(
+                            channels,
+                            keys[2 + c % 8],
+                            offer.pay_to,
+                            PRICE * (len(kinds) * per + PREPAY),
+                            withdraw_delay=offer.min_withdraw_delay,
+                        )
+                        for c in range(connections)
+                    ]
+                    for book in urls
+                }
             for kind in kinds:
                 free = [
                     [_request(f"/free/{kind}/{n}", None) for n in range(per)]
@@ -379,12 +404,19 @@ def run(
                     _load(port, f"{kind} free", [r[warmup:] for r in free], server.pid)
                 )
                 paid_figures = []
-                for book in urls:
+                for book in rows:
                     prepay = PREPAY if book == "credit" else 1
-                    paid = [
-                        _signed(payer, offer, f"/{book}/paid/{kind}", per, prepay)
-                        for payer in payers[book]
-                    ]
+                    if book == NOOP:  # credit's requests, to a layer that lets them through
+                        paid = [
+                            [_request(f"/{NOOP}/paid/{kind}/{n}", None, True) for n in range(per)]
+                            for _ in range(connections)
+                        ]
+                    else:
+                        assert offer is not None
+                        paid = [
+                            _signed(payer, offer, f"/{book}/paid/{kind}", per, prepay)
+                            for payer in payers[book]
+                        ]
                     tokens: list[list[bytes]] = [[] for _ in paid]
                     # Warm (first-sight chain reads, caches), then measure the rest.
                     warm = [rs[:warmup] for rs in paid]
@@ -469,6 +501,15 @@ def _verdicts(kind: str, free: Figures, paid: Figures) -> list[str]:
             "met" if ratio >= CREDIT_RATIO else f"NOT met, short by {CREDIT_RATIO - ratio:.2f}"
         )
         said.append(f"{kind} credit: paid/free {ratio:.2f} (goal >= {CREDIT_RATIO}: {verdict})")
+    if book == NOOP:
+        # What the credit goal allows a request beyond a free one, and what is left of it
+        # once the layer alone is paid for.
+        allowed = (1 / CREDIT_RATIO - 1) / free.rate * 1e6
+        said.append(
+            f"{kind} no-op layer: paid/free {paid.rate / free.rate:.2f}, {added:+.1f} µs; of the "
+            f"{allowed:.1f} µs the credit goal allows beyond a free request, "
+            f"{allowed - added:.1f} µs are left for a paywall's own work"
+        )
     return said
 
 
