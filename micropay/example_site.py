@@ -136,10 +136,12 @@ def create_site(
     book: VoucherBook | None = None,
     ledger_url: str | None = None,
     min_deposit: int | None = None,
+    prepay: int | None = None,
 ) -> ContentSite:
     """Build the site. Defaults: embedded chain, fresh funded key, a new deployment, vouchers
     kept in memory (``ledger_url="sqlite:///path.db"`` keeps them across restarts), the
-    paywall's least deposit (ten prices)."""
+    paywall's least deposit (ten prices), no prepaid credit (``prepay=k``: one voucher may
+    pay for up to k articles, see docs/protocol.md)."""
     w3 = w3 if w3 is not None else embedded_chain().w3
     site_key = site_key if site_key is not None else _funded_key(w3)
     channels = (
@@ -169,7 +171,9 @@ def create_site(
         description="One article of micropay news, paid per read",
         mime_type="text/html",
     )
-    paywall = Paywall(pages, payee=payee, prices=[route], asset=asset, min_deposit=min_deposit)
+    paywall = Paywall(
+        pages, payee=payee, prices=[route], asset=asset, min_deposit=min_deposit, prepay=prepay
+    )
     return ContentSite(paywall, payee, channels, w3, price)
 
 
@@ -190,6 +194,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--price", type=int, default=DEFAULT_PRICE, help="base units per article")
     parser.add_argument("--asset", default=ZERO_ADDRESS, help="token address (default ETH)")
     parser.add_argument("--ledger", help="durable voucher ledger URL, e.g. sqlite:///ledger.db")
+    parser.add_argument(
+        "--prepay", type=int, help="sell prepaid credit: up to this many articles per voucher"
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8402)
     args = parser.parse_args(argv)
@@ -204,6 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         price=args.price,
         asset=args.asset,
         ledger_url=args.ledger,
+        prepay=args.prepay,
     )
     print(
         f"micropay news on http://{args.host}:{args.port}  chain {site.w3.eth.chain_id}  "

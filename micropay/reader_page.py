@@ -86,6 +86,13 @@ def reader_page(offer: Offer, url: str, description: str, root_path: str = "") -
         ("Contract", offer.contract),
         ("Paid to", offer.pay_to),
     ]
+    prepay = ""
+    if offer.prepay:
+        rows.append(("Prepaid credit", f"up to {offer.prepay} reads per signature, if you choose"))
+        prepay = (
+            "<label>Reads to prepay with each signature (0: one at a time, up to "
+            f'{offer.prepay}): <input id="micropay-prepay" inputmode="numeric" size="5"></label>'
+        )
     terms = "".join(
         f"<dt>{html.escape(name)}</dt><dd data-term='{html.escape(name.lower())}'>"
         f"{html.escape(value)}</dd>"
@@ -119,6 +126,7 @@ What you do not spend comes back to you when you close the channel.</p>
 <aside id="micropay-panel">
 <label>Budget for this site, in wei:
 <input id="micropay-budget" inputmode="numeric" size="24"></label>
+{prepay}
 <p>Spent here: <span id="micropay-spent">0 ETH</span> · left of the deposit:
 <span id="micropay-left">no channel yet</span></p>
 <button id="micropay-pay" type="button">Pay with wallet</button>

@@ -429,6 +429,240 @@ def test_a_token_channel_opens_with_a_permit_signed_in_the_wallet(reading: Readi
     assert sum(charge.amount for charge in site.payee.book.charges()) == 2 * PRICE
 
 
+@dataclass
+class Credit:
+    """A site selling prepaid credit (up to PREPAY reads per voucher), read by the reader in
+    a browser profile of its own; ``sent`` is each paid fetch's kind and status, in order."""
+
+    site: ContentSite
+    url: str
+    page: Page
+    sent: list[tuple[str, int]] = field(default_factory=list)
+
+    def read(self, n: int) -> str:
+        self.page.goto(f"{self.url}/articles/{SLUGS[n % len(SLUGS)]}")
+        return settle(self.page)
+
+    def set_budget(self, value: int) -> None:
+        self.page.locator("#micropay-budget").fill(str(value))
+        self.page.locator("#micropay-budget").dispatch_event("change")
+        self.page.wait_for_function(f"document.body.dataset.budget === '{value}'")
+
+    def totals(self) -> tuple[int, int]:
+        """The site's best voucher and charged total for the reader's one channel."""
+        book = self.site.payee.book
+        [channel_id] = book.channel_ids()
+        held = book.held(channel_id)
+        return held.voucher.cumulative_amount, held.charged
+
+
+PREPAY = 4
+TAMPER_TOKEN = """async () => {
+  const db = await new Promise((ok, no) => {
+    const r = indexedDB.open('micropay', 1);
+    r.onsuccess = () => ok(r.result);
+    r.onerror = () => no(r.error);
+  });
+  const all = await new Promise((ok) => {
+    const r = db.transaction('channels').objectStore('channels').getAll();
+    r.onsuccess = () => ok(r.result);
+  });
+  const record = all.find((c) => c.credit);
+  const token = record.credit.token;  // a character of its tag changed: not the site's tag
+  record.credit.token = token.slice(0, 120) + (token[120] === 'A' ? 'B' : 'A') + token.slice(121);
+  await new Promise((ok, no) => {
+    const tx = db.transaction('channels', 'readwrite');
+    tx.objectStore('channels').put(record); tx.oncomplete = ok; tx.onerror = () => no(tx.error);
+  });
+  db.close();
+}"""
+
+
+@pytest.fixture(scope="module")
+def credit(reading: Reading, tmp_path_factory: Any) -> Iterator[Credit]:
+    ledger = tmp_path_factory.mktemp("credit") / "ledger.db"
+    site = create_site(
+        reading.site.w3,
+        site_key=dev_key(6),
+        price=PRICE,
+        ledger_url=f"sqlite:///{ledger}",
+        min_deposit=DEPOSIT,
+        prepay=PREPAY,
+    )
+    with Server(site.app) as server:
+        context = reading.context()
+        page = context.new_page()
+        state = Credit(site, server.url, page)
+
+        def note(response: Any) -> None:
+            headers = response.request.headers
+            if "payment-credit" in headers:
+                state.sent.append(("credit", response.status))
+            elif "payment-signature" in headers:
+                state.sent.append(("voucher", response.status))
+
+        page.on("response", note)
+        try:
+            yield state
+        finally:
+            context.close()
+
+
+def test_a_credit_site_is_paid_a_voucher_a_read_until_the_reader_prepays(
+    reading: Reading, credit: Credit
+) -> None:
+    """Credit is the reader's choice (off until set): the page offers it, each read is paid
+    with its own voucher, one price above the site's best; set, one voucher prepays."""
+    page = credit.page
+    page.goto(f"{credit.url}/articles/{SLUGS[0]}")
+    assert settle(page) == "ready"
+    assert f"up to {PREPAY} reads per signature" in page.inner_text("#micropay-terms")
+    assert page.input_value("#micropay-prepay") == "0"
+    page.click("#micropay-pay")
+    assert settle(page) == "paid", page.inner_text("#micropay-status")
+    assert credit.read(1) == "paid"
+    assert credit.sent == [("voucher", 200)] * 2
+    assert credit.totals() == (2 * PRICE, 2 * PRICE)
+    prepay = page.locator("#micropay-prepay")
+    prepay.fill(str(PREPAY + 10))  # above what the site sells: the site's most
+    prepay.dispatch_event("change")
+    page.wait_for_function(f"document.body.dataset.prepay === '{PREPAY}'")
+    reading.wallet.calls.clear()
+    assert credit.read(2) == "paid"
+    assert f"Prepaid for {PREPAY - 1} more" in page.inner_text("#micropay-status")
+    # Its best ceiling (2 prices) plus PREPAY prices, one of them charged now.
+    assert credit.totals() == ((2 + PREPAY) * PRICE, 3 * PRICE)
+    assert reading.wallet.prompts() == []
+    shot(page, "11-credit-bought")
+
+
+def test_prepaid_reads_send_the_token_and_sign_nothing(reading: Reading, credit: Credit) -> None:
+    receipts = len(credit.site.payee.book.charges())
+    credit.sent.clear()
+    for n in range(3, 3 + PREPAY - 1):
+        assert credit.read(n) == "paid", credit.page.inner_text("#micropay-status")
+        assert credit.page.locator("h1").first.inner_text() == ARTICLES[SLUGS[n % len(SLUGS)]].title
+    assert credit.sent == [("credit", 200)] * (PREPAY - 1)
+    assert credit.totals() == ((2 + PREPAY) * PRICE, (2 + PREPAY) * PRICE)  # all of it charged
+    assert len(credit.site.payee.book.charges()) == receipts  # statements: nothing signed
+    # Spent: the next read pays a new voucher, PREPAY prices above the ceiling.
+    assert credit.read(10) == "paid"
+    assert credit.sent[-1] == ("voucher", 200)
+    assert credit.totals() == ((2 + 2 * PREPAY) * PRICE, (3 + PREPAY) * PRICE)
+    assert reading.wallet.prompts() == []
+    shot(credit.page, "12-credit-spent-then-renewed")
+
+
+def test_a_token_the_site_refuses_is_dropped_and_one_voucher_pays(credit: Credit) -> None:
+    """A token the site did not issue (here: its tag changed in storage) is refused; the
+    browser pays the read with a voucher instead, and the credit left under the old ceiling
+    carries over into it: one price charged for one read."""
+    credit.page.evaluate(TAMPER_TOKEN)
+    ceiling, charged = credit.totals()
+    credit.sent.clear()
+    assert credit.read(11) == "paid", credit.page.inner_text("#micropay-status")
+    assert credit.sent == [("credit", 402), ("voucher", 200)]
+    assert credit.totals() == (ceiling + PREPAY * PRICE, charged + PRICE)
+    assert credit.read(12) == "paid"  # the new token
+    assert credit.sent[-1] == ("credit", 200)
+    assert credit.totals() == (ceiling + PREPAY * PRICE, charged + 2 * PRICE)
+
+
+def test_a_statement_that_charges_more_than_the_price_is_refused(credit: Credit) -> None:
+    """A site answering a credit read with a statement of two prices (rewritten in flight):
+    the browser shows nothing of the page and says why; the credit is kept for a read the
+    site states honestly."""
+    page = credit.page
+
+    def overcharge(route: Any) -> None:
+        answer = route.fetch()
+        if "payment-credit" not in route.request.headers or answer.status != 200:
+            route.fulfill(response=answer)
+            return
+        statement = json.loads(base64.b64decode(answer.headers["payment-response"]))
+        statement["amount"] = str(2 * PRICE)
+        statement["cumulativeAmount"] = str(int(statement["cumulativeAmount"]) + PRICE)
+        forged = base64.b64encode(json.dumps(statement).encode()).decode()
+        route.fulfill(response=answer, headers={**answer.headers, "payment-response": forged})
+
+    page.route("**/articles/*", overcharge)
+    try:
+        assert credit.read(13) == "refused"
+    finally:
+        page.unroute("**/articles/*", overcharge)
+    assert "receipt that does not match the credit" in page.inner_text("#micropay-status")
+    assert ARTICLES[SLUGS[13 % len(SLUGS)]].paragraphs[0] not in page.content()
+    shot(page, "13-overcharging-statement-refused")
+
+
+def test_the_budget_caps_credit_and_what_a_voucher_prepays(credit: Credit) -> None:
+    page = credit.page
+    ceiling, charged = credit.totals()
+    # What the browser counts as spent here is what the site charged: the read it refused
+    # above was charged, and the next statement counts it (credit charged unseen).
+    credit.set_budget(charged + PRICE)  # one more read
+    assert credit.read(13) == "paid"
+    credit.sent.clear()
+    assert credit.read(14) == "refused"
+    assert "budget" in page.inner_text("#micropay-status")
+    assert credit.sent == []  # refused here: neither the token nor a voucher went out
+    assert credit.totals() == (ceiling, charged + PRICE)
+    # Room for the credit left and two prices more: the credit is spent first, then the
+    # next voucher prepays two reads, not PREPAY.
+    left = (ceiling - charged - PRICE) // PRICE
+    credit.set_budget(charged + PRICE + left * PRICE + 2 * PRICE)
+    for n in range(left):
+        assert credit.read(15 + n) == "paid"
+    assert credit.sent == [("credit", 200)] * left
+    assert credit.read(20) == "paid"
+    assert credit.sent[-1] == ("voucher", 200)
+    assert credit.totals() == (ceiling + 2 * PRICE, ceiling + PRICE)
+    shot(page, "14-credit-within-budget")
+    # With the token refused, the credit left under the ceiling counts against the budget
+    # with the next voucher's price: a budget of one price more is not enough.
+    page.evaluate(TAMPER_TOKEN)
+    ceiling, charged = credit.totals()
+    credit.set_budget(charged + PRICE)
+    credit.sent.clear()
+    assert credit.read(21) == "refused"
+    assert credit.sent == [("credit", 402)]
+    assert "budget" in page.inner_text("#micropay-status")
+    assert credit.totals() == (ceiling, charged)
+
+
+def test_a_receipt_counting_more_unseen_credit_than_there_was_is_refused(credit: Credit) -> None:
+    """A voucher's receipt may count credit the site charged without the browser seeing it,
+    up to what was prepaid under the old ceiling (one price here: its token was refused),
+    but no more: a receipt claiming that and one price more is refused and nothing shown.
+    The next read resynchronises through the site's corrective 402 and pays one price."""
+    page = credit.page
+    credit.set_budget(10**15)
+    ceiling, charged = credit.totals()
+    assert ceiling - charged == PRICE
+
+    def inflate(route: Any) -> None:
+        answer = route.fetch()
+        if "payment-signature" not in route.request.headers or answer.status != 200:
+            route.fulfill(response=answer)
+            return
+        receipt = json.loads(base64.b64decode(answer.headers["payment-response"]))
+        receipt["cumulativeAmount"] = str(int(receipt["cumulativeAmount"]) + 2 * PRICE)
+        forged = base64.b64encode(json.dumps(receipt).encode()).decode()
+        route.fulfill(response=answer, headers={**answer.headers, "payment-response": forged})
+
+    page.route("**/articles/*", inflate)
+    try:
+        assert credit.read(22) == "refused"
+    finally:
+        page.unroute("**/articles/*", inflate)
+    assert "receipt that does not match the voucher" in page.inner_text("#micropay-status")
+    assert credit.totals() == (ceiling + PREPAY * PRICE, charged + PRICE)  # the site charged
+    credit.sent.clear()
+    assert credit.read(23) == "paid", page.inner_text("#micropay-status")
+    assert credit.sent == [("voucher", 402), ("voucher", 200)]  # stale, then the next one
+    assert credit.totals()[1] == charged + 2 * PRICE
+
+
 def test_rebuilding_the_browser_client_gives_the_shipped_bytes() -> None:
     """micropay/web/micropay.js is what tools/build_web.py makes from web/ and the pinned
     npm packages: nobody edited the shipped file, and nobody forgot to rebuild it."""

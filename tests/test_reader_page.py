@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 
 import pytest
 
@@ -44,3 +45,14 @@ def test_only_browsers_get_the_page_and_the_script_ships() -> None:
     assert wants_html(b"text/html,application/xhtml+xml,*/*;q=0.8")
     assert not wants_html(b"*/*") and not wants_html(b"application/json") and not wants_html(None)
     assert script().startswith(b"// micropay browser client")
+
+
+def test_the_prepay_field_is_shown_only_where_the_site_sells_credit() -> None:
+    plain = reader_page(offer(), "http://news.example/a", "An article").decode()
+    assert "micropay-prepay" not in plain and "Prepaid credit" not in plain
+    selling = replace(offer(), prepay=25)
+    page = reader_page(selling, "http://news.example/a", "An article").decode()
+    assert page.count('id="micropay-prepay"') == 1
+    assert "up to 25 reads per signature" in page and "(0: one at a time, up to 25)" in page
+    found = re.search(r'<script type="application/json" id="micropay-offer">(.*?)</script>', page)
+    assert found is not None and json.loads(found.group(1))["extra"]["prepay"] == 25

@@ -67,6 +67,8 @@ function parseOffer(o) {
     deposit: BigInt(extra.minDeposit),
     withdrawDelay: Number(extra.minWithdrawDelay),
     metered: extra.metered === true, // price is a maximum: the receipt says what was charged
+    // Prepaid credit on sale: one voucher may pay for up to this many reads (0: none).
+    prepay: extra.metered !== true && Number.isSafeInteger(extra.prepay) && extra.prepay >= 2 ? extra.prepay : 0,
   };
 }
 
@@ -130,7 +132,8 @@ const channelKey = (site, offer) =>
   [site, offer.chainId, offer.contract, offer.payee, offer.asset].join('|').toLowerCase();
 
 async function siteRecord(site, offer) {
-  return (await store.getSite(site)) || { site, budget: offer.deposit, agreedPrice: 0n, spent: 0n };
+  // prepay: reads the reader prepays per voucher where the site sells credit (0: off).
+  return (await store.getSite(site)) || { site, budget: offer.deposit, agreedPrice: 0n, spent: 0n, prepay: 0 };
 }
 
 /** Open the channel with its first deposit, in one wallet transaction: ETH as its value,
@@ -223,10 +226,12 @@ async function resync(view, record, offer, wallet, floor, signedHere) {
 }
 
 /** What is wrong with a paid answer's receipt against the voucher for ``total`` (the charged
- * total seen before plus the offer's price, or its maximum if metered), or null: the same
- * channel and ceiling, a charge of the price (up to it if metered), and a charged total of
- * the one seen plus the charge, less exactly the refunds it reports beyond those seen. */
-function chargeProblem(receipt, record, offer, total) {
+ * total seen before plus the offer's price, or its maximum if metered, or a prepaid ceiling),
+ * or null: the same channel and ceiling, a charge of the price (up to it if metered), and a
+ * charged total of the one seen plus the charge, less exactly the refunds it reports beyond
+ * those seen, plus at most ``unseen``: prepaid credit the site may have charged without this
+ * browser seeing it (an answer lost), which the caller counts as spent (see chargedUnseen). */
+function chargeProblem(receipt, record, offer, total, unseen = 0n) {
   if (!receipt || String(receipt.channelId).toLowerCase() !== record.id) return 'no receipt of this channel';
   const amount = BigInt(receipt.amount);
   const charged = BigInt(receipt.cumulativeAmount);
@@ -235,8 +240,63 @@ function chargeProblem(receipt, record, offer, total) {
   const seen = record.refunded == null ? 0n : BigInt(record.refunded);
   if (ceiling !== total || charged > total) return 'its charged total or ceiling is not the voucher';
   if (offer.metered ? amount < 0n || amount > offer.price : amount !== offer.price) return 'its charge is not the price';
-  if (refunded < seen || charged !== record.acknowledged + amount - (refunded - seen)) return 'its charged total does not add up';
+  const taken = chargedUnseen(receipt, record);
+  if (refunded < seen || taken < 0n || taken > unseen) return 'its charged total does not add up';
   return null;
+}
+
+/** What a checked receipt charged beyond the total seen before, its own charge and the
+ * refunds it reports: prepaid credit spent without this browser seeing the answer. */
+function chargedUnseen(receipt, record) {
+  const seen = record.refunded == null ? 0n : BigInt(record.refunded);
+  const refunded = receipt.refunded == null ? 0n : BigInt(receipt.refunded);
+  return BigInt(receipt.cumulativeAmount) - (record.acknowledged + BigInt(receipt.amount) - (refunded - seen));
+}
+
+// -- prepaid credit (micropay/credit.py) -----------------------------------------------------
+
+/** Refusals after which a credit token is dropped and the page is paid with a voucher. */
+const CREDIT_REFUSALS = new Set(['invalid_credit', 'forged_credit', 'credit_superseded',
+  'credit_spent', 'credit_price_mismatch', 'channel_closing', 'unknown_channel']);
+
+/** The terms a ``PAYMENT-CREDIT`` token states (version 1, channel id, ceiling, price, then
+ * the site's tag, which only the site can check), or null if it is not a token. */
+function peekCredit(token) {
+  if (typeof token !== 'string' || !/^[A-Za-z0-9_-]{151}$/.test(token)) return null;
+  const standard = token.replace(/-/g, '+').replace(/_/g, '/') + '=';
+  const bytes = Uint8Array.from(atob(standard), (c) => c.charCodeAt(0));
+  if (bytes.length !== 113 || bytes[0] !== 1) return null;
+  const number = (part) => BigInt(toHex(part));
+  return { channelId: toHex(bytes.slice(1, 33)), ceiling: number(bytes.slice(33, 65)), price: number(bytes.slice(65, 81)) };
+}
+
+/** The credit a paid voucher left, kept if the reader prepays and the token is for this
+ * channel, this voucher and this price with a price left (a token the site did not issue
+ * only fails at the site, which then asks for a voucher). */
+function creditLeft(token, record, offer, site, total, signature) {
+  if (!token || !offer.prepay || !(site.prepay > 0)) return null;
+  const said = peekCredit(token);
+  if (!said || said.channelId !== record.id || said.ceiling !== total || said.price !== offer.price) return null;
+  if (record.acknowledged + said.price > said.ceiling) return null;
+  return { token, ceiling: said.ceiling, price: said.price, signature };
+}
+
+/** The next voucher's total (as HttpPayer._next_total): the charged total plus the price, or
+ * one above the site's best voucher if that is not above it; where the site sells prepaid
+ * credit, its best ceiling plus as many prices as the reader prepays, within the budget and
+ * the deposit, at least one. */
+function nextTotal(record, offer, site) {
+  const ceiling = record.ceiling == null ? 0n : record.ceiling;
+  if (!offer.prepay) {
+    const next = record.acknowledged + offer.price;
+    return next > ceiling ? next : ceiling + 1n;
+  }
+  const top = record.acknowledged > ceiling ? record.acknowledged : ceiling;
+  const left = top - record.acknowledged; // credit the browser lost track of: it carries over
+  const limits = [BigInt(Math.min(offer.prepay, site.prepay || 0)), (site.budget - site.spent - left) / offer.price];
+  if (top + offer.price <= record.deposited) limits.push((record.deposited - top) / offer.price);
+  const count = limits.reduce((a, b) => (a < b ? a : b));
+  return top + (count > 1n ? count : 1n) * offer.price;
 }
 
 /** Pay for url once on the channel and return the paid response's body. */
@@ -245,47 +305,76 @@ async function payOnChannel(url, offer, record, site, wallet) {
   const floor = record.highestSigned;
   const signedHere = new Set();
   for (let round = 0; round < ROUNDS; round++) {
-    // One above the best voucher the site holds when the price would not rise above it (a
-    // metered charge below its maximum, a refund): the site takes no voucher twice.
-    const ceiling = record.ceiling == null ? 0n : record.ceiling;
-    const total = record.acknowledged + offer.price > ceiling ? record.acknowledged + offer.price : ceiling + 1n;
-    if (site.spent + offer.price > site.budget) throw new Refusal(budgetMessage(site, offer));
-    if (total > record.deposited) throw new Refusal('the deposit is spent: close the channel to get the rest back');
-    if (total > record.highestSigned) {
-      record.highestSigned = total; // saved before it leaves: the site may hold it from now on
-      await store.putChannel(record);
+    const credit = record.credit;
+    const spending = credit && credit.price === offer.price && credit.ceiling === record.ceiling &&
+      record.acknowledged + offer.price <= credit.ceiling && site.spent + offer.price <= site.budget;
+    let headers, total, signature;
+    if (spending) {
+      // Prepaid: the token instead of a voucher, nothing to sign; the site charges one price.
+      total = credit.ceiling;
+      headers = { 'PAYMENT-CREDIT': credit.token, Accept: 'text/html' };
+    } else {
+      // Builds on the charged total, or on a credit-selling site, on its best ceiling: the
+      // site takes no voucher twice. What it authorises above the charged total counts whole
+      // against the budget (one price unless prepaid).
+      total = nextTotal(record, offer, site);
+      const exposure = offer.prepay ? total - record.acknowledged : offer.price;
+      if (site.spent + exposure > site.budget) throw new Refusal(budgetMessage(site, offer, exposure));
+      if (total > record.deposited) throw new Refusal('the deposit is spent: close the channel to get the rest back');
+      if (total > record.highestSigned) {
+        record.highestSigned = total; // saved before it leaves: the site may hold it from now on
+        await store.putChannel(record);
+      }
+      signedHere.add(total);
+      signature = toHex(signVoucher(record.sessionKey, offer.domain, record.id, total));
+      const payment = encodeHeader({
+        x402Version: 2,
+        resource: { url },
+        accepted: offer.raw,
+        payload: { channel: record.config, cumulativeAmount: total.toString(), signature },
+      });
+      headers = { 'PAYMENT-SIGNATURE': payment, Accept: 'text/html' };
     }
-    signedHere.add(total);
-    const signature = toHex(signVoucher(record.sessionKey, offer.domain, record.id, total));
-    const payment = encodeHeader({
-      x402Version: 2,
-      resource: { url },
-      accepted: offer.raw,
-      payload: { channel: record.config, cumulativeAmount: total.toString(), signature },
-    });
-    const answer = await fetch(url, { headers: { 'PAYMENT-SIGNATURE': payment, Accept: 'text/html' }, cache: 'no-store' });
+    const answer = await fetch(url, { headers, cache: 'no-store' });
     if (answer.ok) {
       const header = answer.headers.get('PAYMENT-RESPONSE');
       const receipt = header ? decodeHeader(header) : null;
-      const wrong = chargeProblem(receipt, record, offer, total);
-      if (wrong) throw new Refusal(`the site served the page with a receipt that does not match the voucher: ${wrong}`);
+      // Credit charged unseen may show up in the charged total: under the old ceiling when
+      // a voucher pays, under this one when credit does.
+      const ceiling = record.ceiling == null ? 0n : record.ceiling;
+      const under = spending ? credit.ceiling - offer.price : ceiling;
+      const unseen = offer.prepay && under > record.acknowledged ? under - record.acknowledged : 0n;
+      const wrong = chargeProblem(receipt, record, offer, total, unseen);
+      if (wrong) throw new Refusal(`the site served the page with a receipt that does not match the ${spending ? 'credit' : 'voucher'}: ${wrong}`);
       const charged = BigInt(receipt.cumulativeAmount);
+      site.spent += BigInt(receipt.amount) + chargedUnseen(receipt, record);
       record.acknowledged = charged; // the next voucher builds on what was charged
       record.ceiling = total; // the site's best voucher now
-      record.signature = charged === total ? signature : null;
       if (receipt.refunded != null) record.refunded = BigInt(receipt.refunded);
+      if (spending) {
+        // A running statement, not a signed receipt: the next voucher's signed receipt
+        // confirms its total. The prepaid voucher's signature stands once all of it is charged.
+        record.signature = charged === total ? credit.signature : null;
+        if (charged + offer.price > credit.ceiling) record.credit = null; // spent
+      } else {
+        record.signature = charged === total ? signature : null;
+        record.credit = creditLeft(answer.headers.get('PAYMENT-CREDIT'), record, offer, site, total, signature);
+      }
       await store.putChannel(record);
-      site.spent += BigInt(receipt.amount);
       await store.putSite(site);
+      if (spending) return { body: await answer.text(), problem: null, credit: record.credit };
       const problem = receiptProblem(receipt, offer, resource);
       await store.addReceipt({ site: site.site, resource, problem, receipt, recordedAt: Date.now() });
-      return { body: await answer.text(), problem };
+      return { body: await answer.text(), problem, credit: record.credit };
     }
     const header = answer.headers.get('PAYMENT-REQUIRED');
     const required = header ? decodeHeader(header) : {};
     const reason = required.error || `HTTP ${answer.status}`;
     const view = (required.extensions || {}).channel;
-    if (answer.status === 409) {
+    if (spending && CREDIT_REFUSALS.has(reason)) {
+      record.credit = null; // spent, superseded or not this site's: the next round pays a voucher
+      await store.putChannel(record);
+    } else if (answer.status === 409) {
       await sleep(100);
     } else if ((reason === 'stale_voucher' || reason === 'cumulative_mismatch') && view) {
       const adopted = await resync(view, record, offer, wallet, floor, signedHere);
@@ -294,6 +383,7 @@ async function payOnChannel(url, offer, record, site, wallet) {
       record.acknowledged = adopted;
       record.ceiling = BigInt(view.cumulativeAmount); // its best voucher, checked as ours
       record.signature = adopted === BigInt(view.cumulativeAmount) ? view.signature || null : null;
+      record.credit = null;
       if (view.refunded != null) record.refunded = BigInt(view.refunded);
       if (adopted > record.highestSigned) record.highestSigned = adopted;
       await store.putChannel(record);
@@ -305,6 +395,7 @@ async function payOnChannel(url, offer, record, site, wallet) {
         throw new Refusal(`the site calls the channel ${reason.replace('_', ' ')}, but the chain shows it open`);
       }
       record.retired = reason;
+      record.credit = null;
       await store.putChannel(record);
       throw new Refusal(`the site says the channel is ${reason.replace('_', ' ')}: pay again to open another`);
     } else {
@@ -314,9 +405,9 @@ async function payOnChannel(url, offer, record, site, wallet) {
   throw new Refusal('the site kept refusing the payment');
 }
 
-const budgetMessage = (site, offer) =>
-  `paying ${money(offer.price, offer.asset)} would take this site to ` +
-  `${money(site.spent + offer.price, offer.asset)}, above your budget of ${money(site.budget, offer.asset)}`;
+const budgetMessage = (site, offer, amount = offer.price) =>
+  `paying ${money(amount, offer.asset)} would take this site to ` +
+  `${money(site.spent + amount, offer.asset)}, above your budget of ${money(site.budget, offer.asset)}`;
 
 /** Pay for url under the page's offer. interactive: the reader clicked "pay", agreeing to
  * the price and deposit shown; otherwise pay only within what the reader agreed to before. */
@@ -403,7 +494,9 @@ async function payPage(shown, interactive) {
     render(paid.body);
     showAccount(paid.site, paid.record, paid.offer.asset);
     const price = money(paid.offer.price, paid.offer.asset);
-    status(paid.problem ? `Paid ${price}; receipt flagged: ${paid.problem}` : `Paid ${price}.`,
+    const credit = paid.credit;
+    const ahead = credit ? ` Prepaid for ${(credit.ceiling - paid.record.acknowledged) / credit.price} more.` : '';
+    status(paid.problem ? `Paid ${price}; receipt flagged: ${paid.problem}` : `Paid ${price}.${ahead}`,
       paid.problem ? 'warning' : 'paid');
   } catch (err) {
     document.body.dataset.micropay = 'refused';
@@ -496,6 +589,18 @@ async function boot() {
     await store.putSite(next);
     document.body.dataset.budget = next.budget.toString();
   });
+  const prepay = $('micropay-prepay');
+  if (prepay) {
+    prepay.value = String(site.prepay || 0);
+    prepay.addEventListener('change', async (event) => {
+      const next = await siteRecord(location.origin, offer);
+      const wanted = Number.parseInt(event.target.value, 10);
+      next.prepay = Number.isSafeInteger(wanted) && wanted > 0 ? Math.min(wanted, offer.prepay) : 0;
+      event.target.value = String(next.prepay);
+      await store.putSite(next);
+      document.body.dataset.prepay = String(next.prepay);
+    });
+  }
   const record = await store.getChannel(channelKey(location.origin, offer));
   showAccount(site, record, offer.asset);
   // A reader who agreed to this site's price pays each page silently with the session key.

@@ -3168,8 +3168,10 @@ function parseOffer(o) {
     domain: { ...domain, verifyingContract: checksum(domain.verifyingContract) },
     deposit: BigInt(extra.minDeposit),
     withdrawDelay: Number(extra.minWithdrawDelay),
-    metered: extra.metered === true
+    metered: extra.metered === true,
     // price is a maximum: the receipt says what was charged
+    // Prepaid credit on sale: one voucher may pay for up to this many reads (0: none).
+    prepay: extra.metered !== true && Number.isSafeInteger(extra.prepay) && extra.prepay >= 2 ? extra.prepay : 0
   };
 }
 async function siteOffer(url, shown) {
@@ -3215,7 +3217,7 @@ async function connectedPayer(wallet, payer) {
 }
 var channelKey = (site, offer) => [site, offer.chainId, offer.contract, offer.payee, offer.asset].join("|").toLowerCase();
 async function siteRecord(site, offer) {
-  return await getSite(site) || { site, budget: offer.deposit, agreedPrice: 0n, spent: 0n };
+  return await getSite(site) || { site, budget: offer.deposit, agreedPrice: 0n, spent: 0n, prepay: 0 };
 }
 async function open(wallet, offer, payer, config) {
   const deposit = money(offer.deposit, offer.asset);
@@ -3313,7 +3315,7 @@ async function resync(view, record, offer, wallet, floor, signedHere) {
   }
   return charged;
 }
-function chargeProblem(receipt, record, offer, total) {
+function chargeProblem(receipt, record, offer, total, unseen = 0n) {
   if (!receipt || String(receipt.channelId).toLowerCase() !== record.id) return "no receipt of this channel";
   const amount = BigInt(receipt.amount);
   const charged = BigInt(receipt.cumulativeAmount);
@@ -3322,53 +3324,118 @@ function chargeProblem(receipt, record, offer, total) {
   const seen = record.refunded == null ? 0n : BigInt(record.refunded);
   if (ceiling !== total || charged > total) return "its charged total or ceiling is not the voucher";
   if (offer.metered ? amount < 0n || amount > offer.price : amount !== offer.price) return "its charge is not the price";
-  if (refunded < seen || charged !== record.acknowledged + amount - (refunded - seen)) return "its charged total does not add up";
+  const taken = chargedUnseen(receipt, record);
+  if (refunded < seen || taken < 0n || taken > unseen) return "its charged total does not add up";
   return null;
+}
+function chargedUnseen(receipt, record) {
+  const seen = record.refunded == null ? 0n : BigInt(record.refunded);
+  const refunded = receipt.refunded == null ? 0n : BigInt(receipt.refunded);
+  return BigInt(receipt.cumulativeAmount) - (record.acknowledged + BigInt(receipt.amount) - (refunded - seen));
+}
+var CREDIT_REFUSALS = /* @__PURE__ */ new Set([
+  "invalid_credit",
+  "forged_credit",
+  "credit_superseded",
+  "credit_spent",
+  "credit_price_mismatch",
+  "channel_closing",
+  "unknown_channel"
+]);
+function peekCredit(token) {
+  if (typeof token !== "string" || !/^[A-Za-z0-9_-]{151}$/.test(token)) return null;
+  const standard = token.replace(/-/g, "+").replace(/_/g, "/") + "=";
+  const bytes = Uint8Array.from(atob(standard), (c) => c.charCodeAt(0));
+  if (bytes.length !== 113 || bytes[0] !== 1) return null;
+  const number = (part) => BigInt(toHex(part));
+  return { channelId: toHex(bytes.slice(1, 33)), ceiling: number(bytes.slice(33, 65)), price: number(bytes.slice(65, 81)) };
+}
+function creditLeft(token, record, offer, site, total, signature) {
+  if (!token || !offer.prepay || !(site.prepay > 0)) return null;
+  const said = peekCredit(token);
+  if (!said || said.channelId !== record.id || said.ceiling !== total || said.price !== offer.price) return null;
+  if (record.acknowledged + said.price > said.ceiling) return null;
+  return { token, ceiling: said.ceiling, price: said.price, signature };
+}
+function nextTotal(record, offer, site) {
+  const ceiling = record.ceiling == null ? 0n : record.ceiling;
+  if (!offer.prepay) {
+    const next = record.acknowledged + offer.price;
+    return next > ceiling ? next : ceiling + 1n;
+  }
+  const top = record.acknowledged > ceiling ? record.acknowledged : ceiling;
+  const left = top - record.acknowledged;
+  const limits = [BigInt(Math.min(offer.prepay, site.prepay || 0)), (site.budget - site.spent - left) / offer.price];
+  if (top + offer.price <= record.deposited) limits.push((record.deposited - top) / offer.price);
+  const count = limits.reduce((a, b) => a < b ? a : b);
+  return top + (count > 1n ? count : 1n) * offer.price;
 }
 async function payOnChannel(url, offer, record, site, wallet) {
   const resource = `GET ${new URL(url).pathname}`;
   const floor = record.highestSigned;
   const signedHere = /* @__PURE__ */ new Set();
   for (let round = 0; round < ROUNDS; round++) {
-    const ceiling = record.ceiling == null ? 0n : record.ceiling;
-    const total = record.acknowledged + offer.price > ceiling ? record.acknowledged + offer.price : ceiling + 1n;
-    if (site.spent + offer.price > site.budget) throw new Refusal(budgetMessage(site, offer));
-    if (total > record.deposited) throw new Refusal("the deposit is spent: close the channel to get the rest back");
-    if (total > record.highestSigned) {
-      record.highestSigned = total;
-      await putChannel(record);
+    const credit = record.credit;
+    const spending = credit && credit.price === offer.price && credit.ceiling === record.ceiling && record.acknowledged + offer.price <= credit.ceiling && site.spent + offer.price <= site.budget;
+    let headers, total, signature;
+    if (spending) {
+      total = credit.ceiling;
+      headers = { "PAYMENT-CREDIT": credit.token, Accept: "text/html" };
+    } else {
+      total = nextTotal(record, offer, site);
+      const exposure = offer.prepay ? total - record.acknowledged : offer.price;
+      if (site.spent + exposure > site.budget) throw new Refusal(budgetMessage(site, offer, exposure));
+      if (total > record.deposited) throw new Refusal("the deposit is spent: close the channel to get the rest back");
+      if (total > record.highestSigned) {
+        record.highestSigned = total;
+        await putChannel(record);
+      }
+      signedHere.add(total);
+      signature = toHex(signVoucher(record.sessionKey, offer.domain, record.id, total));
+      const payment = encodeHeader({
+        x402Version: 2,
+        resource: { url },
+        accepted: offer.raw,
+        payload: { channel: record.config, cumulativeAmount: total.toString(), signature }
+      });
+      headers = { "PAYMENT-SIGNATURE": payment, Accept: "text/html" };
     }
-    signedHere.add(total);
-    const signature = toHex(signVoucher(record.sessionKey, offer.domain, record.id, total));
-    const payment = encodeHeader({
-      x402Version: 2,
-      resource: { url },
-      accepted: offer.raw,
-      payload: { channel: record.config, cumulativeAmount: total.toString(), signature }
-    });
-    const answer = await fetch(url, { headers: { "PAYMENT-SIGNATURE": payment, Accept: "text/html" }, cache: "no-store" });
+    const answer = await fetch(url, { headers, cache: "no-store" });
     if (answer.ok) {
       const header2 = answer.headers.get("PAYMENT-RESPONSE");
       const receipt = header2 ? decodeHeader(header2) : null;
-      const wrong = chargeProblem(receipt, record, offer, total);
-      if (wrong) throw new Refusal(`the site served the page with a receipt that does not match the voucher: ${wrong}`);
+      const ceiling = record.ceiling == null ? 0n : record.ceiling;
+      const under = spending ? credit.ceiling - offer.price : ceiling;
+      const unseen = offer.prepay && under > record.acknowledged ? under - record.acknowledged : 0n;
+      const wrong = chargeProblem(receipt, record, offer, total, unseen);
+      if (wrong) throw new Refusal(`the site served the page with a receipt that does not match the ${spending ? "credit" : "voucher"}: ${wrong}`);
       const charged = BigInt(receipt.cumulativeAmount);
+      site.spent += BigInt(receipt.amount) + chargedUnseen(receipt, record);
       record.acknowledged = charged;
       record.ceiling = total;
-      record.signature = charged === total ? signature : null;
       if (receipt.refunded != null) record.refunded = BigInt(receipt.refunded);
+      if (spending) {
+        record.signature = charged === total ? credit.signature : null;
+        if (charged + offer.price > credit.ceiling) record.credit = null;
+      } else {
+        record.signature = charged === total ? signature : null;
+        record.credit = creditLeft(answer.headers.get("PAYMENT-CREDIT"), record, offer, site, total, signature);
+      }
       await putChannel(record);
-      site.spent += BigInt(receipt.amount);
       await putSite(site);
+      if (spending) return { body: await answer.text(), problem: null, credit: record.credit };
       const problem = receiptProblem(receipt, offer, resource);
       await addReceipt({ site: site.site, resource, problem, receipt, recordedAt: Date.now() });
-      return { body: await answer.text(), problem };
+      return { body: await answer.text(), problem, credit: record.credit };
     }
     const header = answer.headers.get("PAYMENT-REQUIRED");
     const required = header ? decodeHeader(header) : {};
     const reason = required.error || `HTTP ${answer.status}`;
     const view = (required.extensions || {}).channel;
-    if (answer.status === 409) {
+    if (spending && CREDIT_REFUSALS.has(reason)) {
+      record.credit = null;
+      await putChannel(record);
+    } else if (answer.status === 409) {
       await sleep2(100);
     } else if ((reason === "stale_voucher" || reason === "cumulative_mismatch") && view) {
       const adopted = await resync(view, record, offer, wallet, floor, signedHere);
@@ -3376,6 +3443,7 @@ async function payOnChannel(url, offer, record, site, wallet) {
       record.acknowledged = adopted;
       record.ceiling = BigInt(view.cumulativeAmount);
       record.signature = adopted === BigInt(view.cumulativeAmount) ? view.signature || null : null;
+      record.credit = null;
       if (view.refunded != null) record.refunded = BigInt(view.refunded);
       if (adopted > record.highestSigned) record.highestSigned = adopted;
       await putChannel(record);
@@ -3386,6 +3454,7 @@ async function payOnChannel(url, offer, record, site, wallet) {
         throw new Refusal(`the site calls the channel ${reason.replace("_", " ")}, but the chain shows it open`);
       }
       record.retired = reason;
+      record.credit = null;
       await putChannel(record);
       throw new Refusal(`the site says the channel is ${reason.replace("_", " ")}: pay again to open another`);
     } else {
@@ -3394,7 +3463,7 @@ async function payOnChannel(url, offer, record, site, wallet) {
   }
   throw new Refusal("the site kept refusing the payment");
 }
-var budgetMessage = (site, offer) => `paying ${money(offer.price, offer.asset)} would take this site to ${money(site.spent + offer.price, offer.asset)}, above your budget of ${money(site.budget, offer.asset)}`;
+var budgetMessage = (site, offer, amount = offer.price) => `paying ${money(amount, offer.asset)} would take this site to ${money(site.spent + amount, offer.asset)}, above your budget of ${money(site.budget, offer.asset)}`;
 async function pay(url, shown, interactive) {
   const offer = await siteOffer(url, shown);
   const site = await siteRecord(location.origin, offer);
@@ -3463,8 +3532,10 @@ async function payPage(shown, interactive) {
     render(paid.body);
     showAccount(paid.site, paid.record, paid.offer.asset);
     const price = money(paid.offer.price, paid.offer.asset);
+    const credit = paid.credit;
+    const ahead = credit ? ` Prepaid for ${(credit.ceiling - paid.record.acknowledged) / credit.price} more.` : "";
     status(
-      paid.problem ? `Paid ${price}; receipt flagged: ${paid.problem}` : `Paid ${price}.`,
+      paid.problem ? `Paid ${price}; receipt flagged: ${paid.problem}` : `Paid ${price}.${ahead}`,
       paid.problem ? "warning" : "paid"
     );
   } catch (err) {
@@ -3545,6 +3616,18 @@ async function boot() {
     await putSite(next);
     document.body.dataset.budget = next.budget.toString();
   });
+  const prepay = $("micropay-prepay");
+  if (prepay) {
+    prepay.value = String(site.prepay || 0);
+    prepay.addEventListener("change", async (event) => {
+      const next = await siteRecord(location.origin, offer);
+      const wanted = Number.parseInt(event.target.value, 10);
+      next.prepay = Number.isSafeInteger(wanted) && wanted > 0 ? Math.min(wanted, offer.prepay) : 0;
+      event.target.value = String(next.prepay);
+      await putSite(next);
+      document.body.dataset.prepay = String(next.prepay);
+    });
+  }
   const record = await getChannel(channelKey(location.origin, offer));
   showAccount(site, record, offer.asset);
   if (record && !record.retired && site.agreedPrice > 0n) await payPage(shown, false);
