@@ -443,6 +443,27 @@ class Credit:
         self.page.goto(f"{self.url}/articles/{SLUGS[n % len(SLUGS)]}")
         return settle(self.page)
 
+    def read_rewritten(self, n: int, paid_with: str, change: Any) -> str:
+        """Read article ``n`` through a hostile site: the ``PAYMENT-RESPONSE`` of a paid
+        answer to a request carrying ``paid_with`` is decoded, passed to ``change`` and sent
+        on re-encoded (what the site charged is left as it is)."""
+
+        def rewrite(route: Any) -> None:
+            answer = route.fetch()
+            if paid_with not in route.request.headers or answer.status != 200:
+                route.fulfill(response=answer)
+                return
+            said = json.loads(base64.b64decode(answer.headers["payment-response"]))
+            change(said)
+            forged = base64.b64encode(json.dumps(said).encode()).decode()
+            route.fulfill(response=answer, headers={**answer.headers, "payment-response": forged})
+
+        self.page.route("**/articles/*", rewrite)
+        try:
+            return self.read(n)
+        finally:
+            self.page.unroute("**/articles/*", rewrite)
+
     def set_budget(self, value: int) -> None:
         self.page.locator("#micropay-budget").fill(str(value))
         self.page.locator("#micropay-budget").dispatch_event("change")
@@ -574,22 +595,11 @@ def test_a_statement_that_charges_more_than_the_price_is_refused(credit: Credit)
     site states honestly."""
     page = credit.page
 
-    def overcharge(route: Any) -> None:
-        answer = route.fetch()
-        if "payment-credit" not in route.request.headers or answer.status != 200:
-            route.fulfill(response=answer)
-            return
-        statement = json.loads(base64.b64decode(answer.headers["payment-response"]))
+    def overcharge(statement: dict[str, Any]) -> None:
         statement["amount"] = str(2 * PRICE)
         statement["cumulativeAmount"] = str(int(statement["cumulativeAmount"]) + PRICE)
-        forged = base64.b64encode(json.dumps(statement).encode()).decode()
-        route.fulfill(response=answer, headers={**answer.headers, "payment-response": forged})
 
-    page.route("**/articles/*", overcharge)
-    try:
-        assert credit.read(13) == "refused"
-    finally:
-        page.unroute("**/articles/*", overcharge)
+    assert credit.read_rewritten(13, "payment-credit", overcharge) == "refused"
     assert "receipt that does not match the credit" in page.inner_text("#micropay-status")
     assert ARTICLES[SLUGS[13 % len(SLUGS)]].paragraphs[0] not in page.content()
     shot(page, "13-overcharging-statement-refused")
@@ -640,21 +650,10 @@ def test_a_receipt_counting_more_unseen_credit_than_there_was_is_refused(credit:
     ceiling, charged = credit.totals()
     assert ceiling - charged == PRICE
 
-    def inflate(route: Any) -> None:
-        answer = route.fetch()
-        if "payment-signature" not in route.request.headers or answer.status != 200:
-            route.fulfill(response=answer)
-            return
-        receipt = json.loads(base64.b64decode(answer.headers["payment-response"]))
+    def inflate(receipt: dict[str, Any]) -> None:
         receipt["cumulativeAmount"] = str(int(receipt["cumulativeAmount"]) + 2 * PRICE)
-        forged = base64.b64encode(json.dumps(receipt).encode()).decode()
-        route.fulfill(response=answer, headers={**answer.headers, "payment-response": forged})
 
-    page.route("**/articles/*", inflate)
-    try:
-        assert credit.read(22) == "refused"
-    finally:
-        page.unroute("**/articles/*", inflate)
+    assert credit.read_rewritten(22, "payment-signature", inflate) == "refused"
     assert "receipt that does not match the voucher" in page.inner_text("#micropay-status")
     assert credit.totals() == (ceiling + PREPAY * PRICE, charged + PRICE)  # the site charged
     credit.sent.clear()
