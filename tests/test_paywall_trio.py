@@ -189,14 +189,15 @@ def test_readers_at_once_share_commits_and_the_ledger_adds_up(node, tmp_path):
     reads = 15
     with TrioServer(paywall) as server:
 
-        def read(payer: HttpPayer) -> list[int]:
+        def read(payer: HttpPayer) -> list[tuple[int, str]]:
             transport = PaymentTransport(payer)
             with httpx.Client(base_url=server.url, transport=transport) as client:
-                return [client.get(f"/articles/{n}").status_code for n in range(reads)]
+                answers = [client.get(f"/articles/{n}") for n in range(reads)]
+                return [(a.status_code, a.json()["library"]) for a in answers]
 
         with ThreadPoolExecutor(len(payers)) as pool:
-            statuses = list(pool.map(read, payers))
-    assert statuses == [[200] * reads] * len(payers)
+            served = list(pool.map(read, payers))
+    assert served == [[(200, "trio")] * reads] * len(payers)
     assert len(ledger.channel_ids()) == len(payers)
     for channel_id in ledger.channel_ids():
         assert ledger.held(channel_id).charged == reads * PRICE
