@@ -13,12 +13,14 @@ Each step's screenshot lands in .reports/browser/.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,9 +29,16 @@ import httpx
 import pytest
 from paywall_helpers import Server, dev_key
 from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse
+from starlette.routing import Route
 
 from micropay.devnode import anvil
 from micropay.example_site import ARTICLES, ContentSite, create_site
+from micropay.ledger import Ledger
+from micropay.payee import Payee
+from micropay.paywall import Paywall, UpTo
 from micropay.reader_page import SCRIPT_PATH
 from micropay.tokens import TokenClient
 
@@ -430,23 +439,25 @@ def test_a_token_channel_opens_with_a_permit_signed_in_the_wallet(reading: Readi
 
 
 @dataclass
-class Credit:
-    """A site selling prepaid credit (up to PREPAY reads per voucher), read by the reader in
-    a browser profile of its own; ``sent`` is each paid fetch's kind and status, in order."""
+class SiteReader:
+    """A second site (its ledger ``book``), read by the reader in a browser profile of its
+    own; ``sent`` is each paid fetch's kind and status, in order."""
 
-    site: ContentSite
+    book: Any
     url: str
     page: Page
     sent: list[tuple[str, int]] = field(default_factory=list)
 
-    def read(self, n: int) -> str:
-        self.page.goto(f"{self.url}/articles/{SLUGS[n % len(SLUGS)]}")
+    def read(self, what: int | str) -> str:
+        """Read article number ``what``, or the path ``what``, and say how it ended."""
+        path = what if isinstance(what, str) else f"/articles/{SLUGS[what % len(SLUGS)]}"
+        self.page.goto(self.url + path)
         return settle(self.page)
 
-    def read_rewritten(self, n: int, paid_with: str, change: Any) -> str:
-        """Read article ``n`` through a hostile site: the ``PAYMENT-RESPONSE`` of a paid
-        answer to a request carrying ``paid_with`` is decoded, passed to ``change`` and sent
-        on re-encoded (what the site charged is left as it is)."""
+    def read_rewritten(self, what: int | str, paid_with: str, change: Any) -> str:
+        """:meth:`read` through a hostile site: the ``PAYMENT-RESPONSE`` of a paid answer to
+        a request carrying ``paid_with`` is decoded, passed to ``change`` and sent on
+        re-encoded (what the site charged is left as it is)."""
 
         def rewrite(route: Any) -> None:
             answer = route.fetch()
@@ -458,11 +469,11 @@ class Credit:
             forged = base64.b64encode(json.dumps(said).encode()).decode()
             route.fulfill(response=answer, headers={**answer.headers, "payment-response": forged})
 
-        self.page.route("**/articles/*", rewrite)
+        self.page.route(f"{self.url}/**", rewrite)
         try:
-            return self.read(n)
+            return self.read(what)
         finally:
-            self.page.unroute("**/articles/*", rewrite)
+            self.page.unroute(f"{self.url}/**", rewrite)
 
     def set_budget(self, value: int) -> None:
         self.page.locator("#micropay-budget").fill(str(value))
@@ -471,10 +482,22 @@ class Credit:
 
     def totals(self) -> tuple[int, int]:
         """The site's best voucher and charged total for the reader's one channel."""
-        book = self.site.payee.book
-        [channel_id] = book.channel_ids()
-        held = book.held(channel_id)
+        [channel_id] = self.book.channel_ids()
+        held = self.book.held(channel_id)
         return held.voucher.cumulative_amount, held.charged
+
+    def watch(self) -> SiteReader:
+        """Note each paid fetch's kind (voucher or credit) and status in :attr:`sent`."""
+
+        def note(response: Any) -> None:
+            headers = response.request.headers
+            if "payment-credit" in headers:
+                self.sent.append(("credit", response.status))
+            elif "payment-signature" in headers:
+                self.sent.append(("voucher", response.status))
+
+        self.page.on("response", note)
+        return self
 
 
 PREPAY = 4
@@ -500,7 +523,7 @@ TAMPER_TOKEN = """async () => {
 
 
 @pytest.fixture(scope="module")
-def credit(reading: Reading, tmp_path_factory: Any) -> Iterator[Credit]:
+def credit(reading: Reading, tmp_path_factory: Any) -> Iterator[SiteReader]:
     ledger = tmp_path_factory.mktemp("credit") / "ledger.db"
     site = create_site(
         reading.site.w3,
@@ -512,25 +535,14 @@ def credit(reading: Reading, tmp_path_factory: Any) -> Iterator[Credit]:
     )
     with Server(site.app) as server:
         context = reading.context()
-        page = context.new_page()
-        state = Credit(site, server.url, page)
-
-        def note(response: Any) -> None:
-            headers = response.request.headers
-            if "payment-credit" in headers:
-                state.sent.append(("credit", response.status))
-            elif "payment-signature" in headers:
-                state.sent.append(("voucher", response.status))
-
-        page.on("response", note)
         try:
-            yield state
+            yield SiteReader(site.payee.book, server.url, context.new_page()).watch()
         finally:
             context.close()
 
 
 def test_a_credit_site_is_paid_a_voucher_a_read_until_the_reader_prepays(
-    reading: Reading, credit: Credit
+    reading: Reading, credit: SiteReader
 ) -> None:
     """Credit is the reader's choice (off until set): the page offers it, each read is paid
     with its own voucher, one price above the site's best; set, one voucher prepays."""
@@ -557,15 +569,17 @@ def test_a_credit_site_is_paid_a_voucher_a_read_until_the_reader_prepays(
     shot(page, "11-credit-bought")
 
 
-def test_prepaid_reads_send_the_token_and_sign_nothing(reading: Reading, credit: Credit) -> None:
-    receipts = len(credit.site.payee.book.charges())
+def test_prepaid_reads_send_the_token_and_sign_nothing(
+    reading: Reading, credit: SiteReader
+) -> None:
+    receipts = len(credit.book.charges())
     credit.sent.clear()
     for n in range(3, 3 + PREPAY - 1):
         assert credit.read(n) == "paid", credit.page.inner_text("#micropay-status")
         assert credit.page.locator("h1").first.inner_text() == ARTICLES[SLUGS[n % len(SLUGS)]].title
     assert credit.sent == [("credit", 200)] * (PREPAY - 1)
     assert credit.totals() == ((2 + PREPAY) * PRICE, (2 + PREPAY) * PRICE)  # all of it charged
-    assert len(credit.site.payee.book.charges()) == receipts  # statements: nothing signed
+    assert len(credit.book.charges()) == receipts  # statements: nothing signed
     # Spent: the next read pays a new voucher, PREPAY prices above the ceiling.
     assert credit.read(10) == "paid"
     assert credit.sent[-1] == ("voucher", 200)
@@ -574,7 +588,7 @@ def test_prepaid_reads_send_the_token_and_sign_nothing(reading: Reading, credit:
     shot(credit.page, "12-credit-spent-then-renewed")
 
 
-def test_a_token_the_site_refuses_is_dropped_and_one_voucher_pays(credit: Credit) -> None:
+def test_a_token_the_site_refuses_is_dropped_and_one_voucher_pays(credit: SiteReader) -> None:
     """A token the site did not issue (here: its tag changed in storage) is refused; the
     browser pays the read with a voucher instead, and the credit left under the old ceiling
     carries over into it: one price charged for one read."""
@@ -589,7 +603,7 @@ def test_a_token_the_site_refuses_is_dropped_and_one_voucher_pays(credit: Credit
     assert credit.totals() == (ceiling + PREPAY * PRICE, charged + 2 * PRICE)
 
 
-def test_a_statement_that_charges_more_than_the_price_is_refused(credit: Credit) -> None:
+def test_a_statement_that_charges_more_than_the_price_is_refused(credit: SiteReader) -> None:
     """A site answering a credit read with a statement of two prices (rewritten in flight):
     the browser shows nothing of the page and says why; the credit is kept for a read the
     site states honestly."""
@@ -605,7 +619,7 @@ def test_a_statement_that_charges_more_than_the_price_is_refused(credit: Credit)
     shot(page, "13-overcharging-statement-refused")
 
 
-def test_the_budget_caps_credit_and_what_a_voucher_prepays(credit: Credit) -> None:
+def test_the_budget_caps_credit_and_what_a_voucher_prepays(credit: SiteReader) -> None:
     page = credit.page
     ceiling, charged = credit.totals()
     # What the browser counts as spent here is what the site charged: the read it refused
@@ -640,7 +654,9 @@ def test_the_budget_caps_credit_and_what_a_voucher_prepays(credit: Credit) -> No
     assert credit.totals() == (ceiling, charged)
 
 
-def test_a_receipt_counting_more_unseen_credit_than_there_was_is_refused(credit: Credit) -> None:
+def test_a_receipt_counting_more_unseen_credit_than_there_was_is_refused(
+    credit: SiteReader,
+) -> None:
     """A voucher's receipt may count credit the site charged without the browser seeing it,
     up to what was prepaid under the old ceiling (one price here: its token was refused),
     but no more: a receipt claiming that and one price more is refused and nothing shown.
@@ -660,6 +676,104 @@ def test_a_receipt_counting_more_unseen_credit_than_there_was_is_refused(credit:
     assert credit.read(23) == "paid", page.inner_text("#micropay-status")
     assert credit.sent == [("voucher", 402), ("voucher", 200)]  # stale, then the next one
     assert credit.totals()[1] == charged + 2 * PRICE
+
+
+MAXIMUM = 5 * PRICE
+
+
+async def search(request: Request) -> HTMLResponse:
+    """A metered page: ``/search/{used}`` charges ``used`` prices, at most MAXIMUM."""
+    used = int(request.path_params["used"])
+    request.state.payment.charge(used * PRICE)
+    return HTMLResponse(f"<!doctype html><title>search</title><h1>used {used}</h1>")
+
+
+async def page_of(request: Request) -> HTMLResponse:
+    slug = request.path_params["slug"]
+    return HTMLResponse(f"<!doctype html><title>{slug}</title><h1>article {slug}</h1>")
+
+
+@pytest.fixture(scope="module")
+def metered(reading: Reading, tmp_path_factory: Any) -> Iterator[tuple[SiteReader, Paywall]]:
+    """A site with a metered route (up to MAXIMUM) and a fixed one (PRICE) on one channel."""
+    ledger = Ledger.open(
+        f"sqlite:///{tmp_path_factory.mktemp('metered') / 'ledger.db'}",
+        reading.site.channels.domain,
+    )
+    payee = Payee(reading.site.channels, dev_key(8), book=ledger, confirmations=0)
+    app = Starlette(routes=[Route("/search/{used}", search), Route("/articles/{slug}", page_of)])
+    paywall = Paywall(
+        app,
+        payee=payee,
+        prices={"GET /search/{used}": UpTo(MAXIMUM), "GET /articles/{slug}": PRICE},
+        min_deposit=DEPOSIT,
+    )
+    with Server(paywall) as server:
+        context = reading.context()
+        try:
+            yield SiteReader(ledger, server.url, context.new_page()).watch(), paywall
+        finally:
+            context.close()
+            ledger.close()
+
+
+def test_a_metered_read_pays_what_it_used_and_a_voucher_goes_one_above_the_ceiling(
+    metered: tuple[SiteReader, Paywall],
+) -> None:
+    """Each metered voucher authorises the maximum above the charged total; the receipt says
+    what was used. When that would not rise above the site's best voucher (a read that used
+    nothing), the next voucher is one above it, on the metered route and the fixed one."""
+    site, _ = metered
+    site.page.goto(f"{site.url}/search/2")
+    assert settle(site.page) == "ready"
+    site.page.click("#micropay-pay")
+    assert settle(site.page) == "paid", site.page.inner_text("#micropay-status")
+    assert site.page.locator("h1").first.inner_text() == "used 2"
+    assert site.totals() == (MAXIMUM, 2 * PRICE)
+    assert site.read("/search/0") == "paid"
+    assert site.totals() == (2 * PRICE + MAXIMUM, 2 * PRICE)
+    assert site.read("/search/1") == "paid"  # 2 + 5 prices is the ceiling already: one above
+    assert site.totals() == (2 * PRICE + MAXIMUM + 1, 3 * PRICE)
+    assert site.read("/articles/a") == "paid"  # fixed: 4 prices would not rise above it either
+    assert site.totals() == (2 * PRICE + MAXIMUM + 2, 4 * PRICE)
+    assert site.sent == [("voucher", 200)] * 4  # no corrective round, nothing refused
+    shot(site.page, "15-metered-and-one-above")
+
+
+def test_a_refund_shows_in_the_next_receipt_and_is_not_paid_again(
+    metered: tuple[SiteReader, Paywall],
+) -> None:
+    site, paywall = metered
+    [channel_id] = site.book.channel_ids()
+    ceiling, charged = site.totals()
+    with ThreadPoolExecutor(1) as pool:  # this thread's event loop is Playwright's
+        pending = pool.submit(asyncio.run, paywall.refund(channel_id, PRICE, "a wrong answer"))
+        refund = pending.result(timeout=30)
+    assert (refund.charged, refund.refunded) == (charged - PRICE, PRICE)
+    site.sent.clear()
+    assert site.read("/articles/b") == "paid", site.page.inner_text("#micropay-status")
+    # One price on top of the refunded total, under a voucher one above the ceiling: the
+    # receipt reports the refund and the browser's charged total follows it.
+    assert site.totals() == (ceiling + 1, charged)
+    assert site.read("/search/5") == "paid"
+    assert site.totals() == (charged + MAXIMUM, charged + MAXIMUM)
+    assert site.sent == [("voucher", 200)] * 2
+
+
+def test_a_metered_receipt_above_its_maximum_is_refused(
+    metered: tuple[SiteReader, Paywall],
+) -> None:
+    """The charge above the maximum is refused even where the charged total adds up (here
+    with as much more said to be refunded): it is what the reader's budget counts."""
+    site, _ = metered
+
+    def overcharge(receipt: dict[str, Any]) -> None:
+        receipt["amount"] = str(int(receipt["amount"]) + MAXIMUM)
+        receipt["refunded"] = str(int(receipt.get("refunded", "0")) + MAXIMUM)
+
+    assert site.read_rewritten("/search/1", "payment-signature", overcharge) == "refused"
+    assert "receipt that does not match the voucher" in site.page.inner_text("#micropay-status")
+    assert "used 1" not in site.page.content()
 
 
 def test_rebuilding_the_browser_client_gives_the_shipped_bytes() -> None:
