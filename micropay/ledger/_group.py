@@ -51,6 +51,12 @@ Pending = Union[Future[_T], "asyncio.Future[_T]"]
 """What an accept's submitter waits on: a thread's future, or one of its event loop's."""
 
 
+def pending(loop: asyncio.AbstractEventLoop | None) -> Pending[Any]:
+    """A new future for a submitter: of ``loop`` (the running loop, so call from it), or
+    without one a :class:`concurrent.futures.Future`, for threads."""
+    return Future() if loop is None else loop.create_future()
+
+
 @dataclass
 class CommitStats:
     """Counts of a writer's work: how much group commit saved is ``accepts / commits``."""
@@ -111,7 +117,7 @@ class GroupCommit:
     ) -> Pending[Any]:
         """Queue ``work``; the future holds ``then(work's result)`` once it is committed.
         With ``loop`` (the running loop: call from it), the future is one of that loop."""
-        future: Pending[Any] = Future() if loop is None else loop.create_future()
+        future = pending(loop)
         with self._ready:
             if self._stopping:
                 raise LedgerError(f"the ledger at {self._store.location} is closed")

@@ -14,7 +14,6 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterable
-from concurrent.futures import Future
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
@@ -30,7 +29,7 @@ from micropay.errors import (
     VoucherError,
 )
 from micropay.ledger._authorizations import AuthorizationJournal
-from micropay.ledger._group import CommitStats, Pending
+from micropay.ledger._group import CommitStats, Pending, pending
 from micropay.ledger._journal import ChainJournal
 from micropay.ledger._records import ChainView, Position
 from micropay.ledger._store import Accepted, ChargeRow, RefundRow, Store, VoucherRow
@@ -234,7 +233,7 @@ class Ledger:
         total = charged_total(voucher, charged)
         if charged is None and over is not None and total <= over:
             # A voucher charged whole must add to the total read: nothing to write.
-            stale: Pending[int] = Future() if loop is None else loop.create_future()
+            stale: Pending[int] = pending(loop)
             stale.set_exception(
                 StaleVoucherError(
                     f"voucher for {voucher.cumulative_amount} does not beat the accepted {over}"
