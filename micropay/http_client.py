@@ -87,7 +87,7 @@ from micropay._x402 import (
     Receipt,
 )
 from micropay.channels import ChannelClient
-from micropay.credit import PAYMENT_CREDIT, CreditReason, peek
+from micropay.credit import PAYMENT_CREDIT, peek
 from micropay.errors import (
     ChargeReceiptError,
     DepositLimitError,
@@ -933,8 +933,10 @@ class HttpPayer:
         """Send a request with the site's prepaid credit, if this client holds some (a
         generator of steps, as :meth:`exchange`): the answer's statement is checked as a
         receipt (this channel and prepaid ceiling, one price, the charged total one price
-        up) and counted. Returns the response, or None if no credit was sent. A refusal of
-        the credit (spent, superseded, closing) drops it: the caller pays the 402 as usual."""
+        up) and counted. Returns the response, or None if no credit was sent. A 402 drops the
+        credit, whatever its reason (spent, superseded, a deposit that no longer covers it,
+        a channel closing, a reason this client does not know yet): the caller pays the 402
+        as usual, and the credit left carries over into that voucher."""
         channel = self._credits.get(site)
         if channel is None:
             return None
@@ -955,7 +957,7 @@ class HttpPayer:
                     > credit.voucher.cumulative_amount
                 ):
                     channel.credit = None  # spent: the next request pays a voucher
-            elif _reason(headers) in _CREDIT_REFUSALS:
+            elif status == 402:  # refused (spent, superseded, unfunded, closing...): pay instead
                 channel.credit = None
             return response  # type: ignore[no-any-return]
         finally:
@@ -1698,19 +1700,6 @@ class _Run(Generic[_R]):
         except StopIteration as done:
             self.result = done.value
             return None
-
-
-_CREDIT_REFUSALS = frozenset(
-    {
-        CreditReason.INVALID_CREDIT,
-        CreditReason.FORGED_CREDIT,
-        CreditReason.CREDIT_SUPERSEDED,
-        CreditReason.CREDIT_SPENT,
-        CreditReason.CREDIT_PRICE_MISMATCH,
-        Reason.CHANNEL_CLOSING,
-        Reason.UNKNOWN_CHANNEL,
-    }
-)
 
 
 def _decode_required(value: str) -> PaymentRequired:

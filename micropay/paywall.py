@@ -716,15 +716,25 @@ class Paywall:
 
     def _check_offer(self, payload: PaymentPayload, price: int) -> None:
         """The payment is for what this paywall offers; cheap checks before any crypto."""
-        config = payload.config
         if payload.network != self.network:
             raise _Refusal(402, Reason.WRONG_NETWORK, f"this site is paid on {self.network}")
-        if payload.asset != self.asset or config.token != self.asset:
+        if payload.asset != self.asset:
             raise _Refusal(402, Reason.WRONG_ASSET, f"this site is paid in {self.asset}")
-        if payload.pay_to != self._pay_to or config.payee != self._pay_to:
+        if payload.pay_to != self._pay_to:
             raise _Refusal(402, Reason.WRONG_PAYEE, f"this site is paid to {self._pay_to}")
         if payload.price != price:
             raise _Refusal(402, Reason.PRICE_MISMATCH, f"this resource costs {price}")
+        self._check_terms(payload.config)
+
+    def _check_terms(self, config: ChannelConfig) -> None:
+        """The channel is one this paywall sells on: its asset, its payee, a withdraw delay
+        long enough. A voucher's channel is checked before its signature; a credit's, whose
+        token names only the channel, when its configuration is found (the credit key is the
+        payee's, so a token another paywall of the payee issued checks)."""
+        if config.token != self.asset:
+            raise _Refusal(402, Reason.WRONG_ASSET, f"this site is paid in {self.asset}")
+        if config.payee != self._pay_to:
+            raise _Refusal(402, Reason.WRONG_PAYEE, f"this site is paid to {self._pay_to}")
         if config.withdraw_delay < self.min_withdraw_delay:
             raise _Refusal(
                 402,
@@ -992,8 +1002,9 @@ class Paywall:
 
     async def _credit_check(self, token: CreditToken) -> tuple[ChannelConfig, Held, ChannelState]:
         """The channel's configuration, what the book holds and its state, if the credit
-        can pay one more price: the book's best ceiling is the token's, and the channel is
-        not closing. Raises :class:`PaymentRefusal`."""
+        can pay one more price here: the book's best ceiling is the token's, the channel is
+        one this paywall sells on, its deposit covers the charge, and it is not closing.
+        Raises :class:`PaymentRefusal`."""
         channel_id = token.channel_id
         held = self._stored.get(channel_id)
         if held is None or held.ceiling != token.ceiling:
@@ -1005,30 +1016,42 @@ class Paywall:
                 "the site holds another voucher for this channel than this credit's: pay with "
                 "a voucher",
             )
-        self._check_credit_left(held, token)
+        config = self._configs.get(channel_id)
+        if config is None:  # after a restart, another process, or another paywall of the payee
+            config = await self._with_book(functools.partial(self.book.config, channel_id))
+            if config is None:  # cannot be: the book holds a voucher for it
+                raise _Refusal(402, Reason.UNKNOWN_CHANNEL, "the site holds nothing for it")
+            self._check_terms(config)  # kept only once checked (as _credit_left's were)
+            self._configs[channel_id] = config
         state = self.payee.cached_state(channel_id, max_age=self._state_ttl)
         if state is None:
             state = await self._refresh(channel_id)
+        self._check_credit_left(held, token, state)
         if state.finished or (
             state.withdraw_requested and state.closes_at - time.time() < self.payee.safety_margin
         ):
             raise _Refusal(402, Reason.CHANNEL_CLOSING, "the channel is closing: no more credit")
-        config = self._configs.get(channel_id)
-        if config is None:
-            config = await self._with_book(functools.partial(self.book.config, channel_id))
-            if config is None:  # cannot be: the book holds a voucher for it
-                raise _Refusal(402, Reason.UNKNOWN_CHANNEL, "the site holds nothing for it")
-            self._configs[channel_id] = config
         return config, held, state
 
     @staticmethod
-    def _check_credit_left(held: Held, token: CreditToken) -> None:
-        if held.charged + token.price > held.ceiling:
+    def _check_credit_left(held: Held, token: CreditToken, state: ChannelState) -> None:
+        """One more price is left of the credit, and the deposit still covers it: a deposit
+        that fell below the prepaid ceiling (returned on chain by the site, or reorged away)
+        leaves the credit above it uncollectable, so it is not served."""
+        charged = held.charged + token.price
+        if charged > held.ceiling:
             raise _Refusal(
                 402,
                 CreditReason.CREDIT_SPENT,
                 f"this credit is spent ({held.charged} of {held.ceiling} charged): pay with a "
                 "voucher",
+            )
+        if charged > state.deposited:
+            raise _Refusal(
+                402,
+                Reason.INSUFFICIENT_DEPOSIT,
+                f"the channel's deposit ({state.deposited}) no longer covers this credit "
+                f"({held.charged} charged): top it up and pay with a voucher",
             )
 
     async def _charge_credit(
@@ -1060,7 +1083,7 @@ class Paywall:
                     raise _Refusal(
                         402, CreditReason.CREDIT_SUPERSEDED, "the channel moved on: pay again"
                     ) from None
-                self._check_credit_left(again, token)
+                self._check_credit_left(again, token, state)
                 held = again
                 continue
             self._remember(config.channel_id, Held(held.voucher, charged, held.refunded))

@@ -193,6 +193,66 @@ def test_forged_foreign_superseded_and_spent_tokens_are_refused(credit_node, tmp
     ledger.close()
 
 
+def test_credit_the_deposit_no_longer_covers_is_refused_and_the_reader_pays_a_voucher(
+    credit_node, tmp_path
+):
+    """A deposit that falls below the prepaid ceiling (here the site returns on chain all it
+    has not charged; a reorg could take it too) leaves the credit above it uncollectable: a
+    token is refused once its next charge is above the deposit, and the reader's transport
+    drops it and pays a voucher, topping up. Every charge stays claimable."""
+    node = credit_node
+    paywall, payee, ledger = credit_site(node, tmp_path)
+    [account] = fund(node.w3, node.deployer, 1, 10**18)
+    with paying(paywall, credit_reader(node, account, tmp_path)) as client:
+        token = client.get("/articles/0").headers["payment-credit"]  # K prepaid, 1 charged
+        [channel_id] = ledger.channel_ids()
+        payee.refund_on_chain(channel_id, node.channels.state(channel_id).deposited - PRICE)
+        assert node.channels.state(channel_id).deposited == PRICE  # the one charged
+        assert thief_status(client, token) == (402, "insufficient_deposit")
+        assert ledger.held(channel_id).charged == PRICE  # nothing served, nothing charged
+        again = client.get("/articles/1")
+        assert again.status_code == 200 and again.json()["voucher"]  # not the token
+        assert client.get("/articles/2").json()["credit"]  # credit the new deposit covers
+    held, state = ledger.held(channel_id), node.channels.state(channel_id)
+    assert held.charged == 3 * PRICE <= state.deposited
+    payee.claim_all()
+    assert node.channels.state(channel_id).claimed == 3 * PRICE
+    ledger.close()
+
+
+def test_a_token_pays_only_where_its_channel_could_pay_a_voucher(credit_node, tmp_path):
+    """The credit key is the payee's, so another paywall of the same payee and ledger (or
+    this one restarted with other terms) checks the tag of a token it never issued: the
+    channel must still be one it sells on, as a voucher's must (asset, withdraw delay)."""
+    node = credit_node
+    _, payee, ledger = credit_site(node, tmp_path)
+    paywall = credit_site_with(payee)
+    [account] = fund(node.w3, node.deployer, 1, 10**18)
+    with paying(paywall, credit_reader(node, account, tmp_path)) as client:
+        token = client.get("/articles/0").headers["payment-credit"]  # an ETH channel's
+        [channel_id] = ledger.channel_ids()
+        delay = ledger.config(channel_id).withdraw_delay
+    in_a_token = credit_site_with(payee, asset="0x" + "a0" * 20)
+    longer = credit_site_with(payee, min_withdraw_delay=delay + 1)
+    assert longer.min_withdraw_delay == delay + 1
+    for other, refusal in ((in_a_token, "wrong_asset"), (longer, "withdraw_delay_too_short")):
+        with Server(other) as server, httpx.Client(base_url=server.url) as reader:
+            response = reader.get("/articles/1", headers={"payment-credit": token})
+            assert (response.status_code, response.json()["error"]) == (402, refusal)
+    assert ledger.held(channel_id).charged == PRICE  # nothing charged elsewhere
+    with Server(paywall) as server, httpx.Client(base_url=server.url) as reader:
+        response = reader.get("/articles/1", headers={"payment-credit": token})
+        assert response.json()["credit"]  # still good where it was bought
+    assert ledger.held(channel_id).charged == 2 * PRICE
+    ledger.close()
+
+
+def credit_site_with(payee: Payee, **terms) -> Paywall:
+    """A paywall of ``payee`` selling credit on the articles, with other ``terms``."""
+    app = Starlette(routes=[Route("/articles/{slug}", article)])
+    return Paywall(app, payee=payee, prices={"GET /articles/{slug}": PRICE}, prepay=K, **terms)
+
+
 def thief_status(client: httpx.Client, token: str) -> tuple[int, str]:
     with httpx.Client(base_url=str(client.base_url)) as other:
         response = other.get("/articles/y", headers={"payment-credit": token})
