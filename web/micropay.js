@@ -131,10 +131,16 @@ async function connectedPayer(wallet, payer) {
 const channelKey = (site, offer) =>
   [site, offer.chainId, offer.contract, offer.payee, offer.asset].join('|').toLowerCase();
 
+// prepay: reads the reader prepays per voucher where the site sells credit (0: off).
+const freshSite = (site, offer) => ({ site, budget: offer.deposit, agreedPrice: 0n, spent: 0n, prepay: 0 });
+
 async function siteRecord(site, offer) {
-  // prepay: reads the reader prepays per voucher where the site sells credit (0: off).
-  return (await store.getSite(site)) || { site, budget: offer.deposit, agreedPrice: 0n, spent: 0n, prepay: 0 };
+  return (await store.getSite(site)) || freshSite(site, offer);
 }
+
+/** Change the site's record in the store, as one read and write (store.changeSite): other
+ * tabs pay and save the same record. Returns the record written. */
+const changeSite = (site, offer, change) => store.changeSite(site, () => freshSite(site, offer), change);
 
 /** Open the channel with its first deposit, in one wallet transaction: ETH as its value,
  * a token pulled under a permit the reader signs in the wallet just before. */
@@ -219,8 +225,14 @@ async function resync(view, record, offer, wallet, floor, signedHere) {
   } else if ((await channelState(wallet, offer.contract, record.id)).claimed !== total) {
     throw new Refusal(`the site claims a total of ${total} without a voucher`);
   }
-  if (total > floor && signedHere.has(total) && charged === total) {
-    throw new Refusal(`the site calls ${total} already spent, but this browser signed it during this request`);
+  if (total > floor && signedHere.has(total)) {
+    if (charged === total) {
+      throw new Refusal(`the site calls ${total} already spent, but this browser signed it during this request`);
+    }
+    // The voucher of this very request (as HttpPayer._resync_charged): what it adds above
+    // the floor was never served, whatever charged total the site says it holds under it.
+    const held = floor > record.acknowledged ? floor : record.acknowledged;
+    return charged < held ? charged : held;
   }
   return charged;
 }
@@ -254,10 +266,6 @@ function chargedUnseen(receipt, record) {
 }
 
 // -- prepaid credit (micropay/credit.py) -----------------------------------------------------
-
-/** Refusals after which a credit token is dropped and the page is paid with a voucher. */
-const CREDIT_REFUSALS = new Set(['invalid_credit', 'forged_credit', 'credit_superseded',
-  'credit_spent', 'credit_price_mismatch', 'channel_closing', 'unknown_channel']);
 
 /** The terms a ``PAYMENT-CREDIT`` token states (version 1, channel id, ceiling, price, then
  * the site's tag, which only the site can check), or null if it is not a token. */
@@ -340,14 +348,17 @@ async function payOnChannel(url, offer, record, site, wallet) {
       const header = answer.headers.get('PAYMENT-RESPONSE');
       const receipt = header ? decodeHeader(header) : null;
       // Credit charged unseen may show up in the charged total: under the old ceiling when
-      // a voucher pays, under this one when credit does.
+      // a voucher pays (or under a voucher signed before this request whose answer was lost:
+      // the site may hold it, and have charged it), under this one when credit does.
       const ceiling = record.ceiling == null ? 0n : record.ceiling;
-      const under = spending ? credit.ceiling - offer.price : ceiling;
+      const before = ceiling > floor ? ceiling : floor;
+      const under = spending ? credit.ceiling - offer.price : before;
       const unseen = offer.prepay && under > record.acknowledged ? under - record.acknowledged : 0n;
       const wrong = chargeProblem(receipt, record, offer, total, unseen);
       if (wrong) throw new Refusal(`the site served the page with a receipt that does not match the ${spending ? 'credit' : 'voucher'}: ${wrong}`);
       const charged = BigInt(receipt.cumulativeAmount);
-      site.spent += BigInt(receipt.amount) + chargedUnseen(receipt, record);
+      const paid = BigInt(receipt.amount) + chargedUnseen(receipt, record);
+      site.spent += paid;
       record.acknowledged = charged; // the next voucher builds on what was charged
       record.ceiling = total; // the site's best voucher now
       if (receipt.refunded != null) record.refunded = BigInt(receipt.refunded);
@@ -361,7 +372,7 @@ async function payOnChannel(url, offer, record, site, wallet) {
         record.credit = creditLeft(answer.headers.get('PAYMENT-CREDIT'), record, offer, site, total, signature);
       }
       await store.putChannel(record);
-      await store.putSite(site);
+      await changeSite(site.site, offer, (saved) => { saved.spent += paid; });
       if (spending) return { body: await answer.text(), problem: null, credit: record.credit };
       const problem = receiptProblem(receipt, offer, resource);
       await store.addReceipt({ site: site.site, resource, problem, receipt, recordedAt: Date.now() });
@@ -371,15 +382,29 @@ async function payOnChannel(url, offer, record, site, wallet) {
     const required = header ? decodeHeader(header) : {};
     const reason = required.error || `HTTP ${answer.status}`;
     const view = (required.extensions || {}).channel;
-    if (spending && CREDIT_REFUSALS.has(reason)) {
-      record.credit = null; // spent, superseded or not this site's: the next round pays a voucher
+    if (reason === 'insufficient_deposit') {
+      // Believe the chain, not the site: a deposit returned or reorged away leaves less to
+      // sign against (and credit above it is refused); the next round signs within it, or
+      // says the deposit is spent.
+      const { deposited } = await channelState(wallet, offer.contract, record.id);
+      if (deposited >= record.deposited) {
+        throw new Refusal(`the site calls the deposit short, but the chain shows ${money(deposited, offer.asset)}`);
+      }
+      record.deposited = deposited;
+      record.credit = null;
+      await store.putChannel(record);
+    } else if (spending && answer.status === 402) {
+      // Refused, whatever the reason (spent, superseded, unfunded, closing, one this script
+      // does not know yet): the next round pays a voucher, over which the credit left carries.
+      record.credit = null;
       await store.putChannel(record);
     } else if (answer.status === 409) {
       await sleep(100);
     } else if ((reason === 'stale_voucher' || reason === 'cumulative_mismatch') && view) {
       const adopted = await resync(view, record, offer, wallet, floor, signedHere);
       // What the site holds above our record was paid before this browser lost track.
-      if (adopted > record.acknowledged) site.spent += adopted - record.acknowledged;
+      const paid = adopted > record.acknowledged ? adopted - record.acknowledged : 0n;
+      site.spent += paid;
       record.acknowledged = adopted;
       record.ceiling = BigInt(view.cumulativeAmount); // its best voucher, checked as ours
       record.signature = adopted === BigInt(view.cumulativeAmount) ? view.signature || null : null;
@@ -387,7 +412,7 @@ async function payOnChannel(url, offer, record, site, wallet) {
       if (view.refunded != null) record.refunded = BigInt(view.refunded);
       if (adopted > record.highestSigned) record.highestSigned = adopted;
       await store.putChannel(record);
-      await store.putSite(site);
+      await changeSite(site.site, offer, (saved) => { saved.spent += paid; });
     } else if (reason === 'channel_closing' || reason === 'unknown_channel') {
       // Believe it only if the chain agrees: a site must not make the reader deposit again.
       const state = await channelState(wallet, offer.contract, record.id);
@@ -413,19 +438,19 @@ const budgetMessage = (site, offer, amount = offer.price) =>
  * the price and deposit shown; otherwise pay only within what the reader agreed to before. */
 async function pay(url, shown, interactive) {
   const offer = await siteOffer(url, shown);
-  const site = await siteRecord(location.origin, offer);
-  if (interactive) {
-    site.agreedPrice = offer.price;
-  } else if (offer.price > site.agreedPrice) {
+  const budget = $('micropay-budget');
+  const limit = budget && budget.value ? BigInt(budget.value) : null;
+  const site = await changeSite(location.origin, offer, (saved) => {
+    if (interactive) saved.agreedPrice = offer.price;
+    if (limit !== null) saved.budget = limit;
+  });
+  if (offer.price > site.agreedPrice) {
     throw new Refusal(`the price ${money(offer.price, offer.asset)} is above the ` +
       `${money(site.agreedPrice, offer.asset)} you agreed to`);
   }
   const kept = await store.getChannel(channelKey(location.origin, offer));
   if (!interactive && (!kept || kept.retired)) throw new Refusal('no channel with this site yet');
-  const budget = $('micropay-budget');
-  if (budget && budget.value) site.budget = BigInt(budget.value);
   if (site.spent + offer.price > site.budget) throw new Refusal(budgetMessage(site, offer));
-  await store.putSite(site);
   const wallet = await findWallet();
   await checkChain(wallet, offer);
   const opened = await channelFor(wallet, location.origin, offer);
@@ -584,20 +609,18 @@ async function boot() {
   const site = await siteRecord(location.origin, offer);
   $('micropay-budget').value = site.budget.toString();
   $('micropay-budget').addEventListener('change', async (event) => {
-    const next = await siteRecord(location.origin, offer);
-    next.budget = BigInt(event.target.value || '0');
-    await store.putSite(next);
+    const budget = BigInt(event.target.value || '0');
+    const next = await changeSite(location.origin, offer, (saved) => { saved.budget = budget; });
     document.body.dataset.budget = next.budget.toString();
   });
   const prepay = $('micropay-prepay');
   if (prepay) {
     prepay.value = String(site.prepay || 0);
     prepay.addEventListener('change', async (event) => {
-      const next = await siteRecord(location.origin, offer);
       const wanted = Number.parseInt(event.target.value, 10);
-      next.prepay = Number.isSafeInteger(wanted) && wanted > 0 ? Math.min(wanted, offer.prepay) : 0;
-      event.target.value = String(next.prepay);
-      await store.putSite(next);
+      const reads = Number.isSafeInteger(wanted) && wanted > 0 ? Math.min(wanted, offer.prepay) : 0;
+      event.target.value = String(reads);
+      const next = await changeSite(location.origin, offer, (saved) => { saved.prepay = reads; });
       document.body.dataset.prepay = String(next.prepay);
     });
   }

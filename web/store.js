@@ -34,5 +34,20 @@ async function run(store, mode, act) {
 export const getChannel = (key) => run('channels', 'readonly', (s) => s.get(key));
 export const putChannel = (record) => run('channels', 'readwrite', (s) => s.put(record));
 export const getSite = (site) => run('sites', 'readonly', (s) => s.get(site));
-export const putSite = (record) => run('sites', 'readwrite', (s) => s.put(record));
+/** Change a site's record (``fresh()`` if it has none yet) with ``change``, read and written
+ * in one transaction: IndexedDB runs the readwrite transactions of other tabs before or after
+ * it, never between, so what one tab spent is never put back over by another's older copy.
+ * Resolves with the record written. */
+export function changeSite(site, fresh, change) {
+  let written;
+  return run('sites', 'readwrite', (s) => {
+    const request = s.get(site);
+    request.onsuccess = () => {
+      written = request.result || fresh();
+      change(written);
+      s.put(written);
+    };
+    return request;
+  }).then(() => written);
+}
 export const addReceipt = (receipt) => run('receipts', 'readwrite', (s) => s.add(receipt));

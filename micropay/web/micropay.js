@@ -36,7 +36,18 @@ async function run(store, mode, act) {
 var getChannel = (key) => run("channels", "readonly", (s) => s.get(key));
 var putChannel = (record) => run("channels", "readwrite", (s) => s.put(record));
 var getSite = (site) => run("sites", "readonly", (s) => s.get(site));
-var putSite = (record) => run("sites", "readwrite", (s) => s.put(record));
+function changeSite(site, fresh, change) {
+  let written;
+  return run("sites", "readwrite", (s) => {
+    const request = s.get(site);
+    request.onsuccess = () => {
+      written = request.result || fresh();
+      change(written);
+      s.put(written);
+    };
+    return request;
+  }).then(() => written);
+}
 var addReceipt = (receipt) => run("receipts", "readwrite", (s) => s.add(receipt));
 
 // node_modules/@noble/hashes/utils.js
@@ -3216,9 +3227,11 @@ async function connectedPayer(wallet, payer) {
   if (!granted.some((a) => sameAddress(a, payer))) throw new Refusal(`the wallet does not hold ${payer}`);
 }
 var channelKey = (site, offer) => [site, offer.chainId, offer.contract, offer.payee, offer.asset].join("|").toLowerCase();
+var freshSite = (site, offer) => ({ site, budget: offer.deposit, agreedPrice: 0n, spent: 0n, prepay: 0 });
 async function siteRecord(site, offer) {
-  return await getSite(site) || { site, budget: offer.deposit, agreedPrice: 0n, spent: 0n, prepay: 0 };
+  return await getSite(site) || freshSite(site, offer);
 }
+var changeSite2 = (site, offer, change) => changeSite(site, () => freshSite(site, offer), change);
 async function open(wallet, offer, payer, config) {
   const deposit = money(offer.deposit, offer.asset);
   if (offer.asset === ZERO_ADDRESS) {
@@ -3310,8 +3323,12 @@ async function resync(view, record, offer, wallet, floor, signedHere) {
   } else if ((await channelState(wallet, offer.contract, record.id)).claimed !== total) {
     throw new Refusal(`the site claims a total of ${total} without a voucher`);
   }
-  if (total > floor && signedHere.has(total) && charged === total) {
-    throw new Refusal(`the site calls ${total} already spent, but this browser signed it during this request`);
+  if (total > floor && signedHere.has(total)) {
+    if (charged === total) {
+      throw new Refusal(`the site calls ${total} already spent, but this browser signed it during this request`);
+    }
+    const held = floor > record.acknowledged ? floor : record.acknowledged;
+    return charged < held ? charged : held;
   }
   return charged;
 }
@@ -3333,15 +3350,6 @@ function chargedUnseen(receipt, record) {
   const refunded = receipt.refunded == null ? 0n : BigInt(receipt.refunded);
   return BigInt(receipt.cumulativeAmount) - (record.acknowledged + BigInt(receipt.amount) - (refunded - seen));
 }
-var CREDIT_REFUSALS = /* @__PURE__ */ new Set([
-  "invalid_credit",
-  "forged_credit",
-  "credit_superseded",
-  "credit_spent",
-  "credit_price_mismatch",
-  "channel_closing",
-  "unknown_channel"
-]);
 function peekCredit(token) {
   if (typeof token !== "string" || !/^[A-Za-z0-9_-]{151}$/.test(token)) return null;
   const standard = token.replace(/-/g, "+").replace(/_/g, "/") + "=";
@@ -3405,12 +3413,14 @@ async function payOnChannel(url, offer, record, site, wallet) {
       const header2 = answer.headers.get("PAYMENT-RESPONSE");
       const receipt = header2 ? decodeHeader(header2) : null;
       const ceiling = record.ceiling == null ? 0n : record.ceiling;
-      const under = spending ? credit.ceiling - offer.price : ceiling;
+      const before = ceiling > floor ? ceiling : floor;
+      const under = spending ? credit.ceiling - offer.price : before;
       const unseen = offer.prepay && under > record.acknowledged ? under - record.acknowledged : 0n;
       const wrong = chargeProblem(receipt, record, offer, total, unseen);
       if (wrong) throw new Refusal(`the site served the page with a receipt that does not match the ${spending ? "credit" : "voucher"}: ${wrong}`);
       const charged = BigInt(receipt.cumulativeAmount);
-      site.spent += BigInt(receipt.amount) + chargedUnseen(receipt, record);
+      const paid = BigInt(receipt.amount) + chargedUnseen(receipt, record);
+      site.spent += paid;
       record.acknowledged = charged;
       record.ceiling = total;
       if (receipt.refunded != null) record.refunded = BigInt(receipt.refunded);
@@ -3422,7 +3432,9 @@ async function payOnChannel(url, offer, record, site, wallet) {
         record.credit = creditLeft(answer.headers.get("PAYMENT-CREDIT"), record, offer, site, total, signature);
       }
       await putChannel(record);
-      await putSite(site);
+      await changeSite2(site.site, offer, (saved) => {
+        saved.spent += paid;
+      });
       if (spending) return { body: await answer.text(), problem: null, credit: record.credit };
       const problem = receiptProblem(receipt, offer, resource);
       await addReceipt({ site: site.site, resource, problem, receipt, recordedAt: Date.now() });
@@ -3432,14 +3444,23 @@ async function payOnChannel(url, offer, record, site, wallet) {
     const required = header ? decodeHeader(header) : {};
     const reason = required.error || `HTTP ${answer.status}`;
     const view = (required.extensions || {}).channel;
-    if (spending && CREDIT_REFUSALS.has(reason)) {
+    if (reason === "insufficient_deposit") {
+      const { deposited } = await channelState(wallet, offer.contract, record.id);
+      if (deposited >= record.deposited) {
+        throw new Refusal(`the site calls the deposit short, but the chain shows ${money(deposited, offer.asset)}`);
+      }
+      record.deposited = deposited;
+      record.credit = null;
+      await putChannel(record);
+    } else if (spending && answer.status === 402) {
       record.credit = null;
       await putChannel(record);
     } else if (answer.status === 409) {
       await sleep2(100);
     } else if ((reason === "stale_voucher" || reason === "cumulative_mismatch") && view) {
       const adopted = await resync(view, record, offer, wallet, floor, signedHere);
-      if (adopted > record.acknowledged) site.spent += adopted - record.acknowledged;
+      const paid = adopted > record.acknowledged ? adopted - record.acknowledged : 0n;
+      site.spent += paid;
       record.acknowledged = adopted;
       record.ceiling = BigInt(view.cumulativeAmount);
       record.signature = adopted === BigInt(view.cumulativeAmount) ? view.signature || null : null;
@@ -3447,7 +3468,9 @@ async function payOnChannel(url, offer, record, site, wallet) {
       if (view.refunded != null) record.refunded = BigInt(view.refunded);
       if (adopted > record.highestSigned) record.highestSigned = adopted;
       await putChannel(record);
-      await putSite(site);
+      await changeSite2(site.site, offer, (saved) => {
+        saved.spent += paid;
+      });
     } else if (reason === "channel_closing" || reason === "unknown_channel") {
       const state = await channelState(wallet, offer.contract, record.id);
       if (state.exists && !state.finished && state.closesAt === 0n) {
@@ -3466,18 +3489,18 @@ async function payOnChannel(url, offer, record, site, wallet) {
 var budgetMessage = (site, offer, amount = offer.price) => `paying ${money(amount, offer.asset)} would take this site to ${money(site.spent + amount, offer.asset)}, above your budget of ${money(site.budget, offer.asset)}`;
 async function pay(url, shown, interactive) {
   const offer = await siteOffer(url, shown);
-  const site = await siteRecord(location.origin, offer);
-  if (interactive) {
-    site.agreedPrice = offer.price;
-  } else if (offer.price > site.agreedPrice) {
+  const budget = $("micropay-budget");
+  const limit = budget && budget.value ? BigInt(budget.value) : null;
+  const site = await changeSite2(location.origin, offer, (saved) => {
+    if (interactive) saved.agreedPrice = offer.price;
+    if (limit !== null) saved.budget = limit;
+  });
+  if (offer.price > site.agreedPrice) {
     throw new Refusal(`the price ${money(offer.price, offer.asset)} is above the ${money(site.agreedPrice, offer.asset)} you agreed to`);
   }
   const kept = await getChannel(channelKey(location.origin, offer));
   if (!interactive && (!kept || kept.retired)) throw new Refusal("no channel with this site yet");
-  const budget = $("micropay-budget");
-  if (budget && budget.value) site.budget = BigInt(budget.value);
   if (site.spent + offer.price > site.budget) throw new Refusal(budgetMessage(site, offer));
-  await putSite(site);
   const wallet = await findWallet();
   await checkChain(wallet, offer);
   const opened = await channelFor(wallet, location.origin, offer);
@@ -3611,20 +3634,22 @@ async function boot() {
   const site = await siteRecord(location.origin, offer);
   $("micropay-budget").value = site.budget.toString();
   $("micropay-budget").addEventListener("change", async (event) => {
-    const next = await siteRecord(location.origin, offer);
-    next.budget = BigInt(event.target.value || "0");
-    await putSite(next);
+    const budget = BigInt(event.target.value || "0");
+    const next = await changeSite2(location.origin, offer, (saved) => {
+      saved.budget = budget;
+    });
     document.body.dataset.budget = next.budget.toString();
   });
   const prepay = $("micropay-prepay");
   if (prepay) {
     prepay.value = String(site.prepay || 0);
     prepay.addEventListener("change", async (event) => {
-      const next = await siteRecord(location.origin, offer);
       const wanted = Number.parseInt(event.target.value, 10);
-      next.prepay = Number.isSafeInteger(wanted) && wanted > 0 ? Math.min(wanted, offer.prepay) : 0;
-      event.target.value = String(next.prepay);
-      await putSite(next);
+      const reads = Number.isSafeInteger(wanted) && wanted > 0 ? Math.min(wanted, offer.prepay) : 0;
+      event.target.value = String(reads);
+      const next = await changeSite2(location.origin, offer, (saved) => {
+        saved.prepay = reads;
+      });
       document.body.dataset.prepay = String(next.prepay);
     });
   }
