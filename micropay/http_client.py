@@ -698,7 +698,10 @@ class HttpPayer:
             floor,
             resource,
             base=payer.acknowledged,
-            unseen=top - payer.acknowledged,
+            # Where credit is sold, the site may have charged unseen up to its best ceiling,
+            # or up to a voucher signed before this request whose answer was lost (the site
+            # may hold it): that is counted as spent when the receipt shows it.
+            unseen=max(top, floor) - payer.acknowledged if offer.prepay else 0,
             reserved=exposure,
         )
 

@@ -247,6 +247,63 @@ def test_a_token_pays_only_where_its_channel_could_pay_a_voucher(credit_node, tm
     ledger.close()
 
 
+class LosingAnswers(httpx.HTTPTransport):
+    """Sends every request; while ``losing``, the answer to a paid one is lost on its way
+    back (the site has served and charged it), as a dropped connection loses it."""
+
+    losing = False
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = super().handle_request(request)
+        if self.losing and "payment-signature" in request.headers:
+            response.read()
+            response.close()
+            raise httpx.ReadError("the answer was lost", request=request)
+        return response
+
+
+def test_a_charge_whose_answer_was_lost_is_counted_by_the_next_vouchers_receipt(
+    credit_node, tmp_path
+):
+    """A voucher reaches the site and is charged, but its answer is lost. The next voucher
+    (here from a run that prepays more) is above the one the site holds, and its honest
+    receipt counts the lost charge too: it is accepted, and counted as spent, up to the
+    voucher signed before (the site may hold it), rather than refused as a charge the
+    client never authorised (which also suspended the channel)."""
+    node = credit_node
+    paywall, _, ledger = credit_site(node, tmp_path)
+    [account] = fund(node.w3, node.deployer, 1, 10**18)
+    losing = LosingAnswers()
+    with Server(paywall) as server:
+        single = credit_reader(node, account, tmp_path, prepay=1)
+        with httpx.Client(
+            base_url=server.url, transport=PaymentTransport(single, losing)
+        ) as client:
+            assert client.get("/articles/0").json()["voucher"]
+            losing.losing = True
+            with pytest.raises(httpx.ReadError):
+                client.get("/articles/1")
+        [channel_id] = ledger.channel_ids()
+        held = ledger.held(channel_id)
+        assert (held.ceiling, held.charged) == (2 * PRICE, 2 * PRICE)  # charged, never seen
+        more = credit_reader(node, account, tmp_path, prepay=K)
+        with httpx.Client(base_url=server.url, transport=PaymentTransport(more)) as client:
+            response = client.get("/articles/2")
+            assert response.json()["voucher"]
+            receipt = receipt_of(response)
+            # One price for this read on top of the lost one's, under a voucher K - 1 prices
+            # above the one the site held.
+            assert (receipt.amount, receipt.cumulative_amount) == (PRICE, 3 * PRICE)
+            assert receipt.ceiling == (K + 1) * PRICE
+            assert client.get("/articles/3").json()["credit"]  # and its credit spends
+    assert (
+        more.store.site_spend(next(iter(more._credits)))
+        == 4 * PRICE
+        == ledger.held(channel_id).charged
+    )
+    ledger.close()
+
+
 def credit_site_with(payee: Payee, **terms) -> Paywall:
     """A paywall of ``payee`` selling credit on the articles, with other ``terms``."""
     app = Starlette(routes=[Route("/articles/{slug}", article)])
