@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from paywall_helpers import Server, dev_key
 from test_browser_reader import (  # noqa: F401  (reading: the module's fixture)
     ARTICLES,
     DEPOSIT,
@@ -23,10 +22,9 @@ from test_browser_reader import (  # noqa: F401  (reading: the module's fixture)
     Reading,
     SiteReader,
     reading,
+    second_site,
     settle,
 )
-
-from micropay.example_site import create_site
 
 pytestmark = pytest.mark.standalone
 
@@ -56,19 +54,8 @@ def unb64(value: str) -> Any:
 @pytest.fixture()
 def plain(reading: Reading, tmp_path: Any) -> Iterator[SiteReader]:  # noqa: F811
     """A site of its own that sells no credit, read in a fresh browser profile."""
-    site = create_site(
-        reading.site.w3,
-        site_key=dev_key(2),
-        price=PRICE,
-        ledger_url=f"sqlite:///{tmp_path / 'ledger.db'}",
-        min_deposit=DEPOSIT,
-    )
-    with Server(site.app) as server:
-        context = reading.context()
-        try:
-            yield SiteReader(site.payee.book, server.url, context.new_page()).watch()
-        finally:
-            context.close()
+    with second_site(reading, tmp_path / "ledger.db", 2) as (reader, _):
+        yield reader
 
 
 def test_a_corrective_402_echoing_this_requests_voucher_one_wei_under_is_not_adopted(
@@ -149,20 +136,8 @@ def seller(selling: tuple[SiteReader, Any]) -> SiteReader:
 @pytest.fixture()
 def selling(reading: Reading, tmp_path: Any) -> Iterator[tuple[SiteReader, Any]]:  # noqa: F811
     """:func:`seller`, and the site (its payee refunds on chain)."""
-    site = create_site(
-        reading.site.w3,
-        site_key=dev_key(4),
-        price=PRICE,
-        ledger_url=f"sqlite:///{tmp_path / 'ledger.db'}",
-        min_deposit=DEPOSIT,
-        prepay=4,
-    )
-    with Server(site.app) as server:
-        context = reading.context()
-        try:
-            yield SiteReader(site.payee.book, server.url, context.new_page()).watch(), site
-        finally:
-            context.close()
+    with second_site(reading, tmp_path / "ledger.db", 4, prepay=4) as pair:
+        yield pair
 
 
 def test_credit_the_deposit_no_longer_covers_is_dropped_and_nothing_above_it_is_signed(

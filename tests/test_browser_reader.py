@@ -21,6 +21,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -522,23 +523,34 @@ TAMPER_TOKEN = """async () => {
 }"""
 
 
-@pytest.fixture(scope="module")
-def credit(reading: Reading, tmp_path_factory: Any) -> Iterator[SiteReader]:
-    ledger = tmp_path_factory.mktemp("credit") / "ledger.db"
+@contextmanager
+def second_site(
+    reading: Reading, ledger: Path, key: int, **options: Any
+) -> Iterator[tuple[SiteReader, ContentSite]]:
+    """A second example site (``create_site`` with ``options``, paid to dev account ``key``,
+    its SQLite ledger at ``ledger``), served on loopback and read in a browser profile of
+    its own."""
     site = create_site(
         reading.site.w3,
-        site_key=dev_key(6),
+        site_key=dev_key(key),
         price=PRICE,
         ledger_url=f"sqlite:///{ledger}",
         min_deposit=DEPOSIT,
-        prepay=PREPAY,
+        **options,
     )
     with Server(site.app) as server:
         context = reading.context()
         try:
-            yield SiteReader(site.payee.book, server.url, context.new_page()).watch()
+            yield SiteReader(site.payee.book, server.url, context.new_page()).watch(), site
         finally:
             context.close()
+
+
+@pytest.fixture(scope="module")
+def credit(reading: Reading, tmp_path_factory: Any) -> Iterator[SiteReader]:
+    ledger = tmp_path_factory.mktemp("credit") / "ledger.db"
+    with second_site(reading, ledger, 6, prepay=PREPAY) as (reader, _):
+        yield reader
 
 
 def test_a_credit_site_is_paid_a_voucher_a_read_until_the_reader_prepays(
