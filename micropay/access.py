@@ -96,6 +96,8 @@ class AccessGate:
         verify_receipt(receipt, self._payee)
         if receipt.resource != resource:
             raise ReceiptError(f"the receipt is for {receipt.resource!r}, not {resource!r}")
+        if receipt.amount == 0:  # a stream's start, a metered read that used nothing: unpaid
+            raise ReceiptError("the receipt charged nothing: it pays for no access")
         if not now - self.period <= receipt.issued_at <= now + _CLOCK_SKEW:
             raise ReceiptError(f"the receipt is older than the access period ({self.period} s)")
         config = config_of(receipt.channel_id)

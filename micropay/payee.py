@@ -158,8 +158,10 @@ class CommittingBook(VoucherBook, Protocol):
         charge: SignedReceipt | None = None,
         charged: int | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
+        ceiling: int | None = None,
     ) -> Future[int] | asyncio.Future[int]:
-        """:meth:`VoucherBook.accept_if_higher`, its result in a future once it is durable."""
+        """:meth:`VoucherBook.accept_if_higher`, its result in a future once it is durable;
+        with ``ceiling``, only if the best voucher held is still that one (0: none)."""
 
     def charge_soon(
         self,

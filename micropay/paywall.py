@@ -361,6 +361,9 @@ class ChannelCheck:
     base: int = 0
     refunded: int = 0
     metered: bool = False
+    ceiling: int = 0
+    """The best voucher the book held (0: none), which the write must still find: another
+    process may take a voucher without moving the charged total (a refund, a charge of 0)."""
 
 
 # -- the middleware ------------------------------------------------------------------------
@@ -506,7 +509,7 @@ class Paywall:
             await self._serve_credit(scope, receive, send, path, credit)
             return
         if raw is None:
-            access = self._access_header(scope)
+            access = self._access_header(scope, priced)
             if access is not None:
                 await self._serve_access(scope, receive, send, price, path, access)
                 return
@@ -560,10 +563,16 @@ class Paywall:
         finally:
             self._busy.discard(channel_id)
 
-    def _access_header(self, scope: Scope) -> bytes | None:
-        """The request's one ``PAYMENT-ACCESS``, if this paywall takes access receipts
-        (without the opt-in a receipt never stands for a payment: the header is ignored)."""
-        if self.access is None:
+    def _grants_access(self, route: PricedRoute) -> bool:
+        """Whether a receipt lets a reader in again on ``route``: only on a fixed price, whose
+        every read is the same thing for the same charge (a metered read may use more than
+        the one paid for, a stream delivers as long as it is paid)."""
+        return self.access is not None and not route.metered and route.stream is None
+
+    def _access_header(self, scope: Scope, route: PricedRoute) -> bytes | None:
+        """The request's one ``PAYMENT-ACCESS``, if this paywall takes access receipts on
+        ``route`` (elsewhere a receipt never stands for a payment: the header is ignored)."""
+        if not self._grants_access(route):
             return None
         values = [value for name, value in scope["headers"] if name == _ACCESS_HEADER]
         return values[0] if len(values) == 1 else None
@@ -818,6 +827,7 @@ class Paywall:
             previous,
             0 if held is None else held.refunded,
             metered,
+            0 if held is None else held.ceiling,
         )
 
     def _top(self, held: Held | None, state: ChannelState) -> int:
@@ -1236,6 +1246,7 @@ class Paywall:
             config,
             voucher,
             over=check.held,
+            ceiling=check.ceiling,
             covered=check.checked.covered,
             charged=charged,
             charge=charge,
@@ -1254,20 +1265,31 @@ class Paywall:
         *,
         over: int,
         charged: int,
+        ceiling: int | None = None,
         covered: bool = False,
         charge: SignedReceipt | None = None,
     ) -> int:
         """The book's ``accept_if_higher``: a book with a writer of its own (the ledger) is
-        awaited, not called from a thread; the result comes after the commit."""
+        awaited, not called from a thread; the result comes after the commit. ``ceiling``:
+        the best voucher read with ``over``, which a ledger (shared by processes) must still
+        hold; a book of this process's own is moved by this paywall alone, one request per
+        channel at a time."""
 
-        def this_write(method: Callable[..., _T]) -> Callable[..., _T]:
+        def this_write(method: Callable[..., _T], **more: Any) -> Callable[..., _T]:
             return functools.partial(
-                method, config, voucher, over=over, covered=covered, charge=charge, charged=charged
+                method,
+                config,
+                voucher,
+                over=over,
+                covered=covered,
+                charge=charge,
+                charged=charged,
+                **more,
             )
 
         book = self._committing
         if book is not None:
-            return await _committed(this_write(book.accept_soon))
+            return await _committed(this_write(book.accept_soon, ceiling=ceiling))
         return await self._with_book(this_write(self.book.accept_if_higher))
 
     async def _send_reader_page(self, scope: Scope, send: Send, path: _Resource) -> None:
@@ -1301,7 +1323,9 @@ class Paywall:
             resource=path.url,
             channel=refusal.view,
             mime_type=path.route.mime_type,
-            access=None if self.access is None else self.access.offer(path.name),
+            access=self.access.offer(path.name)
+            if self.access is not None and self._grants_access(path.route)
+            else None,
             payment_identifier=EXACT in path.route.schemes,
         )
         return (b"payment-required", required.encode().encode("ascii"))

@@ -354,6 +354,7 @@ class StreamMeter:
                 self.recorded,
                 held.refunded,
                 metered=True,
+                ceiling=held.ceiling,
             )
             receipt = await self._record(check)
             self._raised.set()
@@ -386,6 +387,8 @@ class StreamMeter:
                 held=self.recorded,
                 base=self.recorded,
                 price=self.ceiling - self.recorded,
+                # The book's best voucher since this check's first write: it or this one.
+                ceiling=max(self.check.ceiling, self.ceiling),
             )
             try:
                 receipt: Receipt | None = await self._record(check)

@@ -213,10 +213,14 @@ class Ledger:
         charge: SignedReceipt | None = None,
         charged: int | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
+        ceiling: int | None = None,
     ) -> Pending[int]:
         """:meth:`accept_if_higher` without waiting: the checks run now (a bad voucher raises
         here), the write joins the ledger's next group commit, and the future holds the
         increment (or the :class:`StaleVoucherError`) once that commit is durable.
+        ``ceiling`` (with ``over``): the best voucher's amount the caller read (0: none),
+        which the ledger must still hold, or the write is stale: a voucher another process
+        took without moving the charged total must not pay again.
 
         A server on an asyncio loop passes it as ``loop`` (calling from it) and awaits the
         future, a future of that loop, instead of parking a thread: the writer wakes the loop
@@ -270,6 +274,10 @@ class Ledger:
                         f"the book holds {found.held} for the channel, not {over} (its "
                         "charged total)"
                     )
+                if ceiling is not None:  # the charged total read, under another best voucher
+                    raise StaleVoucherError(
+                        f"the book holds another best voucher for the channel than {ceiling}"
+                    )
                 raise StaleVoucherError(
                     f"voucher for {voucher.cumulative_amount} does not beat the accepted "
                     f"{found.held}"
@@ -280,7 +288,9 @@ class Ledger:
                 self._verified[config.channel_id] = (voucher.cumulative_amount, voucher.signature)
             return total - found.replaced
 
-        return self._store.accept_soon(row, over=over, charge=charge_row, then=increment, loop=loop)
+        return self._store.accept_soon(
+            row, over=over, ceiling=ceiling, charge=charge_row, then=increment, loop=loop
+        )
 
     def charge_soon(
         self,

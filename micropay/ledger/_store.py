@@ -226,6 +226,17 @@ _ACCEPT_OVER = _UPSERT.format(
     "(SELECT 1 FROM best_vouchers WHERE channel_id = ?)",
     condition="v.charged_amount = ?",
 )
+# With ``ceiling`` too, the stored best voucher must be exactly the one read as well: another
+# process that took a voucher without moving the charged total (a refund under it, a metered
+# charge of 0) leaves a total that still compares equal, and the voucher it took must not
+# pay again here.
+_SAME_BEST = " AND v.cumulative_amount = ?"
+_ACCEPT_OVER_NONE_BEST = _ACCEPT_OVER_NONE.replace(
+    "v.charged_amount = ?", "v.charged_amount = ?" + _SAME_BEST
+)
+_ACCEPT_OVER_BEST = _ACCEPT_OVER.replace(
+    "v.charged_amount = ?", "v.charged_amount = ?" + _SAME_BEST
+)
 
 
 def _charging(accept: str) -> str:
@@ -535,6 +546,7 @@ class Store(ABC):
         row: VoucherRow,
         *,
         over: int | None = None,
+        ceiling: int | None = None,
         charge: ChargeRow | None = None,
         then: Callable[[Accepted], _T],
         loop: asyncio.AbstractEventLoop | None = None,
@@ -542,9 +554,14 @@ class Store(ABC):
         """:meth:`accept`, queued for the writer: the future holds ``then`` of what it found
         once the transaction that wrote it (shared with the accepts queued beside it) is
         durably committed, and only then (``then`` runs on the writer's thread). With
-        ``loop`` (the running loop: call from it), the future is one of that loop."""
+        ``loop`` (the running loop: call from it), the future is one of that loop.
+
+        ``ceiling`` (with ``over``): the best voucher's amount read with it (0: no row was
+        read), which the row must still hold too."""
         if over is not None and over < 0:
             raise ValueError("over is an amount: 0 or more")
+        if ceiling is not None and (over is None or ceiling < over):
+            raise ValueError("a ceiling read is given with the charged total read, at least it")
         if row.charged_amount > row.cumulative_amount:
             raise ValueError("a charged total above the voucher it is charged under")
         params = self._params(VOUCHERS, row)
@@ -552,11 +569,13 @@ class Store(ABC):
         if over is None:
             sql = _ACCEPT
         elif over == 0:  # nothing (or 0) was read: insert, or swap a stored 0
-            sql = _ACCEPT_OVER_NONE
+            sql = _ACCEPT_OVER_NONE if ceiling is None else _ACCEPT_OVER_NONE_BEST
             params.append(self.encode_amount(0))
         else:  # swap exactly the charged total read (SQLite compares the text forms)
-            sql = _ACCEPT_OVER
+            sql = _ACCEPT_OVER if ceiling is None else _ACCEPT_OVER_BEST
             params += [row.channel_id, self.encode_amount(over)]
+        if ceiling is not None:  # no stored row holds a best voucher of 0: "none read" stays so
+            params.append(self.encode_amount(ceiling))
         charged = None if charge is None else self._params(CHARGES, charge)
         if charged is not None and self.data_modifying_ctes:  # one round trip, not two
             sql, params, charged = _charging(sql), [*params, *charged], None
