@@ -138,6 +138,11 @@ def peek(value: str) -> CreditToken:
 
 
 def _token(raw: bytes) -> CreditToken:
-    return CreditToken(
-        raw[1:33], int.from_bytes(raw[33:65], "big"), int.from_bytes(raw[65:81], "big")
-    )
+    try:
+        return CreditToken(
+            raw[1:33], int.from_bytes(raw[33:65], "big"), int.from_bytes(raw[65:81], "big")
+        )
+    except ValueError as err:  # a price of 0: no token this paywall issues or takes
+        raise PaymentHeaderError(
+            CreditReason.INVALID_CREDIT, f"not a credit token: {err}"
+        ) from None

@@ -459,6 +459,8 @@ class HttpPayer:
         raise OfferNotAllowedError("; ".join(reasons))
 
     def _exact_refusal(self, offer: ExactOffer) -> str | None:
+        if offer.price <= 0:
+            return "a price of 0 (a site charges something, or asks for no payment)"
         if offer.price > self.policy.max_price:
             return f"price {offer.price} above {self.policy.max_price}"
         if offer.chain_id != self._chain_id:
@@ -473,6 +475,8 @@ class HttpPayer:
         return self._stored_for(offer) is not None
 
     def _refusal(self, offer: Offer) -> str | None:
+        if offer.price <= 0:  # nothing to build a voucher of, or to divide credit into
+            return "a price of 0 (a site charges something, or asks for no payment)"
         if offer.price > self.policy.max_price:
             return f"price {offer.price} above {self.policy.max_price}"
         if offer.domain.chain_id != self._chain_id:
@@ -1318,9 +1322,11 @@ class HttpPayer:
         must show this authorization settled (else :class:`SettlementReceiptError`). A 409
         or a ``settlement_timeout`` is BUSY: the site is still settling it, the same
         authorization is sent again and its price stays reserved. Anything else is
-        REFUSED: the price is released, unless the token shows the nonce used (the site
-        settled and served nothing, or its handler failed after settling): then it is
-        counted as spent."""
+        REFUSED: if the token shows the nonce used (the site settled and served nothing,
+        or its handler failed after settling), the price is counted as spent; else it stays
+        reserved until the authorization's window closes, as a lost answer's does, since a
+        site that refused it still holds it and may settle it later (the next request for
+        the same resource and offer sends it again rather than a second one)."""
         if 200 <= status < 300:
             self._spent(pending)
             self._check_settlement(pending, headers.get(PAYMENT_RESPONSE))
@@ -1331,7 +1337,7 @@ class HttpPayer:
             _log.warning("%s settled an exact payment and answered %d", pending.site, status)
             self._spent(pending)
         else:
-            self._release(pending.site, pending.offer.price)
+            self._keep_unanswered(pending)
         return Verdict.REFUSED
 
     def _exchange_exact(

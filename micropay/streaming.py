@@ -126,6 +126,10 @@ def split_units(terms: StreamTerms, buffer: bytes) -> tuple[list[bytes], bytes]:
     return [buffer[i : i + size] for i in range(0, whole, size)], buffer[whole:]
 
 
+_MAX_EVENT_DATA = 8192
+"""The longest data line of a payment event read (a signed receipt takes about 1,000)."""
+
+
 def payment_event(event: bytes) -> tuple[str, dict[str, Any]] | None:
     """``(name, data)`` if the event is one of the paywall's (its first line names a
     ``payment-…`` event), else None. Its data is one JSON object (None if it is not)."""
@@ -138,9 +142,14 @@ def payment_event(event: bytes) -> tuple[str, dict[str, Any]] | None:
         if key == "event":
             name = value
         elif key == "data":
+            # A payment event's data is a receipt or a request for a voucher: bounded (and
+            # so is how deep it can nest, which the decoder recurses into).
+            if len(value) > _MAX_EVENT_DATA:
+                data = None
+                continue
             try:
                 data = json.loads(value)
-            except ValueError:
+            except (ValueError, RecursionError):
                 data = None
     return (name, data) if isinstance(data, dict) else (name, {})
 

@@ -377,7 +377,9 @@ def test_a_payment_the_site_is_still_settling_is_sent_again_never_signed_again(
         get_httpx(payer, site.url)
 
 
-def test_a_402_after_an_exact_payment_is_handed_back_and_costs_nothing(xc_node, xc_usdc, xc_site):
+def test_a_402_after_an_exact_payment_is_handed_back_and_held_until_its_window_closes(
+    xc_node, xc_usdc, xc_site
+):
     penniless = Account.create()  # holds no token: the site cannot settle its transfer
     site = xc_site()
     payer = HttpPayer(xc_node.w3, penniless, PaymentPolicy(max_price=PRICE))
@@ -388,8 +390,14 @@ def test_a_402_after_an_exact_payment_is_handed_back_and_costs_nothing(xc_node, 
     assert signatures_sent(site) == 1  # signed once, not again
     assert balances(xc_usdc, xc_node.site) == before
     assert payer.store.site_spend(site_of(site.url)) == 0
-    # Nothing stays reserved: a cap of one price still lets the next payment through.
-    assert payer._reserved[site_of(site.url)] == 0
+    # The site still holds the authorization until its window closes (it could settle it
+    # later): its price stays reserved, and the next request sends the same one again
+    # rather than a second authorization.
+    assert payer._reserved[site_of(site.url)] == PRICE
+    assert get_requests(payer, site.url).status_code == 402
+    assert signatures_sent(site) == 2
+    assert payer._reserved[site_of(site.url)] == PRICE
+    assert payer.store.site_spend(site_of(site.url)) == 0
 
 
 # -- an unmodified x402 server, settling through x402's own facilitator ------------------------
