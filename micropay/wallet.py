@@ -21,9 +21,12 @@ in place when opened.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import hmac
 import json
+import os
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -282,14 +285,56 @@ class Wallet:
         self._channels: dict[bytes, WalletChannel] = {}
         self._site_spend: dict[str, int] = {}
         self._recent: list[tuple[float, int]] = []
+        self._seen: tuple[int, int, int] | None = None  # the file as last read or written
         self.receipts = ReceiptLog(None if self.path is None else receipts_path(self.path))
         """The receipts the sites gave for the payments made from this wallet."""
-        if self.path is not None and self.path.exists():
-            self._load(self.path)
+        if self.path is not None:
+            with self._held(save=False):  # another process may be writing it now
+                pass
         if legacy_folder is not None and legacy_folder.is_dir():
             self._import_folder(legacy_folder)
 
     # -- reading and writing -------------------------------------------------------------------
+
+    def _changing(self) -> contextlib.AbstractContextManager[None]:
+        """Hold the wallet for one change, then save it (see :meth:`_held`)."""
+        return self._held(save=True)
+
+    @contextlib.contextmanager
+    def _held(self, *, save: bool) -> Iterator[None]:
+        """Hold the wallet: against this process's threads, and for a file against other
+        processes too (an exclusive lock on ``<wallet>.lock``), with what they wrote since
+        it was read taken in first; ``save``: write it back at the end. Two processes on one
+        wallet (two workers of an agent, a CLI run beside it) so never put back an older
+        copy over each other's spending or channels, and see each other's spending."""
+        with self._lock:
+            if self.path is None:
+                yield
+                return
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            name = self.path.with_name(self.path.name + ".lock")
+            lock = os.open(name, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                stamp = self._stamp()
+                if stamp is not None and stamp != self._seen:  # (a deleted file: keep ours)
+                    self._channels, self._site_spend, self._recent = {}, {}, []
+                    self._load(self.path)
+                    self._seen = self._stamp()
+                yield
+                if save:
+                    self._save()
+            finally:
+                os.close(lock)  # and with it the lock
+
+    def _stamp(self) -> tuple[int, int, int] | None:
+        """What tells one version of the file from the next (it is replaced, never edited)."""
+        assert self.path is not None
+        try:
+            found = self.path.stat()
+        except FileNotFoundError:
+            return None
+        return found.st_ino, found.st_mtime_ns, found.st_size
 
     def _load(self, path: Path) -> None:
         try:
@@ -337,7 +382,7 @@ class Wallet:
         each): imported once, and removed once the wallet holding them is on disk (so no
         second copy of a session key, or of a payer key an old version wrote, stays)."""
         files = sorted(folder.glob("*.json"))
-        with self._lock:
+        with self._changing():
             for path in files:
                 try:
                     data = json.loads(path.read_text(encoding="utf8"))
@@ -367,7 +412,6 @@ class Wallet:
                 known = self._channels.get(record.channel_id)
                 if known is None or known.highest_signed < record.highest_signed:
                     self._channels[record.channel_id] = record
-            self._save()
         if self.path is None:
             return  # an in-memory wallet: the files stay the only durable copy
         for path in files:
@@ -376,6 +420,7 @@ class Wallet:
             folder.rmdir()
 
     def _save(self) -> None:
+        """Write the wallet (called holding :meth:`_changing`)."""
         if self.path is None:
             return
         data = {
@@ -385,6 +430,16 @@ class Wallet:
             "recent": [[t, str(a)] for t, a in self._recent],
         }
         write_json_atomically(self.path, data, private=True)
+        self._seen = self._stamp()
+
+    def _keep(self, record: WalletChannel) -> WalletChannel:
+        """Hold ``record`` as its channel's (under :meth:`_changing`): its highest total
+        signed is at least the one on file, which another process may have signed."""
+        known = self._channels.get(record.channel_id)
+        if known is not None and known.highest_signed > record.highest_signed:
+            record = replace(record, highest_signed=known.highest_signed)
+        self._channels[record.channel_id] = record
+        return record
 
     # -- channels ------------------------------------------------------------------------------
 
@@ -416,17 +471,15 @@ class Wallet:
         return record
 
     def put(self, record: WalletChannel) -> None:
-        with self._lock:
-            self._channels[record.channel_id] = record
-            self._save()
+        with self._changing():
+            self._keep(record)
 
     def retire(self, channel_id: bytes, why: str) -> None:
         """Take no new payments on a channel; it stays listed for its withdraw."""
-        with self._lock:
+        with self._changing():
             record = self._channels.get(channel_id)
             if record is not None and record.retired is None:
                 self._channels[channel_id] = replace(record, retired=why)
-                self._save()
 
     def open(
         self,
@@ -478,10 +531,12 @@ class Wallet:
     # -- spending ------------------------------------------------------------------------------
 
     def site_spend(self, site: str) -> int:
-        return self._site_spend.get(site, 0)
+        with self._held(save=False):  # with what other processes spent meanwhile
+            return self._site_spend.get(site, 0)
 
     def spend_since(self, since: float) -> int:
-        return sum(amount for when, amount in self._recent if when >= since)
+        with self._held(save=False):
+            return sum(amount for when, amount in self._recent if when >= since)
 
     def record(
         self, record: WalletChannel, site: str, amount: int, now: float, forget_before: float
@@ -490,18 +545,16 @@ class Wallet:
         the record as saved (with ``site`` among its sites)."""
         if site not in record.sites:
             record = replace(record, sites=(*record.sites, site))
-        with self._lock:
-            self._channels[record.channel_id] = record
+        with self._changing():
+            record = self._keep(record)
             self._count(site, amount, now, forget_before)
-            self._save()
         return record
 
     def spent(self, site: str, amount: int, now: float, forget_before: float) -> None:
         """Count a payment that went through no channel (an ``exact`` transfer) against
         ``site`` and the period, in one write."""
-        with self._lock:
+        with self._changing():
             self._count(site, amount, now, forget_before)
-            self._save()
 
     def _count(self, site: str, amount: int, now: float, forget_before: float) -> None:
         if amount:

@@ -1,6 +1,6 @@
-"""The paying client (micropay/http_client.py) against hostile sites: what they send back
-never makes it authorise more than its policy allows, nor crash with an exception that is
-not micropay's.
+"""The paying client (micropay/http_client.py) against hostile sites and careless callers:
+neither what a site sends back nor two processes on one wallet make it authorise more than
+its policy allows, nor crash with an exception that is not micropay's.
 
 Real parts: the session's chain (in-process by default), PaymentChannels, the example
 site's Paywall (or a small hostile Starlette site) served by uvicorn on loopback, httpx
@@ -25,10 +25,11 @@ from starlette.routing import Route
 from micropay._eip3009 import AuthorizationToken
 from micropay._x402 import OfferJSON, PaymentRequired
 from micropay.credit import PAYMENT_CREDIT
-from micropay.errors import MicropayError, OfferNotAllowedError
+from micropay.errors import MicropayError, OfferNotAllowedError, SpendingLimitError
 from micropay.exact import ExactOffer, ExactPayload
 from micropay.example_site import create_site
 from micropay.http_client import HttpPayer, PaymentPolicy, PaymentTransport, site_of
+from micropay.wallet import Wallet
 
 PRICE = 10**13
 ARTICLE = "/articles/vouchers-explained"
@@ -226,3 +227,44 @@ def test_a_deeply_nested_payment_event_in_a_paid_stream_is_a_named_error(w3, act
             assert payer.store.site_spend(site_of(server.url)) == 5 * unit  # accounted
     finally:
         sys.setrecursionlimit(limit)
+
+
+def test_two_payers_on_one_wallet_file_keep_each_others_spending_and_channels(
+    w3, actors, channels, tmp_path
+):
+    """The careless caller: two worker processes of one agent open the same wallet file
+    (README: ``HttpPayer(..., store=".micropay/wallet.json")``, the file the CLI shares).
+
+    Each change of the file takes in what the other wrote first: both prices and both
+    channels are kept, and a later run under a period cap of two prices pays no third.
+    (The last writer won: the other's spending and channel were dropped, and the third run
+    paid past its cap.) Two ``HttpPayer``s in one test process, each with its own
+    ``Wallet`` of the same path, are two processes as far as the file is concerned."""
+    store = tmp_path / "wallet.json"
+    cap = 2 * PRICE
+    policy = PaymentPolicy(max_price=PRICE, max_spend_per_period=cap, period=3600)
+    site_a = create_site(w3, site_key=actors.payee, contract=channels.address, price=PRICE)
+    site_b = create_site(w3, site_key=actors.relayer, contract=channels.address, price=PRICE)
+    with Server(site_a.app) as a, Server(site_b.app) as b:
+        first = HttpPayer(w3, actors.payer, policy, store=store)  # process 1
+        second = HttpPayer(w3, actors.payer, policy, store=store)  # process 2, same file
+        assert get(a.url, first).status_code == 200  # process 1 pays site A one price
+        assert get(b.url, second).status_code == 200  # process 2 pays site B one price
+
+        # The file should now say two prices were spent, on two channels.
+        on_disk = Wallet(store)
+        spent = on_disk.spend_since(0)
+        channels_kept = len(on_disk.channels())
+
+        # A later run under the same 2-price period cap: it must refuse to pay again.
+        # (Site B: the channel the file still knows. On site A the lost record also makes the
+        # client call the honest site hostile, as its own voucher comes back as "stale".)
+        third = HttpPayer(w3, actors.payer, policy, store=store)
+        with pytest.raises(SpendingLimitError):
+            get(b.url, third)
+    paid = sum(
+        site.payee.book.best(cid).cumulative_amount
+        for site in (site_a, site_b)
+        for cid in site.payee.book.channel_ids()
+    )
+    assert (spent, channels_kept, paid) == (2 * PRICE, 2, cap), (spent, channels_kept, paid)

@@ -100,3 +100,47 @@ def test_a_corrupt_channel_file_of_an_older_cli_stops_the_import_and_keeps_the_f
     with pytest.raises(PayerStoreError, match="corrupt"):
         Wallet(tmp_path / "wallet.json", legacy_folder=folder)
     assert bad.exists() and not (tmp_path / "wallet.json").exists()
+
+
+_SPEND_LOOP = """
+import sys, time
+from micropay.wallet import Wallet
+wallet = Wallet(sys.argv[1])
+for _ in range(int(sys.argv[3])):
+    wallet.spent(sys.argv[2], 7, time.time(), 0)
+"""
+
+
+def test_two_processes_spending_from_one_wallet_count_every_payment(tmp_path):
+    """Two processes record payments on one wallet file at once: each change takes in what
+    the other wrote (under the file's lock) before writing, so none is put back over. (The
+    wallet used to be read once, at open, and rewritten whole from memory: the last writer
+    won, and a period cap saw part of what was spent.)"""
+    import subprocess
+    import sys
+
+    store = tmp_path / "wallet.json"
+    runs = [
+        subprocess.Popen([sys.executable, "-c", _SPEND_LOOP, str(store), site, "40"])
+        for site in ("https://a.example", "https://b.example")
+    ]
+    try:
+        assert [run.wait(timeout=120) for run in runs] == [0, 0]
+    finally:
+        for run in runs:
+            run.kill()
+    wallet = Wallet(store)
+    assert wallet.site_spend("https://a.example") == wallet.site_spend("https://b.example") == 280
+    assert wallet.spend_since(0) == 560
+
+
+def test_a_wallet_sees_what_another_opened_on_the_same_file_spent(tmp_path):
+    """Two wallets open on one file (two processes, as far as the file knows): each one's
+    caps read what the other spent, and a channel record one writes is not dropped by the
+    other's next write."""
+    store = tmp_path / "wallet.json"
+    first, second = Wallet(store), Wallet(store)
+    first.spent("https://a.example", 5, 1_000.0, 0)
+    assert second.site_spend("https://a.example") == 5
+    second.spent("https://b.example", 3, 1_001.0, 0)
+    assert first.spend_since(0) == 8 and Wallet(store).spend_since(0) == 8
