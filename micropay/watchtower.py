@@ -94,6 +94,15 @@ class RunReport:
     """Ledger rows that failed their checks (each message names its channel)."""
     watched: int = 0
     """Channels of the ledger this round looked at."""
+
+    @property
+    def failed(self) -> tuple[bytes, ...]:
+        """Channels whose claim this round failed every time it was sent (a batch that
+        reverted and then its claim alone), so they are still to claim."""
+        settled = {c.channel_id for o in self.outcomes if o.ok for c in o.claims}
+        tried = [c.channel_id for o in self.outcomes if not o.ok for c in o.claims]
+        return tuple(dict.fromkeys(c for c in tried if c not in settled))
+
     finished_at: float = field(default_factory=time.monotonic)
 
     @property
@@ -452,15 +461,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("cannot start: %s", err)
         return 2
     try:
-        tower = Watchtower(
-            client,
-            ledger,
-            sender,
-            policy,
-            confirmations=args.confirmations,
-            poll_interval=args.poll,
-            payee_key=payee_key,
-        )
+        try:
+            tower = Watchtower(
+                client,
+                ledger,
+                sender,
+                policy,
+                confirmations=args.confirmations,
+                poll_interval=args.poll,
+                payee_key=payee_key,
+            )
+        except MicropayError as err:  # a setting out of range (--poll 0, --confirmations -1)
+            log.error("%s", err)
+            return 2
         log.info(
             "watching %s on chain %d for %s (claims paid by %s)",
             client.address,
@@ -469,7 +482,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             sender.address,
         )
         if args.once:
-            tower.run_once()
+            failed = tower.run_once().failed
+            if failed:  # one round was asked for, and it did not do its job: say so
+                log.error("%d claim(s) failed; the channels are still to claim", len(failed))
+                return 1
         else:
             run_until_signalled(tower)
     finally:

@@ -442,7 +442,11 @@ def watch(
                     f"{connection.name}" + ("" if once else "; Ctrl-C stops")
                 )
             if once:
-                tower.run_once()
+                failed = tower.run_once().failed
+                if failed:  # the round's claims are printed above; the exit status says so
+                    raise CliError(
+                        f"{len(failed)} claim(s) failed: the channels are still to claim"
+                    )
             else:
                 run_until_signalled(tower)
         if not quiet:
