@@ -452,7 +452,10 @@ class ExactSettlerBase(ABC):
             held = self._settled_elsewhere(held, payload)
         if held.state == "failed":
             raise PaymentDeclinedError(Reason.SETTLEMENT_FAILED, held.reason or "failed")
-        if now >= held.valid_before or held.receipt is None:
+        # A resend is answered within the offer's window from the settlement, not until the
+        # validBefore the payer chose (a year away would buy a year of reads for one price).
+        closes = min(held.valid_before, held.claimed_at + self.max_timeout_seconds)
+        if now >= closes or held.receipt is None:
             raise PaymentDeclinedError(
                 Reason.AUTHORIZATION_USED, "this payment was settled and its window has closed"
             )
