@@ -25,6 +25,7 @@ from micropay._x402 import Receipt
 from micropay.channels import ChannelClient
 from micropay.devnode import anvil
 from micropay.http_client import HttpPayer, PaymentTransport
+from micropay.ledger import Ledger
 
 MNEMONIC = "test test test test test test test test test test test junk"
 Account.enable_unaudited_hdwallet_features()
@@ -124,3 +125,12 @@ def paying(app: Any, payer: HttpPayer) -> Iterator[httpx.Client]:
 def receipt_of(response: httpx.Response) -> Receipt:
     """The ``PAYMENT-RESPONSE`` of a paid answer."""
     return Receipt.decode(response.headers["payment-response"])
+
+
+@contextlib.contextmanager
+def shared_ledger(w3_domain: Any, path: Any) -> Iterator[tuple[Ledger, Ledger]]:
+    """Two ``Ledger`` objects on one SQLite file (``path``), for ``w3_domain``: what two
+    worker processes of one site hold of one ledger."""
+    url = f"sqlite:///{path}"
+    with Ledger.open(url, w3_domain) as one, Ledger.open(url, w3_domain) as two:
+        yield one, two

@@ -16,7 +16,7 @@ from types import SimpleNamespace
 import httpx
 import pytest
 from fastapi import FastAPI, Request
-from paywall_helpers import chain
+from paywall_helpers import chain, shared_ledger
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
@@ -444,7 +444,6 @@ def test_two_processes_on_one_ledger_never_store_a_voucher_for_less_than_its_pri
     """Two sites (as two worker processes) share one ledger file. Both read the channel at
     0; the cheap request is stored first, so the dear one's voucher (2 x price over 0) would
     add only one price: it is refused with 402 and its content is never sent."""
-    url = f"sqlite:///{tmp_path / 'shared.db'}"
     entered, gate = asyncio.Event(), asyncio.Event()
 
     async def dear(request):
@@ -461,8 +460,7 @@ def test_two_processes_on_one_ledger_never_store_a_voucher_for_less_than_its_pri
 
     reader = Reader(node)
     channel_id = reader.payer.config.channel_id
-    domain = node.channels.domain
-    with Ledger.open(url, domain) as one, Ledger.open(url, domain) as two:
+    with shared_ledger(node.channels.domain, tmp_path / "shared.db") as (one, two):
 
         async def go():
             async with site(one) as first, site(two) as second:
@@ -497,11 +495,9 @@ def test_a_site_prices_over_what_it_stored_and_reads_the_ledger_when_another_mov
     reader who paid the other site in between is served at the new total, and a replay of
     the voucher the other site took, which matches only the stale total, is refused by the
     write with its content withheld."""
-    url = f"sqlite:///{tmp_path / 'shared.db'}"
-    domain = node.channels.domain
     reader = Reader(node)
     channel_id = reader.payer.config.channel_id
-    with Ledger.open(url, domain) as one, Ledger.open(url, domain) as two:
+    with shared_ledger(node.channels.domain, tmp_path / "shared.db") as (one, two):
         first, second = make_site(node, book=one), make_site(node, book=two)
 
         def pay(site, cumulative):

@@ -17,14 +17,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from paywall_helpers import chain
+from paywall_helpers import chain, shared_ledger
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 from test_paywall import PRICE, Reader, get, make_site
 
-from micropay.ledger import Ledger
 from micropay.payee import Payee
 from micropay.paywall import Paywall, UpTo
 
@@ -49,11 +48,9 @@ def test_a_voucher_taken_on_one_process_and_refunded_never_pays_again_on_another
        compare-and-swap over PRICE holds, and the replayed voucher is charged and served a
        second time, silently taking back the refund.
     """
-    url = f"sqlite:///{tmp_path / 'shared.db'}"
-    domain = node.channels.domain
     reader = Reader(node)
     channel_id = reader.payer.config.channel_id
-    with Ledger.open(url, domain) as one, Ledger.open(url, domain) as two:
+    with shared_ledger(node.channels.domain, tmp_path / "shared.db") as (one, two):
         first, second = make_site(node, book=one), make_site(node, book=two)
         assert get(first.app, "/articles/a", reader.header(PRICE)).status_code == 200
         paid = reader.header(2 * PRICE)
@@ -92,11 +89,9 @@ def test_a_metered_voucher_charged_zero_on_one_process_never_pays_again_on_anoth
     3. A replay of V on ``first`` matches first's stale memory (PRICE + PRICE) and the
        compare-and-swap (charged still PRICE): it is served and charged up to PRICE again.
     """
-    url = f"sqlite:///{tmp_path / 'metered.db'}"
-    domain = node.channels.domain
     reader = Reader(node, account_index=1)
     channel_id = reader.payer.config.channel_id
-    with Ledger.open(url, domain) as one, Ledger.open(url, domain) as two:
+    with shared_ledger(node.channels.domain, tmp_path / "metered.db") as (one, two):
         first, second = metered_site(node, one), metered_site(node, two)
         assert get(first, f"/search?used={PRICE}", reader.header(PRICE)).status_code == 200
         voucher = reader.header(2 * PRICE)

@@ -463,6 +463,20 @@ def _command(chain: Chain, ledger_url: str, *extra: str, key: str | None = None)
     )
 
 
+@pytest.mark.parametrize(
+    "extra", [("--poll", "0"), ("--confirmations", "-1")], ids=["poll-0", "confirmations--1"]
+)
+def test_command_refuses_nonsense_watch_settings_in_one_line(chain, ledger_url, extra):
+    """A ``--poll`` or ``--confirmations`` out of range is one log line and exit status 2,
+    as every other bad setting. (The ``Watchtower(...)`` constructor, where those two are
+    checked, ran outside the ``try`` that turns errors into a line: Python printed its
+    traceback and exited 1.)"""
+    process = _command(chain, ledger_url, "--once", *extra)
+    _, err = process.communicate(timeout=120)
+    assert "Traceback" not in err, err
+    assert process.returncode == 2, err
+
+
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_command_claims_in_time_and_shuts_down_cleanly(chain, ledger, ledger_url, stop):
     payer = chain.open_channel(ETH, 600)
