@@ -136,6 +136,18 @@ class ClaimOutcome:
         return tuple(claim.amount for claim in self.claims)
 
 
+def final_outcomes(outcomes: Sequence[ClaimOutcome]) -> dict[bytes, ClaimOutcome]:
+    """Per channel, the attempt that settled it, or its last failed one (a batch that
+    reverted is followed by its claims one by one: the last word is theirs)."""
+    final: dict[bytes, ClaimOutcome] = {}
+    for outcome in outcomes:
+        for claim in outcome.claims:
+            held = final.get(claim.channel_id)
+            if held is None or not held.ok:
+                final[claim.channel_id] = outcome
+    return final
+
+
 def batches(claims: Sequence[Claim], max_batch: int | None = None) -> list[tuple[Claim, ...]]:
     """The claims in transactions of at most ``max_batch`` (None: one), in the order given
     (most urgent first), each ordered by token so consecutive same-token claims pay out once."""

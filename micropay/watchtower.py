@@ -48,7 +48,7 @@ from web3 import HTTPProvider, Web3
 from micropay._contracts import Sender
 from micropay.chain_follower import ChainFollower, SyncReport
 from micropay.channels import ChannelClient
-from micropay.claims import Claim, ClaimOutcome, claim_from, submit
+from micropay.claims import Claim, ClaimOutcome, claim_from, final_outcomes, submit
 from micropay.errors import (
     ForeignLedgerError,
     LedgerCorruptError,
@@ -95,20 +95,17 @@ class RunReport:
     watched: int = 0
     """Channels of the ledger this round looked at."""
 
-    @property
-    def failed(self) -> tuple[bytes, ...]:
-        """Channels whose claim this round failed every time it was sent (a batch that
-        reverted and then its claim alone), so they are still to claim."""
-        settled = {c.channel_id for o in self.outcomes if o.ok for c in o.claims}
-        tried = [c.channel_id for o in self.outcomes if not o.ok for c in o.claims]
-        return tuple(dict.fromkeys(c for c in tried if c not in settled))
-
     finished_at: float = field(default_factory=time.monotonic)
 
     @property
     def claimed(self) -> set[bytes]:
         """Channels a successful claim transaction of this round settled."""
         return {c.channel_id for outcome in self.outcomes if outcome.ok for c in outcome.claims}
+
+    @property
+    def failed(self) -> tuple[bytes, ...]:
+        """Channels whose last claim attempt this round failed: still to claim."""
+        return tuple(c for c, o in final_outcomes(self.outcomes).items() if not o.ok)
 
 
 class Watchtower:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -21,7 +21,7 @@ from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
 from micropay.channels import ChannelClient
-from micropay.claims import Claim, ClaimOutcome, Settlement, claim_from, settle
+from micropay.claims import Claim, ClaimOutcome, Settlement, claim_from, final_outcomes, settle
 from micropay.cli._context import (
     CliError,
     Moment,
@@ -225,25 +225,20 @@ def settle_command(
                 click.echo(f"nothing to claim in {book.location}: {why}")
             return
         _show_settlement(result, units, as_json)
-    failed = [o for o in _final(result).values() if not o.ok]
-    if failed and not dry_run:
+    if not dry_run:
+        _refuse_failed(result.outcomes)
+
+
+def _refuse_failed(outcomes: Sequence[ClaimOutcome]) -> None:
+    """Exit non-zero if a channel's last claim attempt failed (it is still to claim)."""
+    failed = [o for o in final_outcomes(outcomes).values() if not o.ok]
+    if failed:
         raise CliError(f"{len(failed)} claim(s) failed: {failed[0].error}")
-
-
-def _final(result: Settlement) -> dict[bytes, ClaimOutcome]:
-    """Per channel, the attempt that settled it, or its last failed one."""
-    final: dict[bytes, ClaimOutcome] = {}
-    for outcome in result.outcomes:
-        for claim in outcome.claims:
-            held = final.get(claim.channel_id)
-            if held is None or not held.ok:
-                final[claim.channel_id] = outcome
-    return final
 
 
 def _settlement_data(result: Settlement, units: _Units) -> dict[str, Any]:
     number = {id(outcome): n for n, outcome in enumerate(result.outcomes, 1)}
-    final = _final(result)
+    final = final_outcomes(result.outcomes)
     gas_key = "estimated_gas" if result.dry_run else "gas_used"
     totals: dict[str, int] = {}
     for claim in result.claims if result.dry_run else result.claimed:
@@ -441,12 +436,8 @@ def watch(
                     f"watching {len(book.channel_ids())} channel(s) of {url} on "
                     f"{connection.name}" + ("" if once else "; Ctrl-C stops")
                 )
-            if once:
-                failed = tower.run_once().failed
-                if failed:  # the round's claims are printed above; the exit status says so
-                    raise CliError(
-                        f"{len(failed)} claim(s) failed: the channels are still to claim"
-                    )
+            if once:  # the round's claims are printed above; the exit status says so
+                _refuse_failed(tower.run_once().outcomes)
             else:
                 run_until_signalled(tower)
         if not quiet:
