@@ -141,6 +141,7 @@ ASGIApp: TypeAlias = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _log = logging.getLogger("micropay.paywall")
 _T = TypeVar("_T")
+_V = TypeVar("_V")
 _HEADER: Final = b"payment-signature"
 _ACCESS_HEADER: Final = b"payment-access"
 _STREAM_HEADER: Final = b"payment-stream"
@@ -563,16 +564,16 @@ class Paywall:
         finally:
             self._busy.discard(channel_id)
 
-    def _grants_access(self, route: PricedRoute) -> bool:
-        """Whether a receipt lets a reader in again on ``route``: only on a fixed price, whose
-        every read is the same thing for the same charge (a metered read may use more than
-        the one paid for, a stream delivers as long as it is paid)."""
-        return self.access is not None and not route.metered and route.stream is None
+    def _access_on(self, route: PricedRoute) -> AccessGate | None:
+        """The gate that lets a reader in again on ``route`` on its receipt: only on a fixed
+        price, whose every read is the same thing for the same charge (a metered read may
+        use more than the one paid for, a stream delivers as long as it is paid)."""
+        return None if route.metered or route.stream is not None else self.access
 
     def _access_header(self, scope: Scope, route: PricedRoute) -> bytes | None:
         """The request's one ``PAYMENT-ACCESS``, if this paywall takes access receipts on
         ``route`` (elsewhere a receipt never stands for a payment: the header is ignored)."""
-        if not self._grants_access(route):
+        if self._access_on(route) is None:
             return None
         values = [value for name, value in scope["headers"] if name == _ACCESS_HEADER]
         return values[0] if len(values) == 1 else None
@@ -958,10 +959,7 @@ class Paywall:
         ceiling = receipt.ceiling_amount
         if self._credit is None or ceiling - receipt.cumulative_amount < price:
             return None
-        self._configs[config.channel_id] = config
-        self._configs.move_to_end(config.channel_id)
-        if len(self._configs) > self._max_stored:
-            self._configs.popitem(last=False)
+        _keep_latest(self._configs, config.channel_id, config, self._max_stored)
         return self._credit.issue(CreditToken(config.channel_id, ceiling, price))
 
     async def _serve_credit(
@@ -1032,7 +1030,7 @@ class Paywall:
             if config is None:  # cannot be: the book holds a voucher for it
                 raise _Refusal(402, Reason.UNKNOWN_CHANNEL, "the site holds nothing for it")
             self._check_terms(config)  # kept only once checked (as _credit_left's were)
-            self._configs[channel_id] = config
+            _keep_latest(self._configs, channel_id, config, self._max_stored)
         state = self.payee.cached_state(channel_id, max_age=self._state_ttl)
         if state is None:
             state = await self._refresh(channel_id)
@@ -1228,10 +1226,7 @@ class Paywall:
         return held
 
     def _remember(self, channel_id: bytes, held: Held) -> None:
-        self._stored[channel_id] = held
-        self._stored.move_to_end(channel_id)
-        if len(self._stored) > self._max_stored:
-            self._stored.popitem(last=False)
+        _keep_latest(self._stored, channel_id, held, self._max_stored)
 
     async def _store(
         self,
@@ -1316,6 +1311,7 @@ class Paywall:
         await _send_json(send, refusal.status, refusal.reason, refusal.message, header)
 
     def _required_header(self, path: _Resource, refusal: _Refusal) -> tuple[bytes, bytes]:
+        gate = self._access_on(path.route)
         required = PaymentRequired(
             offers=self._offers_for(path.route),
             error=refusal.reason,
@@ -1323,12 +1319,18 @@ class Paywall:
             resource=path.url,
             channel=refusal.view,
             mime_type=path.route.mime_type,
-            access=self.access.offer(path.name)
-            if self.access is not None and self._grants_access(path.route)
-            else None,
+            access=None if gate is None else gate.offer(path.name),
             payment_identifier=EXACT in path.route.schemes,
         )
         return (b"payment-required", required.encode().encode("ascii"))
+
+
+def _keep_latest(cache: OrderedDict[bytes, _V], key: bytes, value: _V, bound: int) -> None:
+    """Keep ``value`` as the latest of ``cache``, least recently kept out past ``bound``."""
+    cache[key] = value
+    cache.move_to_end(key)
+    if len(cache) > bound:
+        cache.popitem(last=False)
 
 
 def _header(scope: Scope, name: bytes) -> bytes | None:
