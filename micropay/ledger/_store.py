@@ -214,29 +214,21 @@ RETURNING replaced_amount
 # charged total must be exactly the one read (a parameter after the row's); a positive one
 # was read from a stored row, so the row must exist (no insert: the guard's parameter is the
 # channel id).
-_ACCEPT = _UPSERT.format(
-    source=f"VALUES ({_VOUCHER_VALUES})",
-    condition="excluded.charged_amount > v.charged_amount",
+_NEW_ROW = f"VALUES ({_VOUCHER_VALUES})"
+_ACCEPT = _UPSERT.format(source=_NEW_ROW, condition="excluded.charged_amount > v.charged_amount")
+_STORED_ROW = (
+    f"SELECT {_VOUCHER_VALUES} WHERE EXISTS (SELECT 1 FROM best_vouchers WHERE channel_id = ?)"
 )
-_ACCEPT_OVER_NONE = _UPSERT.format(
-    source=f"VALUES ({_VOUCHER_VALUES})", condition="v.charged_amount = ?"
-)
-_ACCEPT_OVER = _UPSERT.format(
-    source=f"SELECT {_VOUCHER_VALUES} WHERE EXISTS "
-    "(SELECT 1 FROM best_vouchers WHERE channel_id = ?)",
-    condition="v.charged_amount = ?",
-)
+_SAME_TOTAL = "v.charged_amount = ?"
 # With ``ceiling`` too, the stored best voucher must be exactly the one read as well: another
 # process that took a voucher without moving the charged total (a refund under it, a metered
 # charge of 0) leaves a total that still compares equal, and the voucher it took must not
 # pay again here.
-_SAME_BEST = " AND v.cumulative_amount = ?"
-_ACCEPT_OVER_NONE_BEST = _ACCEPT_OVER_NONE.replace(
-    "v.charged_amount = ?", "v.charged_amount = ?" + _SAME_BEST
-)
-_ACCEPT_OVER_BEST = _ACCEPT_OVER.replace(
-    "v.charged_amount = ?", "v.charged_amount = ?" + _SAME_BEST
-)
+_SAME_BEST = f"{_SAME_TOTAL} AND v.cumulative_amount = ?"
+_ACCEPT_OVER_NONE = _UPSERT.format(source=_NEW_ROW, condition=_SAME_TOTAL)
+_ACCEPT_OVER = _UPSERT.format(source=_STORED_ROW, condition=_SAME_TOTAL)
+_ACCEPT_OVER_NONE_BEST = _UPSERT.format(source=_NEW_ROW, condition=_SAME_BEST)
+_ACCEPT_OVER_BEST = _UPSERT.format(source=_STORED_ROW, condition=_SAME_BEST)
 
 
 def _charging(accept: str) -> str:
