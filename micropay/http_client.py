@@ -458,11 +458,19 @@ class HttpPayer:
             )
         raise OfferNotAllowedError("; ".join(reasons))
 
-    def _exact_refusal(self, offer: ExactOffer) -> str | None:
-        if offer.price <= 0:
+    def _price_refusal(self, price: int) -> str | None:
+        """What is wrong with an offer's price in either scheme: 0 (nothing to build a
+        voucher of, or to divide credit into) or above the policy's ``max_price``."""
+        if price <= 0:
             return "a price of 0 (a site charges something, or asks for no payment)"
-        if offer.price > self.policy.max_price:
-            return f"price {offer.price} above {self.policy.max_price}"
+        if price > self.policy.max_price:
+            return f"price {price} above {self.policy.max_price}"
+        return None
+
+    def _exact_refusal(self, offer: ExactOffer) -> str | None:
+        why = self._price_refusal(offer.price)
+        if why is not None:
+            return why
         if offer.chain_id != self._chain_id:
             return f"no node for {offer.network} (this client pays on eip155:{self._chain_id})"
         return self.policy.allows_terms(offer)
@@ -475,10 +483,9 @@ class HttpPayer:
         return self._stored_for(offer) is not None
 
     def _refusal(self, offer: Offer) -> str | None:
-        if offer.price <= 0:  # nothing to build a voucher of, or to divide credit into
-            return "a price of 0 (a site charges something, or asks for no payment)"
-        if offer.price > self.policy.max_price:
-            return f"price {offer.price} above {self.policy.max_price}"
+        why = self._price_refusal(offer.price)
+        if why is not None:
+            return why
         if offer.domain.chain_id != self._chain_id:
             return f"no node for {offer.network} (this client pays on eip155:{self._chain_id})"
         why = self.policy.allows(offer)
