@@ -56,19 +56,28 @@ def exact_site(
     schemes: tuple[str, ...] = ("channel", "exact"),
     facilitator: str | None = None,
     verify_timeout: float = 10.0,
+    max_timeout_seconds: int = 60,
 ) -> Any:
     """The paywalled app: ``GET /report`` costs PRICE of the token, in the given schemes,
-    settled by the site's key, or by the x402 facilitator at the URL ``facilitator``."""
+    settled by the site's key, or by the x402 facilitator at the URL ``facilitator``, under
+    an ``exact`` offer of ``max_timeout_seconds``."""
     client = ChannelClient.attach(w3, channels)
     ledger = Ledger.open(ledger_url, client.domain)
     payee = Payee(client, site_key, book=ledger)
     usdc, book = AuthorizationToken(w3, token), ledger.authorizations
     settler: ExactSettlerBase
     if facilitator is None:
-        settler = ExactSettler(usdc, site_key, book=book, timeout=timeout)
+        settler = ExactSettler(
+            usdc, site_key, book=book, timeout=timeout, max_timeout_seconds=max_timeout_seconds
+        )
     else:
         settler = FacilitatorSettler(
-            facilitator, usdc, book=book, timeout=timeout, verify_timeout=verify_timeout
+            facilitator,
+            usdc,
+            book=book,
+            timeout=timeout,
+            verify_timeout=verify_timeout,
+            max_timeout_seconds=max_timeout_seconds,
         )
 
     async def report(request: Request) -> Response:

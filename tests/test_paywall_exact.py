@@ -211,3 +211,29 @@ def test_two_worker_processes_settle_one_authorization_once(node, usdc, tmp_path
             assert len(receipts) == 1  # both served: the same receipt, one transfer
         assert usdc.balance_of(node.site.address) == before[0] + 3 * PRICE
         assert usdc.balance_of(reader.address) == before[1] - 3 * PRICE
+
+
+def test_a_far_valid_before_buys_no_resend_past_max_timeout_seconds(node, usdc, tmp_path):
+    """A settled payment sent again is answered (a client whose response was lost retries)
+    only within the offer's ``maxTimeoutSeconds`` of its settlement, whatever ``validBefore``
+    the payer signed. Here the offer says 10 s and the attacker signs an hour ahead, pays
+    once, and keeps resending the same payment; every resend while ``validBefore`` was
+    ahead used to be served again (a year ahead: a year of reads for one price)."""
+    reader = node.readers[1]
+    ledger = f"sqlite:///{tmp_path / 'l.db'}"
+    site = exact_site(
+        node.w3, node.channels.address, usdc.address, node.site, ledger, max_timeout_seconds=10
+    )
+    with Server(site) as server:
+        url = f"{server.url}/report"
+        offer = exact_offer_of(httpx.get(url))
+        assert offer.max_timeout_seconds == 10
+        before = usdc.balance_of(node.site.address)
+        payment = signed(offer, reader, valid_before=int(time.time()) + 3600)
+        first = pay(url, payment)
+        assert first.status_code == 200, first.text
+        time.sleep(12)  # past maxTimeoutSeconds: a retry of a lost response is long over
+        served = [pay(url, payment).status_code for _ in range(5)]
+        assert usdc.balance_of(node.site.address) == before + PRICE  # paid once
+        # Past maxTimeoutSeconds the payment buys nothing more.
+        assert served == [402] * 5, f"one payment served {1 + served.count(200)} times"
